@@ -1,0 +1,34 @@
+"""realtime_lab: a realtime WebSocket server library on Tornado, and a lab in a notebook."""
+
+from realtime_lab.client import Client, connect
+from realtime_lab.core import ConnectionState, Hub, ServerOptions
+from realtime_lab.errors import (
+    ConnectionClosed,
+    PortInUseError,
+    ProtocolError,
+    RealtimeLabError,
+    RequestFailed,
+)
+from realtime_lab.protocol import CloseCode, ReconnectAdvice, advice_for
+from realtime_lab.server import LabServer, serve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "CloseCode",
+    "ConnectionClosed",
+    "ConnectionState",
+    "Hub",
+    "LabServer",
+    "PortInUseError",
+    "ProtocolError",
+    "RealtimeLabError",
+    "ReconnectAdvice",
+    "RequestFailed",
+    "ServerOptions",
+    "__version__",
+    "advice_for",
+    "connect",
+    "serve",
+]

@@ -1,0 +1,77 @@
+"""A server-side connection: its state, subscriptions and bounded outbound queue."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from realtime_lab.core.ports import ConnectionPort
+
+
+class ConnectionState(enum.Enum):
+    """Server-side connection states (docs/protocol.md, "Connection states").
+
+    CONNECTING -> OPEN -> CLOSING -> CLOSED; any state may go straight to CLOSED
+    when the socket is lost.
+    """
+
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@dataclass(eq=False, slots=True)
+class SessionStats:
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    errors: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    """One connection. The hub owns it; the transport holds it to report events.
+
+    ``pending`` holds frames waiting for the end of the event-loop turn, when they
+    are written in one call. ``pending_bytes`` plus what the transport still
+    buffers is bounded by ``ServerOptions.max_outbound_bytes``.
+    """
+
+    id: str
+    user: str
+    port: ConnectionPort
+    connected_at: float
+    state: ConnectionState = ConnectionState.CONNECTING
+    subscriptions: set[str] = field(default_factory=set)
+    pending: list[bytes] = field(default_factory=list)
+    pending_bytes: int = 0
+    dirty: bool = False
+    last_seen: float = 0.0
+    ping_sent_at: float | None = None
+    last_ping_at: float = 0.0
+    rtt: float | None = None
+    close_code: int | None = None
+    close_reason: str = ""
+    stats: SessionStats = field(default_factory=SessionStats)
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is ConnectionState.OPEN
+
+    def describe(self) -> dict[str, object]:
+        """A JSON-friendly summary for the HTTP API and the lab."""
+        return {
+            "session": self.id,
+            "user": self.user,
+            "remote": self.port.remote,
+            "state": self.state.value,
+            "subscriptions": sorted(self.subscriptions),
+            "messages_in": self.stats.messages_in,
+            "messages_out": self.stats.messages_out,
+            "pending_bytes": self.pending_bytes,
+            "rtt": self.rtt,
+        }

@@ -1,0 +1,131 @@
+"""One exception tree for the whole package.
+
+Every error that the server reports to a client knows its wire error ``code``
+(a short string, see docs/protocol.md) and, when it ends the connection, its
+WebSocket ``close_code`` (numbers from realtime_lab.protocol.close_codes;
+this module imports nothing from the package so every layer can import it).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class RealtimeLabError(Exception):
+    """Base class of every error raised by realtime_lab."""
+
+
+class ProtocolError(RealtimeLabError):
+    """A client sent something the protocol does not allow.
+
+    ``code`` is the error code put in the ``error`` reply. When ``close_code`` is
+    not None the connection is closed with it after the reply.
+    """
+
+    code: ClassVar[str] = "bad_request"
+    close_code: ClassVar[int | None] = None
+
+    def __init__(self, message: str, *, request_id: object = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request_id = request_id
+
+
+class BadJSON(ProtocolError):
+    code = "bad_json"
+
+
+class NotAnObject(ProtocolError):
+    code = "not_object"
+
+
+class UnknownType(ProtocolError):
+    code = "unknown_type"
+
+
+class MissingField(ProtocolError):
+    code = "missing_field"
+
+
+class BadField(ProtocolError):
+    code = "bad_field"
+
+
+class BadChannel(ProtocolError):
+    code = "bad_channel"
+
+
+class BinaryNotSupported(ProtocolError):
+    code = "binary_not_supported"
+
+
+class Forbidden(ProtocolError):
+    code = "forbidden"
+
+
+class NotSubscribed(ProtocolError):
+    code = "not_subscribed"
+
+
+class TooManySubscriptions(ProtocolError):
+    code = "too_many_subscriptions"
+
+
+class MessageTooBig(ProtocolError):
+    code = "message_too_big"
+    close_code = 1009  # CloseCode.MESSAGE_TOO_BIG
+
+
+class TooManyErrors(ProtocolError):
+    code = "too_many_errors"
+    close_code = 4008  # CloseCode.TOO_MANY_ERRORS
+
+
+class ServerError(RealtimeLabError):
+    """Something went wrong inside the server (never the client's fault)."""
+
+
+class PortInUseError(ServerError):
+    """The requested host and port are already taken by another listener."""
+
+
+class ServerNotRunning(ServerError):
+    """An operation needs a running server."""
+
+
+class ClientError(RealtimeLabError):
+    """Base class of errors raised by the Python client."""
+
+
+class ConnectionClosed(ClientError):
+    """The connection is closed; ``code`` and ``reason`` say why."""
+
+    def __init__(self, code: int | None, reason: str | None) -> None:
+        super().__init__(f"connection closed (code={code}, reason={reason!r})")
+        self.code = code
+        self.reason = reason
+
+
+class RequestFailed(ClientError):
+    """The server answered a request with an ``error`` message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class MissingDependency(RealtimeLabError, ImportError):
+    """An optional dependency is not installed; the message says what to install."""
+
+
+def require(module: str, extra: str) -> object:
+    """Import an optional dependency or raise MissingDependency with an install hint."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingDependency(
+            f"{module} is not installed; install it with: pip install 'realtime_lab[{extra}]'"
+        ) from exc

@@ -1,0 +1,152 @@
+"""Messages of the native protocol, v1 (sans-I/O: no sockets, no event loop).
+
+Client-to-server messages are parsed into small frozen dataclasses by
+:func:`parse_client_message`; server-to-client messages are plain dicts built by
+the ``*_message`` helpers so that a codec can serialize them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from realtime_lab.errors import BadField, MissingField, NotAnObject, UnknownType
+
+PROTOCOL_VERSION = 1
+
+RequestId = int | str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    channel: str
+    id: RequestId = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    channel: str
+    id: RequestId = None
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    channel: str
+    data: Any
+    id: RequestId = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    id: RequestId = None
+
+
+ClientMessage = Subscribe | Unsubscribe | Publish | Ping
+
+CLIENT_TYPES = ("subscribe", "unsubscribe", "publish", "ping")
+
+
+def _request_id(obj: dict[str, Any]) -> RequestId:
+    rid = obj.get("id")
+    if rid is None:
+        return None
+    if isinstance(rid, bool) or not isinstance(rid, int | str):
+        raise BadField("'id' must be an integer or a string")
+    return rid
+
+
+def _channel(obj: dict[str, Any], rid: RequestId) -> str:
+    if "channel" not in obj:
+        raise MissingField("'channel' is required", request_id=rid)
+    channel = obj["channel"]
+    if not isinstance(channel, str):
+        raise BadField("'channel' must be a string", request_id=rid)
+    return channel
+
+
+def parse_client_message(obj: object) -> ClientMessage:
+    """Validate a decoded JSON value and return the client message it holds.
+
+    Raises a :class:`~realtime_lab.errors.ProtocolError` subclass that names the
+    problem (and carries the request id when one could be read).
+    """
+    if not isinstance(obj, dict):
+        raise NotAnObject(f"a message must be a JSON object, not {type(obj).__name__}")
+    rid = _request_id(obj)
+    if "type" not in obj:
+        raise MissingField("'type' is required", request_id=rid)
+    mtype = obj["type"]
+    if not isinstance(mtype, str):
+        raise BadField("'type' must be a string", request_id=rid)
+    if mtype == "publish":
+        channel = _channel(obj, rid)
+        if "data" not in obj:
+            raise MissingField("'data' is required", request_id=rid)
+        return Publish(channel, obj["data"], rid)
+    if mtype == "subscribe":
+        return Subscribe(_channel(obj, rid), rid)
+    if mtype == "unsubscribe":
+        return Unsubscribe(_channel(obj, rid), rid)
+    if mtype == "ping":
+        return Ping(rid)
+    raise UnknownType(
+        f"unknown message type {mtype!r}; expected one of {', '.join(CLIENT_TYPES)}",
+        request_id=rid,
+    )
+
+
+def _with_id(msg: dict[str, Any], rid: RequestId) -> dict[str, Any]:
+    if rid is not None:
+        msg["id"] = rid
+    return msg
+
+
+def welcome_message(
+    session: str, user: str, heartbeat_interval: float, heartbeat_timeout: float,
+    limits: dict[str, int],
+) -> dict[str, Any]:
+    return {
+        "type": "welcome",
+        "version": PROTOCOL_VERSION,
+        "session": session,
+        "user": user,
+        "heartbeat": {"interval": heartbeat_interval, "timeout": heartbeat_timeout},
+        "limits": limits,
+    }
+
+
+def subscribed_message(channel: str, rid: RequestId) -> dict[str, Any]:
+    return _with_id({"type": "subscribed", "channel": channel}, rid)
+
+
+def unsubscribed_message(channel: str, rid: RequestId) -> dict[str, Any]:
+    return _with_id({"type": "unsubscribed", "channel": channel}, rid)
+
+
+def published_message(channel: str, rid: RequestId, recipients: int) -> dict[str, Any]:
+    return _with_id({"type": "published", "channel": channel, "recipients": recipients}, rid)
+
+
+def channel_message(channel: str, data: Any, sender: str | None) -> dict[str, Any]:
+    msg: dict[str, Any] = {"type": "message", "channel": channel, "data": data}
+    if sender is not None:
+        msg["from"] = sender
+    return msg
+
+
+def pong_message(rid: RequestId) -> dict[str, Any]:
+    return _with_id({"type": "pong"}, rid)
+
+
+def error_message(code: str, message: str, rid: RequestId = None) -> dict[str, Any]:
+    return _with_id({"type": "error", "code": code, "message": message}, rid)
+
+
+def presence_state_message(channel: str, members: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "presence_state", "channel": channel, "members": members}
+
+
+def presence_diff_message(
+    channel: str, joins: dict[str, dict[str, Any]], leaves: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    return {"type": "presence_diff", "channel": channel, "joins": joins, "leaves": leaves}

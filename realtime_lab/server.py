@@ -1,0 +1,186 @@
+"""LabServer: builds the Tornado application and runs it on the current event loop.
+
+In a notebook, ``server = await realtime_lab.serve(port=0)`` starts on the
+kernel's own loop and returns at once; from a script or the CLI the same call
+runs inside ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
+from tornado.netutil import bind_sockets
+from tornado.web import Application, StaticFileHandler
+
+from realtime_lab.core.hub import Hub
+from realtime_lab.core.options import ServerOptions
+from realtime_lab.errors import PortInUseError, ServerNotRunning
+from realtime_lab.protocol.close_codes import CloseCode
+from realtime_lab.transports.http_api import (
+    ChannelMessagesHandler,
+    ChannelsHandler,
+    HealthHandler,
+)
+from realtime_lab.transports.tornado_ws import HubWebSocketHandler
+
+log = logging.getLogger("realtime_lab.server")
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+class LabServer:
+    """A realtime_lab server: a hub, a Tornado application and its listening sockets."""
+
+    def __init__(self, options: ServerOptions | None = None, *, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self.options = options or ServerOptions()
+        self.host = host
+        self.requested_port = port
+        self.hub = Hub(self.options)
+        self.started_at = time.time()
+        self._http: HTTPServer | None = None
+        self._heartbeat: PeriodicCallback | None = None
+        self._port: int | None = None
+        self._stopping: asyncio.Future[None] | None = None
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def running(self) -> bool:
+        return self._http is not None and self._stopping is None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise ServerNotRunning("the server has not been started; await server.start()")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The WebSocket endpoint, ``ws://HOST:PORT/ws``."""
+        return f"ws://{self._url_host()}:{self.port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self._url_host()}:{self.port}"
+
+    def _url_host(self) -> str:
+        host = self.host or "127.0.0.1"
+        if host in ("0.0.0.0", "::", ""):
+            return "127.0.0.1"
+        return f"[{host}]" if ":" in host else host
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def make_app(self) -> Application:
+        hub_args = {"hub": self.hub}
+        api_args = {"hub": self.hub, "started_at": self.started_at}
+        return Application(
+            [
+                (r"/ws", HubWebSocketHandler, hub_args),
+                (r"/health", HealthHandler, api_args),
+                (r"/api/channels", ChannelsHandler, api_args),
+                (r"/api/channels/([^/]+)/messages", ChannelMessagesHandler, api_args),
+                (r"/static/(.*)", StaticFileHandler, {"path": str(STATIC_DIR)}),
+            ],
+            websocket_max_message_size=self.options.max_message_bytes,
+        )
+
+    async def start(self) -> LabServer:
+        """Bind and start listening on the running event loop; return self."""
+        if self._http is not None:
+            raise RuntimeError("this server was already started; create a new LabServer")
+        loop = asyncio.get_running_loop()
+        self.hub._schedule = loop.call_soon
+        try:
+            sockets = bind_sockets(self.requested_port, address=self.host or None)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(
+                    f"cannot listen on {self.host}:{self.requested_port}: the port is already "
+                    "in use (another server?). Stop it, choose another port, or use port=0."
+                ) from None
+            raise
+        self._port = sockets[0].getsockname()[1]
+        self._http = HTTPServer(self.make_app(), max_body_size=self.options.max_message_bytes)
+        self._http.add_sockets(sockets)
+        opts = self.options
+        period = max(0.02, min(opts.heartbeat_interval, opts.heartbeat_timeout) / 4)
+        self._heartbeat = PeriodicCallback(self.hub.heartbeat_tick, period * 1000)
+        self._heartbeat.start()
+        log.info("realtime_lab listening on %s", self.url)
+        return self
+
+    async def stop(self) -> None:
+        """Stop listening, close every client with 1001 (going away). Idempotent."""
+        if self._http is None:
+            return
+        if self._stopping is not None:
+            await asyncio.shield(self._stopping)
+            return
+        self._stopping = asyncio.get_running_loop().create_future()
+        try:
+            self._http.stop()
+            if self._heartbeat is not None:
+                self._heartbeat.stop()
+            self.hub.close_all(CloseCode.GOING_AWAY, "server stopping")
+            deadline = time.monotonic() + self.options.close_timeout
+            while self.hub.sessions and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await self._http.close_all_connections()
+            for session in list(self.hub.sessions.values()):
+                self.hub.closed(session, CloseCode.GOING_AWAY, "server stopped")
+        finally:
+            self._stopping.set_result(None)
+        log.info("realtime_lab stopped")
+
+    async def __aenter__(self) -> LabServer:
+        if self._http is None:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def serve_forever(self) -> None:
+        """Run until cancelled (Ctrl-C in the CLI), then stop cleanly."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    # ------------------------------------------------------------------ operations
+
+    def publish(self, channel: str, data: Any) -> int:
+        """Publish from the server side; return the number of recipients."""
+        return self.hub.publish(channel, data)
+
+    def channels(self) -> list[dict[str, object]]:
+        return self.hub.channel_list()
+
+    def presence(self, channel: str) -> dict[str, dict[str, int]]:
+        return self.hub.presence(channel)
+
+    def __repr__(self) -> str:
+        where = self.url if self._port is not None else "not started"
+        return f"<LabServer {where} connections={len(self.hub.sessions)}>"
+
+
+async def serve(host: str = "127.0.0.1", port: int = 0, *,
+                options: ServerOptions | None = None, **option_values: Any) -> LabServer:
+    """Start a server on the running event loop and return it at once.
+
+    Options can be given as a :class:`ServerOptions` or as keyword arguments
+    (``serve(port=0, heartbeat_interval=5)``).
+    """
+    opts = options or ServerOptions()
+    if option_values:
+        opts = opts.with_changes(**option_values)
+    return await LabServer(opts, host=host, port=port).start()

@@ -1,0 +1,88 @@
+"""HTTP endpoints beside the WebSocket: health, channel list, server-side publish."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from tornado.web import RequestHandler
+
+from realtime_lab.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from realtime_lab.core.hub import Hub
+
+
+class _JSONHandler(RequestHandler):
+    hub: Hub
+
+    def initialize(self, hub: Hub, started_at: float | None = None) -> None:
+        self.hub = hub
+        self.started_at = started_at or time.time()
+
+    def send_json(self, payload: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(payload))
+
+    def send_error_json(self, status: int, code: str, message: str) -> None:
+        self.send_json({"error": code, "message": message}, status)
+
+
+class HealthHandler(_JSONHandler):
+    """``GET /health``: liveness and a few counters."""
+
+    def get(self) -> None:
+        from realtime_lab import __version__
+
+        self.send_json({
+            "status": "ok",
+            "version": __version__,
+            "uptime": round(time.time() - self.started_at, 3),
+            "connections": len(self.hub.sessions),
+            "channels": len(self.hub.channels),
+        })
+
+
+class ChannelsHandler(_JSONHandler):
+    """``GET /api/channels``: every channel with its subscriber count."""
+
+    def get(self) -> None:
+        self.send_json({"channels": self.hub.channel_list()})
+
+
+class ChannelMessagesHandler(_JSONHandler):
+    """``POST /api/channels/{name}/messages``: publish from the server side.
+
+    Off unless ``ServerOptions.api_token`` is set; the request then needs
+    ``Authorization: Bearer <token>`` and a JSON body ``{"data": ...}``.
+    """
+
+    def post(self, name: str) -> None:
+        token = self.hub.options.api_token
+        if token is None:
+            self.send_error_json(403, "api_disabled",
+                                 "server-side publish is off; start the server with api_token")
+            return
+        given = self.request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            self.set_header("WWW-Authenticate", "Bearer")
+            self.send_error_json(401, "unauthorized", "missing or wrong bearer token")
+            return
+        try:
+            body = json.loads(self.request.body or b"null")
+        except ValueError as exc:
+            self.send_error_json(400, "bad_json", f"invalid JSON body: {exc}")
+            return
+        if not isinstance(body, dict) or "data" not in body:
+            self.send_error_json(400, "missing_field", "body must be a JSON object with 'data'")
+            return
+        try:
+            recipients = self.hub.publish(name, body["data"], sender=None)
+        except ProtocolError as err:
+            self.send_error_json(400, err.code, err.message)
+            return
+        self.send_json({"channel": name, "recipients": recipients})

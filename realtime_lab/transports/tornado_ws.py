@@ -1,0 +1,98 @@
+"""The Tornado WebSocket transport (HTTP/1.1): a handler that reports to the hub.
+
+The handler parses frames (Tornado does that); outbound frames are built by the
+hub once per broadcast and written here straight to the connection's IOStream,
+so Tornado's per-message framing is skipped on the hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+
+from realtime_lab.protocol.close_codes import CloseCode
+
+if TYPE_CHECKING:
+    from tornado.iostream import IOStream
+
+    from realtime_lab.core.hub import Hub
+    from realtime_lab.core.session import Session
+
+log = logging.getLogger("realtime_lab.transports")
+
+MAX_USER_ID_LENGTH = 128
+
+
+class TornadoPort:
+    """The :class:`~realtime_lab.core.ports.ConnectionPort` of one Tornado connection."""
+
+    __slots__ = ("handler", "remote", "stream")
+
+    def __init__(self, handler: HubWebSocketHandler, stream: IOStream, remote: str) -> None:
+        self.handler = handler
+        self.stream = stream
+        self.remote = remote
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.stream.write(data)
+        except StreamClosedError:
+            pass  # on_close follows and tells the hub
+
+    def buffered_bytes(self) -> int:
+        # IOStream keeps unsent bytes in _write_buffer (a _StreamBuffer with __len__),
+        # unchanged since Tornado 5. It is the only way to read the backlog.
+        buffer = getattr(self.stream, "_write_buffer", None)
+        return len(buffer) if buffer is not None else 0
+
+    def ping(self) -> None:
+        try:
+            self.handler.ping(b"")
+        except WebSocketClosedError:
+            pass
+
+    def close(self, code: int, reason: str) -> None:
+        self.handler.close(code, reason)
+
+
+class HubWebSocketHandler(WebSocketHandler):
+    """``/ws``: one instance per connection, forwarding everything to the hub."""
+
+    hub: Hub
+    session: Session | None
+
+    def initialize(self, hub: Hub) -> None:
+        self.hub = hub
+        self.session = None
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        user = self.get_query_argument("user", None)
+        if user is not None and not (0 < len(user) <= MAX_USER_ID_LENGTH):
+            self.close(CloseCode.BAD_REQUEST,
+                       f"user id must be 1 to {MAX_USER_ID_LENGTH} characters")
+            return
+        assert self.ws_connection is not None
+        stream = self.ws_connection.stream  # type: ignore[attr-defined]
+        self.set_nodelay(True)
+        port = TornadoPort(self, stream, self.request.remote_ip or "")
+        self.session = self.hub.open(port, user=user)
+
+    def on_message(self, message: str | bytes) -> None:
+        session = self.session
+        if session is None:
+            return
+        if isinstance(message, str):
+            self.hub.receive_text(session, message)
+        else:
+            self.hub.receive_binary(session, message)
+
+    def on_pong(self, data: bytes) -> None:
+        if self.session is not None:
+            self.hub.pong(self.session)
+
+    def on_close(self) -> None:
+        if self.session is not None:
+            self.hub.closed(self.session, self.close_code, self.close_reason or "")
