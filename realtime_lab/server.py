@@ -12,7 +12,7 @@ import errno
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
@@ -29,6 +29,10 @@ from realtime_lab.transports.http_api import (
     HealthHandler,
 )
 from realtime_lab.transports.tornado_ws import HubWebSocketHandler
+
+if TYPE_CHECKING:
+    from realtime_lab.instrument import Recorder
+    from realtime_lab.widgets import Dashboard
 
 log = logging.getLogger("realtime_lab.server")
 
@@ -167,6 +171,18 @@ class LabServer:
 
     def presence(self, channel: str) -> dict[str, dict[str, int]]:
         return self.hub.presence(channel)
+
+    def record(self, **options: Any) -> Recorder:
+        """Start recording metrics (realtime_lab.instrument.Recorder options); return it."""
+        from realtime_lab.instrument import Recorder
+
+        return Recorder(self.hub, **options).start()
+
+    def dashboard(self, **options: Any) -> Dashboard:
+        """An ipywidgets dashboard of this server: channels, presence, live metrics."""
+        from realtime_lab.widgets import Dashboard
+
+        return Dashboard(self, **options)
 
     def __repr__(self) -> str:
         where = self.url if self._port is not None else "not started"

@@ -24,7 +24,7 @@ from typing import Any
 
 from realtime_lab.core.channels import Channel, validate_channel
 from realtime_lab.core.options import ServerOptions
-from realtime_lab.core.ports import Clock, ConnectionPort, Scheduler
+from realtime_lab.core.ports import BroadcastProbe, Clock, ConnectionPort, Scheduler
 from realtime_lab.core.session import ConnectionState, Session
 from realtime_lab.errors import (
     BinaryNotSupported,
@@ -60,6 +60,8 @@ def _run_now(callback: Callable[[], None]) -> None:
 
 class Hub:
     """Channels, presence and broadcast for a set of connections."""
+
+    recorder: BroadcastProbe | None = None  # set by realtime_lab.instrument.Recorder.start()
 
     def __init__(
         self,
@@ -235,8 +237,16 @@ class Hub:
         if channel is None:
             return 0
         channel.messages += 1
-        frame = text_frame(codec.encode(messages.channel_message(name, data, sender)))
-        return self._fan_out(channel, frame, exclude)
+        msg = messages.channel_message(name, data, sender)
+        probe = self.recorder  # instrumentation probe (realtime_lab.instrument), usually None
+        t0 = probe.begin(msg) if probe is not None else 0.0
+        frame = text_frame(codec.encode(msg))
+        if probe is None:
+            return self._fan_out(channel, frame, exclude)
+        t1 = probe.clock()
+        delivered = self._fan_out(channel, frame, exclude)
+        probe.end(channel, len(frame), delivered, t0, t1, exclude)
+        return delivered
 
     def _fan_out(self, channel: Channel, frame: bytes, exclude: Session | None = None) -> int:
         """Queue the same frame for every subscriber; return how many got it."""
@@ -312,10 +322,13 @@ class Hub:
             if session.state is not ConnectionState.OPEN:
                 continue
             if session.ping_sent_at is not None:
-                if now - session.ping_sent_at >= timeout and session.last_seen < session.ping_sent_at:
-                    self.stats.heartbeat_timeouts += 1
-                    self.close(session, CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
-                continue
+                if session.last_seen < session.ping_sent_at:
+                    if now - session.ping_sent_at >= timeout:
+                        self.stats.heartbeat_timeouts += 1
+                        self.close(session, CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
+                    continue
+                # Traffic since the ping counts as an answer; ping again when due.
+                session.ping_sent_at = None
             if now - session.last_ping_at >= interval:
                 session.ping_sent_at = now
                 session.last_ping_at = now

@@ -6,7 +6,11 @@ Transports implement :class:`ConnectionPort`; unit tests use fakes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from realtime_lab.core.channels import Channel
+    from realtime_lab.core.session import Session
 
 Clock = Callable[[], float]
 Scheduler = Callable[[Callable[[], None]], object]
@@ -28,3 +32,16 @@ class ConnectionPort(Protocol):
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake with ``code``; the transport later reports it closed."""
+
+
+class BroadcastProbe(Protocol):
+    """An observer of broadcasts (realtime_lab.instrument.Recorder); see Hub._broadcast."""
+
+    clock: Clock
+
+    def begin(self, message: dict[str, Any]) -> float:
+        """Before encoding: may add fields (``ts``); returns the start time."""
+
+    def end(self, channel: Channel, frame_bytes: int, delivered: int, t0: float, t1: float,
+            exclude: Session | None) -> None:
+        """After fan-out: ``t1`` is when encoding ended."""
