@@ -8,7 +8,15 @@ from typing import Any
 from realtime_lab.errors import BadJSON
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-_decoder = json.JSONDecoder()
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259); accepting them would let a client
+    # publish data the encoder (allow_nan=False) then refuses to broadcast.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def encode(message: dict[str, Any]) -> str:
