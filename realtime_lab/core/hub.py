@@ -24,7 +24,13 @@ from typing import Any
 
 from realtime_lab.core.channels import Channel, validate_channel
 from realtime_lab.core.options import ServerOptions
-from realtime_lab.core.ports import BroadcastProbe, Clock, ConnectionPort, Scheduler
+from realtime_lab.core.ports import (
+    BroadcastProbe,
+    Clock,
+    ClusterPort,
+    ConnectionPort,
+    Scheduler,
+)
 from realtime_lab.core.session import ConnectionState, Session
 from realtime_lab.errors import (
     BinaryNotSupported,
@@ -78,6 +84,8 @@ class Hub:
         self.stats = HubStats()
         self._dirty: list[Session] = []
         self._flush_scheduled = False
+        #: Set by realtime_lab.broker.ClusterNode when this hub is one node of several.
+        self.cluster: ClusterPort | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -204,6 +212,9 @@ class Hub:
             channel = self.channels[name] = Channel(name, time.time(), presence)
         joined = channel.add(session)
         session.subscriptions.add(name)
+        if self.cluster is not None:  # the node answers once the cluster knows
+            self.cluster.subscribed(session, channel, request_id)
+            return
         self.send(session, messages.subscribed_message(name, request_id))
         if channel.presence:
             self.send(session, messages.presence_state_message(name, channel.presence_members()))
@@ -218,6 +229,9 @@ class Hub:
         if channel is None:
             return
         left = channel.remove(session)
+        if self.cluster is not None:  # cluster-wide leave events come from the broker
+            self.cluster.left(session, channel)
+            left = False
         if not channel.subscribers:
             del self.channels[name]
             return
@@ -234,13 +248,19 @@ class Hub:
                    exclude: Session | None = None) -> int:
         self.stats.published += 1
         channel = self.channels.get(name)
+        cluster = self.cluster  # the other nodes (realtime_lab.broker), usually None
         if channel is None:
+            if cluster is not None:
+                cluster.published(name, codec.encode(messages.channel_message(name, data, sender)))
             return 0
         channel.messages += 1
         msg = messages.channel_message(name, data, sender)
         probe = self.recorder  # instrumentation probe (realtime_lab.instrument), usually None
         t0 = probe.begin(msg) if probe is not None else 0.0
-        frame = text_frame(codec.encode(msg))
+        text = codec.encode(msg)
+        if cluster is not None:  # the same encoded text goes to the other nodes
+            cluster.published(name, text)
+        frame = text_frame(text)
         if probe is None:
             return self._fan_out(channel, frame, exclude)
         t1 = probe.clock()

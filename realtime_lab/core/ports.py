@@ -45,3 +45,19 @@ class BroadcastProbe(Protocol):
     def end(self, channel: Channel, frame_bytes: int, delivered: int, t0: float, t1: float,
             exclude: Session | None) -> None:
         """After fan-out: ``t1`` is when encoding ended."""
+
+
+class ClusterPort(Protocol):
+    """The other nodes, as the hub sees them (realtime_lab.broker.ClusterNode).
+
+    Only set when the server runs with a broker; a single server has none.
+    """
+
+    def subscribed(self, session: Session, channel: Channel, request_id: int | str | None) -> None:
+        """A session joined ``channel``; the node sends ``subscribed`` and presence_state."""
+
+    def left(self, session: Session, channel: Channel) -> None:
+        """A session left ``channel`` (already removed from it)."""
+
+    def published(self, name: str, text: str) -> None:
+        """A channel message was encoded as ``text``: deliver it on the other nodes."""
