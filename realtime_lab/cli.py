@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve_p = sub.add_parser("serve", help="run a server until Ctrl-C")
     _add_server_args(serve_p, 8765)
+    serve_p.add_argument("--broker", default=None, metavar="URL",
+                         help="link several servers: redis://HOST:PORT/DB "
+                              "(options in the query: ?node_ttl=10&namespace=rl)")
     demo_p = sub.add_parser("demo", help="a server with simulated clients and a live summary")
     _add_server_args(demo_p, 8765)
     demo_p.add_argument("--duration", type=float, default=20.0, help="seconds to run (default 20)")
@@ -51,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 async def _serve(args: argparse.Namespace) -> None:
     from realtime_lab.server import LabServer
 
-    server = await LabServer(_options(args), host=args.host, port=args.port).start()
+    server = await LabServer(_options(args), host=args.host, port=args.port,
+                             broker=getattr(args, "broker", None)).start()
     print(f"realtime_lab serving {server.url} (HTTP {server.http_url}); Ctrl-C to stop",
           flush=True)
     await server.serve_forever()

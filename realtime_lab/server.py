@@ -26,11 +26,13 @@ from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.transports.http_api import (
     ChannelMessagesHandler,
     ChannelsHandler,
+    ClusterHandler,
     HealthHandler,
 )
 from realtime_lab.transports.tornado_ws import HubWebSocketHandler
 
 if TYPE_CHECKING:
+    from realtime_lab.broker import ClusterNode
     from realtime_lab.instrument import Recorder
     from realtime_lab.widgets import Dashboard
 
@@ -43,8 +45,10 @@ class LabServer:
     """A realtime_lab server: a hub, a Tornado application and its listening sockets."""
 
     def __init__(self, options: ServerOptions | None = None, *, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, broker: Any = None) -> None:
         self.options = options or ServerOptions()
+        self.broker = broker  # None, "redis://...", an InMemoryBus or a Broker
+        self.cluster: ClusterNode | None = None  # set by start() when broker is given
         self.host = host
         self.requested_port = port
         self.hub = Hub(self.options)
@@ -91,6 +95,7 @@ class LabServer:
                 (r"/ws", HubWebSocketHandler, hub_args),
                 (r"/health", HealthHandler, api_args),
                 (r"/api/channels", ChannelsHandler, api_args),
+                (r"/api/cluster", ClusterHandler, api_args),
                 (r"/api/channels/([^/]+)/messages", ChannelMessagesHandler, api_args),
                 (r"/static/(.*)", StaticFileHandler, {"path": str(STATIC_DIR)}),
             ],
@@ -103,6 +108,11 @@ class LabServer:
             raise RuntimeError("this server was already started; create a new LabServer")
         loop = asyncio.get_running_loop()
         self.hub._schedule = loop.call_soon
+        broker = None
+        if self.broker is not None:
+            from realtime_lab.broker import make_broker
+
+            broker = make_broker(self.broker)
         try:
             sockets = bind_sockets(self.requested_port, address=self.host or None)
         except OSError as exc:
@@ -113,6 +123,10 @@ class LabServer:
                 ) from None
             raise
         self._port = sockets[0].getsockname()[1]
+        if broker is not None:  # join the cluster before the first client arrives
+            from realtime_lab.broker import ClusterNode
+
+            self.cluster = await ClusterNode(self.hub, broker).start()
         self._http = HTTPServer(self.make_app(), max_body_size=self.options.max_message_bytes)
         self._http.add_sockets(sockets)
         opts = self.options
@@ -141,6 +155,8 @@ class LabServer:
             await self._http.close_all_connections()
             for session in list(self.hub.sessions.values()):
                 self.hub.closed(session, CloseCode.GOING_AWAY, "server stopped")
+            if self.cluster is not None:
+                await self.cluster.stop()
         finally:
             self._stopping.set_result(None)
         log.info("realtime_lab stopped")
@@ -170,6 +186,8 @@ class LabServer:
         return self.hub.channel_list()
 
     def presence(self, channel: str) -> dict[str, dict[str, int]]:
+        if self.cluster is not None:  # cluster-wide members
+            return self.cluster.presence(channel)
         return self.hub.presence(channel)
 
     def record(self, **options: Any) -> Recorder:
@@ -190,13 +208,15 @@ class LabServer:
 
 
 async def serve(host: str = "127.0.0.1", port: int = 0, *,
-                options: ServerOptions | None = None, **option_values: Any) -> LabServer:
+                options: ServerOptions | None = None, broker: Any = None,
+                **option_values: Any) -> LabServer:
     """Start a server on the running event loop and return it at once.
 
     Options can be given as a :class:`ServerOptions` or as keyword arguments
-    (``serve(port=0, heartbeat_interval=5)``).
+    (``serve(port=0, heartbeat_interval=5)``). ``broker`` links several servers:
+    ``"redis://HOST:PORT/0"`` or a shared ``realtime_lab.broker.InMemoryBus()``.
     """
     opts = options or ServerOptions()
     if option_values:
         opts = opts.with_changes(**option_values)
-    return await LabServer(opts, host=host, port=port).start()
+    return await LabServer(opts, host=host, port=port, broker=broker).start()

@@ -48,9 +48,16 @@ class HealthHandler(_JSONHandler):
 
 
 class ChannelsHandler(_JSONHandler):
-    """``GET /api/channels``: every channel with its subscriber count."""
+    """``GET /api/channels``: every channel with its subscriber count.
 
-    def get(self) -> None:
+    With a broker the counts are cluster-wide (``local_subscribers`` is this node's share).
+    """
+
+    async def get(self) -> None:
+        cluster = getattr(self.hub, "cluster", None)
+        if cluster is not None:
+            self.send_json({"channels": await cluster.channel_list()})
+            return
         self.send_json({"channels": self.hub.channel_list()})
 
 
@@ -86,3 +93,14 @@ class ChannelMessagesHandler(_JSONHandler):
             self.send_error_json(400, err.code, err.message)
             return
         self.send_json({"channel": name, "recipients": recipients})
+
+
+class ClusterHandler(_JSONHandler):
+    """``GET /api/cluster``: this node's id, broker state, counters and live nodes."""
+
+    async def get(self) -> None:
+        cluster = getattr(self.hub, "cluster", None)
+        if cluster is None:
+            self.send_json({"node": None, "broker": None, "nodes": None})
+            return
+        self.send_json({**cluster.describe(), "nodes": await cluster.broker.nodes()})

@@ -1,0 +1,176 @@
+"""The broker contract: how a publish and a presence change reach the other nodes.
+
+A *node* is one server process (or one :class:`~realtime_lab.server.LabServer`
+in a notebook). Nodes never talk to each other; each talks to a broker:
+
+* :meth:`Broker.publish` sends an :class:`Envelope` (origin node id, per-node
+  sequence number, channel, payload) to every node subscribed to its channel, in
+  the order this node published them;
+* the broker calls :meth:`BrokerListener.on_envelope` for each envelope it
+  receives (a node ignores its own, by ``origin``);
+* :meth:`Broker.subscribe` / :meth:`Broker.unsubscribe` say which channels this
+  node wants envelopes for (only channels with local subscribers);
+* :meth:`Broker.presence_change` adds or removes one connection of a user to a
+  channel in the cluster-wide presence table; the broker applies it atomically
+  and, when a count changes, sends a presence envelope (``kind="p"``) to every
+  node subscribed to the channel. ``join`` / ``leave`` are decided there, once
+  for the whole cluster.
+
+Two implementations: :class:`~realtime_lab.broker.memory.MemoryBroker` (one
+process, several nodes on one :class:`~realtime_lab.broker.memory.InMemoryBus`)
+and :class:`~realtime_lab.broker.redis.RedisBroker`.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+MESSAGE = "m"
+PRESENCE = "p"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What travels between nodes.
+
+    ``payload`` is the already-encoded JSON text of the client message for
+    ``kind="m"`` (so the receiving node builds its frame without re-encoding),
+    and a small JSON object ``{"u": user, "n": connections, "v": version,
+    "e": "join"|"leave"|"count"}`` for ``kind="p"``. ``seq`` counts the
+    envelopes one node published (1, 2, ...); presence envelopes carry 0.
+    """
+
+    origin: str
+    seq: int
+    channel: str
+    kind: str
+    payload: str
+
+    def encode(self) -> bytes:
+        return f"{self.origin}\n{self.seq}\n{self.kind}\n{self.channel}\n{self.payload}".encode()
+
+    @classmethod
+    def decode(cls, data: bytes | str) -> Envelope:
+        text = data.decode() if isinstance(data, bytes) else data
+        origin, seq, kind, channel, payload = text.split("\n", 4)
+        return cls(origin, int(seq), channel, kind, payload)
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEvent:
+    """The decoded payload of a presence envelope."""
+
+    user: str
+    connections: int
+    version: int
+    event: str  # "join", "leave" or "count"
+
+    @classmethod
+    def from_payload(cls, payload: str) -> PresenceEvent:
+        obj = json.loads(payload)
+        return cls(str(obj["u"]), int(obj["n"]), int(obj["v"]), str(obj["e"]))
+
+    def to_payload(self) -> str:
+        return json.dumps({"u": self.user, "n": self.connections, "v": self.version,
+                           "e": self.event}, separators=(",", ":"))
+
+
+def presence_event(user: str, before: int, after: int, version: int) -> PresenceEvent:
+    """The event for a user's cluster-wide count going from ``before`` to ``after``."""
+    event = "join" if before <= 0 < after else "leave" if after <= 0 < before else "count"
+    return PresenceEvent(user, max(after, 0), version, event)
+
+
+@dataclass(slots=True)
+class BrokerStats:
+    """Counters of one node's broker since it started. Nothing is dropped silently."""
+
+    published: int = 0        # envelopes handed to the broker and sent
+    received: int = 0         # envelopes received from other nodes
+    dropped_out: int = 0      # envelopes not sent (broker disconnected or write failed)
+    dropped_in: int = 0       # received envelopes that could not be decoded
+    duplicates: int = 0       # received envelopes with a sequence already seen
+    presence_ops: int = 0     # presence changes sent
+    presence_deferred: int = 0  # presence changes made while disconnected (resynced later)
+    reconnects: int = 0       # successful reconnections after a failure
+    resyncs: int = 0          # presence resynchronisations
+    reaped_nodes: int = 0     # dead nodes whose presence this node removed
+    connected: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Contributions = dict[tuple[str, str], int]
+
+
+class BrokerListener(Protocol):
+    """What a broker calls back on its node (implemented by ClusterNode)."""
+
+    def on_envelope(self, envelope: Envelope) -> None:
+        """An envelope for a channel this node subscribed to."""
+
+    def local_presence(self) -> Contributions:
+        """This node's connections per (channel, user), for a resync."""
+
+    def on_connection_change(self, connected: bool) -> None:
+        """The broker lost its connection (False) or got it back and resynced (True)."""
+
+
+class Broker(ABC):
+    """One node's link to the other nodes. See the module docstring for the contract."""
+
+    node_id: str = ""
+    stats: BrokerStats
+
+    @property
+    def connected(self) -> bool:
+        return self.stats.connected
+
+    @abstractmethod
+    async def start(self, node_id: str, listener: BrokerListener) -> None:
+        """Join the cluster as ``node_id``; never raises because the backend is down."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Withdraw this node's presence (leave events) and disconnect. Idempotent."""
+
+    @abstractmethod
+    async def crash(self) -> None:
+        """Stop as if the process was killed: no cleanup; the others reap this node."""
+
+    @abstractmethod
+    def publish(self, envelope: Envelope) -> None:
+        """Send ``envelope`` to the nodes subscribed to its channel, in call order."""
+
+    @abstractmethod
+    async def subscribe(self, channel: str) -> None:
+        """Receive envelopes for ``channel``; returns once they will be delivered."""
+
+    @abstractmethod
+    def unsubscribe(self, channel: str) -> None:
+        """Stop receiving envelopes for ``channel``."""
+
+    @abstractmethod
+    def presence_change(self, channel: str, user: str, delta: int) -> Awaitable[None]:
+        """Add (+1) or remove (-1) a connection of ``user`` on ``channel``, in call order.
+
+        Returns at once; the awaitable completes when the change is applied (or
+        deferred to the next resync because the backend is unreachable).
+        """
+
+    @abstractmethod
+    async def presence_snapshot(self, channel: str) -> tuple[int, dict[str, int]] | None:
+        """``(version, {user: connections})`` cluster-wide, or None when unreachable."""
+
+    @abstractmethod
+    async def cluster_channels(self) -> dict[str, dict[str, int]] | None:
+        """Every channel with members anywhere: ``{channel: {user: connections}}``."""
+
+    @abstractmethod
+    async def nodes(self) -> list[str] | None:
+        """Ids of the nodes currently alive (heartbeat not expired)."""

@@ -1,0 +1,202 @@
+"""The in-memory broker: several nodes in one process, sharing one InMemoryBus.
+
+``bus = InMemoryBus()`` then ``serve(broker=bus)`` twice gives two servers (two
+nodes) in one kernel that behave like two processes on Redis: envelopes are
+delivered on a later event-loop turn, presence is a cluster-wide table with
+per-node contributions, and a node that stops heartbeating (see
+:meth:`MemoryBroker.crash`) is reaped by the others after ``node_ttl``.
+
+With one node on the bus nothing is sent anywhere: a publish with no other node
+subscribed to the channel returns at once. (Without ``broker=...`` a server has
+no node at all, which is cheaper still.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+from realtime_lab.broker.base import (
+    PRESENCE,
+    Broker,
+    BrokerListener,
+    BrokerStats,
+    Contributions,
+    Envelope,
+    presence_event,
+)
+
+
+class InMemoryBus:
+    """The shared medium of the nodes of one process (a stand-in for Redis)."""
+
+    def __init__(self, *, node_ttl: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        if node_ttl <= 0:
+            raise ValueError(f"node_ttl must be > 0, got {node_ttl!r}")
+        self.node_ttl = node_ttl
+        self.clock = clock
+        self.brokers: dict[str, MemoryBroker] = {}
+        self.subscriptions: dict[str, set[str]] = {}
+        self.members: dict[str, dict[str, int]] = {}
+        self.versions: dict[str, int] = {}
+        self.contributions: dict[str, Contributions] = {}
+        self.beats: dict[str, float] = {}
+
+    def broker(self) -> MemoryBroker:
+        """A new node's broker on this bus."""
+        return MemoryBroker(self)
+
+    # ------------------------------------------------------------------ delivery
+
+    def deliver(self, envelope: Envelope, *, skip: str | None = None) -> int:
+        """Queue ``envelope`` for every node subscribed to its channel but ``skip``."""
+        nodes = self.subscriptions.get(envelope.channel)
+        if not nodes:
+            return 0
+        loop = asyncio.get_running_loop()
+        sent = 0
+        for node in nodes:
+            broker = self.brokers.get(node)
+            if broker is not None and node != skip:
+                loop.call_soon(broker.receive, envelope)
+                sent += 1
+        return sent
+
+    # ------------------------------------------------------------------ presence
+
+    def change(self, node: str, channel: str, user: str, delta: int) -> None:
+        """Apply one connection change atomically; announce count changes."""
+        contrib = self.contributions.setdefault(node, {})
+        key = (channel, user)
+        current = contrib.get(key, 0)
+        new = max(current + delta, 0)
+        effective = new - current
+        if effective == 0:
+            return
+        if new:
+            contrib[key] = new
+        else:
+            contrib.pop(key, None)
+        members = self.members.setdefault(channel, {})
+        before = members.get(user, 0)
+        after = before + effective
+        if after > 0:
+            members[user] = after
+        else:
+            members.pop(user, None)
+            if not members:
+                del self.members[channel]
+        version = self.versions[channel] = self.versions.get(channel, 0) + 1
+        ev = presence_event(user, before, after, version)
+        self.deliver(Envelope(node, 0, channel, PRESENCE, ev.to_payload()))
+
+    def withdraw(self, node: str) -> None:
+        """Remove every connection of ``node`` (leave events where a user is gone)."""
+        for (channel, user), count in list(self.contributions.get(node, {}).items()):
+            self.change(node, channel, user, -count)
+        self.contributions.pop(node, None)
+        self.beats.pop(node, None)
+
+    def reap(self) -> list[str]:
+        """Withdraw the nodes whose heartbeat is older than ``node_ttl``."""
+        now = self.clock()
+        dead = [n for n, beat in self.beats.items() if now - beat > self.node_ttl]
+        for node in dead:
+            self.withdraw(node)
+        return dead
+
+
+def _done() -> asyncio.Future[None]:
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    fut.set_result(None)
+    return fut
+
+
+class MemoryBroker(Broker):
+    """One node's broker on an :class:`InMemoryBus`."""
+
+    def __init__(self, bus: InMemoryBus | None = None) -> None:
+        self.bus = bus or InMemoryBus()
+        self.stats = BrokerStats()
+        self.listener: BrokerListener | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._alive = False
+
+    async def start(self, node_id: str, listener: BrokerListener) -> None:
+        self.node_id = node_id
+        self.listener = listener
+        self.bus.brokers[node_id] = self
+        self.bus.beats[node_id] = self.bus.clock()
+        self._alive = True
+        self.stats.connected = True
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        period = self.bus.node_ttl / 3
+        while True:
+            await asyncio.sleep(period)
+            self.bus.beats[self.node_id] = self.bus.clock()
+            self.stats.reaped_nodes += len(self.bus.reap())
+
+    async def _detach(self) -> None:
+        self._alive = False
+        self.stats.connected = False
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+        self.bus.brokers.pop(self.node_id, None)
+        for nodes in self.bus.subscriptions.values():
+            nodes.discard(self.node_id)
+
+    async def stop(self) -> None:
+        if not self._alive:
+            return
+        self.bus.withdraw(self.node_id)
+        await self._detach()
+
+    async def crash(self) -> None:
+        if self._alive:
+            await self._detach()  # contributions and the last beat stay until reaped
+
+    def publish(self, envelope: Envelope) -> None:
+        if not self._alive:
+            self.stats.dropped_out += 1
+            return
+        if self.bus.deliver(envelope, skip=self.node_id):
+            self.stats.published += 1
+
+    def receive(self, envelope: Envelope) -> None:
+        if self._alive and self.listener is not None:
+            self.stats.received += 1
+            self.listener.on_envelope(envelope)
+
+    async def subscribe(self, channel: str) -> None:
+        if self._alive:
+            self.bus.subscriptions.setdefault(channel, set()).add(self.node_id)
+
+    def unsubscribe(self, channel: str) -> None:
+        nodes = self.bus.subscriptions.get(channel)
+        if nodes is not None:
+            nodes.discard(self.node_id)
+            if not nodes:
+                del self.bus.subscriptions[channel]
+
+    def presence_change(self, channel: str, user: str, delta: int) -> Awaitable[None]:
+        if self._alive:
+            self.stats.presence_ops += 1
+            self.bus.change(self.node_id, channel, user, delta)
+        return _done()
+
+    async def presence_snapshot(self, channel: str) -> tuple[int, dict[str, int]] | None:
+        return self.bus.versions.get(channel, 0), dict(self.bus.members.get(channel, {}))
+
+    async def cluster_channels(self) -> dict[str, dict[str, int]] | None:
+        return {name: dict(members) for name, members in self.bus.members.items()}
+
+    async def nodes(self) -> list[str] | None:
+        now = self.bus.clock()
+        return sorted(n for n, beat in self.bus.beats.items() if now - beat <= self.bus.node_ttl)

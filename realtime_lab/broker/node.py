@@ -1,0 +1,312 @@
+"""ClusterNode: joins a hub to a broker so that channels and presence span nodes.
+
+The hub calls three hooks (only when a node is attached, so a single server pays
+nothing): :meth:`ClusterNode.subscribed`, :meth:`ClusterNode.left` and
+:meth:`ClusterNode.published`. The broker calls back :meth:`on_envelope`.
+
+* A publish is delivered locally by the hub at once and handed to the broker as
+  one envelope carrying the already-encoded message text; a node that receives
+  it builds one frame and appends the same bytes to each local subscriber.
+* Presence: the hub keeps local members; the broker keeps the cluster-wide table
+  and decides join/leave once for the cluster. Each node mirrors the cluster
+  members of the channels it has local subscribers for (``links``) and sends the
+  ``presence_diff`` of a join or leave to its local subscribers when the
+  broker's presence envelope arrives.
+* ``subscribed`` is sent once the node receives the channel's envelopes and the
+  subscriber counts in the cluster table, so a client that got its reply will
+  receive every later publish from any node, and appears in every node's
+  ``GET /api/channels``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import logging
+import secrets
+from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from realtime_lab.broker.base import (
+    MESSAGE,
+    PRESENCE,
+    Broker,
+    Contributions,
+    Envelope,
+    PresenceEvent,
+)
+from realtime_lab.protocol import codec, messages
+from realtime_lab.protocol.frames import text_frame
+
+if TYPE_CHECKING:
+    from realtime_lab.core.channels import Channel
+    from realtime_lab.core.hub import Hub
+    from realtime_lab.core.session import Session
+
+log = logging.getLogger("realtime_lab.broker")
+
+#: Seconds a subscribe waits for the broker before answering anyway.
+SUBSCRIBE_WAIT = 5.0
+
+
+@dataclass(eq=False, slots=True)
+class ChannelLink:
+    """This node's view of one channel's cluster-wide presence."""
+
+    members: dict[str, int] = field(default_factory=dict)
+    version: int = -1  # -1: unknown (no snapshot): apply every event
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    buffer: list[PresenceEvent] = field(default_factory=list)
+
+    def apply(self, ev: PresenceEvent) -> bool:
+        """Apply an event unless the snapshot already holds it; return True if applied."""
+        if self.version >= 0 and ev.version <= self.version:
+            return False
+        if ev.version > self.version >= 0:
+            self.version = ev.version
+        if ev.connections > 0:
+            self.members[ev.user] = ev.connections
+        else:
+            self.members.pop(ev.user, None)
+        return True
+
+
+@dataclass(slots=True)
+class NodeStats:
+    """Deliveries of envelopes from other nodes to this node's subscribers."""
+
+    envelopes_in: int = 0
+    remote_deliveries: int = 0
+    unrouted: int = 0  # envelopes for a channel with no local subscriber (left meanwhile)
+    presence_diffs: int = 0
+
+
+class ClusterNode:
+    """One server's membership in a cluster of servers sharing a broker."""
+
+    def __init__(self, hub: Hub, broker: Broker, *, node_id: str | None = None) -> None:
+        self.hub = hub
+        self.broker = broker
+        self.node_id = node_id or secrets.token_hex(6)
+        self.links: dict[str, ChannelLink] = {}
+        self.stats = NodeStats()
+        self._seq = 0
+        self._last_seq: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopped = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> ClusterNode:
+        await self.broker.start(self.node_id, self)
+        self.hub.cluster = self
+        return self
+
+    async def stop(self, *, crash: bool = False) -> None:
+        """Leave the cluster (after the hub closed its sessions). Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.hub.cluster is self:
+            self.hub.cluster = None
+        for task in list(self._tasks):
+            task.cancel()
+        if crash:
+            await self.broker.crash()
+        else:
+            await self.broker.stop()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ hub hooks
+
+    def subscribed(self, session: Session, channel: Channel,
+                   request_id: messages.RequestId) -> None:
+        """A local session subscribed: count it cluster-wide, answer when ready."""
+        name = channel.name
+        applied = self.broker.presence_change(name, session.user, +1)
+        link = self.links.get(name)
+        if link is None:
+            link = self.links[name] = ChannelLink()
+            self._spawn(self._activate(name, link))
+        self._spawn(self._answer(session, name, link, request_id, applied))
+
+    def left(self, session: Session, channel: Channel) -> None:
+        """A local session left ``channel`` (the hub already removed it)."""
+        name = channel.name
+        self.broker.presence_change(name, session.user, -1)
+        if not channel.subscribers and self.links.pop(name, None) is not None:
+            self.broker.unsubscribe(name)
+
+    def published(self, name: str, text: str) -> None:
+        """The hub encoded a channel message (``text``): send it to the other nodes."""
+        self._seq += 1
+        self.broker.publish(Envelope(self.node_id, self._seq, name, MESSAGE, text))
+
+    # ------------------------------------------------------------------ subscribe
+
+    async def _activate(self, name: str, link: ChannelLink) -> None:
+        await self.broker.subscribe(name)
+        await self._load(name, link)
+
+    async def _load(self, name: str, link: ChannelLink) -> None:
+        snapshot = await self.broker.presence_snapshot(name)
+        if self.links.get(name) is not link:
+            return
+        if snapshot is None:  # broker unreachable: local members only, apply all events
+            link.version = -1
+            channel = self.hub.channels.get(name)
+            link.members = dict(channel.members) if channel else {}
+        else:
+            link.version, link.members = snapshot
+        buffered, link.buffer = link.buffer, []
+        for ev in buffered:
+            link.apply(ev)
+        link.ready.set()
+
+    async def _answer(self, session: Session, name: str, link: ChannelLink,
+                      request_id: messages.RequestId, applied: Awaitable[None]) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(applied, link.ready.wait()), SUBSCRIBE_WAIT)
+        if name not in session.subscriptions or not session.is_open:
+            return
+        self.hub.send(session, messages.subscribed_message(name, request_id))
+        channel = self.hub.channels.get(name)
+        if channel is not None and channel.presence:
+            self.hub.send(session, messages.presence_state_message(
+                name, self._members_info(link, channel)))
+
+    def _members_info(self, link: ChannelLink, channel: Channel) -> dict[str, dict[str, int]]:
+        members = dict(link.members)
+        for user, count in channel.members.items():  # local ones may be ahead of the mirror
+            if members.get(user, 0) < count:
+                members[user] = count
+        return {user: {"connections": n} for user, n in members.items()}
+
+    # ------------------------------------------------------------------ broker callbacks
+
+    def on_envelope(self, envelope: Envelope) -> None:
+        if envelope.kind == MESSAGE:
+            self._on_message(envelope)
+        elif envelope.kind == PRESENCE:
+            self._on_presence(envelope)
+
+    def _on_message(self, env: Envelope) -> None:
+        if env.origin == self.node_id:
+            return
+        if env.seq <= self._last_seq.get(env.origin, 0):
+            self.broker.stats.duplicates += 1
+            return
+        self._last_seq[env.origin] = env.seq
+        self.stats.envelopes_in += 1
+        channel = self.hub.channels.get(env.channel)
+        if channel is None:
+            self.stats.unrouted += 1
+            return
+        channel.messages += 1
+        self.stats.remote_deliveries += self.hub._fan_out(channel, text_frame(env.payload))
+
+    def _on_presence(self, env: Envelope) -> None:
+        link = self.links.get(env.channel)
+        if link is None:
+            return
+        ev = PresenceEvent.from_payload(env.payload)
+        if not link.ready.is_set():
+            link.buffer.append(ev)
+            return
+        if not link.apply(ev) or ev.event == "count":
+            return
+        channel = self.hub.channels.get(env.channel)
+        if channel is None or not channel.presence:
+            return
+        if ev.event == "join":
+            diff = messages.presence_diff_message(
+                env.channel, {ev.user: {"connections": ev.connections}}, {})
+        else:
+            diff = messages.presence_diff_message(env.channel, {}, {ev.user: {"connections": 0}})
+        frame = text_frame(codec.encode(diff))
+        hub = self.hub
+        delivered = 0
+        for session in list(channel.subscribers.values()):
+            # the joining connection got its own presence_state instead
+            if session.user != ev.user and hub._enqueue(session, frame):
+                delivered += 1
+        hub.stats.deliveries += delivered
+        self.stats.presence_diffs += 1
+
+    def local_presence(self) -> Contributions:
+        return {(name, user): count for name, channel in self.hub.channels.items()
+                for user, count in channel.members.items()}
+
+    def on_connection_change(self, connected: bool) -> None:
+        if not connected or self._stopped:
+            return
+        for name, link in list(self.links.items()):
+            self._spawn(self._refresh(name, link))
+
+    async def _refresh(self, name: str, link: ChannelLink) -> None:
+        """After a reconnect: reload the cluster members and resend presence_state."""
+        link.ready.clear()
+        await self._load(name, link)
+        channel = self.hub.channels.get(name)
+        if channel is None or not channel.presence or self.links.get(name) is not link:
+            return
+        frame = text_frame(codec.encode(messages.presence_state_message(
+            name, self._members_info(link, channel))))
+        self.hub._fan_out(channel, frame)
+
+    # ------------------------------------------------------------------ views
+
+    def presence(self, name: str) -> dict[str, dict[str, int]]:
+        """Cluster-wide members of a channel this node has subscribers for."""
+        link = self.links.get(name)
+        channel = self.hub.channels.get(name)
+        if link is None or channel is None:
+            return {}
+        return self._members_info(link, channel)
+
+    async def channel_list(self) -> list[dict[str, object]]:
+        """Every channel in the cluster, counts cluster-wide, with this node's share."""
+        local = {c["name"]: c for c in self.hub.channel_list()}
+        cluster = await self.broker.cluster_channels()
+        out: list[dict[str, object]] = []
+        if cluster is None:
+            for desc in local.values():
+                desc.update(local_subscribers=desc["subscribers"],
+                            local_members=desc["members"], cluster=False)
+                out.append(desc)
+            return out
+        pattern = self.hub.options.presence_channels
+        for name in sorted(set(local) | set(cluster)):
+            desc = local.get(name) or {
+                "name": name, "subscribers": 0, "members": 0, "messages": 0,
+                "presence": pattern is not None and fnmatch.fnmatchcase(name, pattern),
+                "created_at": None,
+            }
+            members = cluster.get(name, {})
+            desc.update(local_subscribers=desc["subscribers"], local_members=desc["members"],
+                        subscribers=sum(members.values()), members=len(members), cluster=True)
+            out.append(desc)
+        return out
+
+    def describe(self) -> dict[str, object]:
+        """Node id, broker state and counters (``GET /api/cluster``)."""
+        return {
+            "node": self.node_id,
+            "broker": type(self.broker).__name__,
+            "connected": self.broker.connected,
+            "channels": sorted(self.links),
+            "broker_stats": self.broker.stats.as_dict(),
+            "node_stats": {
+                "envelopes_in": self.stats.envelopes_in,
+                "remote_deliveries": self.stats.remote_deliveries,
+                "unrouted": self.stats.unrouted,
+                "presence_diffs": self.stats.presence_diffs,
+                "published": self._seq,
+            },
+        }
