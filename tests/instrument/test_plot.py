@@ -1,0 +1,91 @@
+"""Plot helpers: each returns a Figure that renders with Agg, with and without data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from realtime_lab import plot
+from realtime_lab.core.hub import Hub
+from realtime_lab.instrument import Recorder
+
+from .test_recorder import FakePort
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture
+def frames() -> dict[str, pd.DataFrame]:
+    hub = Hub()
+    rec = Recorder(hub, tracemalloc=True).start()
+    sessions = []
+    for i in range(6):
+        s = hub.open(FakePort(), user=f"u{i}")
+        hub.subscribe(s, "a" if i % 2 else "b")
+        sessions.append(s)
+        rec.sample()
+    for i in range(20):
+        hub.publish("a" if i % 2 else "b", {"i": i})
+    rec.latency_ms("a", [1.0, 2.0, 3.0])
+    rec.latency_ms("b", [0.5, 4.0])
+    rec.sample()
+    rec.stop()
+    return rec.frames()
+
+
+def _renders(fig: Figure, tmp_path: Path, name: str) -> None:
+    assert isinstance(fig, Figure)
+    out = tmp_path / f"{name}.png"
+    fig.savefig(out)
+    assert out.stat().st_size > 1000
+
+
+def test_single_plots_render(frames: dict[str, pd.DataFrame], tmp_path: Path) -> None:
+    _renders(plot.throughput(frames["broadcasts"], bin_s=0.001), tmp_path, "tp")
+    _renders(plot.throughput(frames["events"]), tmp_path, "tp_events")
+    _renders(plot.fanout_latency(frames["latency"]), tmp_path, "lat")
+    _renders(plot.memory(frames["memory"]), tmp_path, "mem")
+    fig = plot.presence(frames["channels"])
+    assert {ln.get_label() for ln in fig.axes[0].get_lines()} == {"a", "b"}
+    _renders(fig, tmp_path, "presence")
+
+
+def test_plots_of_empty_frames(tmp_path: Path) -> None:
+    hub = Hub()
+    rec = Recorder(hub)
+    for name, fn in (("broadcasts", plot.throughput), ("latency", plot.fanout_latency),
+                     ("memory", plot.memory), ("channels", plot.presence)):
+        fig = fn(rec.to_frame(name))
+        assert "no " in fig.axes[0].texts[0].get_text()
+        _renders(fig, tmp_path, name)
+
+
+def test_sweep_plots(tmp_path: Path) -> None:
+    summary = pd.DataFrame({
+        "subscribers": [10, 100, 1000],
+        "cpu_us_per_delivery": [20.0, 8.0, 6.0],
+        "latency_p50_ms": [1.0, 3.0, 20.0],
+        "latency_p90_ms": [2.0, 5.0, 40.0],
+        "latency_p99_ms": [3.0, 8.0, 60.0],
+        "heap_bytes_per_connection": [9000.0, 8000.0, 8100.0],
+        "rss_bytes_per_connection": [20000.0, 15000.0, 14000.0],
+    })
+    fig = plot.fanout_cost(summary)
+    assert len(fig.axes) == 2
+    _renders(fig, tmp_path, "cost")
+    _renders(plot.memory_per_connection(summary), tmp_path, "mpc")
+    lat = pd.DataFrame({"subscribers": [10, 10, 100, 100], "latency_ms": [1, 2, 3, 4.0]})
+    fig = plot.fanout_latency(lat)
+    assert fig.axes[0].get_xlabel() == "subscribers"
+
+
+def test_report_writes_png(frames: dict[str, pd.DataFrame], tmp_path: Path) -> None:
+    out = tmp_path / "sub" / "report.png"
+    fig = plot.report(frames, out)
+    assert len(fig.axes) >= 4
+    assert out.stat().st_size > 10_000
+    assert len(plot.report({}).axes) >= 4
