@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from tornado.web import RequestHandler
 
-from realtime_lab.errors import ProtocolError
+from realtime_lab.errors import BadJSON, ProtocolError
+from realtime_lab.protocol import codec
 
 if TYPE_CHECKING:
     from realtime_lab.core.hub import Hub
@@ -80,8 +81,9 @@ class ChannelMessagesHandler(_JSONHandler):
             self.send_error_json(401, "unauthorized", "missing or wrong bearer token")
             return
         try:
-            body = json.loads(self.request.body or b"null")
-        except ValueError as exc:
+            # codec.decode refuses NaN/Infinity (unencodable) and survives deep nesting
+            body = codec.decode((self.request.body or b"null").decode("utf-8"))
+        except (UnicodeDecodeError, BadJSON) as exc:
             self.send_error_json(400, "bad_json", f"invalid JSON body: {exc}")
             return
         if not isinstance(body, dict) or "data" not in body:
