@@ -59,6 +59,12 @@ class BinaryNotSupported(ProtocolError):
     code = "binary_not_supported"
 
 
+class BadMessagePack(ProtocolError):
+    """A binary frame on the msgpack protocol that is not a valid message encoding."""
+
+    code = "bad_msgpack"
+
+
 class Forbidden(ProtocolError):
     code = "forbidden"
 

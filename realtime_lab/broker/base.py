@@ -40,8 +40,10 @@ class Envelope:
     ``payload`` is the already-encoded JSON text of the client message for
     ``kind="m"`` (so the receiving node builds its frame without re-encoding),
     and a small JSON object ``{"u": user, "n": connections, "v": version,
-    "e": "join"|"leave"|"count"}`` for ``kind="p"``. ``seq`` counts the
-    envelopes one node published (1, 2, ...); presence envelopes carry 0.
+    "e": "join"|"leave"|"count"}`` for ``kind="p"``. ``seq`` is the origin
+    node's sequence number, counted per channel (1, 2, ... for each channel the
+    node publishes to) so that a receiver sees duplicates (``seq`` not above the
+    last one) and gaps (envelopes it never got); presence envelopes carry 0.
     """
 
     origin: str

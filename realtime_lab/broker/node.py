@@ -80,6 +80,7 @@ class NodeStats:
     envelopes_in: int = 0
     remote_deliveries: int = 0
     unrouted: int = 0  # envelopes for a channel with no local subscriber (left meanwhile)
+    missed: int = 0  # gaps in an origin's per-channel sequence: envelopes that never came
     presence_diffs: int = 0
 
 
@@ -92,8 +93,8 @@ class ClusterNode:
         self.node_id = node_id or secrets.token_hex(6)
         self.links: dict[str, ChannelLink] = {}
         self.stats = NodeStats()
-        self._seq = 0
-        self._last_seq: dict[str, int] = {}
+        self._seq: dict[str, int] = {}  # channel -> envelopes this node published to it
+        self._last_seq: dict[str, dict[str, int]] = {}  # channel -> origin -> last seq seen
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = False
 
@@ -142,11 +143,12 @@ class ClusterNode:
         self.broker.presence_change(name, session.user, -1)
         if not channel.subscribers and self.links.pop(name, None) is not None:
             self.broker.unsubscribe(name)
+            self._last_seq.pop(name, None)
 
     def published(self, name: str, text: str) -> None:
         """The hub encoded a channel message (``text``): send it to the other nodes."""
-        self._seq += 1
-        self.broker.publish(Envelope(self.node_id, self._seq, name, MESSAGE, text))
+        seq = self._seq[name] = self._seq.get(name, 0) + 1
+        self.broker.publish(Envelope(self.node_id, seq, name, MESSAGE, text))
 
     # ------------------------------------------------------------------ subscribe
 
@@ -156,7 +158,8 @@ class ClusterNode:
 
     async def _load(self, name: str, link: ChannelLink) -> None:
         snapshot = await self.broker.presence_snapshot(name)
-        if self.links.get(name) is not link:
+        if self.links.get(name) is not link:  # everyone left meanwhile
+            link.ready.set()
             return
         if snapshot is None:  # broker unreachable: local members only, apply all events
             link.version = -1
@@ -177,7 +180,7 @@ class ClusterNode:
             return
         self.hub.send(session, messages.subscribed_message(name, request_id))
         channel = self.hub.channels.get(name)
-        if channel is not None and channel.presence:
+        if channel is not None and channel.presence and self.links.get(name) is link:
             self.hub.send(session, messages.presence_state_message(
                 name, self._members_info(link, channel)))
 
@@ -199,10 +202,14 @@ class ClusterNode:
     def _on_message(self, env: Envelope) -> None:
         if env.origin == self.node_id:
             return
-        if env.seq <= self._last_seq.get(env.origin, 0):
-            self.broker.stats.duplicates += 1
-            return
-        self._last_seq[env.origin] = env.seq
+        seen = self._last_seq.setdefault(env.channel, {})
+        last = seen.get(env.origin)
+        if last is not None:
+            if env.seq <= last:
+                self.broker.stats.duplicates += 1
+                return
+            self.stats.missed += env.seq - last - 1
+        seen[env.origin] = env.seq
         self.stats.envelopes_in += 1
         channel = self.hub.channels.get(env.channel)
         if channel is None:
@@ -306,7 +313,8 @@ class ClusterNode:
                 "envelopes_in": self.stats.envelopes_in,
                 "remote_deliveries": self.stats.remote_deliveries,
                 "unrouted": self.stats.unrouted,
+                "missed": self.stats.missed,
                 "presence_diffs": self.stats.presence_diffs,
-                "published": self._seq,
+                "published": sum(self._seq.values()),
             },
         }

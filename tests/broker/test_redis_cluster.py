@@ -173,6 +173,9 @@ async def test_redis_outage_local_delivery_continues_and_state_converges(
     try:
         ada, bob = await client(a, "ada"), await client(b, "bob")
         await eventually(lambda: ada.presence.members("room") == ["ada", "bob"])
+        await ada.publish("room", "before outage")
+        assert (await bob.recv_message("room", timeout=5))["data"] == "before outage"
+        assert (await ada.recv_message("room", timeout=5))["data"] == "before outage"
 
         redis.stop()
         await eventually(lambda: not broker_a.connected and not broker_b.connected,
@@ -196,6 +199,7 @@ async def test_redis_outage_local_delivery_continues_and_state_converges(
                          timeout=5, what="presence to converge after the outage")
         await ada.publish("room", "after outage")
         assert (await bob.recv_message("room", timeout=5))["data"] == "after outage"
+        assert b.cluster.stats.missed == 1  # the receiver saw the gap too
         room = (await _channels(b.http_url))["room"]
         assert (room["subscribers"], room["members"]) == (3, 3)
     finally:

@@ -1,0 +1,229 @@
+"""Cross-node fan-out: subscribers split over 2 nodes on Redis vs all on a single node.
+
+``python -m benchmarks.cross_node`` (``--smoke`` for a few seconds). Every
+server runs in its own process (``realtime-lab serve``), Redis in another
+(``/usr/bin/redis-server`` on a free port, no persistence) and the clients in
+this process. A publisher on node A sends a burst of ``--messages`` messages
+of ``--size`` bytes to one channel; the run ends when every subscriber got
+every message. Server CPU (user + system, from psutil) is read per process
+before and after the burst.
+
+Scenarios:
+  single      1 node, no broker, all subscribers on it (the baseline)
+  single+redis 1 node with the Redis broker (what a lone node pays for the backplane)
+  cross-node  2 nodes on Redis, subscribers split evenly, publisher on node A
+
+Figures per scenario: deliveries, lost, CPU microseconds per delivery on each
+node (that node's CPU / deliveries to that node's subscribers), the same for
+the whole cluster (all nodes + redis-server) and the wall time of the burst.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+ROOT = Path(__file__).resolve().parent.parent
+CHANNEL = "bench"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+class Redis:
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.dir = tempfile.mkdtemp(prefix="rl-bench-redis-")
+        self.port = _free_port()
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.02)
+        self.ps = psutil.Process(self.proc.pid)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Node:
+    def __init__(self, broker: str | None) -> None:
+        cmd = [sys.executable, "-m", "realtime_lab.cli", "serve", "--port", "0"]
+        if broker:
+            cmd += ["--broker", broker]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL,
+                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()
+        match = re.search(r"serving (ws://\S+)", line)
+        if match is None:
+            raise RuntimeError(f"node did not start: {line!r}")
+        self.url = match.group(1)
+        self.ps = psutil.Process(self.proc.pid)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def _subscriber(url: str) -> WebSocketClientConnection:
+    ws = await websocket_connect(url, max_message_size=16 * 1024 * 1024)
+    await ws.write_message(json.dumps({"type": "subscribe", "channel": CHANNEL, "id": 1}))
+    while True:
+        msg = await asyncio.wait_for(ws.read_message(), 30)
+        if msg is None:
+            raise RuntimeError("closed while subscribing")
+        if json.loads(msg).get("type") == "subscribed":
+            return ws
+
+
+async def _count(ws: WebSocketClientConnection, expected: int, timeout: float) -> int:
+    got = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while got < expected:
+        try:
+            msg = await asyncio.wait_for(ws.read_message(), max(0.01, deadline - loop.time()))
+        except TimeoutError:
+            break
+        if msg is None:
+            break
+        got += msg.count('"type":"message"') if isinstance(msg, str) else 0
+    return got
+
+
+@dataclass
+class Result:
+    scenario: str
+    deliveries: int
+    lost: int
+    node_us: list[float]
+    cluster_us: float
+    redis_cpu_s: float
+    wall_s: float
+
+
+async def _run(scenario: str, subscribers: int, messages: int, size: int,
+               timeout: float) -> Result:
+    redis = Redis() if scenario != "single" else None
+    broker = redis.url if redis else None
+    nodes = [Node(broker) for _ in range(2 if scenario == "cross-node" else 1)]
+    try:
+        split = [subscribers // len(nodes)] * len(nodes)
+        split[0] += subscribers - sum(split)
+        subs: list[list[WebSocketClientConnection]] = []
+        for node, n in zip(nodes, split, strict=True):
+            group = []
+            for i in range(0, n, 100):
+                group += await asyncio.gather(
+                    *(_subscriber(node.url) for _ in range(min(100, n - i))))
+            subs.append(group)
+        publisher = await websocket_connect(nodes[0].url)
+        await publisher.read_message()  # welcome
+        payload = "x" * size
+        cpu0 = [_cpu(n.ps) for n in nodes]
+        rcpu0 = _cpu(redis.ps) if redis else 0.0
+        t0 = time.perf_counter()
+        counters = [[asyncio.ensure_future(_count(ws, messages, timeout)) for ws in group]
+                    for group in subs]
+        for i in range(messages):
+            await publisher.write_message(json.dumps(
+                {"type": "publish", "channel": CHANNEL, "data": {"i": i, "p": payload}}))
+        got = [sum(await asyncio.gather(*group)) for group in counters]
+        wall = time.perf_counter() - t0
+        cpu = [_cpu(n.ps) - c for n, c in zip(nodes, cpu0, strict=True)]
+        rcpu = (_cpu(redis.ps) - rcpu0) if redis else 0.0
+        publisher.close()
+        for group in subs:
+            for ws in group:
+                ws.close()
+        deliveries = sum(got)
+        node_us = [c / max(g, 1) * 1e6 for c, g in zip(cpu, got, strict=True)]
+        return Result(scenario, deliveries, subscribers * messages - deliveries, node_us,
+                      (sum(cpu) + rcpu) / max(deliveries, 1) * 1e6, rcpu, wall)
+    finally:
+        for node in nodes:
+            node.close()
+        if redis:
+            redis.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--size", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--smoke", action="store_true", help="tiny run: 100 x 20, 1 round")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.subscribers, args.messages, args.rounds = 100, 20, 1
+    scenarios = ["single", "single+redis", "cross-node"]
+    results: dict[str, list[Result]] = {s: [] for s in scenarios}
+    for _ in range(args.rounds):
+        for scenario in scenarios:  # interleaved rounds
+            results[scenario].append(asyncio.run(_run(
+                scenario, args.subscribers, args.messages, args.size, args.timeout)))
+    print(f"cross-node fan-out: {args.subscribers} subscribers, {args.messages} messages of "
+          f"{args.size} bytes, median of {args.rounds} round(s), {os.cpu_count()} CPUs")
+    print(f"{'scenario':<14}{'deliveries':>11}{'lost':>6}{'node A us/dlv':>15}"
+          f"{'node B us/dlv':>15}{'cluster us/dlv':>16}{'redis cpu s':>12}{'wall s':>8}")
+    base = statistics.median(r.cluster_us for r in results["single"])
+    for scenario, rows in results.items():
+        med = statistics.median
+        node_a = med(r.node_us[0] for r in rows)
+        node_b = med(r.node_us[1] for r in rows) if len(rows[0].node_us) > 1 else None
+        cluster = med(r.cluster_us for r in rows)
+        print(f"{scenario:<14}{med(r.deliveries for r in rows):>11.0f}"
+              f"{max(r.lost for r in rows):>6}{node_a:>15.2f}"
+              f"{(f'{node_b:.2f}' if node_b is not None else '-'):>15}"
+              f"{cluster:>10.2f} ({cluster / base:.2f}x){med(r.redis_cpu_s for r in rows):>11.3f}"
+              f"{med(r.wall_s for r in rows):>8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
