@@ -87,6 +87,85 @@ class TooManyErrors(ProtocolError):
     close_code = 4008  # CloseCode.TOO_MANY_ERRORS
 
 
+class RateLimited(ProtocolError):
+    """A rate limit refused this message (the connection stays open)."""
+
+    code = "rate_limited"
+
+
+class RateLimitAbuse(ProtocolError):
+    """Repeated rate-limit violations: the connection is closed."""
+
+    code = "rate_limit_abuse"
+    close_code = 4102  # CloseCode.RATE_LIMITED
+
+
+class MessageRefused(ProtocolError):
+    """The on_message hook or a middleware dropped this message."""
+
+    code = "message_refused"
+
+
+class SubscribeRefused(ProtocolError):
+    code = "subscribe_refused"
+
+
+class UnsubscribeRefused(ProtocolError):
+    code = "unsubscribe_refused"
+
+
+class HookFailed(ProtocolError):
+    """A hook raised: treated as a refusal."""
+
+    code = "hook_failed"
+
+
+class HookTimeout(ProtocolError):
+    """An async hook took longer than its timeout: treated as a refusal."""
+
+    code = "hook_timeout"
+
+
+class Unauthorized(ProtocolError):
+    """The connect token is missing, malformed or has a bad signature."""
+
+    code = "unauthorized"
+    close_code = 4001  # CloseCode.UNAUTHORIZED
+
+
+class TokenExpired(ProtocolError):
+    code = "token_expired"
+    close_code = 4001  # CloseCode.UNAUTHORIZED
+
+
+class ConnectRefused(ProtocolError):
+    """The on_connect hook refused the connection."""
+
+    code = "connect_refused"
+    close_code = 4005  # CloseCode.CONNECT_REFUSED
+
+
+class ServerFull(ProtocolError):
+    code = "server_full"
+    close_code = 4103  # CloseCode.SERVER_FULL
+
+
+class TooManyConnectionsFromIP(ProtocolError):
+    code = "too_many_connections_from_ip"
+    close_code = 4104  # CloseCode.IP_LIMIT
+
+
+class IdleTimeout(ProtocolError):
+    code = "idle_timeout"
+    close_code = 4105  # CloseCode.IDLE_TIMEOUT
+
+
+class InternalError(ProtocolError):
+    """Something failed inside the server while handling this message."""
+
+    code = "internal_error"
+
+
 class ServerError(RealtimeLabError):
     """Something went wrong inside the server (never the client's fault)."""
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
+import ssl
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +22,8 @@ from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 from tornado.web import Application, StaticFileHandler
 
+from realtime_lab.core.events import Event, EventStream, FilterSpec, Subscription
+from realtime_lab.core.hooks import Hooks
 from realtime_lab.core.hub import Hub
 from realtime_lab.core.options import ServerOptions
 from realtime_lab.errors import PortInUseError, ServerNotRunning
@@ -45,13 +50,14 @@ class LabServer:
     """A realtime_lab server: a hub, a Tornado application and its listening sockets."""
 
     def __init__(self, options: ServerOptions | None = None, *, host: str = "127.0.0.1",
-                 port: int = 0, broker: Any = None) -> None:
+                 port: int = 0, broker: Any = None, hooks: Hooks | None = None,
+                 middleware: Sequence[object] = ()) -> None:
         self.options = options or ServerOptions()
         self.broker = broker  # None, "redis://...", an InMemoryBus or a Broker
         self.cluster: ClusterNode | None = None  # set by start() when broker is given
         self.host = host
         self.requested_port = port
-        self.hub = Hub(self.options)
+        self.hub = Hub(self.options, hooks=hooks, middleware=middleware)
         self.started_at = time.time()
         self._http: HTTPServer | None = None
         self._heartbeat: PeriodicCallback | None = None
@@ -73,11 +79,13 @@ class LabServer:
     @property
     def url(self) -> str:
         """The WebSocket endpoint, ``ws://HOST:PORT/ws``."""
-        return f"ws://{self._url_host()}:{self.port}/ws"
+        scheme = "wss" if self.options.certfile else "ws"
+        return f"{scheme}://{self._url_host()}:{self.port}/ws"
 
     @property
     def http_url(self) -> str:
-        return f"http://{self._url_host()}:{self.port}"
+        scheme = "https" if self.options.certfile else "http"
+        return f"{scheme}://{self._url_host()}:{self.port}"
 
     def _url_host(self) -> str:
         host = self.host or "127.0.0.1"
@@ -127,10 +135,14 @@ class LabServer:
             from realtime_lab.broker import ClusterNode
 
             self.cluster = await ClusterNode(self.hub, broker).start()
-        self._http = HTTPServer(self.make_app(), max_body_size=self.options.max_message_bytes)
-        self._http.add_sockets(sockets)
         opts = self.options
-        period = max(0.02, min(opts.heartbeat_interval, opts.heartbeat_timeout) / 4)
+        self._http = HTTPServer(self.make_app(), max_body_size=opts.max_message_bytes,
+                                idle_connection_timeout=opts.handshake_timeout,
+                                ssl_options=tls_context(opts))
+        self._http.add_sockets(sockets)
+        period = max(0.02, min(opts.heartbeat_interval, opts.heartbeat_timeout,
+                               opts.heartbeat_min_interval or math.inf) / 4)
+        self.hub.tick_period = period
         self._heartbeat = PeriodicCallback(self.hub.heartbeat_tick, period * 1000)
         self._heartbeat.start()
         log.info("realtime_lab listening on %s", self.url)
@@ -178,9 +190,24 @@ class LabServer:
 
     # ------------------------------------------------------------------ operations
 
-    def publish(self, channel: str, data: Any) -> int:
+    def publish(self, channel: str, data: Any, *, priority: str = "normal") -> int:
         """Publish from the server side; return the number of recipients."""
-        return self.hub.publish(channel, data)
+        return self.hub.publish(channel, data, priority=priority)
+
+    def events(self, filter: FilterSpec = None, *, maxsize: int = 1000,
+               **criteria: Any) -> EventStream:
+        """A bounded stream of server events: ``async for event in server.events("presence.*")``.
+
+        Criteria: a type glob (or an EventFilter, or a predicate) and ``types=``,
+        ``channel=``, ``user=``, ``where=``. When full, the oldest event is dropped
+        and counted in ``stream.dropped`` (docs/events.md).
+        """
+        return self.hub.bus.stream(filter, maxsize=maxsize, **criteria)
+
+    def on(self, filter: FilterSpec, handler: Callable[[Event], object], *,
+           priority: int = 0, **criteria: Any) -> Subscription:
+        """Call ``handler(event)`` for matching events, higher ``priority`` first."""
+        return self.hub.bus.subscribe(handler, filter, priority=priority, **criteria)
 
     def channels(self) -> list[dict[str, object]]:
         return self.hub.channel_list()
@@ -209,14 +236,27 @@ class LabServer:
 
 async def serve(host: str = "127.0.0.1", port: int = 0, *,
                 options: ServerOptions | None = None, broker: Any = None,
+                hooks: Hooks | None = None, middleware: Sequence[object] = (),
                 **option_values: Any) -> LabServer:
     """Start a server on the running event loop and return it at once.
 
     Options can be given as a :class:`ServerOptions` or as keyword arguments
     (``serve(port=0, heartbeat_interval=5)``). ``broker`` links several servers:
     ``"redis://HOST:PORT/0"`` or a shared ``realtime_lab.broker.InMemoryBus()``.
+    ``hooks`` (realtime_lab.core.hooks.Hooks) and ``middleware`` (a list, first =
+    outermost; realtime_lab.middleware) shape each message's way (docs/middleware.md).
     """
     opts = options or ServerOptions()
     if option_values:
         opts = opts.with_changes(**option_values)
-    return await LabServer(opts, host=host, port=port, broker=broker).start()
+    return await LabServer(opts, host=host, port=port, broker=broker, hooks=hooks,
+                           middleware=middleware).start()
+
+
+def tls_context(options: ServerOptions) -> ssl.SSLContext | None:
+    """An SSL context from ``certfile``/``keyfile``, or None for plain TCP."""
+    if options.certfile is None or options.keyfile is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(options.certfile, options.keyfile)
+    return ctx

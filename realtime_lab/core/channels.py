@@ -36,10 +36,19 @@ class Channel:
     subscribers: dict[str, Session] = field(default_factory=dict)
     members: dict[str, int] = field(default_factory=dict)
     messages: int = 0
+    metadata: dict[str, object] = field(default_factory=dict)
+    metas: dict[str, dict[str, object]] = field(default_factory=dict)
+    hidden: set[str] = field(default_factory=set)
 
-    def add(self, session: Session) -> bool:
-        """Add a subscriber; return True when its user is a new presence member."""
+    def add(self, session: Session, *, visible: bool = True) -> bool:
+        """Add a subscriber; return True when its user is a new presence member.
+
+        ``visible=False`` (an on_presence veto) subscribes without presence.
+        """
         self.subscribers[session.id] = session
+        if not visible:
+            self.hidden.add(session.id)
+            return False
         count = self.members.get(session.user, 0)
         self.members[session.user] = count + 1
         return count == 0
@@ -48,18 +57,26 @@ class Channel:
         """Remove a subscriber; return True when its user left (no connection remains)."""
         if self.subscribers.pop(session.id, None) is None:
             return False
+        if session.id in self.hidden:
+            self.hidden.discard(session.id)
+            return False
         count = self.members.get(session.user, 0) - 1
         if count <= 0:
             self.members.pop(session.user, None)
+            self.metas.pop(session.user, None)
             return True
         self.members[session.user] = count
         return False
 
-    def member_info(self, user: str) -> dict[str, int]:
-        return {"connections": self.members.get(user, 0)}
+    def member_info(self, user: str) -> dict[str, object]:
+        meta = self.metas.get(user)
+        info: dict[str, object] = {"connections": self.members.get(user, 0)}
+        if meta:
+            info["meta"] = meta
+        return info
 
-    def presence_members(self) -> dict[str, dict[str, int]]:
-        return {user: {"connections": n} for user, n in self.members.items()}
+    def presence_members(self) -> dict[str, dict[str, object]]:
+        return {user: self.member_info(user) for user in self.members}
 
     def describe(self) -> dict[str, object]:
         return {

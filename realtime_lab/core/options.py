@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -33,6 +34,42 @@ class ServerOptions:
         api_token: bearer token for ``POST /api/channels/{name}/messages``; None
             disables the endpoint.
         close_timeout: seconds ``stop()`` waits for clients to close cleanly.
+
+    Outbound queue (docs/events.md):
+        write_buffer_bytes: bytes handed to the transport per flush while it still
+            holds unsent data; the rest waits in the priority queue, where control
+            and high messages overtake bulk ones.
+        droppable_priority: highest priority dropped (oldest first) under pressure
+            before the connection is closed as a slow consumer ("low" by default;
+            "none" never drops).
+
+    Security (docs/security.md; each refusal has its own code):
+        allowed_origins: Origin values allowed at the handshake: exact
+            (``"https://app.example.com"``) or wildcard (``"https://*.example.com"``,
+            ``"*"``). None: same host as the request, or no Origin header (non-browser
+            clients). A refused origin gets HTTP 403.
+        max_connections: open connections in total; more are closed with 4103.
+        max_connections_per_ip: open connections from one client IP; more get 4104.
+        publish_channels: glob(s) of channels clients may publish to (``forbidden``).
+        handshake_timeout: seconds a client has to send its HTTP upgrade request.
+        idle_timeout: seconds without any message from a client before it is closed
+            with 4105; None (default) leaves idle but live clients alone.
+        token_secret: HMAC secret; when set every connection needs a valid, unexpired
+            ``?token=`` (realtime_lab.core.security.make_token) or is closed with 4001.
+        token_verifier: callback ``token -> user id | dict | None`` used instead of
+            (or besides) the HMAC check; None or an exception refuses with 4001.
+        certfile, keyfile: PEM files; when set the server speaks TLS (wss://).
+
+    Adaptive heartbeat (docs/events.md):
+        heartbeat_min_interval, heartbeat_max_interval: when both are set the ping
+            interval follows load (connections, event-loop lag) between them, and
+            clients are told the new interval in a ``heartbeat`` message.
+        heartbeat_load_connections: connection count at which the interval reaches
+            the maximum.
+        heartbeat_lag_threshold: event-loop lag (seconds) at which the interval
+            reaches the maximum.
+        heartbeat_jitter: fraction of the interval by which each ping is made
+            earlier at random, so pings spread out (None: 0.1 when adaptive, else 0).
     """
 
     heartbeat_interval: float = 25.0
@@ -47,6 +84,26 @@ class ServerOptions:
     echo_to_sender: bool = True
     api_token: str | None = None
     close_timeout: float = 2.0
+    # outbound queue
+    write_buffer_bytes: int = 64 * 1024
+    droppable_priority: str = "low"
+    # security
+    allowed_origins: tuple[str, ...] | None = None
+    max_connections: int = 50_000
+    max_connections_per_ip: int = 10_000
+    publish_channels: str | tuple[str, ...] = "*"
+    handshake_timeout: float = 10.0
+    idle_timeout: float | None = None
+    token_secret: str | None = None
+    token_verifier: Callable[[str], Any] | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    # adaptive heartbeat
+    heartbeat_min_interval: float | None = None
+    heartbeat_max_interval: float | None = None
+    heartbeat_load_connections: int = 10_000
+    heartbeat_lag_threshold: float = 0.1
+    heartbeat_jitter: float | None = None
     _channel_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -65,6 +122,7 @@ class ServerOptions:
         except re.error as exc:
             raise ValueError(f"channel_pattern is not a valid regular expression: {exc}") from None
         object.__setattr__(self, "_channel_re", compiled)
+        _check_issue4_options(self)
 
     def with_changes(self, **changes: Any) -> ServerOptions:
         """A copy with some options changed (unknown names raise TypeError)."""
@@ -81,3 +139,34 @@ class ServerOptions:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls) if f.init]
+
+
+def _check_issue4_options(opts: ServerOptions) -> None:
+    """Validate the queue, security and adaptive-heartbeat options."""
+    from realtime_lab.core.outbound import Priority
+
+    for name in ("write_buffer_bytes", "max_connections", "max_connections_per_ip",
+                 "heartbeat_load_connections"):
+        value = getattr(opts, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if opts.droppable_priority != "none":
+        Priority.parse(opts.droppable_priority)
+    for name in ("handshake_timeout", "idle_timeout", "heartbeat_min_interval",
+                 "heartbeat_max_interval", "heartbeat_lag_threshold"):
+        value = getattr(opts, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not 0 < value < math.inf):
+            raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+    lo, hi = opts.heartbeat_min_interval, opts.heartbeat_max_interval
+    if (lo is None) != (hi is None) or (lo is not None and hi is not None and lo > hi):
+        raise ValueError("set both heartbeat_min_interval and heartbeat_max_interval, min <= max")
+    jitter = opts.heartbeat_jitter
+    if jitter is not None and not 0 <= jitter < 1:
+        raise ValueError(f"heartbeat_jitter must be in [0, 1), got {jitter!r}")
+    if (opts.certfile is None) != (opts.keyfile is None):
+        raise ValueError("certfile and keyfile go together")
+    if isinstance(opts.allowed_origins, str):
+        object.__setattr__(opts, "allowed_origins", (opts.allowed_origins,))
+    elif opts.allowed_origins is not None:
+        object.__setattr__(opts, "allowed_origins", tuple(opts.allowed_origins))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from realtime_lab.core.outbound import OutboundQueue
 
 if TYPE_CHECKING:
     from realtime_lab.core.ports import ConnectionPort
@@ -30,6 +32,7 @@ class SessionStats:
     bytes_in: int = 0
     bytes_out: int = 0
     errors: int = 0
+    dropped: int = 0
 
 
 @dataclass(eq=False, slots=True)
@@ -37,8 +40,9 @@ class Session:
     """One connection. The hub owns it; the transport holds it to report events.
 
     ``pending`` holds frames waiting for the end of the event-loop turn, when they
-    are written in one call. ``pending_bytes`` plus what the transport still
-    buffers is bounded by ``ServerOptions.max_outbound_bytes``.
+    are written in one call, in priority lanes (:class:`OutboundQueue`).
+    ``pending_bytes`` plus what the transport still buffers (``backlog``, as last
+    seen) is bounded by ``ServerOptions.max_outbound_bytes``.
     """
 
     id: str
@@ -47,16 +51,30 @@ class Session:
     connected_at: float
     state: ConnectionState = ConnectionState.CONNECTING
     subscriptions: set[str] = field(default_factory=set)
-    pending: list[bytes] = field(default_factory=list)
-    pending_bytes: int = 0
+    pending: OutboundQueue = field(default_factory=OutboundQueue)
+    backlog: int = 0
+    awaiting_drain: bool = False
     dirty: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+    remote: str = ""
+    last_activity: float = 0.0
     last_seen: float = 0.0
     ping_sent_at: float | None = None
     last_ping_at: float = 0.0
     rtt: float | None = None
+    ping_factor: float = 1.0
     close_code: int | None = None
     close_reason: str = ""
     stats: SessionStats = field(default_factory=SessionStats)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued in ``pending`` (not yet handed to the transport)."""
+        return self.pending.nbytes
+
+    @pending_bytes.setter
+    def pending_bytes(self, value: int) -> None:
+        self.pending.nbytes = value
 
     @property
     def is_open(self) -> bool:

@@ -38,6 +38,7 @@ class CloseCode(enum.IntEnum):
     # 4000-4099: fatal, do not reconnect without a change.
     UNAUTHORIZED = 4001
     FORBIDDEN_ORIGIN = 4003
+    CONNECT_REFUSED = 4005  # the on_connect hook refused
     BAD_REQUEST = 4004
     TOO_MANY_ERRORS = 4008
 
@@ -45,7 +46,9 @@ class CloseCode(enum.IntEnum):
     SLOW_CONSUMER = 4100
     HEARTBEAT_TIMEOUT = 4101
     RATE_LIMITED = 4102
-    SERVER_FULL = 4103
+    SERVER_FULL = 4103  # max_connections reached
+    IP_LIMIT = 4104  # max_connections_per_ip reached
+    IDLE_TIMEOUT = 4105  # no message for idle_timeout seconds
 
     # 4200-4299: reconnect at once.
     RECONNECT = 4200

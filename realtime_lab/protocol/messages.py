@@ -34,6 +34,10 @@ class Publish:
     channel: str
     data: Any
     id: RequestId = None
+    priority: str | None = None  # "low" | "normal" | "high"; None is normal
+
+
+CLIENT_PRIORITIES = ("low", "normal", "high")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +86,10 @@ def parse_client_message(obj: object) -> ClientMessage:
         channel = _channel(obj, rid)
         if "data" not in obj:
             raise MissingField("'data' is required", request_id=rid)
-        return Publish(channel, obj["data"], rid)
+        priority = obj.get("priority")
+        if priority is not None and priority not in CLIENT_PRIORITIES:
+            raise BadField("'priority' must be one of low, normal, high", request_id=rid)
+        return Publish(channel, obj["data"], rid, priority)
     if mtype == "subscribe":
         return Subscribe(_channel(obj, rid), rid)
     if mtype == "unsubscribe":
@@ -150,3 +157,8 @@ def presence_diff_message(
     channel: str, joins: dict[str, dict[str, Any]], leaves: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
     return {"type": "presence_diff", "channel": channel, "joins": joins, "leaves": leaves}
+
+
+def heartbeat_message(interval: float, timeout: float) -> dict[str, Any]:
+    """Sent to every client when the adaptive heartbeat changes its interval."""
+    return {"type": "heartbeat", "interval": interval, "timeout": timeout}

@@ -7,12 +7,16 @@ so Tornado's per-message framing is skipped on the hot path.
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
+from realtime_lab.core.hooks import ConnectRequest
+from realtime_lab.core.security import origin_allowed
 from realtime_lab.protocol.close_codes import CloseCode
 
 if TYPE_CHECKING:
@@ -48,6 +52,14 @@ class TornadoPort:
         buffer = getattr(self.stream, "_write_buffer", None)
         return len(buffer) if buffer is not None else 0
 
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once everything written so far has reached the OS."""
+        try:
+            future = self.stream.write(b"")
+        except StreamClosedError:
+            return
+        future.add_done_callback(lambda _f: callback())
+
     def ping(self) -> None:
         try:
             self.handler.ping(b"")
@@ -68,26 +80,55 @@ class HubWebSocketHandler(WebSocketHandler):
         self.hub = hub
         self.session = None
 
-    def open(self, *args: Any, **kwargs: Any) -> None:
+    def check_origin(self, origin: str) -> bool:
+        """Refuse (HTTP 403) browsers from origins not in ``allowed_origins``."""
+        allowed = origin_allowed(origin, self.hub.options.allowed_origins, self.request.host)
+        if not allowed:
+            self.hub.refused_handshake(self.request.remote_ip or "", 403, "forbidden_origin",
+                                       "allowed_origins")
+        return allowed
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
         user = self.get_query_argument("user", None)
         if user is not None and not (0 < len(user) <= MAX_USER_ID_LENGTH):
             self.close(CloseCode.BAD_REQUEST,
                        f"user id must be 1 to {MAX_USER_ID_LENGTH} characters")
-            return
+            return None
         assert self.ws_connection is not None
         stream = self.ws_connection.stream  # type: ignore[attr-defined]
         self.set_nodelay(True)
-        port = TornadoPort(self, stream, self.request.remote_ip or "")
-        self.session = self.hub.open(port, user=user)
+        remote = self.request.remote_ip or ""
+        port = TornadoPort(self, stream, remote)
+        result = self.hub.open(port, user=user, request=self._connect_request(remote, user))
+        if inspect.isawaitable(result):
+            self.session = result.session  # known at once, so on_close can report it
+            return self._open_later(result)
+        self.session = result
+        return None
 
-    def on_message(self, message: str | bytes) -> None:
+    async def _open_later(self, pending: Any) -> None:
+        await pending
+
+    def _connect_request(self, remote: str, user: str | None) -> ConnectRequest:
+        req = self.request
+        token = self.get_query_argument("token", None)
+        auth = req.headers.get("Authorization", "")
+        if token is None and auth.startswith("Bearer "):
+            token = auth[7:].strip()
+        query = {k: v[-1].decode("utf-8", "replace") for k, v in req.query_arguments.items()
+                 if k != "token"}
+        return ConnectRequest(remote=remote, user=user, origin=req.headers.get("Origin"),
+                              path=req.path, query=query, headers=dict(req.headers),
+                              token=token)
+
+    def on_message(self, message: str | bytes) -> Any:
         session = self.session
         if session is None:
-            return
+            return None
         if isinstance(message, str):
-            self.hub.receive_text(session, message)
-        else:
-            self.hub.receive_binary(session, message)
+            return self.hub.receive_text(session, message)
+        self.hub.receive_binary(session, message)
+        return None
 
     def on_pong(self, data: bytes) -> None:
         if self.session is not None:

@@ -22,6 +22,21 @@ EXPECTED = {
     errors.TooManySubscriptions: ("too_many_subscriptions", None),
     errors.MessageTooBig: ("message_too_big", 1009),
     errors.TooManyErrors: ("too_many_errors", 4008),
+    # issue 4: hooks, middleware, security limits
+    errors.RateLimited: ("rate_limited", None),
+    errors.RateLimitAbuse: ("rate_limit_abuse", 4102),
+    errors.MessageRefused: ("message_refused", None),
+    errors.SubscribeRefused: ("subscribe_refused", None),
+    errors.UnsubscribeRefused: ("unsubscribe_refused", None),
+    errors.HookFailed: ("hook_failed", None),
+    errors.HookTimeout: ("hook_timeout", None),
+    errors.Unauthorized: ("unauthorized", 4001),
+    errors.TokenExpired: ("token_expired", 4001),
+    errors.ConnectRefused: ("connect_refused", 4005),
+    errors.ServerFull: ("server_full", 4103),
+    errors.TooManyConnectionsFromIP: ("too_many_connections_from_ip", 4104),
+    errors.IdleTimeout: ("idle_timeout", 4105),
+    errors.InternalError: ("internal_error", None),
 }
 
 

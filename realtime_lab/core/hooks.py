@@ -1,0 +1,137 @@
+"""Hooks: user callbacks at the key points of a connection's life.
+
+Every hook may be a plain function or a coroutine function. What a hook returns:
+
+=================  ==========================================================
+``on_connect``     ``None``/``True`` accept; ``False`` or ``Refuse(code, reason)``
+                   reject (close code, default 4005); a dict
+                   ``{"user": ..., "metadata": {...}}`` accepts and attaches them.
+``on_message``     ``None``/``True`` keep; a dict replaces the message;
+                   ``False`` or ``Refuse`` drops it (error ``message_refused``).
+``on_subscribe``   ``None``/``True`` allow; ``False``/``Refuse`` refuse (error
+                   ``subscribe_refused``); a dict allows and becomes channel metadata.
+``on_unsubscribe`` as on_subscribe (error ``unsubscribe_refused``).
+``on_presence``    ``None``/``True`` allow; a dict replaces the member's metadata;
+                   ``False`` vetoes the change (the member is not announced).
+``on_disconnect``  ignored.
+=================  ==========================================================
+
+A hook that raises is logged and treated as a refusal with error code
+``hook_failed``; one that takes longer than ``timeout`` seconds, ``hook_timeout``.
+A hook may also raise a :class:`~realtime_lab.errors.ProtocolError` to refuse with
+that error's own code. Async hooks keep each connection's messages in order: the
+transport awaits the hub before it reads the next message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from realtime_lab.errors import HookFailed, HookTimeout, ProtocolError
+
+log = logging.getLogger("realtime_lab.core")
+
+HOOK_NAMES = ("on_connect", "on_message", "on_subscribe", "on_unsubscribe", "on_presence",
+              "on_disconnect")
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Returned by a hook to refuse, with a code (int close code for on_connect,
+    string error code otherwise) and a reason for the client."""
+
+    code: int | str | None = None
+    reason: str = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequest:
+    """What ``on_connect`` sees of a new connection."""
+
+    remote: str
+    user: str | None = None
+    origin: str | None = None
+    path: str = "/ws"
+    query: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    token: str | None = None
+
+
+Hook = Callable[..., Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hooks:
+    """The server's hooks (each optional) and the time an async one may take."""
+
+    on_connect: Hook | None = None
+    on_message: Hook | None = None
+    on_subscribe: Hook | None = None
+    on_unsubscribe: Hook | None = None
+    on_presence: Hook | None = None
+    on_disconnect: Hook | None = None
+    timeout: float = 5.0
+
+    def run(self, name: str, *args: Any) -> Any:
+        """Call hook ``name``; return its result or an awaitable of it.
+
+        Raises :class:`HookFailed` if the hook raised; the awaitable raises
+        :class:`HookTimeout` after :attr:`timeout`.
+        """
+        fn: Hook | None = getattr(self, name)
+        if fn is None:
+            return None
+        try:
+            result = fn(*args)
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            log.exception("hook %s failed", name)
+            raise HookFailed(f"{name} failed: {type(exc).__name__}") from None
+        if inspect.isawaitable(result):
+            return self._guard(name, result)
+        return result
+
+    async def _guard(self, name: str, awaitable: Awaitable[Any]) -> Any:
+        try:
+            return await asyncio.wait_for(awaitable, self.timeout)
+        except TimeoutError:
+            log.warning("hook %s timed out after %.3gs", name, self.timeout)
+            raise HookTimeout(f"{name} took longer than {self.timeout}s") from None
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            log.exception("hook %s failed", name)
+            raise HookFailed(f"{name} failed: {type(exc).__name__}") from None
+
+
+def then(result: Any, continuation: Callable[[Any], Any]) -> Any:
+    """Apply ``continuation`` to ``result`` now, or after awaiting it when it is awaitable.
+
+    The value returned is the continuation's (possibly itself awaitable, in which
+    case the coroutine awaits it too).
+    """
+    if inspect.isawaitable(result):
+        return _then_async(result, continuation)
+    return continuation(result)
+
+
+async def _then_async(result: Awaitable[Any], continuation: Callable[[Any], Any]) -> Any:
+    out = continuation(await result)
+    if inspect.isawaitable(out):
+        out = await out
+    return out
+
+
+def refused(result: Any) -> Refuse | None:
+    """The refusal a hook result means, or None when it allows."""
+    if result is False:
+        return Refuse()
+    if isinstance(result, Refuse):
+        return result
+    return None

@@ -1,0 +1,94 @@
+"""The message paths middleware wraps: the contexts they see and how a chain is built.
+
+A middleware is an object with ``inbound(ctx, call_next)`` and/or
+``outbound(ctx, call_next)`` methods (a plain function counts as inbound). Each
+gets the context and the next handler, Starlette style: it may look at or change
+the context, call ``call_next(ctx)`` and return its result, skip it (the message
+is dropped), or raise a :class:`~realtime_lab.errors.ProtocolError` (the client
+gets that error code). realtime_lab.middleware has ready-made ones.
+
+* **Inbound** runs once per message a client sends, after JSON decoding and
+  before the hub parses and dispatches it. It may return an awaitable; the
+  transport then waits for it before reading that connection's next message.
+* **Outbound** runs once per broadcast, before the message is encoded (so
+  encode-once holds: it never runs per subscriber). It is synchronous; the
+  endpoint returns the number of subscribers the message was queued for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from realtime_lab.core.hub import Hub
+    from realtime_lab.core.session import Session
+
+Next = Callable[[Any], Any]
+
+
+@dataclass(eq=False, slots=True)
+class Inbound:
+    """One client message on its way in. ``message`` is the decoded JSON value."""
+
+    session: Session
+    message: Any
+    size: int
+    now: float
+    hub: Hub
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def type(self) -> str | None:
+        msg = self.message
+        return msg.get("type") if isinstance(msg, dict) else None
+
+    @property
+    def channel(self) -> str | None:
+        msg = self.message
+        channel = msg.get("channel") if isinstance(msg, dict) else None
+        return channel if isinstance(channel, str) else None
+
+
+@dataclass(eq=False, slots=True)
+class Outbound:
+    """One broadcast on its way out, before encoding. ``message`` is the wire dict."""
+
+    channel: str
+    message: dict[str, Any]
+    priority: int
+    sender: str | None
+    subscribers: int
+    now: float
+    hub: Hub
+    exclude: Session | None = None
+    compress: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _link(fn: Callable[[Any, Next], Any], nxt: Next) -> Next:
+    def handler(ctx: Any) -> Any:
+        return fn(ctx, nxt)
+
+    return handler
+
+
+def compose(middleware: Sequence[Any], endpoint: Next, direction: str) -> Next | None:
+    """Wrap ``endpoint`` in every middleware that has a ``direction`` method.
+
+    The first middleware in the list is the outermost (it sees the message first
+    on the way in). Returns None when no middleware takes part, so the hub can
+    call its endpoint directly.
+    """
+    handler = endpoint
+    used = False
+    for mw in reversed(middleware):
+        fn = getattr(mw, direction, None)
+        if fn is None and direction == "inbound" and callable(mw) and not hasattr(mw, "outbound"):
+            fn = mw
+        if fn is None:
+            continue
+        handler = _link(fn, handler)
+        used = True
+    return handler if used else None

@@ -1,0 +1,131 @@
+"""Security checks the transport and the hub share: origins, connect tokens, admission.
+
+No sockets here: the Tornado handler calls :func:`origin_allowed` from
+``check_origin``; the hub calls :class:`Admission` and :func:`verify_token`
+when a connection opens.
+
+Connect tokens are ``<payload>.<signature>``, both base64url without padding:
+the payload is JSON ``{"user": ..., "exp": <unix seconds>, ...}`` and the
+signature is HMAC-SHA256 of the encoded payload with ``ServerOptions.token_secret``.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from realtime_lab.errors import (
+    ServerFull,
+    TokenExpired,
+    TooManyConnectionsFromIP,
+    Unauthorized,
+)
+
+
+def origin_allowed(origin: str | None, allowed: Iterable[str] | None, host: str) -> bool:
+    """Whether a handshake with header ``Origin: origin`` may proceed.
+
+    ``allowed`` None: same host as the request's ``Host`` header, or no Origin at all
+    (non-browser clients do not send one). Otherwise each entry is an exact origin
+    (``https://app.example.com``), a wildcard (``https://*.example.com``) or ``"*"``.
+    """
+    if allowed is None:
+        if not origin:
+            return True
+        return urlsplit(origin.lower()).netloc == host.lower()
+    if not origin:
+        return "*" in allowed or "null" in allowed
+    origin = origin.lower().rstrip("/")
+    for pattern in allowed:
+        pattern = pattern.lower().rstrip("/")
+        if pattern == "*" or pattern == origin:
+            return True
+        if "*" in pattern and fnmatch.fnmatchcase(origin, pattern):
+            return True
+    return False
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def make_token(secret: str, user: str, *, ttl: float = 3600.0, now: float | None = None,
+               **claims: Any) -> str:
+    """A signed connect token for ``user`` valid for ``ttl`` seconds (extra claims kept)."""
+    exp = (time.time() if now is None else now) + ttl
+    payload = _b64(json.dumps({"user": user, "exp": exp, **claims},
+                              separators=(",", ":")).encode())
+    sig = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()
+    return f"{payload}.{_b64(sig)}"
+
+
+def verify_token(secret: str, token: str | None, *, now: float | None = None) -> dict[str, Any]:
+    """The claims of a valid token; raise :class:`Unauthorized` or :class:`TokenExpired`."""
+    if not token:
+        raise Unauthorized("a connect token is required (?token=...)")
+    payload, sep, sig = token.partition(".")
+    if not sep:
+        raise Unauthorized("malformed connect token")
+    expected = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()
+    try:
+        given = _unb64(sig)
+        claims = json.loads(_unb64(payload))
+    except (ValueError, UnicodeDecodeError):
+        raise Unauthorized("malformed connect token") from None
+    if not hmac.compare_digest(expected, given):
+        raise Unauthorized("connect token signature does not match")
+    if not isinstance(claims, dict) or not isinstance(claims.get("exp"), int | float):
+        raise Unauthorized("connect token has no expiry")
+    if claims["exp"] <= (time.time() if now is None else now):
+        raise TokenExpired("connect token expired")
+    return claims
+
+
+class Admission:
+    """Counts open connections in total and per client IP, against the configured limits."""
+
+    def __init__(self, max_total: int, max_per_ip: int) -> None:
+        self.max_total = max_total
+        self.max_per_ip = max_per_ip
+        self.owners: dict[str, str] = {}
+        self.per_ip: dict[str, int] = {}
+
+    @property
+    def total(self) -> int:
+        return len(self.owners)
+
+    def check(self, remote: str) -> None:
+        """Raise :class:`ServerFull` (4103) or :class:`TooManyConnectionsFromIP` (4104)."""
+        if len(self.owners) >= self.max_total:
+            raise ServerFull(f"the server has reached max_connections={self.max_total}")
+        if self.per_ip.get(remote, 0) >= self.max_per_ip:
+            raise TooManyConnectionsFromIP(
+                f"{remote} has reached max_connections_per_ip={self.max_per_ip}")
+
+    def add(self, key: str, remote: str) -> None:
+        """Count connection ``key`` (a session id) from ``remote``."""
+        if key not in self.owners:
+            self.owners[key] = remote
+            self.per_ip[remote] = self.per_ip.get(remote, 0) + 1
+
+    def remove(self, key: str) -> None:
+        """Stop counting ``key`` (idempotent)."""
+        remote = self.owners.pop(key, None)
+        if remote is None:
+            return
+        count = self.per_ip.get(remote, 0) - 1
+        if count <= 0:
+            self.per_ip.pop(remote, None)
+        else:
+            self.per_ip[remote] = count
