@@ -380,9 +380,16 @@ class RedisBroker(Broker):
                         pipe.evalsha(sha, 0, ns, node, item[1], item[2], item[3])
                 try:
                     await pipe.execute()
+                except asyncio.CancelledError:  # torn down mid-write: count, then stop
+                    self._outbox = batch + self._outbox
+                    self._drop_outbox()
+                    raise
                 except Exception as exc:  # noqa: BLE001 - connection or script failure
                     self._outbox = batch + self._outbox
-                    self._lost(exc)
+                    if self.stats.connected:
+                        self._lost(exc)  # counts and empties the outbox
+                    else:
+                        self._drop_outbox()
                     return
                 for item in batch:
                     if item[0] == "m":

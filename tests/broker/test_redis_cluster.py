@@ -207,3 +207,30 @@ async def test_redis_outage_local_delivery_continues_and_state_converges(
             await c.close()
         await a.stop()
         await b.stop()
+
+
+async def test_node_starts_while_redis_is_down_and_joins_later(redis: RedisProcess) -> None:
+    redis.stop()
+    node = await _node(redis)  # starts anyway, serves locally
+    other: LabServer | None = None
+    try:
+        assert node.cluster is not None and not node.cluster.broker.connected
+        ada = await realtime_lab.connect(node.url, user="ada")
+        await ada.subscribe("room")
+        await ada.publish("room", "local only")
+        assert (await ada.recv_message("room", timeout=5))["data"] == "local only"
+        redis.start()
+        await eventually(lambda: node.cluster is not None and node.cluster.broker.connected,
+                         timeout=10, what="the broker to connect")
+        other = await _node(redis)
+        bob = await realtime_lab.connect(other.url, user="bob")
+        await bob.subscribe("room")
+        assert bob.presence.members("room") == ["ada", "bob"]
+        await ada.publish("room", "now cross-node")
+        assert (await bob.recv_message("room", timeout=5))["data"] == "now cross-node"
+        await ada.close()
+        await bob.close()
+    finally:
+        await node.stop()
+        if other is not None:
+            await other.stop()
