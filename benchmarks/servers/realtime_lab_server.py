@@ -1,0 +1,23 @@
+"""realtime_lab under test: ``realtime_lab.serve`` with presence off.
+
+Presence is off (``presence_channels=None``) because the peers do no presence;
+``max_outbound_bytes`` is raised so a burst never trips the slow-consumer limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import realtime_lab
+from benchmarks.servers._common import HOST, Stop, server_main
+
+
+async def start(args: argparse.Namespace) -> tuple[int, Stop]:
+    """Start realtime_lab on 127.0.0.1, ephemeral port."""
+    server = await realtime_lab.serve(host=HOST, port=0, presence_channels=None,
+                                      max_outbound_bytes=args.max_outbound_bytes)
+    return server.port, server.stop
+
+
+if __name__ == "__main__":
+    server_main(start)
