@@ -234,22 +234,22 @@ class EventFilter:
         return self.where is None or bool(self.where(event))
 
 
-FilterSpec = EventFilter | str | Callable[[Event], bool] | None
+FilterSpec = EventFilter | str | tuple[str, ...] | Callable[[Event], bool] | None
 
 
 def make_filter(spec: FilterSpec = None, *, types: str | tuple[str, ...] | None = None,
                 channel: str | tuple[str, ...] | None = None,
                 user: str | frozenset[str] | None = None,
                 where: Callable[[Event], bool] | None = None) -> EventFilter | None:
-    """Build a filter from a spec (filter, type glob or predicate) and keyword criteria."""
+    """Build a filter from a spec (filter, type glob(s) or predicate) and keyword criteria."""
     if isinstance(spec, EventFilter):
         if types is channel is user is where is None:
             return spec
         base = spec
         extra = EventFilter(types, channel, user, where)
         return EventFilter(where=lambda e: base.matches(e) and extra.matches(e))
-    if isinstance(spec, str):
-        types = spec if types is None else types
+    if isinstance(spec, str | tuple | list):
+        types = (spec if isinstance(spec, str) else tuple(spec)) if types is None else types
     elif callable(spec):
         pred, more = spec, where
         where = pred if more is None else (lambda e: pred(e) and more(e))

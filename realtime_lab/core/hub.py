@@ -125,6 +125,7 @@ class Hub:
         #: Seconds between heartbeat ticks (set by the server; 0 = unknown, no lag measure).
         self.tick_period = 0.0
         self._last_tick: float | None = None
+        self._last_frame_size = 0
         dp = opts.droppable_priority
         self._droppable = -1 if dp == "none" else int(Priority.parse(dp))
         pub = opts.publish_channels
@@ -664,7 +665,9 @@ class Hub:
         channel = self.channels.get(ctx.channel)
         if channel is None:
             return 0
-        return self._deliver(channel, ctx.message, ctx.exclude, Priority(ctx.priority))
+        delivered = self._deliver(channel, ctx.message, ctx.exclude, Priority(ctx.priority))
+        ctx.size = self._last_frame_size
+        return delivered
 
     def _deliver(self, channel: Channel, msg: dict[str, Any], exclude: Session | None,
                  priority: Priority) -> int:
@@ -677,6 +680,7 @@ class Hub:
         if cluster is not None:  # the same encoded text goes to the other nodes
             cluster.published(name, text)
         frame = text_frame(text)
+        self._last_frame_size = len(frame)
         if probe is None:
             delivered = self._fan_out(channel, frame, exclude, priority)
         else:

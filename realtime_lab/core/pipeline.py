@@ -64,6 +64,7 @@ class Outbound:
     hub: Hub
     exclude: Session | None = None
     compress: bool | None = None
+    size: int = 0  # bytes of the frame, set once the endpoint has encoded it
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -87,7 +88,7 @@ def compose(middleware: Sequence[Any], endpoint: Next, direction: str) -> Next |
         fn = getattr(mw, direction, None)
         if fn is None and direction == "inbound" and callable(mw) and not hasattr(mw, "outbound"):
             fn = mw
-        if fn is None:
+        if fn is None or getattr(fn, "passthrough", False):
             continue
         handler = _link(fn, handler)
         used = True

@@ -1,0 +1,19 @@
+"""Middleware around the inbound and outbound message paths (docs/middleware.md)."""
+
+from realtime_lab.middleware.base import Inbound, Middleware, Next, Outbound, maybe_await
+from realtime_lab.middleware.compression import Compression, CompressionPolicy
+from realtime_lab.middleware.logging import Logging
+from realtime_lab.middleware.rate_limit import Rate, RateLimit
+
+__all__ = [
+    "Compression",
+    "CompressionPolicy",
+    "Inbound",
+    "Logging",
+    "Middleware",
+    "Next",
+    "Outbound",
+    "Rate",
+    "RateLimit",
+    "maybe_await",
+]

@@ -1,0 +1,265 @@
+"""Hooks: every outcome (accept, reject, modify, drop, refuse, veto, fail, time out)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from realtime_lab.core import Hub, ServerOptions, Session
+from realtime_lab.core.hooks import ConnectRequest, Hooks, Refuse
+from realtime_lab.protocol.close_codes import CloseCode
+from realtime_lab.protocol.frames import parse_frames
+
+
+class FakePort:
+    remote = "10.0.0.9"
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closes: list[tuple[int, str]] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def buffered_bytes(self) -> int:
+        return 0
+
+    def ping(self) -> None:
+        pass
+
+    def close(self, code: int, reason: str) -> None:
+        self.closes.append((code, reason))
+
+    def take(self) -> list[dict[str, Any]]:
+        frames, _ = parse_frames(b"".join(self.writes))
+        self.writes.clear()
+        return [json.loads(f.payload) for f in frames]
+
+
+def hub_with(**hooks: Any) -> Hub:
+    return Hub(ServerOptions(), hooks=Hooks(timeout=0.05, **hooks))  # flush at once
+
+
+async def settle(result: Any) -> Any:
+    return await result if asyncio.iscoroutine(result) or hasattr(result, "__await__") else result
+
+
+def sync_and_async(fn: Any) -> list[Any]:
+    async def afn(*args: Any) -> Any:
+        await asyncio.sleep(0)
+        return fn(*args)
+    return [fn, afn]
+
+
+async def open_session(hub: Hub, user: str | None = None) -> tuple[Session, FakePort]:
+    port = FakePort()
+    session = await settle(hub.open(port, user=user,
+                                    request=ConnectRequest(remote=port.remote, user=user)))
+    return session, port
+
+
+async def send(hub: Hub, s: Session, msg: dict[str, Any]) -> None:
+    await settle(hub.receive_text(s, json.dumps(msg)))
+
+
+# ---------------------------------------------------------------------------- on_connect
+
+
+@pytest.mark.parametrize("hook", sync_and_async(lambda req: {"user": "u-" + req.remote,
+                                                             "metadata": {"plan": "pro"}}))
+async def test_on_connect_attaches_user_and_metadata(hook: Any) -> None:
+    hub = hub_with(on_connect=hook)
+    s, port = await open_session(hub)
+    assert s.is_open and s.user == "u-10.0.0.9" and s.metadata == {"plan": "pro"}
+    assert port.take()[0]["user"] == "u-10.0.0.9"
+
+
+@pytest.mark.parametrize(("hook", "code", "reason"), [
+    (lambda req: False, CloseCode.CONNECT_REFUSED, "connect_refused"),
+    (lambda req: Refuse(4010, "banned"), 4010, "connect_refused"),
+    (lambda req: 1 / 0, CloseCode.CONNECT_REFUSED, "hook_failed"),
+])
+async def test_on_connect_refusals(hook: Any, code: int, reason: str) -> None:
+    for fn in sync_and_async(hook):
+        hub = hub_with(on_connect=fn)
+        seen: list[Any] = []
+        hub.bus.subscribe(seen.append, "connection.refused")
+        s, port = await open_session(hub)
+        assert not s.is_open and port.closes == [(code, reason)]
+        assert port.take()[0]["code"] == reason
+        assert hub.sessions == {} and hub.admission.total == 0
+        assert seen[0].code == code and seen[0].reason == reason
+        hub.closed(s)  # the transport reports it; nothing to undo
+        assert hub.stats.connections_closed == 0
+
+
+async def test_on_connect_timeout_refuses() -> None:
+    async def slow(req: ConnectRequest) -> None:
+        await asyncio.sleep(1)
+
+    hub = hub_with(on_connect=slow)
+    s, port = await open_session(hub)
+    assert port.closes == [(CloseCode.CONNECT_REFUSED, "hook_timeout")]
+
+
+# ---------------------------------------------------------------------------- on_message
+
+
+def modify(session: Session, msg: dict[str, Any]) -> Any:
+    if msg.get("type") == "publish":
+        return {**msg, "data": {"clean": msg["data"]}}
+    return None
+
+
+@pytest.mark.parametrize("hook", sync_and_async(modify))
+async def test_on_message_modifies(hook: Any) -> None:
+    hub = hub_with(on_message=hook)
+    s, port = await open_session(hub)
+    await send(hub, s, {"type": "subscribe", "channel": "room"})
+    await send(hub, s, {"type": "publish", "channel": "room", "data": "raw"})
+    msgs = [m for m in port.take() if m["type"] == "message"]
+    assert msgs[0]["data"] == {"clean": "raw"}
+
+
+@pytest.mark.parametrize("hook", sync_and_async(
+    lambda s, m: False if m.get("data") == "spam" else None))
+async def test_on_message_drops(hook: Any) -> None:
+    hub = hub_with(on_message=hook)
+    dropped: list[Any] = []
+    hub.bus.subscribe(dropped.append, "message.dropped")
+    s, port = await open_session(hub)
+    await send(hub, s, {"type": "subscribe", "channel": "room"})
+    await send(hub, s, {"type": "publish", "channel": "room", "data": "spam"})
+    await send(hub, s, {"type": "publish", "channel": "room", "data": "spam", "id": 4})
+    await send(hub, s, {"type": "publish", "channel": "room", "data": "ok"})
+    msgs = port.take()
+    assert [m["data"] for m in msgs if m["type"] == "message"] == ["ok"]
+    assert [(m["code"], m["id"]) for m in msgs if m["type"] == "error"] == [
+        ("message_refused", 4)]
+    assert [d.reason for d in dropped] == ["hook", "hook"]
+
+
+@pytest.mark.parametrize("hook", sync_and_async(lambda s, m: 1 / 0))
+async def test_on_message_failure_is_an_error_not_a_crash(hook: Any) -> None:
+    hub = hub_with(on_message=hook)
+    s, port = await open_session(hub)
+    await send(hub, s, {"type": "ping", "id": 1})
+    assert port.take()[-1] == {"type": "error", "code": "hook_failed", "id": 1,
+                               "message": "on_message failed: ZeroDivisionError"}
+    assert s.is_open
+
+
+async def test_async_hooks_keep_message_order() -> None:
+    delays = iter([0.03, 0.0, 0.01])
+
+    async def jittery(session: Session, msg: dict[str, Any]) -> None:
+        await asyncio.sleep(next(delays, 0))
+
+    hub = hub_with(on_message=jittery)
+    hub.hooks = Hooks(on_message=jittery, timeout=1)
+    s, port = await open_session(hub)
+    await send(hub, s, {"type": "subscribe", "channel": "room"})
+    for i in range(3):  # the transport awaits each before reading the next
+        await send(hub, s, {"type": "publish", "channel": "room", "data": i})
+    assert [m["data"] for m in port.take() if m["type"] == "message"] == [0, 1, 2]
+
+
+# ---------------------------------------------------------------------------- channels
+
+
+@pytest.mark.parametrize("hook", sync_and_async(
+    lambda s, ch: Refuse("private_channel", "members only") if ch.startswith("private")
+    else {"topic": ch.upper()}))
+async def test_on_subscribe_refuses_or_attaches_metadata(hook: Any) -> None:
+    hub = hub_with(on_subscribe=hook)
+    s, port = await open_session(hub)
+    port.take()
+    await send(hub, s, {"type": "subscribe", "channel": "private-1", "id": 1})
+    await send(hub, s, {"type": "subscribe", "channel": "news", "id": 2})
+    msgs = port.take()
+    assert msgs[0] == {"type": "error", "code": "private_channel", "message": "members only",
+                       "id": 1}
+    assert msgs[1] == {"type": "subscribed", "channel": "news", "id": 2,
+                       "meta": {"topic": "NEWS"}}
+    assert s.subscriptions == {"news"} and hub.channels["news"].metadata == {"topic": "NEWS"}
+
+
+@pytest.mark.parametrize("hook", sync_and_async(lambda s, ch: ch != "locked"))
+async def test_on_unsubscribe_refuses(hook: Any) -> None:
+    hub = hub_with(on_unsubscribe=hook)
+    s, port = await open_session(hub)
+    for ch in ("locked", "free"):
+        await send(hub, s, {"type": "subscribe", "channel": ch})
+    port.take()
+    await send(hub, s, {"type": "unsubscribe", "channel": "locked", "id": 1})
+    await send(hub, s, {"type": "unsubscribe", "channel": "free", "id": 2})
+    msgs = port.take()
+    assert msgs[0]["code"] == "unsubscribe_refused" and msgs[0]["id"] == 1
+    assert msgs[1] == {"type": "unsubscribed", "channel": "free", "id": 2}
+    assert s.subscriptions == {"locked"}
+
+
+async def test_on_subscribe_timeout_refuses_with_hook_timeout() -> None:
+    async def slow(s: Session, ch: str) -> None:
+        await asyncio.sleep(1)
+
+    hub = hub_with(on_subscribe=slow)
+    s, port = await open_session(hub)
+    port.take()
+    await send(hub, s, {"type": "subscribe", "channel": "room", "id": 9})
+    assert port.take() == [{"type": "error", "code": "hook_timeout", "id": 9,
+                            "message": "on_subscribe took longer than 0.05s"}]
+    assert s.subscriptions == set() and s.is_open
+
+
+# ---------------------------------------------------------------------------- presence
+
+
+def presence(session: Session, channel: str, change: dict[str, Any]) -> Any:
+    if session.user == "ghost":
+        return False
+    if change["event"] == "update" and change["meta"].get("status") == "invisible":
+        return False
+    return {**change["meta"], "role": "member"}
+
+
+@pytest.mark.parametrize("hook", sync_and_async(presence))
+async def test_on_presence_modifies_and_vetoes(hook: Any) -> None:
+    hub = hub_with(on_presence=hook)
+    events: list[Any] = []
+    hub.bus.subscribe(events.append, "presence.*")
+    ada, pada = await open_session(hub, "ada")
+    ghost, _ = await open_session(hub, "ghost")
+    await send(hub, ada, {"type": "subscribe", "channel": "room"})
+    await send(hub, ghost, {"type": "subscribe", "channel": "room"})
+    assert hub.presence("room") == {"ada": {"connections": 1, "meta": {"role": "member"}}}
+    assert await settle(hub.update_presence(ada, "room", {"status": "away"})) is True
+    assert await settle(hub.update_presence(ada, "room", {"status": "invisible"})) is False
+    assert hub.presence("room")["ada"]["meta"] == {"status": "away", "role": "member"}
+    assert [(x.type, x.user) for x in events] == [("presence.join", "ada"),
+                                                  ("presence.update", "ada")]
+    hub.closed(ghost)
+    assert [x.type for x in events][-1] == "presence.update", "a vetoed member never leaves"
+
+
+async def test_presence_hook_failure_vetoes_but_subscribes() -> None:
+    hub = hub_with(on_presence=lambda *a: 1 / 0)
+    s, port = await open_session(hub, "ada")
+    await send(hub, s, {"type": "subscribe", "channel": "room", "id": 1})
+    assert s.subscriptions == {"room"} and hub.presence("room") == {}
+
+
+async def test_on_disconnect_is_called_and_errors_are_contained() -> None:
+    calls: list[tuple[str, int | None]] = []
+
+    def bye(session: Session, code: int | None, reason: str) -> None:
+        calls.append((session.user, code))
+        raise RuntimeError("boom")
+
+    hub = hub_with(on_disconnect=bye)
+    s, _ = await open_session(hub, "ada")
+    hub.closed(s, 1000, "")
+    assert calls == [("ada", 1000)]
