@@ -98,7 +98,7 @@ class LabServer:
     def make_app(self) -> Application:
         hub_args = {"hub": self.hub}
         api_args = {"hub": self.hub, "started_at": self.started_at}
-        return Application(
+        app = Application(
             [
                 (r"/ws", HubWebSocketHandler, hub_args),
                 (r"/health", HealthHandler, api_args),
@@ -109,6 +109,12 @@ class LabServer:
             ],
             websocket_max_message_size=self.options.max_message_bytes,
         )
+        if self.options.conformance_echo:  # /echo for Autobahn cases (tests/conformance)
+            from realtime_lab.transports.ws_protocol import EchoHandler
+
+            app.wildcard_router.add_rules(
+                [(r"/echo", EchoHandler, {"policy": self.options.compression})])
+        return app
 
     async def start(self) -> LabServer:
         """Bind and start listening on the running event loop; return self."""

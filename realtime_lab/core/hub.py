@@ -59,6 +59,7 @@ from realtime_lab.errors import (
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.frames import text_frame
+from realtime_lab.protocol.wire import JSON_WIRE, MSGPACK, FrameVariants, frame_for
 
 log = logging.getLogger("realtime_lab.core")
 
@@ -165,6 +166,7 @@ class Hub:
         remote = port.remote
         session = Session(id=sid, user=user or sid, port=port, connected_at=now, last_seen=now,
                           last_ping_at=now, remote=remote, last_activity=now)
+        session.wire = getattr(port, "wire", JSON_WIRE)  # codec + compression (handshake)
         req = request or ConnectRequest(remote=remote, user=user)
         try:
             self.admission.check(remote)
@@ -327,8 +329,9 @@ class Hub:
 
     # ------------------------------------------------------------------ inbound
 
-    def receive_text(self, session: Session, text: str) -> Awaitable[None] | None:
-        """Handle one inbound text message.
+    def receive_text(self, session: Session, text: str | bytes, *,
+                     decode: Callable[[Any], Any] = codec.decode) -> Awaitable[None] | None:
+        """Handle one inbound text message (or binary one, with the msgpack ``decode``).
 
         Returns None when done, or an awaitable when an async middleware or hook
         is still working; the transport awaits it before the next message of this
@@ -344,7 +347,7 @@ class Hub:
         self.stats.messages_in += 1
         obj: Any = None
         try:
-            obj = codec.decode(text)
+            obj = decode(text)
             inbound = self._inbound
             if inbound is None:
                 result = self._handle(session, obj)
@@ -404,13 +407,18 @@ class Hub:
             msg = messages.parse_client_message(result)
         return self._dispatch(session, msg)
 
-    def receive_binary(self, session: Session, data: bytes) -> None:
-        """Binary frames are not part of the JSON protocol: answer with an error."""
+    def receive_binary(self, session: Session, data: bytes) -> Awaitable[None] | None:
+        """A MessagePack message on the msgpack protocol; on JSON, an error."""
+        if session.wire.codec == MSGPACK:
+            from realtime_lab.protocol import msgpack_codec
+
+            return self.receive_text(session, data, decode=msgpack_codec.decode)
         if session.state is not ConnectionState.OPEN:
-            return
+            return None
         session.last_seen = self.clock()
         self.reject(session, BinaryNotSupported(
             "binary frames are not accepted on the JSON protocol; send JSON text frames"))
+        return None
 
     def pong(self, session: Session) -> None:
         now = self.clock()
@@ -682,10 +690,10 @@ class Hub:
         frame = text_frame(text)
         self._last_frame_size = len(frame)
         if probe is None:
-            delivered = self._fan_out(channel, frame, exclude, priority)
+            delivered = self._fan_out(channel, frame, exclude, priority, message=msg)
         else:
             t1 = probe.clock()
-            delivered = self._fan_out(channel, frame, exclude, priority)
+            delivered = self._fan_out(channel, frame, exclude, priority, message=msg)
             probe.end(channel, len(frame), delivered, t0, t1, exclude)
         if self.bus.active:
             now, sender, label = self.clock(), msg.get("from"), priority.label
@@ -696,12 +704,27 @@ class Hub:
         return delivered
 
     def _fan_out(self, channel: Channel, frame: bytes, exclude: Session | None = None,
-                 priority: Priority = Priority.NORMAL) -> int:
-        """Queue the same frame for every subscriber; return how many got it."""
+                 priority: Priority = Priority.NORMAL, *,
+                 message: dict[str, Any] | None = None) -> int:
+        """Queue the same frame for every subscriber; return how many got it.
+
+        ``frame`` is the JSON text frame. Subscribers with another wire format
+        (msgpack, compressed) get the frame of theirs, built once per broadcast.
+        """
         delivered = 0
         enqueue = self._enqueue
+        variants: FrameVariants | None = None
         for session in list(channel.subscribers.values()):
-            if session is not exclude and enqueue(session, frame, priority):
+            if session is exclude:
+                continue
+            wire = session.wire
+            if wire is JSON_WIRE:
+                out = frame
+            else:
+                if variants is None:
+                    variants = FrameVariants(frame, message)
+                out = variants.get(wire)
+            if enqueue(session, out, priority):
                 delivered += 1
         self.stats.deliveries += delivered
         return delivered
@@ -711,7 +734,10 @@ class Hub:
     def send(self, session: Session, message: dict[str, Any],
              priority: Priority = Priority.CONTROL) -> bool:
         """Encode and queue one message for one session (replies are control priority)."""
-        return self._enqueue(session, text_frame(codec.encode(message)), priority)
+        wire = session.wire
+        if wire is JSON_WIRE:
+            return self._enqueue(session, text_frame(codec.encode(message)), priority)
+        return self._enqueue(session, frame_for(wire, message), priority)
 
     def _enqueue(self, session: Session, frame: bytes,
                  priority: Priority = Priority.NORMAL) -> bool:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from realtime_lab.protocol.deflate import CompressionPolicy, as_policy
+
 DEFAULT_CHANNEL_PATTERN = r"[A-Za-z0-9_\-=@,.;:]+"
 
 
@@ -60,6 +62,14 @@ class ServerOptions:
             (or besides) the HMAC check; None or an exception refuses with 4001.
         certfile, keyfile: PEM files; when set the server speaks TLS (wss://).
 
+    Binary protocol and compression (docs/compression.md, docs/protocol.md):
+        compression: the permessage-deflate policy (a
+            :class:`~realtime_lab.protocol.deflate.CompressionPolicy`; True/False for
+            the default policy or none). Offered by default: broadcasts of at least
+            256 bytes are compressed once for every connection that negotiated it.
+        conformance_echo: serve ``/echo``, an echo endpoint for WebSocket
+            conformance runs (Autobahn cases through kosoku). Off by default.
+
     Adaptive heartbeat (docs/events.md):
         heartbeat_min_interval, heartbeat_max_interval: when both are set the ping
             interval follows load (connections, event-loop lag) between them, and
@@ -104,6 +114,9 @@ class ServerOptions:
     heartbeat_load_connections: int = 10_000
     heartbeat_lag_threshold: float = 0.1
     heartbeat_jitter: float | None = None
+    # binary protocol and compression (docs/compression.md)
+    compression: CompressionPolicy = field(default_factory=CompressionPolicy)
+    conformance_echo: bool = False
     _channel_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -123,6 +136,10 @@ class ServerOptions:
             raise ValueError(f"channel_pattern is not a valid regular expression: {exc}") from None
         object.__setattr__(self, "_channel_re", compiled)
         _check_issue4_options(self)
+        try:  # ours, realtime_lab.middleware's CompressionPolicy, True or False
+            object.__setattr__(self, "compression", as_policy(self.compression))
+        except TypeError as exc:
+            raise ValueError(f"compression: {exc}") from None
 
     def with_changes(self, **changes: Any) -> ServerOptions:
         """A copy with some options changed (unknown names raise TypeError)."""

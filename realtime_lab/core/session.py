@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from realtime_lab.core.outbound import OutboundQueue
+from realtime_lab.protocol.wire import JSON_WIRE, WireFormat
 
 if TYPE_CHECKING:
     from realtime_lab.core.ports import ConnectionPort
@@ -66,6 +67,8 @@ class Session:
     close_code: int | None = None
     close_reason: str = ""
     stats: SessionStats = field(default_factory=SessionStats)
+    #: Codec and outbound compression agreed at the handshake (protocol/wire.py).
+    wire: WireFormat = JSON_WIRE
 
     @property
     def pending_bytes(self) -> int:

@@ -18,6 +18,14 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 from realtime_lab.core.hooks import ConnectRequest
 from realtime_lab.core.security import origin_allowed
 from realtime_lab.protocol.close_codes import CloseCode
+from realtime_lab.protocol.wire import JSON_WIRE
+from realtime_lab.transports.ws_protocol import (
+    LabWebSocketProtocol,
+    choose_subprotocol,
+    compression_policy,
+    handler_wire,
+    lab_protocol,
+)
 
 if TYPE_CHECKING:
     from tornado.iostream import IOStream
@@ -33,11 +41,12 @@ MAX_USER_ID_LENGTH = 128
 class TornadoPort:
     """The :class:`~realtime_lab.core.ports.ConnectionPort` of one Tornado connection."""
 
-    __slots__ = ("handler", "remote", "stream")
+    __slots__ = ("handler", "remote", "stream", "wire")
 
     def __init__(self, handler: HubWebSocketHandler, stream: IOStream, remote: str) -> None:
         self.handler = handler
         self.stream = stream
+        self.wire = JSON_WIRE  # set from the handshake (subprotocol, permessage-deflate)
         self.remote = remote
 
     def write(self, data: bytes) -> None:
@@ -80,6 +89,17 @@ class HubWebSocketHandler(WebSocketHandler):
         self.hub = hub
         self.session = None
 
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        """``realtime-lab.v1.msgpack`` or ``realtime-lab.v1.json``; none means JSON."""
+        return choose_subprotocol(subprotocols)
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        return {} if compression_policy(self.hub).enabled else None
+
+    def get_websocket_protocol(self) -> LabWebSocketProtocol | None:  # type: ignore[override]
+        """A strict frame reader with policy-driven permessage-deflate (ws_protocol.py)."""
+        return lab_protocol(self, compression_policy(self.hub))
+
     def check_origin(self, origin: str) -> bool:
         """Refuse (HTTP 403) browsers from origins not in ``allowed_origins``."""
         allowed = origin_allowed(origin, self.hub.options.allowed_origins, self.request.host)
@@ -99,6 +119,7 @@ class HubWebSocketHandler(WebSocketHandler):
         self.set_nodelay(True)
         remote = self.request.remote_ip or ""
         port = TornadoPort(self, stream, remote)
+        port.wire = handler_wire(self)
         result = self.hub.open(port, user=user, request=self._connect_request(remote, user))
         if inspect.isawaitable(result):
             self.session = result.session  # known at once, so on_close can report it

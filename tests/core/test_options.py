@@ -65,3 +65,36 @@ def test_with_changes_revalidates_and_recompiles() -> None:
         opts.with_changes(no_such_option=1)
     with pytest.raises(ValueError):
         opts.with_changes(max_subscriptions=0)
+
+
+@pytest.mark.parametrize("changes", [
+    {"write_buffer_bytes": 0},
+    {"max_connections": -1},
+    {"max_connections_per_ip": True},
+    {"heartbeat_load_connections": 1.5},
+    {"droppable_priority": "urgent"},
+    {"handshake_timeout": 0},
+    {"idle_timeout": -1},
+    {"heartbeat_lag_threshold": math.inf},
+    {"heartbeat_min_interval": 1.0},
+    {"heartbeat_max_interval": 1.0},
+    {"heartbeat_min_interval": 5.0, "heartbeat_max_interval": 1.0},
+    {"heartbeat_jitter": 1.0},
+    {"heartbeat_jitter": -0.1},
+    {"certfile": "cert.pem"},
+    {"keyfile": "key.pem"},
+])
+def test_invalid_queue_security_and_heartbeat_options(changes: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        ServerOptions(**changes)  # type: ignore[arg-type]
+
+
+def test_allowed_origins_normalized_to_a_tuple() -> None:
+    assert ServerOptions(allowed_origins="https://a.example").allowed_origins == (
+        "https://a.example",)
+    assert ServerOptions(allowed_origins=["https://a", "https://b"]).allowed_origins == (  # type: ignore[arg-type]
+        "https://a", "https://b")
+    assert ServerOptions(droppable_priority="none").droppable_priority == "none"
+    adaptive = ServerOptions(heartbeat_min_interval=1.0, heartbeat_max_interval=5.0,
+                             heartbeat_jitter=0.2)
+    assert adaptive.heartbeat_max_interval == 5.0

@@ -17,6 +17,7 @@ EXPECTED = {
     errors.BadField: ("bad_field", None),
     errors.BadChannel: ("bad_channel", None),
     errors.BinaryNotSupported: ("binary_not_supported", None),
+    errors.BadMessagePack: ("bad_msgpack", None),
     errors.Forbidden: ("forbidden", None),
     errors.NotSubscribed: ("not_subscribed", None),
     errors.TooManySubscriptions: ("too_many_subscriptions", None),

@@ -28,6 +28,8 @@ from realtime_lab.protocol import (
     ({"type": "publish", "channel": "a", "data": None}, Publish("a", None, None)),
     ({"type": "publish", "channel": "a", "data": {"k": [1]}, "id": 2},
      Publish("a", {"k": [1]}, 2)),
+    ({"type": "publish", "channel": "a", "data": 1, "priority": "high"},
+     Publish("a", 1, None, "high")),
     ({"type": "ping", "id": 0}, Ping(0)),
     ({"type": "ping", "id": None}, Ping(None)),
     ({"type": "ping", "extra": "ignored"}, Ping(None)),
@@ -53,6 +55,9 @@ def test_parse_valid(obj: dict[str, Any], expected: object) -> None:
     ({"type": "publish", "channel": "a", "id": 6}, errors.MissingField, 6),
     ({"type": "publish", "channel": 1, "data": 1, "id": 7}, errors.BadField, 7),
     ({"type": "subscribe", "channel": None}, errors.BadField, None),
+    ({"type": "publish", "channel": "a", "data": 1, "priority": "urgent", "id": 8},
+     errors.BadField, 8),
+    ({"type": "publish", "channel": "a", "data": 1, "priority": 1}, errors.BadField, None),
     ({"type": "ping", "id": True}, errors.BadField, None),
     ({"type": "ping", "id": 2.0}, errors.BadField, None),
     ({"type": "ping", "id": {"a": 1}}, errors.BadField, None),
@@ -92,6 +97,8 @@ def test_server_message_builders() -> None:
         "type": "presence_state", "channel": "c", "members": {"a": {"connections": 1}}}
     assert messages.presence_diff_message("c", {"a": {}}, {"b": {}}) == {
         "type": "presence_diff", "channel": "c", "joins": {"a": {}}, "leaves": {"b": {}}}
+    assert messages.heartbeat_message(5.0, 4.0) == {
+        "type": "heartbeat", "interval": 5.0, "timeout": 4.0}
 
 
 def test_protocol_version_is_1() -> None:
