@@ -1,0 +1,344 @@
+"""A stricter RFC 6455 frame reader for Tornado, with our permessage-deflate and subprotocols.
+
+Tornado's ``WebSocketProtocol13`` echoes invalid close codes, drops the TCP
+connection without a close frame on invalid UTF-8 (and only notices it once a
+fragmented message is complete), lets an exception escape on corrupt compressed
+data, and negotiates permessage-deflate by echoing whatever the client offered.
+:class:`LabWebSocketProtocol` keeps Tornado's handshake, writer, ping and close
+machinery and replaces the reader and the negotiation:
+
+* every protocol violation fails the connection with a close frame and its code:
+  1002 (reserved bits or opcodes, unmasked or malformed frames, bad close
+  frames, invalid close codes, corrupt DEFLATE data), 1007 (invalid UTF-8, found
+  as soon as the bytes cannot start valid UTF-8, fragment by fragment), 1009
+  (message too big, measured after decompression, never inflated past the limit);
+* the permessage-deflate answer comes from :func:`realtime_lab.protocol.deflate.negotiate`
+  under the server's :class:`CompressionPolicy` (always ``server_no_context_takeover``,
+  so outbound frames can be compressed once per broadcast by the hub).
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import struct
+from typing import TYPE_CHECKING, Any
+
+from tornado.util import _websocket_mask
+from tornado.websocket import WebSocketHandler, WebSocketProtocol13, _WebSocketParams
+
+from realtime_lab.protocol import msgpack_codec
+from realtime_lab.protocol.close_codes import CloseCode
+from realtime_lab.protocol.deflate import (
+    CompressionPolicy,
+    DeflateError,
+    DeflateParams,
+    Inflater,
+    InflateTooBig,
+    as_policy,
+    deflater_for,
+    negotiate,
+)
+from realtime_lab.protocol.frames import OP_BINARY, OP_TEXT, frame_header
+from realtime_lab.protocol.wire import (
+    JSON,
+    JSON_WIRE,
+    MSGPACK,
+    SUBPROTOCOL_OF,
+    SUBPROTOCOLS,
+    WireFormat,
+    wire_format,
+)
+
+if TYPE_CHECKING:
+    from tornado.httputil import HTTPHeaders
+
+log = logging.getLogger("realtime_lab.transports")
+
+_FIN, _RSV1, _RSV_MASK = 0x80, 0x40, 0x70
+_DATA_OPCODES = (0x0, 0x1, 0x2)
+_CONTROL_OPCODES = (0x8, 0x9, 0xA)
+
+
+def valid_close_code(code: int) -> bool:
+    """Close codes a peer may send (RFC 6455 7.4 and the IANA registry)."""
+    return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+def choose_subprotocol(offered: list[str], *, binary: bool | None = None) -> str | None:
+    """The first subprotocol the client listed that we speak (msgpack only if installed)."""
+    if binary is None:
+        binary = msgpack_codec.available()
+    for name in offered:
+        kind = SUBPROTOCOLS.get(name)
+        if kind == JSON or (kind == MSGPACK and binary):
+            return name
+    return None
+
+
+class LabWebSocketProtocol(WebSocketProtocol13):
+    """Tornado's protocol with a strict reader and policy-driven permessage-deflate."""
+
+    def __init__(self, handler: Any, params: _WebSocketParams,
+                 policy: CompressionPolicy) -> None:
+        super().__init__(handler, False, params)
+        self.policy = policy
+        self.deflate_params: DeflateParams | None = None
+        self._inflater: Inflater | None = None
+        self._failed = False
+        self._reset_message()
+
+    def _reset_message(self) -> None:
+        self._msg_opcode: int | None = None
+        self._msg_compressed = False
+        self._msg_parts: list[Any] = []
+        self._msg_wire = 0
+        self._utf8: codecs.IncrementalDecoder | None = None
+
+    # ------------------------------------------------------------------ handshake
+
+    def _parse_extensions_header(self, headers: HTTPHeaders) -> list[tuple[str, dict[str, str]]]:
+        # Called by the server handshake only: Tornado answers what we return here.
+        params = negotiate(headers.get("Sec-WebSocket-Extensions"), self.policy)
+        self.deflate_params = params
+        if params is None:
+            return []
+        return [("permessage-deflate", params.as_dict())]  # type: ignore[list-item]
+
+    def _create_compressors(self, side: str, agreed_parameters: dict[str, Any],
+                            compression_options: dict[str, Any] | None = None) -> None:
+        params = self.deflate_params
+        assert params is not None
+        self._inflater = Inflater(self.params.max_message_size,
+                                  persistent=not params.client_no_context_takeover)
+        # No Tornado compressor: outbound frames are built (and compressed) by the hub.
+
+    def wire(self, subprotocol: str | None) -> WireFormat:
+        """The wire format this connection agreed (codec and outbound compressor)."""
+        kind = SUBPROTOCOLS.get(subprotocol or "", JSON)
+        params = self.deflate_params
+        if params is None:
+            return JSON_WIRE if kind == JSON else wire_format(kind)
+        return wire_format(kind, deflater_for(params, self.policy))
+
+    # ------------------------------------------------------------------ reading
+
+    def _fail(self, code: int, reason: str, *, in_sync: bool = False) -> None:
+        """Fail the connection: send a close frame with ``code`` and deliver nothing more.
+
+        When the frame was read whole (``in_sync``) the reader goes on until the
+        client's close frame (a clean closing handshake, Tornado's close timer
+        as the bound); otherwise the stream position is lost and the socket is
+        closed at once after the close frame.
+        """
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("failing WebSocket connection: %s %s", code, reason)
+        self._failed = True
+        self._reset_message()
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+        self.close(code, reason)
+        if not in_sync:
+            self._abort()
+
+    async def _receive_frame(self) -> None:
+        head = await self._read_bytes(2)
+        b0, b1 = head[0], head[1]
+        fin = bool(b0 & _FIN)
+        rsv = b0 & _RSV_MASK
+        opcode = b0 & 0x0F
+        if opcode not in _DATA_OPCODES and opcode not in _CONTROL_OPCODES:
+            return self._fail(CloseCode.PROTOCOL_ERROR, "reserved opcode")
+        control = opcode >= 0x8
+        compressed = False
+        if rsv:
+            if rsv == _RSV1 and self._inflater is not None and opcode in (OP_TEXT, OP_BINARY):
+                compressed = True
+            else:
+                return self._fail(CloseCode.PROTOCOL_ERROR, "reserved bits set")
+        if not b1 & 0x80:
+            return self._fail(CloseCode.PROTOCOL_ERROR, "client frames must be masked")
+        length = b1 & 0x7F
+        if control and (length > 125 or not fin):
+            return self._fail(CloseCode.PROTOCOL_ERROR, "bad control frame")
+        if length == 126:
+            length = struct.unpack("!H", await self._read_bytes(2))[0]
+        elif length == 127:
+            length = struct.unpack("!Q", await self._read_bytes(8))[0]
+        if not control:
+            if opcode == 0 and self._msg_opcode is None:
+                return self._fail(CloseCode.PROTOCOL_ERROR, "continuation without a message")
+            if opcode != 0 and self._msg_opcode is not None:
+                return self._fail(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
+            if self._msg_wire + length > self.params.max_message_size:
+                return self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
+        mask = await self._read_bytes(4)
+        data = _websocket_mask(mask, await self._read_bytes(length)) if length else b""
+        if control:
+            return self._control(opcode, data)
+        if self._failed or self.server_terminated:
+            return None  # closing: data frames are read but not delivered
+        if opcode != 0:
+            self._msg_opcode = opcode
+            self._msg_compressed = compressed
+            if opcode == OP_TEXT and not (fin and not compressed):
+                self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._msg_wire += length
+        try:
+            message = self._data(data, fin)
+        except DeflateError as exc:
+            return self._fail(CloseCode.PROTOCOL_ERROR, str(exc)[:100], in_sync=True)
+        except InflateTooBig:
+            return self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big after decompression",
+                              in_sync=True)
+        except UnicodeDecodeError:
+            return self._fail(CloseCode.INVALID_PAYLOAD, "invalid UTF-8 in a text message",
+                              in_sync=True)
+        if message is None:
+            return None
+        self._message_bytes_in += self._msg_wire
+        self._reset_message()
+        future = self._run_callback(self.handler.on_message, message)
+        if future is not None:
+            await future
+        return None
+
+    def _data(self, data: bytes, fin: bool) -> str | bytes | None:
+        """Add one data frame to the current message; return the message once complete."""
+        if self._msg_compressed:
+            assert self._inflater is not None
+            data = self._inflater.feed(data)
+            if fin:
+                data += self._inflater.finish()
+        if self._msg_opcode == OP_TEXT:
+            if self._utf8 is None:  # single uncompressed frame: decode at once
+                return data.decode("utf-8")
+            self._msg_parts.append(self._utf8.decode(data, final=fin))
+            return "".join(self._msg_parts) if fin else None
+        self._msg_parts.append(data)
+        return b"".join(self._msg_parts) if fin else None
+
+    def _control(self, opcode: int, data: bytes) -> None:
+        if opcode == 0x8:
+            # The peer's close frame ends its side whatever we think of it, so
+            # a failure below closes the socket right after our answer.
+            self.client_terminated = True
+            if len(data) == 1:
+                return self._fail(CloseCode.PROTOCOL_ERROR, "close frame of one byte", in_sync=True)
+            code: int | None = None
+            reason = ""
+            if len(data) >= 2:
+                code = struct.unpack("!H", data[:2])[0]
+                if not valid_close_code(code):
+                    return self._fail(CloseCode.PROTOCOL_ERROR, f"invalid close code {code}",
+                                      in_sync=True)
+                try:
+                    reason = data[2:].decode("utf-8")
+                except UnicodeDecodeError:
+                    return self._fail(CloseCode.INVALID_PAYLOAD, "close reason is not UTF-8",
+                                      in_sync=True)
+            if self.close_code is None or not self._failed:
+                self.close_code = code
+                self.close_reason = reason
+            self.close(code)
+            return None
+        if self._failed:
+            return None
+        if opcode == 0x9:
+            self._send_pong(data)
+            self._run_callback(self.handler.on_ping, data)
+        else:
+            self._received_pong = True
+            self._run_callback(self.handler.on_pong, data)
+        return None
+
+
+def compression_policy(hub: Any) -> CompressionPolicy:
+    """The server's permessage-deflate policy.
+
+    A ``realtime_lab.middleware.Compression`` in the hub's middleware wins over
+    ``ServerOptions.compression``.
+    """
+    for mw in getattr(hub, "middleware", ()):
+        policy = getattr(mw, "policy", None)
+        if policy is not None and hasattr(policy, "offer"):
+            return as_policy(policy)
+    return as_policy(hub.options.compression)
+
+
+def lab_protocol(handler: WebSocketHandler,
+                 policy: CompressionPolicy) -> LabWebSocketProtocol | None:
+    """What ``WebSocketHandler.get_websocket_protocol`` should return for our handlers."""
+    if handler.request.headers.get("Sec-WebSocket-Version") != "13":
+        return None
+    params = _WebSocketParams(
+        ping_interval=handler.ping_interval,
+        ping_timeout=handler.ping_timeout,
+        max_message_size=handler.max_message_size,
+        compression_options={} if policy.enabled else None,
+    )
+    return LabWebSocketProtocol(handler, params, policy)
+
+
+def handler_wire(handler: WebSocketHandler) -> WireFormat:
+    """The wire format of an open handler's connection (JSON when unknown)."""
+    conn = handler.ws_connection
+    if isinstance(conn, LabWebSocketProtocol):
+        return conn.wire(handler.selected_subprotocol)
+    return JSON_WIRE
+
+
+class EchoHandler(WebSocketHandler):
+    """``/echo`` for conformance runs (``ServerOptions.conformance_echo``): echo every message.
+
+    Uses the same reader, negotiation and frame building as ``/ws``; echoed
+    messages are compressed by the connection's deflater (threshold applies).
+    """
+
+    policy: CompressionPolicy
+
+    def initialize(self, policy: CompressionPolicy, max_message_size: int = 64 << 20) -> None:
+        self.policy = policy
+        self._max = max_message_size
+        self._wire: WireFormat = JSON_WIRE
+
+    @property
+    def max_message_size(self) -> int:
+        return self._max
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        return {} if self.policy.enabled else None
+
+    def get_websocket_protocol(self) -> LabWebSocketProtocol | None:  # type: ignore[override]
+        return lab_protocol(self, self.policy)
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        self._wire = handler_wire(self)
+
+    def on_message(self, message: str | bytes) -> None:
+        conn = self.ws_connection
+        if conn is None or conn.is_closing():
+            return
+        if isinstance(message, str):
+            opcode, payload = OP_TEXT, message.encode("utf-8")
+        else:
+            opcode, payload = OP_BINARY, message
+        deflate = self._wire.deflate
+        rsv1 = deflate is not None and len(payload) >= deflate.threshold
+        if rsv1:
+            assert deflate is not None
+            payload = deflate.compress(payload)
+        conn.stream.write(frame_header(opcode, len(payload), rsv1=rsv1) + payload)  # type: ignore[attr-defined]
+
+
+__all__ = [
+    "EchoHandler",
+    "LabWebSocketProtocol",
+    "SUBPROTOCOL_OF",
+    "choose_subprotocol",
+    "compression_policy",
+    "handler_wire",
+    "lab_protocol",
+    "valid_close_code",
+]
