@@ -106,6 +106,8 @@ class LabServer:
                 (r"/api/cluster", ClusterHandler, api_args),
                 (r"/api/channels/([^/]+)/messages", ChannelMessagesHandler, api_args),
                 (r"/static/(.*)", StaticFileHandler, {"path": str(STATIC_DIR)}),
+                (r"/()", StaticFileHandler,  # the demo room page (docs/client.md)
+                 {"path": str(STATIC_DIR), "default_filename": "index.html"}),
             ],
             websocket_max_message_size=self.options.max_message_bytes,
         )

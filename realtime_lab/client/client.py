@@ -1,115 +1,258 @@
-"""A minimal asyncio client for the native protocol.
+"""The asyncio client: one logical connection that can survive lost sockets.
 
 ``client = await connect(server.url, user="ada")`` opens a connection and waits
 for the welcome; ``await client.subscribe("room")`` waits for the server's
 answer; ``await client.recv()`` or ``async for msg in client`` yields channel
-messages and presence messages. Requests carry ids, so replies are matched even
-when messages for channels arrive in between.
+and presence messages. Requests carry ids, so replies are matched even when
+channel messages arrive in between.
+
+With ``reconnect=True`` a lost connection is re-established with backoff and
+jitter, as the close code advises (:func:`realtime_lab.protocol.advice_for`):
+the channels are subscribed again, the presence view is rebuilt from the new
+``presence_state``, and messages sent meanwhile are buffered (bounded) and sent
+after the restore. :attr:`Client.history`, :meth:`Client.on_state` and
+:meth:`Client.state_changes` show every transition.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
+import contextlib
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlencode
 
-from tornado.websocket import WebSocketClientConnection, websocket_connect
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
+from realtime_lab.client.options import ClientOptions
 from realtime_lab.client.presence import PresenceView
+from realtime_lab.client.states import ClientState, StateChange
 from realtime_lab.errors import ClientError, ConnectionClosed, RequestFailed
+from realtime_lab.protocol.close_codes import ReconnectAdvice, advice_for
 
 log = logging.getLogger("realtime_lab.client")
 
 REPLY_TYPES = frozenset({"subscribed", "unsubscribed", "published", "pong", "error"})
+HISTORY_SIZE = 1000
+
+StateListener = Callable[[StateChange], object]
+Outgoing = tuple[dict[str, Any], "asyncio.Future[dict[str, Any]] | None"]
 
 
-class ClientState(enum.Enum):
-    IDLE = "idle"
-    CONNECTING = "connecting"
-    OPEN = "open"
-    CLOSING = "closing"
-    CLOSED = "closed"
+class SendBufferFull(ClientError):
+    """A message was sent while reconnecting and the buffer already holds ``buffer_size``."""
+
+
+class _NotSent(Exception):
+    """A write failed because the connection is gone: the message never left."""
+
+
+class _Ended:
+    """How one connection ended: close code, reason, whether it reached OPEN.
+
+    ``fatal`` forces STOP advice (an HTTP 4xx refusal of the handshake);
+    ``error`` is the exception of a failed connection attempt.
+    """
+
+    def __init__(self, code: int | None, reason: str, opened: bool, *, fatal: bool = False,
+                 error: BaseException | None = None) -> None:
+        self.code, self.reason, self.opened = code, reason, opened
+        self.fatal, self.error = fatal, error
+
+
+def _abort(ws: WebSocketClientConnection) -> None:
+    """Tear the TCP connection down without a closing handshake (dead peer)."""
+    protocol = ws.protocol
+    stream = getattr(protocol, "stream", None)
+    if stream is not None:
+        stream.close()
+    else:
+        ws.close()
 
 
 class Client:
-    """One connection to a realtime_lab server.
+    """One logical connection to a realtime_lab server.
 
     Args:
         url: the WebSocket endpoint, ``ws://HOST:PORT/ws``.
-        user: user id for presence (default: the session id the server assigns).
-        request_timeout: seconds to wait for the reply to a request.
-        inbox_size: messages buffered for the reader; when full, the client stops
-            reading the socket (so a client that never reads is a slow consumer).
+        user: user id for presence (default: the session id the server assigns);
+            sent again on every reconnection, so presence is restored under it.
+        options: a :class:`ClientOptions`; keyword arguments override single fields
+            (``Client(url, reconnect=True, request_timeout=2)``).
     """
 
-    def __init__(self, url: str, *, user: str | None = None, request_timeout: float = 10.0,
-                 inbox_size: int = 10_000, max_message_bytes: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, url: str, *, user: str | None = None,
+                 options: ClientOptions | None = None, **option_values: Any) -> None:
+        opts = options or ClientOptions()
+        if option_values:
+            opts = opts.with_changes(**option_values)
         self.url = url
         self.user = user
-        self.request_timeout = request_timeout
-        self.max_message_bytes = max_message_bytes
+        self.options = opts
         self.state = ClientState.IDLE
         self.welcome: dict[str, Any] = {}
         self.presence = PresenceView()
         self.close_code: int | None = None
         self.close_reason: str | None = None
+        self.history: deque[StateChange] = deque(maxlen=HISTORY_SIZE)
+        self.unsent: list[dict[str, Any]] = []
+        self.connections = 0  # connections that reached OPEN
+        self.reconnects = 0  # of which after a loss
         self._ws: WebSocketClientConnection | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(inbox_size)
-        self._reader: asyncio.Task[None] | None = None
+        self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(opts.inbox_size)
+        self._channels: dict[str, None] = {}  # wanted subscriptions, in order
+        self._outbox: deque[Outgoing] = deque()
+        self._listeners: list[StateListener] = []
+        self._watchers: list[asyncio.Queue[StateChange | None]] = []
+        self._rng = random.Random(opts.seed)
+        self._runner: asyncio.Task[None] | None = None
+        self._first: asyncio.Future[None] | None = None
         self._welcomed: asyncio.Future[dict[str, Any]] | None = None
+        self._open_event = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._last_seen = 0.0
+        self._lost_at: float | None = None
+        self._local_reason: str | None = None
+        self._heartbeat_limit = 0.0
 
-    # ------------------------------------------------------------------ connection
+    # ------------------------------------------------------------------ properties
 
     @property
     def session(self) -> str | None:
         return self.welcome.get("session")
 
-    async def connect(self, timeout: float = 10.0) -> Client:
-        """Open the connection and wait for the welcome message."""
+    @property
+    def request_timeout(self) -> float:
+        return self.options.request_timeout
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.options.max_message_bytes
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """Channels this client wants; they are subscribed again after a reconnection."""
+        return list(self._channels)
+
+    @property
+    def buffered(self) -> int:
+        """Messages waiting for the connection to come back."""
+        return len(self._outbox)
+
+    # ------------------------------------------------------------------ states
+
+    def on_state(self, listener: StateListener) -> Callable[[], None]:
+        """Call ``listener(change)`` on every transition; returns a function that removes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    async def state_changes(self) -> AsyncIterator[StateChange]:
+        """Yield transitions from now on; ends after ``CLOSED``."""
+        queue: asyncio.Queue[StateChange | None] = asyncio.Queue()
+        self._watchers.append(queue)
+        try:
+            while (change := await queue.get()) is not None:
+                yield change
+                if change.state is ClientState.CLOSED:
+                    return
+        finally:
+            self._watchers.remove(queue)
+
+    def _set_state(self, state: ClientState, **details: Any) -> StateChange:
+        change = StateChange(state, self.state, time.monotonic(), **details)
+        self.state = state
+        self.history.append(change)
+        if state is ClientState.OPEN:
+            self._open_event.set()
+        else:
+            self._open_event.clear()
+        for listener in list(self._listeners):
+            try:
+                listener(change)
+            except Exception:
+                log.exception("state listener %r failed", listener)
+        for queue in self._watchers:
+            queue.put_nowait(change)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("client %s: %s", self.user or self.session, change)
+        return change
+
+    async def wait_open(self, timeout: float | None = None) -> None:
+        """Wait until the client is OPEN (connected, resubscribed); raise if it closes."""
+        if self.state is ClientState.OPEN:
+            return
+        if self.state is ClientState.CLOSED:
+            raise ConnectionClosed(self.close_code, self.close_reason)
+        opened = asyncio.ensure_future(self._open_event.wait())
+        waits: set[asyncio.Future[Any]] = {opened}
+        if self._runner is not None:
+            waits.add(self._runner)
+        try:
+            done, _ = await asyncio.wait(waits, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            opened.cancel()
+        if self.state is ClientState.OPEN:
+            return
+        if self.state is ClientState.CLOSED:
+            raise ConnectionClosed(self.close_code, self.close_reason)
+        raise TimeoutError(f"client not open after {timeout}s (state {self.state.value})")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def connect(self, timeout: float | None = None) -> Client:
+        """Open the connection, wait for the welcome (and retry when reconnect is on).
+
+        Raises :class:`ConnectionClosed` or the connection error when the client
+        gives up; ``timeout`` bounds each attempt (default ``connect_timeout``).
+        """
         if self.state is not ClientState.IDLE:
             raise ClientError(f"connect() called in state {self.state.value}")
-        self.state = ClientState.CONNECTING
-        url = self.url
-        if self.user is not None:
-            url += ("&" if "?" in url else "?") + urlencode({"user": self.user})
-        loop = asyncio.get_running_loop()
-        self._welcomed = loop.create_future()
+        self._first = asyncio.get_running_loop().create_future()
+        attempt_timeout = timeout if timeout is not None else self.options.connect_timeout
+        self._runner = asyncio.create_task(self._run(attempt_timeout))
         try:
-            self._ws = await asyncio.wait_for(
-                websocket_connect(url, max_message_size=self.max_message_bytes), timeout)
-        except Exception:
-            self.state = ClientState.CLOSED
-            raise
-        self._reader = asyncio.create_task(self._read_loop())
-        try:
-            self.welcome = await asyncio.wait_for(asyncio.shield(self._welcomed), timeout)
-        except Exception:
+            await asyncio.shield(self._first)
+        except asyncio.CancelledError:
             await self.close()
             raise
-        self.state = ClientState.OPEN
         return self
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close the connection (idempotent) and wait for the reader to finish."""
-        if self.state is ClientState.CLOSED and self._reader is None:
+        """Close for good (idempotent): no more reconnection; wait for the end."""
+        if self._runner is None or self.state is ClientState.CLOSED:
+            if self.state is ClientState.IDLE:
+                self._finish(None, "closed before connecting")
             return
-        self.state = ClientState.CLOSING
-        if self._ws is not None:
-            self._ws.close(code, reason)
-        if self._reader is not None:
+        if not self._closing:
+            self._closing = True
+            self._set_state(ClientState.CLOSING, code=code, reason=reason)
+            self._wake.set()
+            if self._ws is not None:
+                self._ws.close(code, reason)
+        runner = self._runner
+        try:
+            await asyncio.wait_for(asyncio.shield(runner), 2.0)
+        except TimeoutError:
+            if self._ws is not None:
+                _abort(self._ws)  # the server does not answer the close frame
             try:
-                await asyncio.wait_for(self._reader, 5)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
-                self._reader.cancel()
-            self._reader = None
-        self.state = ClientState.CLOSED
+                await asyncio.wait_for(asyncio.shield(runner), 1.0)
+            except TimeoutError:
+                runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner
 
     async def __aenter__(self) -> Client:
         if self.state is ClientState.IDLE:
@@ -119,34 +262,224 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _read_loop(self) -> None:
-        ws = self._ws
-        assert ws is not None
+    async def wait_closed(self, timeout: float | None = None) -> int | None:
+        """Wait until the client is CLOSED (for good); return the close code."""
+        if self._runner is not None:
+            await asyncio.wait_for(asyncio.shield(self._runner), timeout)
+        return self.close_code
+
+    # ------------------------------------------------------------------ the run loop
+
+    async def _run(self, timeout: float) -> None:
+        """Connect, serve the connection, and reconnect as the close code advises."""
+        attempt = 0
+        code: int | None = None
+        reason = ""
+        error: BaseException | None = None
+        try:
+            while True:
+                self._set_state(ClientState.CONNECTING, attempt=attempt)
+                ended = await self._connection(timeout, attempt)
+                code, reason, error = ended.code, ended.reason, ended.error
+                if self._closing:
+                    break
+                if ended.opened:
+                    attempt = 0
+                    self._lost_at = time.monotonic()
+                advice = ReconnectAdvice.STOP if ended.fatal else advice_for(code)
+                if not self.options.reconnect:
+                    break
+                if advice is ReconnectAdvice.STOP:
+                    reason = f"{reason} (close code {code}: not reconnecting)"
+                    break
+                attempt += 1
+                limit = self.options.max_attempts
+                if limit is not None and attempt > limit:
+                    reason = f"gave up after {limit} attempts; last: {reason}"
+                    break
+                if advice is ReconnectAdvice.RECONNECT_NOW and attempt == 1:
+                    delay = self._rng.uniform(0.0, self.options.reconnect_now_window)
+                else:
+                    delay = self.options.backoff.delay(attempt, self._rng)
+                self._set_state(ClientState.RECONNECTING, attempt=attempt, delay=delay,
+                                code=code, reason=reason)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                if self._closing:
+                    break
+        finally:
+            self._finish(code, reason, error)
+
+    async def _connection(self, timeout: float, attempt: int) -> _Ended:
+        """One connection from TCP connect to its end; never raises."""
+        url = self.url
+        if self.user is not None:
+            url += ("&" if "?" in url else "?") + urlencode({"user": self.user})
+        request = HTTPRequest(url, connect_timeout=timeout, request_timeout=timeout)
+        try:
+            ws = await asyncio.wait_for(
+                websocket_connect(request, max_message_size=self.options.max_message_bytes),
+                timeout + 1)
+        except HTTPClientError as exc:
+            fatal = 400 <= exc.code < 500
+            return _Ended(None, f"handshake refused: HTTP {exc.code} {exc.message}", False,
+                          fatal=fatal, error=exc)
+        except (TimeoutError, OSError, StreamClosedError) as exc:
+            return _Ended(None, f"connect failed: {type(exc).__name__}: {exc}", False, error=exc)
+        self._ws = ws
+        self._local_reason = None
+        self._last_seen = time.monotonic()
+        ws.on_ping = self._on_ping  # type: ignore[method-assign]
+        self._welcomed = asyncio.get_running_loop().create_future()
+        reader = asyncio.create_task(self._read_loop(ws))
+        watchdog: asyncio.Task[None] | None = None
+        opened = False
+        try:
+            self.welcome = await asyncio.wait_for(asyncio.shield(self._welcomed), timeout)
+            watchdog = self._start_watchdog(ws)
+            await asyncio.wait_for(self._restore(ws), timeout)
+            if self._closing:
+                raise ConnectionClosed(None, "closing")
+            opened = True
+            self._opened(attempt)
+            await asyncio.shield(reader)
+        except (TimeoutError, ConnectionClosed, RequestFailed, WebSocketClosedError):
+            if not reader.done() and self._local_reason is None:
+                self._local_reason = "no welcome or restore within the connect timeout"
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            if not reader.done():
+                _abort(ws)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(reader, 2)
+            self._ws = None
+        reason = self._local_reason or ws.close_reason or (
+            "connection lost" if ws.close_code is None else "")
+        return _Ended(None if self._local_reason else ws.close_code, reason, opened)
+
+    def _opened(self, attempt: int) -> None:
+        """The connection is restored: announce OPEN, then send what was buffered."""
+        downtime = None
+        if self._lost_at is not None:
+            downtime = time.monotonic() - self._lost_at
+            self.reconnects += 1
+        self._lost_at = None
+        self.connections += 1
+        self._set_state(ClientState.OPEN, attempt=attempt, downtime=downtime)
+        first = self._first
+        if first is not None and not first.done():
+            first.set_result(None)
+        self._flush_outbox()
+
+    def _finish(self, code: int | None, reason: str, error: BaseException | None = None) -> None:
+        """Enter CLOSED for good: fail waiters, keep what was never sent.
+
+        ``error`` (a failed connection attempt) is what :meth:`connect` raises when
+        the client never opened; otherwise it raises :class:`ConnectionClosed`.
+        """
+        if self.state is ClientState.CLOSED:
+            return
+        self.close_code = code
+        self.close_reason = reason
+        closed = ConnectionClosed(code, reason)
+        while self._outbox:
+            message, fut = self._outbox.popleft()
+            if fut is None:
+                self.unsent.append(message)
+            elif not fut.done():
+                fut.set_exception(closed)
+        if self.unsent:
+            log.warning("client closed with %d unsent message(s): see client.unsent",
+                        len(self.unsent))
+        self._set_state(ClientState.CLOSED, code=code, reason=reason, unsent=len(self.unsent))
+        first = self._first
+        if first is not None and not first.done():
+            first.set_exception(error if error is not None else closed)
+        for queue in self._watchers:
+            queue.put_nowait(None)
+        with contextlib.suppress(asyncio.QueueFull):
+            self._inbox.put_nowait(None)
+
+    async def _restore(self, ws: WebSocketClientConnection) -> None:
+        """Subscribe again to every wanted channel (pipelined) and prune presence."""
+        channels = list(self._channels)
+        replies = [self._request_on(ws, {"type": "subscribe", "channel": c}) for c in channels]
+        results = await asyncio.gather(*replies, return_exceptions=True)
+        for channel, result in zip(channels, results, strict=True):
+            if isinstance(result, RequestFailed):
+                self._channels.pop(channel, None)
+                self.presence.forget(channel)
+                self._deliver({"type": "error", "code": result.code, "channel": channel,
+                               "message": f"resubscribe to {channel!r} refused: {result.message}"})
+            elif isinstance(result, BaseException):
+                raise result
+        for channel in list(self.presence.channels):
+            if channel not in self._channels:
+                self.presence.forget(channel)
+
+    # ------------------------------------------------------------------ reading
+
+    def _on_ping(self, data: bytes) -> None:
+        self._last_seen = time.monotonic()
+
+    def _start_watchdog(self, ws: WebSocketClientConnection) -> asyncio.Task[None] | None:
+        if not self.options.heartbeat:
+            return None
+        limit = self.options.heartbeat_timeout
+        if limit is None:
+            beat = self.welcome.get("heartbeat") or {}
+            if "interval" not in beat:
+                return None
+            limit = float(beat["interval"]) + float(beat.get("timeout", beat["interval"]))
+        self._heartbeat_limit = limit
+        return asyncio.create_task(self._watchdog(ws))
+
+    def _heartbeat_changed(self, msg: dict[str, Any]) -> None:
+        """An adaptive server announced a new ping interval: follow it."""
+        if self.options.heartbeat_timeout is None and "interval" in msg:
+            self._heartbeat_limit = float(msg["interval"]) + float(
+                msg.get("timeout", msg["interval"]))
+
+    async def _watchdog(self, ws: WebSocketClientConnection) -> None:
+        """Abort the connection when the server has been silent for the heartbeat limit."""
+        while True:
+            limit = self._heartbeat_limit
+            await asyncio.sleep(max(0.01, limit / 8))
+            now = time.monotonic()
+            if self._inbox.full():  # the reader waits for the user, not for the server
+                self._last_seen = now
+            elif now - self._last_seen > self._heartbeat_limit:
+                self._local_reason = (f"heartbeat timeout: nothing from the server "
+                                      f"for {now - self._last_seen:.2f}s (limit {limit:g}s)")
+                log.info("client %s: %s", self.user or self.session, self._local_reason)
+                _abort(ws)
+                return
+
+    async def _read_loop(self, ws: WebSocketClientConnection) -> None:
         try:
             while True:
                 raw = await ws.read_message()
                 if raw is None:
                     break
+                self._last_seen = time.monotonic()
                 if isinstance(raw, bytes):
                     log.warning("ignoring a binary frame from the server")
                     continue
-                msg = json.loads(raw)
+                try:
+                    msg = json.loads(raw)
+                except ValueError:
+                    log.warning("ignoring a frame that is not JSON: %.80r", raw)
+                    continue
                 await self._handle(msg)
         finally:
-            self.close_code = ws.close_code
-            self.close_reason = ws.close_reason
-            self.state = ClientState.CLOSED
-            closed = ConnectionClosed(self.close_code, self.close_reason)
+            closed = ConnectionClosed(ws.close_code, self._local_reason or ws.close_reason)
             if self._welcomed is not None and not self._welcomed.done():
                 self._welcomed.set_exception(closed)
-            for fut in self._pending.values():
+            pending, self._pending = self._pending, {}
+            for fut in pending.values():
                 if not fut.done():
                     fut.set_exception(closed)
-            self._pending.clear()
-            try:
-                self._inbox.put_nowait(None)
-            except asyncio.QueueFull:
-                pass
 
     async def _handle(self, msg: dict[str, Any]) -> None:
         mtype = msg.get("type")
@@ -162,47 +495,160 @@ class Client:
                 return
         if mtype in ("presence_state", "presence_diff"):
             self.presence.apply(msg)
+        elif mtype == "heartbeat":
+            self._heartbeat_changed(msg)
         await self._inbox.put(msg)
 
-    # ------------------------------------------------------------------ requests
+    def _deliver(self, msg: dict[str, Any]) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self._inbox.put_nowait(msg)
 
-    def _check_open(self) -> WebSocketClientConnection:
-        if self.state is not ClientState.OPEN or self._ws is None:
-            raise ConnectionClosed(self.close_code, self.close_reason or f"state {self.state.value}")
-        return self._ws
+    # ------------------------------------------------------------------ sending
 
-    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Send a message with a fresh id and wait for the reply with that id.
+    def _can_buffer(self) -> bool:
+        return (self.options.reconnect and not self._closing
+                and self.state in (ClientState.CONNECTING, ClientState.RECONNECTING))
 
-        Raises :class:`RequestFailed` when the reply is an ``error``.
+    def _buffer(self, message: dict[str, Any],
+                reply: bool) -> asyncio.Future[dict[str, Any]] | None:
+        if len(self._outbox) >= self.options.buffer_size:
+            raise SendBufferFull(
+                f"{len(self._outbox)} message(s) already wait for the connection to come back "
+                f"(buffer_size={self.options.buffer_size}); this one was not sent")
+        fut = asyncio.get_running_loop().create_future() if reply else None
+        self._outbox.append((message, fut))
+        return fut
+
+    def _flush_outbox(self) -> None:
+        ws = self._ws
+        while self._outbox and ws is not None and self.state is ClientState.OPEN:
+            message, fut = self._outbox.popleft()
+            if fut is not None and fut.done():
+                continue  # the caller timed out and gave up
+            if fut is not None:
+                rid = next(self._ids)
+                message = {**message, "id": rid}
+                self._pending[rid] = fut
+            try:
+                ws.write_message(json.dumps(message))
+            except WebSocketClosedError:
+                if fut is not None:
+                    self._pending.pop(message["id"], None)
+                    message = {k: v for k, v in message.items() if k != "id"}
+                self._outbox.appendleft((message, fut))
+                return
+
+    def _closed_error(self) -> ConnectionClosed:
+        return ConnectionClosed(self.close_code, self.close_reason or f"state {self.state.value}")
+
+    async def _request_on(self, ws: WebSocketClientConnection,
+                          message: dict[str, Any]) -> dict[str, Any]:
+        """Send ``message`` with a fresh id on ``ws`` and wait for its reply.
+
+        Raises :class:`_NotSent` when the write fails (safe to send again) and
+        :class:`ConnectionClosed` when the connection ends before the reply.
         """
-        ws = self._check_open()
         rid = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
-        await ws.write_message(json.dumps({**message, "id": rid}))
         try:
-            reply = await asyncio.wait_for(fut, self.request_timeout)
+            try:
+                await ws.write_message(json.dumps({**message, "id": rid}))
+            except (WebSocketClosedError, StreamClosedError):
+                raise _NotSent() from None
+            return await asyncio.wait_for(fut, self.options.request_timeout)
         finally:
             self._pending.pop(rid, None)
-        if reply.get("type") == "error":
-            raise RequestFailed(reply.get("code", "error"), reply.get("message", ""))
-        return reply
+
+    async def request(self, message: dict[str, Any], *, retry: bool = False) -> dict[str, Any]:
+        """Send a message with a fresh id and wait for the reply with that id.
+
+        While reconnecting the request is buffered and sent after the restore.
+        With ``retry=True`` (idempotent requests) a request whose connection is
+        lost before the reply is sent again after the reconnection. Raises
+        :class:`RequestFailed` when the reply is an ``error``.
+        """
+        while True:
+            if self.state is ClientState.OPEN and self._ws is not None:
+                try:
+                    reply = await self._request_on(self._ws, message)
+                except _NotSent:
+                    if not self._reconnecting():
+                        raise self._closed_error() from None
+                    await self._until_not_open()
+                    continue
+                except ConnectionClosed:
+                    if not (retry and self._reconnecting()):
+                        raise
+                    await self._until_not_open()
+                    continue
+            elif self._can_buffer():
+                fut = self._buffer(message, reply=True)
+                assert fut is not None
+                try:
+                    reply = await asyncio.wait_for(fut, self.options.request_timeout)
+                except TimeoutError:
+                    self._drop_buffered(fut)
+                    raise
+            else:
+                raise self._closed_error()
+            if reply.get("type") == "error":
+                raise RequestFailed(reply.get("code", "error"), reply.get("message", ""))
+            return reply
+
+    def _reconnecting(self) -> bool:
+        return self.options.reconnect and not self._closing and self.state is not ClientState.CLOSED
+
+    async def _until_not_open(self) -> None:
+        """After a write failed: wait for the reader to notice the loss (bounded)."""
+        for _ in range(200):
+            if self.state is not ClientState.OPEN:
+                return
+            await asyncio.sleep(0.01)
+
+    def _drop_buffered(self, fut: asyncio.Future[dict[str, Any]]) -> None:
+        for item in list(self._outbox):
+            if item[1] is fut:
+                self._outbox.remove(item)
 
     async def send(self, message: dict[str, Any]) -> None:
-        """Send a raw protocol message without waiting for a reply."""
-        await self._check_open().write_message(json.dumps(message))
+        """Send a raw protocol message without waiting for a reply (buffered while reconnecting)."""
+        if self.state is ClientState.OPEN and self._ws is not None:
+            try:
+                await self._ws.write_message(json.dumps(message))
+                return
+            except (WebSocketClosedError, StreamClosedError):
+                if not self._reconnecting():
+                    raise self._closed_error() from None
+                await self._until_not_open()
+        if not self._can_buffer():
+            raise self._closed_error()
+        self._buffer(message, reply=False)
 
     async def subscribe(self, channel: str) -> dict[str, Any]:
-        return await self.request({"type": "subscribe", "channel": channel})
+        """Subscribe to ``channel``; it is subscribed again after every reconnection."""
+        reply = await self.request({"type": "subscribe", "channel": channel}, retry=True)
+        self._channels[channel] = None
+        return reply
 
     async def unsubscribe(self, channel: str) -> dict[str, Any]:
+        """Unsubscribe; while reconnecting this only forgets the channel locally."""
+        self.presence.forget(channel)
+        if channel in self._channels and self.state is not ClientState.OPEN \
+                and self._can_buffer():
+            self._channels.pop(channel, None)
+            return {"type": "unsubscribed", "channel": channel}
         reply = await self.request({"type": "unsubscribe", "channel": channel})
+        self._channels.pop(channel, None)
         self.presence.forget(channel)
         return reply
 
     async def publish(self, channel: str, data: Any, *, ack: bool = False) -> dict[str, Any] | None:
-        """Publish ``data``; with ``ack=True`` wait for the server's ``published`` reply."""
+        """Publish ``data``; with ``ack=True`` wait for the server's ``published`` reply.
+
+        Without ``ack`` a message written to a socket that dies a moment later
+        may be lost; use ``ack=True`` when that matters.
+        """
         if ack:
             return await self.request({"type": "publish", "channel": channel, "data": data})
         await self.send({"type": "publish", "channel": channel, "data": data})
@@ -220,8 +666,8 @@ class Client:
     async def recv(self, timeout: float | None = None) -> dict[str, Any]:
         """The next message that is not a reply (channel message, presence, error).
 
-        Raises :class:`ConnectionClosed` once the connection is closed and the
-        inbox is empty, and :class:`asyncio.TimeoutError` after ``timeout``.
+        Raises :class:`ConnectionClosed` once the client is closed for good and
+        the inbox is empty, and :class:`asyncio.TimeoutError` after ``timeout``.
         """
         msg = await asyncio.wait_for(self._inbox.get(), timeout)
         if msg is None:
@@ -240,12 +686,6 @@ class Client:
             if msg.get("type") == "message" and (channel is None or msg["channel"] == channel):
                 return msg
 
-    async def wait_closed(self, timeout: float | None = None) -> int | None:
-        """Wait until the connection is closed; return the close code."""
-        if self._reader is not None:
-            await asyncio.wait_for(asyncio.shield(self._reader), timeout)
-        return self.close_code
-
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._iterate()
 
@@ -256,8 +696,11 @@ class Client:
             except ConnectionClosed:
                 return
 
+    def __repr__(self) -> str:
+        return f"<Client {self.url} user={self.user!r} state={self.state.value}>"
 
-async def connect(url: str, *, user: str | None = None, timeout: float = 10.0,
+
+async def connect(url: str, *, user: str | None = None, timeout: float | None = None,
                   **kwargs: Any) -> Client:
-    """Connect to ``url`` and return an open :class:`Client`."""
+    """Connect to ``url`` and return an open :class:`Client` (options as keywords)."""
     return await Client(url, user=user, **kwargs).connect(timeout)

@@ -1,0 +1,447 @@
+// realtime-lab.js: the browser client of realtime_lab (a dependency-free ES module).
+//
+//   import { RealtimeClient } from "/static/realtime-lab.js";
+//   const client = new RealtimeClient("ws://127.0.0.1:8765/ws", { user: "ada" });
+//   client.addEventListener("state", (e) => console.log(e.detail.state, e.detail.attempt));
+//   client.addEventListener("message", (e) => console.log(e.detail.channel, e.detail.data));
+//   await client.connect();
+//   await client.subscribe("room");
+//   await client.publish("room", { text: "hello" });
+//
+// Same semantics as the Python client (docs/client.md): states idle, connecting,
+// open, reconnecting, closing, closed; exponential backoff with full / equal /
+// none jitter; the close code decides between reconnecting at once, backing off
+// and stopping; channels are subscribed again and presence rebuilt after a
+// reconnection; sends while reconnecting are buffered up to `bufferSize`.
+// Differences: reconnection is ON by default here, and the heartbeat uses
+// protocol-level {"type":"ping"} messages, because browsers hide WebSocket pings.
+
+export const VERSION = "1";
+
+export const State = Object.freeze({
+  IDLE: "idle",
+  CONNECTING: "connecting",
+  OPEN: "open",
+  RECONNECTING: "reconnecting",
+  CLOSING: "closing",
+  CLOSED: "closed",
+});
+
+export const Advice = Object.freeze({
+  RECONNECT_NOW: "reconnect_now",
+  BACKOFF: "backoff",
+  STOP: "stop",
+});
+
+const STANDARD_ADVICE = {
+  1000: Advice.STOP, 1001: Advice.RECONNECT_NOW, 1002: Advice.STOP, 1003: Advice.STOP,
+  1005: Advice.BACKOFF, 1006: Advice.BACKOFF, 1007: Advice.STOP, 1008: Advice.STOP,
+  1009: Advice.STOP, 1011: Advice.BACKOFF, 1012: Advice.RECONNECT_NOW, 1013: Advice.BACKOFF,
+};
+
+/** What to do after a close with `code` (null: lost without a close frame). */
+export function adviceFor(code) {
+  if (code === null || code === undefined) return Advice.BACKOFF;
+  if (code in STANDARD_ADVICE) return STANDARD_ADVICE[code];
+  if (code >= 4000 && code <= 4099) return Advice.STOP;
+  if (code >= 4100 && code <= 4199) return Advice.BACKOFF;
+  if (code >= 4200 && code <= 4299) return Advice.RECONNECT_NOW;
+  return Advice.BACKOFF;
+}
+
+export const DEFAULT_BACKOFF = Object.freeze({ initial: 0.5, factor: 2, maxDelay: 20, jitter: "full" });
+
+/** Delay (seconds) before `attempt` (1, 2, ...): exponential, capped, then jittered. */
+export function backoffDelay(attempt, backoff = DEFAULT_BACKOFF, random = Math.random) {
+  const b = { ...DEFAULT_BACKOFF, ...backoff };
+  let ceiling = b.initial;
+  for (let i = 1; i < attempt && ceiling < b.maxDelay; i++) ceiling *= b.factor;
+  ceiling = Math.min(ceiling, b.maxDelay);
+  if (b.jitter === "full") return random() * ceiling;
+  if (b.jitter === "equal") return ceiling / 2 + random() * (ceiling / 2);
+  if (b.jitter === "none") return ceiling;
+  throw new Error(`unknown jitter ${b.jitter}: use full, equal or none`);
+}
+
+export const DEFAULTS = Object.freeze({
+  user: null,
+  reconnect: true,
+  backoff: DEFAULT_BACKOFF,
+  maxAttempts: null,
+  reconnectNowWindow: 0.5,
+  connectTimeout: 10,
+  requestTimeout: 10,
+  bufferSize: 100,
+  heartbeat: true,
+  heartbeatTimeout: null,
+});
+
+/** Raised by sends while reconnecting once `bufferSize` messages wait. */
+export class SendBufferFull extends Error {}
+
+/** The connection is closed (for good, or before a reply came). */
+export class ConnectionClosed extends Error {
+  constructor(code, reason) {
+    super(`connection closed (code=${code}, reason=${JSON.stringify(reason)})`);
+    this.code = code;
+    this.reason = reason;
+  }
+}
+
+/** The server answered a request with an error message. */
+export class RequestFailed extends Error {
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.code = code;
+  }
+}
+
+/** The default endpoint of the page's own server: ws(s)://HOST/ws. */
+export function defaultUrl(loc = globalThis.location) {
+  const scheme = loc.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${loc.host}/ws`;
+}
+
+const now = () => performance.now() / 1000;
+
+/**
+ * One logical connection that survives lost sockets.
+ * Events (CustomEvent, payload in `detail`): "state" (a state change), "message"
+ * (a channel message), "presence" ({channel, members}), "error" (an error message
+ * from the server), "reconnected" ({downtime, attempt}).
+ */
+export class RealtimeClient extends EventTarget {
+  constructor(url = defaultUrl(), options = {}) {
+    super();
+    this.url = url;
+    this.options = { ...DEFAULTS, ...options, backoff: { ...DEFAULT_BACKOFF, ...(options.backoff || {}) } };
+    this.user = this.options.user;
+    this.state = State.IDLE;
+    this.welcome = null;
+    this.closeCode = null;
+    this.closeReason = null;
+    this.history = [];
+    this.presence = new Map(); // channel -> {user: info}
+    this.unsent = [];
+    this.reconnects = 0;
+    this._channels = new Set();
+    this._outbox = [];
+    this._pending = new Map();
+    this._ids = 1;
+    this._ws = null;
+    this._closing = false;
+    this._attempt = 0;
+    this._lostAt = null;
+    this._timer = null;
+    this._watchdog = null;
+    this._lastSeen = 0;
+    this._first = null;
+  }
+
+  get subscriptions() { return [...this._channels]; }
+  get buffered() { return this._outbox.length; }
+
+  /** Listen to an event type; returns a function that removes the listener. */
+  on(type, fn) {
+    const handler = (e) => fn(e.detail);
+    this.addEventListener(type, handler);
+    return () => this.removeEventListener(type, handler);
+  }
+
+  /** Open the connection; resolves when OPEN, rejects if the client gives up. */
+  connect() {
+    if (this.state !== State.IDLE) return Promise.reject(new Error(`connect() in state ${this.state}`));
+    this._first = {};
+    const promise = new Promise((resolve, reject) => { this._first.resolve = resolve; this._first.reject = reject; });
+    this._open();
+    return promise;
+  }
+
+  /** Close for good: no more reconnection. */
+  close(code = 1000, reason = "") {
+    if (this.state === State.CLOSED || this.state === State.IDLE) {
+      this._finish(this.closeCode, "closed");
+      return;
+    }
+    this._closing = true;
+    this._setState(State.CLOSING, { code, reason });
+    clearTimeout(this._timer);
+    if (this._ws && this._ws.readyState <= WebSocket.OPEN) this._ws.close(code, reason);
+    else this._finish(code, reason);
+  }
+
+  subscribe(channel) {
+    return this.request({ type: "subscribe", channel }).then((reply) => {
+      this._channels.add(channel);
+      return reply;
+    });
+  }
+
+  unsubscribe(channel) {
+    this.presence.delete(channel);
+    if (this.state !== State.OPEN && this._canBuffer()) {
+      this._channels.delete(channel);
+      return Promise.resolve({ type: "unsubscribed", channel });
+    }
+    return this.request({ type: "unsubscribe", channel }).then((reply) => {
+      this._channels.delete(channel);
+      return reply;
+    });
+  }
+
+  /** Publish; with {ack: true} resolves with the server's "published" reply. */
+  publish(channel, data, { ack = false } = {}) {
+    const msg = { type: "publish", channel, data };
+    if (ack) return this.request(msg);
+    this.send(msg);
+    return Promise.resolve(null);
+  }
+
+  /** Send a raw message (buffered while reconnecting). */
+  send(message) {
+    if (this.state === State.OPEN) {
+      this._ws.send(JSON.stringify(message));
+    } else if (this._canBuffer()) {
+      this._buffer(message, null);
+    } else {
+      throw new ConnectionClosed(this.closeCode, this.closeReason || `state ${this.state}`);
+    }
+  }
+
+  /** Send with a fresh id and resolve with the reply (reject on an error reply). */
+  request(message) {
+    return new Promise((resolve, reject) => {
+      const entry = { resolve, reject, timer: null };
+      entry.timer = setTimeout(() => {
+        this._outbox = this._outbox.filter((item) => item.entry !== entry);
+        for (const [id, e] of this._pending) if (e === entry) this._pending.delete(id);
+        reject(new Error(`no reply to ${message.type} within ${this.options.requestTimeout}s`));
+      }, this.options.requestTimeout * 1000);
+      try {
+        if (this.state === State.OPEN) this._sendRequest(message, entry);
+        else if (this._canBuffer()) this._buffer(message, entry);
+        else throw new ConnectionClosed(this.closeCode, this.closeReason || `state ${this.state}`);
+      } catch (err) {
+        clearTimeout(entry.timer);
+        reject(err);
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  _setState(state, details = {}) {
+    const change = { state, previous: this.state, at: now(), attempt: 0, delay: null, code: null,
+      reason: "", downtime: null, ...details };
+    this.state = state;
+    this.history.push(change);
+    if (this.history.length > 1000) this.history.shift();
+    this.dispatchEvent(new CustomEvent("state", { detail: change }));
+    return change;
+  }
+
+  _canBuffer() {
+    return this.options.reconnect && !this._closing
+      && (this.state === State.CONNECTING || this.state === State.RECONNECTING);
+  }
+
+  _buffer(message, entry) {
+    if (this._outbox.length >= this.options.bufferSize) {
+      throw new SendBufferFull(`${this._outbox.length} message(s) already wait for the connection `
+        + `(bufferSize=${this.options.bufferSize}); this one was not sent`);
+    }
+    this._outbox.push({ message, entry });
+  }
+
+  _sendRequest(message, entry) {
+    const id = this._ids++;
+    this._pending.set(id, entry);
+    this._ws.send(JSON.stringify({ ...message, id }));
+  }
+
+  _open() {
+    this._setState(State.CONNECTING, { attempt: this._attempt });
+    let url = this.url;
+    if (this.user) url += (url.includes("?") ? "&" : "?") + "user=" + encodeURIComponent(this.user);
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (err) {
+      this._ended(null, `cannot connect: ${err.message}`, false);
+      return;
+    }
+    this._ws = ws;
+    let opened = false;
+    let localReason = null;
+    const giveUp = setTimeout(() => {
+      localReason = "no welcome within the connect timeout";
+      ws.close(4000, localReason);
+      this._detach(ws, null, localReason, false);
+    }, this.options.connectTimeout * 1000);
+    ws.onmessage = (event) => {
+      this._lastSeen = now();
+      let msg;
+      try { msg = JSON.parse(event.data); } catch { return; }
+      if (msg.type === "welcome") {
+        this.welcome = msg;
+        this._startWatchdog(ws, (reason) => { localReason = reason; });
+        this._restore().then(() => {
+          clearTimeout(giveUp);
+          if (this._ws !== ws || this._closing) return;
+          opened = true;
+          this._opened();
+        }, () => { /* the connection ended during the restore: onclose follows */ });
+        return;
+      }
+      this._handle(msg);
+    };
+    ws.onclose = (event) => {
+      clearTimeout(giveUp);
+      const code = localReason ? null : (event.code === 1005 ? null : event.code);
+      const reason = localReason || event.reason || (event.code === 1006 ? "connection lost" : "");
+      this._detach(ws, code, reason, opened);
+    };
+  }
+
+  _detach(ws, code, reason, opened) {
+    if (this._ws !== ws) return;
+    this._ws = null;
+    clearTimeout(this._watchdog);
+    ws.onmessage = ws.onclose = null;
+    const lost = new ConnectionClosed(code, reason);
+    for (const entry of this._pending.values()) { clearTimeout(entry.timer); entry.reject(lost); }
+    this._pending.clear();
+    this._ended(code, reason, opened);
+  }
+
+  _ended(code, reason, opened) {
+    if (this._closing) { this._finish(code, reason); return; }
+    if (opened) { this._attempt = 0; this._lostAt = now(); }
+    const advice = adviceFor(code);
+    if (!this.options.reconnect) { this._finish(code, reason); return; }
+    if (advice === Advice.STOP) { this._finish(code, `${reason} (close code ${code}: not reconnecting)`); return; }
+    this._attempt += 1;
+    const max = this.options.maxAttempts;
+    if (max !== null && this._attempt > max) { this._finish(code, `gave up after ${max} attempts; last: ${reason}`); return; }
+    const delay = advice === Advice.RECONNECT_NOW && this._attempt === 1
+      ? Math.random() * this.options.reconnectNowWindow
+      : backoffDelay(this._attempt, this.options.backoff);
+    this._setState(State.RECONNECTING, { attempt: this._attempt, delay, code, reason });
+    this._timer = setTimeout(() => this._open(), delay * 1000);
+  }
+
+  async _restore() {
+    const channels = [...this._channels];
+    const ws = this._ws;
+    const results = await Promise.allSettled(channels.map((channel) => new Promise((resolve, reject) => {
+      const entry = { resolve, reject, timer: setTimeout(() => reject(new Error("restore timeout")), this.options.requestTimeout * 1000) };
+      this._sendRequest({ type: "subscribe", channel }, entry);
+    })));
+    if (this._ws !== ws) throw new Error("connection lost during the restore");
+    results.forEach((result, i) => {
+      if (result.status === "rejected") {
+        if (result.reason instanceof RequestFailed) {
+          this._channels.delete(channels[i]);
+          this.presence.delete(channels[i]);
+          this.dispatchEvent(new CustomEvent("error", { detail: { type: "error", code: result.reason.code, channel: channels[i], message: `resubscribe refused: ${result.reason.message}` } }));
+        } else {
+          throw result.reason;
+        }
+      }
+    });
+    for (const channel of [...this.presence.keys()]) if (!this._channels.has(channel)) this.presence.delete(channel);
+  }
+
+  _opened() {
+    const downtime = this._lostAt === null ? null : now() - this._lostAt;
+    if (downtime !== null) this.reconnects += 1;
+    this._lostAt = null;
+    this._setState(State.OPEN, { attempt: this._attempt, downtime });
+    if (downtime !== null) this.dispatchEvent(new CustomEvent("reconnected", { detail: { downtime, reconnects: this.reconnects } }));
+    if (this._first) { this._first.resolve(this); this._first = null; }
+    const outbox = this._outbox;
+    this._outbox = [];
+    for (const { message, entry } of outbox) {
+      if (entry) this._sendRequest(message, entry);
+      else this._ws.send(JSON.stringify(message));
+    }
+  }
+
+  _finish(code, reason) {
+    if (this.state === State.CLOSED) return;
+    clearTimeout(this._timer);
+    clearTimeout(this._watchdog);
+    this.closeCode = code;
+    this.closeReason = reason;
+    const closed = new ConnectionClosed(code, reason);
+    for (const { message, entry } of this._outbox) {
+      if (entry) { clearTimeout(entry.timer); entry.reject(closed); } else this.unsent.push(message);
+    }
+    this._outbox = [];
+    this._setState(State.CLOSED, { code, reason, unsent: this.unsent.length });
+    if (this._first) { this._first.reject(closed); this._first = null; }
+  }
+
+  _handle(msg) {
+    if (msg.id !== undefined && this._pending.has(msg.id)) {
+      const entry = this._pending.get(msg.id);
+      this._pending.delete(msg.id);
+      clearTimeout(entry.timer);
+      if (msg.type === "error") entry.reject(new RequestFailed(msg.code, msg.message));
+      else entry.resolve(msg);
+      return;
+    }
+    if (msg.type === "heartbeat" && this._beat && msg.interval) {
+      this._beat = { interval: msg.interval, timeout: msg.timeout ?? msg.interval };
+    }
+    if (msg.type === "presence_state") {
+      this.presence.set(msg.channel, { ...msg.members });
+    } else if (msg.type === "presence_diff") {
+      const members = this.presence.get(msg.channel) || {};
+      for (const user of Object.keys(msg.leaves || {})) delete members[user];
+      Object.assign(members, msg.joins || {});
+      this.presence.set(msg.channel, members);
+    }
+    if (msg.type === "presence_state" || msg.type === "presence_diff") {
+      this.dispatchEvent(new CustomEvent("presence", { detail: { channel: msg.channel, members: this.presence.get(msg.channel) } }));
+    } else if (msg.type === "message") {
+      this.dispatchEvent(new CustomEvent("message", { detail: msg }));
+    } else if (msg.type === "error") {
+      this.dispatchEvent(new CustomEvent("error", { detail: msg }));
+    }
+  }
+
+  _startWatchdog(ws, setReason) {
+    clearTimeout(this._watchdog);
+    if (!this.options.heartbeat) return;
+    const beat = (this.welcome && this.welcome.heartbeat) || null;
+    if (this.options.heartbeatTimeout === null && !beat) return;
+    this._beat = beat ? { interval: beat.interval, timeout: beat.timeout } : null;
+    const limit = () => this.options.heartbeatTimeout ?? (this._beat.interval + this._beat.timeout);
+    const interval = () => (this._beat ? this._beat.interval : limit() / 2);
+    let lastPing = now();
+    this._lastSeen = now();
+    const check = () => {
+      const t = now();
+      if (t - this._lastSeen > limit()) {
+        const reason = `heartbeat timeout: nothing from the server for ${(t - this._lastSeen).toFixed(2)}s (limit ${limit()}s)`;
+        setReason(reason);
+        ws.close(4000, reason);  // the browser may wait for the dead peer: detach at once
+        this._detach(ws, null, reason, this.state === State.OPEN);
+        return;
+      }
+      if (t - lastPing >= interval() && t - this._lastSeen >= interval() && ws.readyState === WebSocket.OPEN) {
+        lastPing = t;  // browsers hide WebSocket pings: ask for a pong instead
+        ws.send(JSON.stringify({ type: "ping" }));
+      }
+      this._watchdog = setTimeout(check, Math.max(10, (limit() * 1000) / 8));
+    };
+    this._watchdog = setTimeout(check, Math.max(10, (limit() * 1000) / 8));
+  }
+}
+
+/** Create a client and connect it; resolves with the open client. */
+export function connect(url = defaultUrl(), options = {}) {
+  const client = new RealtimeClient(url, options);
+  return client.connect();
+}

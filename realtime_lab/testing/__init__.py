@@ -1,0 +1,7 @@
+"""Tools for failure-scenario tests and lessons: a TCP fault proxy, a restartable server."""
+
+from realtime_lab.testing.fault_proxy import FaultProxy
+from realtime_lab.testing.restartable import RestartableServer
+from realtime_lab.testing.storm import StormReport, max_window_share, storm_report
+
+__all__ = ["FaultProxy", "RestartableServer", "StormReport", "max_window_share", "storm_report"]
