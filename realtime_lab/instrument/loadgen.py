@@ -1,7 +1,12 @@
 """A load-generator process: N subscribers and one publisher, driven over stdin/stdout.
 
-Run by :mod:`realtime_lab.instrument.experiment` and benchmarks/recorder_overhead.py
-as ``python -m realtime_lab.instrument.loadgen URL --subscribers N`` so that the
+Subscribers are minimal WebSocket clients on ``asyncio.Protocol`` that walk frame
+headers and count ``message`` frames, reading only the ``ts`` stamp (``--client
+raw``, the default, so the load process keeps up with the server), or
+:class:`realtime_lab.client.Client` objects that decode every message
+(``--client lab``). Run by :mod:`realtime_lab.instrument.experiment` and
+benchmarks/recorder_overhead.py as
+``python -m realtime_lab.instrument.loadgen URL --subscribers N`` so that the
 clients' CPU does not count as the server's. Commands (one JSON object a line on
 stdin): ``{"cmd": "burst", "count": C, "size": B}`` publishes C messages of B
 bytes and answers, once every subscriber has them all (or after ``timeout``),
@@ -14,9 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
+import os
 import random
+import struct
 import sys
 import time
 from typing import Any
@@ -25,13 +33,99 @@ from realtime_lab.client import Client, connect
 from realtime_lab.errors import ConnectionClosed
 
 LATENCY_SAMPLES = 2000
+_MSG = b'{"type":"message"'
+_TS = b'"ts":'
+
+
+def _masked(opcode: int, payload: bytes) -> bytes:
+    """A masked client frame (payloads here are short)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes((0x80 | opcode, 0x80 | n)) if n < 126 else struct.pack("!BBH", 0x80 | opcode,
+                                                                        0x80 | 126, n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+class RawSubscriber(asyncio.Protocol):
+    """A subscriber that counts message frames and reads their ``ts`` without decoding JSON."""
+
+    def __init__(self, load: Load, path: str, host: str, user: str) -> None:
+        self.load = load
+        self.request = (f"GET {path}?user={user} HTTP/1.1\r\nHost: {host}\r\n"
+                        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+                        "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+        self.buf = bytearray()
+        self.upgraded = False
+        self.subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.subscribed.done():
+            self.subscribed.set_exception(ConnectionError("closed before subscribing"))
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                raise ConnectionError(bytes(buf[:end]).decode(errors="replace"))
+            del buf[:end + 4]
+            self.upgraded = True
+            sub = json.dumps({"type": "subscribe", "channel": self.load.channel, "id": 1})
+            assert self.transport is not None
+            self.transport.write(_masked(0x1, sub.encode()))
+        pos, size, load = 0, len(buf), self.load
+        while size - pos >= 2:
+            b0, n = buf[pos], buf[pos + 1] & 0x7F
+            head = 2
+            if n == 126:
+                if size - pos < 4:
+                    break
+                n = (buf[pos + 2] << 8) | buf[pos + 3]
+                head = 4
+            elif n == 127:
+                if size - pos < 10:
+                    break
+                (n,) = struct.unpack_from("!Q", buf, pos + 2)
+                head = 10
+            if size - pos < head + n:
+                break
+            start = pos + head
+            opcode = b0 & 0x0F
+            if opcode == 0x1:
+                if buf.startswith(_MSG, start):
+                    at = buf.find(_TS, start, start + n)
+                    if at >= 0:
+                        stop = at + 5
+                        while buf[stop] not in b",}":
+                            stop += 1
+                        load.latencies.append((time.time() - float(buf[at + 5:stop])) * 1e3)
+                    load.count()
+                elif not self.subscribed.done() and b'"subscribed"' in buf[start:start + n]:
+                    self.subscribed.set_result(None)
+            elif opcode == 0x9 and self.transport is not None:
+                self.transport.write(_masked(0xA, bytes(buf[start:start + n])))
+            pos = start + n
+        if pos:
+            del buf[:pos]
 
 
 class Load:
     """Subscribers counting what they receive, and the latencies of stamped messages."""
 
-    def __init__(self, url: str, channel: str, subscribers: int) -> None:
+    def __init__(self, url: str, channel: str, subscribers: int, raw: bool = True) -> None:
         self.url = url
+        self.raw = raw
+        self.raw_subs: list[asyncio.Transport] = []
         self.channel = channel
         self.n = subscribers
         self.clients: list[Client] = []
@@ -50,8 +144,22 @@ class Load:
                 await client.subscribe(self.channel)
                 return client
 
-        self.clients = list(await asyncio.gather(*(one(i) for i in range(self.n))))
-        self.readers = [asyncio.create_task(self._read(c)) for c in self.clients]
+        async def raw(i: int) -> asyncio.Transport:
+            async with gate:
+                rest = self.url.split("://", 1)[1]
+                hostport, _, path = rest.partition("/")
+                host, _, port = hostport.rpartition(":")
+                loop = asyncio.get_running_loop()
+                transport, proto = await loop.create_connection(
+                    lambda: RawSubscriber(self, "/" + path, hostport, f"sub{i}"), host, int(port))
+                await asyncio.wait_for(proto.subscribed, 30)
+                return transport
+
+        if self.raw:
+            self.raw_subs = list(await asyncio.gather(*(raw(i) for i in range(self.n))))
+        else:
+            self.clients = list(await asyncio.gather(*(one(i) for i in range(self.n))))
+            self.readers = [asyncio.create_task(self._read(c)) for c in self.clients]
         self.publisher = await connect(self.url, user="publisher", timeout=30)
 
     async def _read(self, client: Client) -> None:
@@ -63,11 +171,14 @@ class Load:
                 ts = msg.get("ts")
                 if ts is not None:
                     lat.append((now - ts) * 1e3)
-                self.received += 1
-                if self.received >= self.target:
-                    self.reached.set()
+                self.count()
         except (ConnectionClosed, asyncio.CancelledError):
             return
+
+    def count(self) -> None:
+        self.received += 1
+        if self.received >= self.target:
+            self.reached.set()
 
     async def burst(self, count: int, size: int, timeout: float) -> dict[str, Any]:
         self.received = 0
@@ -90,6 +201,8 @@ class Load:
     async def close(self) -> None:
         for task in self.readers:
             task.cancel()
+        for transport in self.raw_subs:
+            transport.close()
         await asyncio.gather(*(c.close() for c in [*self.clients, self.publisher]),
                              return_exceptions=True)
 
@@ -100,7 +213,7 @@ def _emit(obj: dict[str, Any]) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    load = Load(args.url, args.channel, args.subscribers)
+    load = Load(args.url, args.channel, args.subscribers, raw=args.client == "raw")
     await load.start()
     _emit({"event": "ready", "subscribers": args.subscribers})
     loop = asyncio.get_running_loop()
@@ -125,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("url")
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--channel", default="fanout")
+    parser.add_argument("--client", choices=("raw", "lab"), default="raw")
     asyncio.run(main_async(parser.parse_args(argv)))
 
 

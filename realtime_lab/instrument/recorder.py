@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from realtime_lab.instrument import frames, memory, schema
-from realtime_lab.instrument.ring import Column, RingTable
+from realtime_lab.instrument.ring import Column, RingTable, Symbols
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,14 +71,16 @@ class Recorder:
         events = (schema.T, *(Column(n, "q", "events", schema.EVENTS_DOC)
                               for n in self.counter_names))
         small = max(1000, capacity // 10)
+        self.symbols = sym = Symbols()
         self.tables: dict[str, RingTable] = {
-            "broadcasts": RingTable("broadcasts", schema.BROADCASTS, capacity),
-            "connections": RingTable("connections", schema.CONNECTIONS, capacity),
-            "channels": RingTable("channels", schema.CHANNELS, capacity),
-            "memory": RingTable("memory", schema.MEMORY, small),
-            "latency": RingTable("latency", schema.LATENCY, capacity),
-            "events": RingTable("events", events, small),
+            "broadcasts": RingTable("broadcasts", schema.BROADCASTS, capacity, sym),
+            "connections": RingTable("connections", schema.CONNECTIONS, capacity, sym),
+            "channels": RingTable("channels", schema.CHANNELS, capacity, sym),
+            "memory": RingTable("memory", schema.MEMORY, small, sym),
+            "latency": RingTable("latency", schema.LATENCY, capacity, sym),
+            "events": RingTable("events", events, small, sym),
         }
+        self._code = sym.code
         b = self.tables["broadcasts"].data
         self._b = self.tables["broadcasts"]
         self._b_cols = (b["t"], b["channel"], b["fanout"], b["delivered"], b["drops"],
@@ -160,7 +162,7 @@ class Recorder:
         i = self._b.next_index()
         ct, cch, cfan, cdel, cdrop, cbytes, cenc, cenq = self._b_cols
         ct[i] = t2 - self.t0
-        cch[i] = channel.name
+        cch[i] = self._code(channel.name)
         cfan[i] = fanout
         cdel[i] = delivered
         cdrop[i] = fanout - excluded - delivered
@@ -220,12 +222,13 @@ class Recorder:
         ct, cs, cu, cqf, cqb = d["t"], d["session"], d["user"], d["queue_frames"], d["queue_bytes"]
         cmi, cmo, cbi, cbo, crtt = (d["messages_in"], d["messages_out"], d["bytes_in"],
                                     d["bytes_out"], d["rtt_ms"])
+        code = self._code
         for s in sessions:
             i = table.next_index()
             st = s.stats
             ct[i] = t
-            cs[i] = s.id
-            cu[i] = s.user
+            cs[i] = code(s.id)
+            cu[i] = code(s.user)
             cqf[i] = len(s.pending)
             try:
                 buffered = s.port.buffered_bytes()

@@ -1,8 +1,9 @@
 """Preallocated ring-buffer tables: fixed memory, no Python object per row.
 
-Numeric columns are ``array.array`` of fixed length; string columns are lists of
-references to strings that already exist (channel names, session ids), so
-appending a row allocates nothing new. When a table is full the oldest rows are
+Every column is an ``array.array`` of fixed length. String columns (channel
+names, session ids) hold small integer codes from a shared :class:`Symbols`
+table, so the buffers hold no Python objects: appending a row allocates
+nothing, and the garbage collector never walks them. When a table is full the oldest rows are
 overwritten and counted in :attr:`RingTable.overwritten`.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# array typecodes: "d" float64, "q" int64; "O" is a Python list of str.
+# array typecodes: "d" float64, "q" int64; "O" is a string stored as an int64 code.
 KINDS = {"d": "float64", "q": "int64", "O": "string"}
 
 
@@ -31,22 +32,36 @@ class Column:
         return KINDS[self.kind]
 
 
+class Symbols:
+    """Strings to integer codes and back (one entry per distinct string ever seen)."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.names: list[str] = []
+
+    def code(self, name: str) -> int:
+        c = self.index.get(name)
+        if c is None:
+            c = self.index[name] = len(self.names)
+            self.names.append(name)
+        return c
+
+
 class RingTable:
     """A table of ``capacity`` rows stored column-wise in preallocated buffers."""
 
-    def __init__(self, name: str, columns: Sequence[Column], capacity: int) -> None:
+    def __init__(self, name: str, columns: Sequence[Column], capacity: int,
+                 symbols: Symbols | None = None) -> None:
         if capacity <= 0:
             raise ValueError(f"capacity must be > 0, got {capacity!r}")
         self.name = name
         self.columns = tuple(columns)
         self.capacity = capacity
         self.count = 0
-        self.data: dict[str, Any] = {}
-        for col in self.columns:
-            if col.kind == "O":
-                self.data[col.name] = [""] * capacity
-            else:
-                self.data[col.name] = array(col.kind, bytes(8 * capacity))
+        self.symbols = symbols if symbols is not None else Symbols()
+        self.data: dict[str, array[Any]] = {
+            col.name: array("q" if col.kind == "O" else col.kind, bytes(8 * capacity))
+            for col in self.columns}
 
     def __len__(self) -> int:
         return min(self.count, self.capacity)
@@ -66,25 +81,27 @@ class RingTable:
         """Append one row, values in column order (convenience; not for the hot path)."""
         i = self.next_index()
         data = self.data
+        code = self.symbols.code
         for col, value in zip(self.columns, values, strict=True):
-            data[col.name][i] = value
+            data[col.name][i] = code(value) if col.kind == "O" else value
 
     def clear(self) -> None:
         self.count = 0
 
     def ordered(self) -> dict[str, list[Any]]:
-        """Columns as lists, oldest row first."""
+        """Columns as lists (strings decoded), oldest row first."""
         n = len(self)
         start = self.count % self.capacity if self.count > self.capacity else 0
         out: dict[str, list[Any]] = {}
         for col in self.columns:
             buf = self.data[col.name]
-            if start == 0:
-                out[col.name] = list(buf[:n])
-            else:
-                out[col.name] = list(buf[start:]) + list(buf[:start])
+            values = list(buf[:n]) if start == 0 else list(buf[start:]) + list(buf[:start])
+            if col.kind == "O":
+                names = self.symbols.names
+                values = [names[c] for c in values]
+            out[col.name] = values
         return out
 
     def nbytes(self) -> int:
-        """Approximate memory held by the buffers (string columns count 8 bytes a slot)."""
+        """Memory held by the buffers (8 bytes a cell)."""
         return 8 * self.capacity * len(self.columns)
