@@ -118,3 +118,9 @@ async def test_publish_disabled_without_token() -> None:
         assert body(response)["error"] == "api_disabled"
     finally:
         await srv.stop()
+
+
+async def test_cluster_without_a_broker(server: LabServer) -> None:
+    response = await fetch(server, "/api/cluster")
+    assert response.code == 200
+    assert body(response) == {"node": None, "broker": None, "nodes": None}

@@ -134,3 +134,24 @@ def test_decode_errors_are_bad_json(text: str) -> None:
         decode(text)
     assert info.value.code == "bad_json"
     assert info.value.message.startswith("invalid JSON")
+
+
+def test_bytes_travel_as_base64_objects() -> None:
+    text = encode({"data": b"\x00\xffhi", "view": memoryview(b"ab"), "arr": bytearray(b"c")})
+    assert json.loads(text) == {"data": {"$bytes": "AP9oaQ=="}, "view": {"$bytes": "YWI="},
+                                "arr": {"$bytes": "Yw=="}}
+    assert decode(text) == {"data": b"\x00\xffhi", "view": b"ab", "arr": b"c"}
+    assert decode(text.encode()) == decode(text), "bytes input is UTF-8 JSON"
+
+
+@pytest.mark.parametrize("obj", [
+    {"$bytes": "not base64!"}, {"$bytes": 5}, {"$bytes": "AA==", "other": 1}])
+def test_objects_that_are_not_bytes_stay_objects(obj: dict[str, Any]) -> None:
+    assert decode(json.dumps(obj)) == obj
+
+
+def test_encode_refuses_unknown_types() -> None:
+    with pytest.raises(TypeError, match="set"):
+        encode({"x": {1, 2}})
+    with pytest.raises(errors.BadJSON):
+        decode(b"\xff\xfe")
