@@ -116,7 +116,12 @@ def metrics_values(hub: Hub, rates: Rates, now: float,
     return values
 
 
+LABELS = {"publishes_per_s": "publishes/s", "deliveries_per_s": "deliveries/s",
+          "rss_mib": "RSS MiB"}
+
+
 def metrics_html(values: dict[str, str]) -> str:
-    cells = "".join(f'<span class="rtl-metric" data-metric="{k}">{k.replace("_", " ")}: '
+    cells = "".join(f'<span class="rtl-metric" data-metric="{k}">'
+                    f'{LABELS.get(k, k.replace("_", " "))}: '
                     f"<b>{escape(v)}</b></span>" for k, v in values.items())
     return f"{STYLE}<div><b>Live metrics</b></div><div>{cells}</div>"

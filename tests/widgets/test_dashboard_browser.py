@@ -1,0 +1,185 @@
+"""The dashboard in a real browser: Voila renders a notebook, Chromium shows it.
+
+The notebook starts a server on the Voila kernel's own event loop and writes
+its port to a file; this test connects clients to that server and asserts that
+the presence and channel views change in the page within two seconds. Needs
+Debian's chromium (``apt-get install chromium``); skipped without it, except in
+CI (CI=true), where it fails. A screenshot lands in tests/artifacts/ on failure;
+``RTL_UPDATE_SCREENSHOT=1`` refreshes docs/img/dashboard.png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+import realtime_lab
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+NOTEBOOK_CELLS = [
+    "import os\nimport realtime_lab\n"
+    "server = await realtime_lab.serve(port=0)\n"
+    "with open(os.environ['RTL_PORT_FILE'], 'w') as fh:\n"
+    "    fh.write(str(server.port))",
+    "server.dashboard(interval=0.25)",
+]
+
+
+def chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        message = "Debian's chromium is missing: apt-get install chromium"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_notebook(path: Path) -> None:
+    nb = {
+        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}},
+        "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "execution_count": None,
+                   "outputs": [], "source": src} for i, src in enumerate(NOTEBOOK_CELLS)],
+    }
+    path.write_text(json.dumps(nb))
+
+
+def wait_for_tcp(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"voila exited with code {proc.returncode}")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"voila did not listen on {port} within {timeout} s")
+
+
+@pytest.fixture
+def voila(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """Voila serving the dashboard notebook; yields (url, port file)."""
+    nb = tmp_path / "dashboard.ipynb"
+    write_notebook(nb)
+    port_file = tmp_path / "server.port"
+    env = dict(os.environ)
+    for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
+        env[name] = str(tmp_path / name.lower())
+    env["RTL_PORT_FILE"] = str(port_file)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    port = free_port()
+    log = (tmp_path / "voila.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voila", str(nb), "--no-browser", "--Voila.ip=127.0.0.1",
+         f"--port={port}", "--VoilaConfiguration.show_tracebacks=True"],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_tcp(port, proc)
+        yield f"http://127.0.0.1:{port}/", port_file
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        log.close()
+
+
+async def wait_for_file(path: Path, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text().strip()
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{path} was not written within {timeout} s")
+
+
+@pytest.fixture
+async def page(request: pytest.FixtureRequest) -> AsyncIterator[object]:
+    from playwright.async_api import async_playwright
+
+    exe = chromium()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": 1100, "height": 700})
+        try:
+            yield page
+        finally:
+            report = getattr(request.node, "rep_call", None)
+            if report is None or report.failed:
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                await page.screenshot(path=str(ARTIFACTS / "dashboard-failure.png"),
+                                      full_page=True)
+            await browser.close()
+
+
+async def test_dashboard_follows_presence_and_channels(voila: tuple[str, Path],
+                                                       page: object) -> None:
+    from playwright.async_api import Page
+
+    assert isinstance(page, Page)
+    url, port_file = voila
+    await page.goto(url, timeout=90_000)
+    await page.wait_for_selector(".rtl-dashboard .rtl-presence", timeout=90_000)
+    port = int(await wait_for_file(port_file))
+    assert await page.locator(".rtl-presence [data-user='alice']").count() == 0
+
+    ws = f"ws://127.0.0.1:{port}/ws"
+    alice = await realtime_lab.connect(ws, user="alice")
+    bob = await realtime_lab.connect(ws, user="bob")
+    try:
+        await alice.subscribe("physics")
+        await bob.subscribe("physics")
+        await bob.subscribe("history")
+        # within two seconds the page shows them
+        await page.wait_for_selector(".rtl-presence [data-user='alice'][data-channel='physics']",
+                                     timeout=2000)
+        await page.wait_for_selector(".rtl-channels [data-channel='history']", timeout=2000)
+        row = page.locator(".rtl-channels [data-channel='physics'] .rtl-subscribers")
+        await row.filter(has_text="2").wait_for(timeout=2000)
+        for i in range(5):
+            await alice.publish("physics", {"n": i})
+        metric = page.locator(".rtl-metrics [data-metric='published'] b")
+        await metric.filter(has_text="5").wait_for(timeout=2000)
+        if os.environ.get("RTL_UPDATE_SCREENSHOT"):
+            out = ROOT / "docs" / "img" / "dashboard.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(out))
+        # and a leave within two seconds too
+        await alice.close()
+        await page.wait_for_selector(".rtl-presence [data-user='alice']", state="detached",
+                                     timeout=2000)
+        await bob.unsubscribe("history")
+        await page.wait_for_selector(".rtl-channels [data-channel='history']",
+                                     state="detached", timeout=2000)
+    finally:
+        await alice.close()
+        await bob.close()
