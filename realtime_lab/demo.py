@@ -1,8 +1,12 @@
-"""The demo: a server with simulated clients, a live one-line summary, metrics in a CSV.
+"""The demo: a server with a simulated classroom, a progress bar, and a recorded report.
 
 Simulated clients join rooms, chat at random intervals, and now and then leave
-and come back, so the summary shows connections, channels, presence and
-throughput changing.
+and come back, so the live summary shows connections, channels, presence and
+throughput changing. A :class:`~realtime_lab.instrument.Recorder` records the
+run; at the end the DataFrames and a PNG report are written under ``out``
+(default ``data/``): ``demo_metrics.csv`` (one summary row a second) and
+``demo_run/`` (every recorded table, ``report.png``). The server, and its
+browser page, stay reachable while the demo runs.
 """
 
 from __future__ import annotations
@@ -10,28 +14,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import logging
 import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from realtime_lab.client import connect
 from realtime_lab.core.options import ServerOptions
 from realtime_lab.errors import RealtimeLabError
+from realtime_lab.instrument import Recorder
 from realtime_lab.server import LabServer
+
+log = logging.getLogger("realtime_lab.demo")
 
 ROOMS = ("lobby", "physics", "history")
 NAMES = ("ada", "bob", "cleo", "dan", "eve", "fay", "gus", "hal", "ivy", "jon", "kim", "lea")
 
 
-async def simulated_client(url: str, name: str, stop: asyncio.Event, rng: random.Random) -> None:
+async def _listen(client: Any, recorder: Recorder | None) -> None:
+    """Read what the room sends; the recorder measures each message's delivery latency."""
+    with contextlib.suppress(RealtimeLabError, asyncio.CancelledError):
+        async for msg in client:
+            if recorder is not None and msg.get("type") == "message":
+                recorder.observe(msg)
+
+
+async def simulated_client(url: str, name: str, stop: asyncio.Event, rng: random.Random,
+                           recorder: Recorder | None = None) -> None:
     """Join a room, chat, sometimes leave and come back, until ``stop`` is set."""
     while not stop.is_set():
         try:
             client = await connect(url, user=name)
-        except (OSError, RealtimeLabError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, RealtimeLabError):
             await asyncio.sleep(0.5)
             continue
+        reader = asyncio.create_task(_listen(client, recorder))
         try:
             room = rng.choice(ROOMS)
             await client.subscribe(room)
@@ -45,6 +64,8 @@ async def simulated_client(url: str, name: str, stop: asyncio.Event, rng: random
             pass
         finally:
             await client.close()
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), rng.uniform(0.2, 1.5))
 
@@ -62,37 +83,102 @@ def _summary_row(server: LabServer, started: float) -> dict[str, float | int]:
     }
 
 
+class _Progress:
+    """A tqdm bar over the demo's seconds with the live summary as its postfix.
+
+    Falls back to a plain carriage-return line when tqdm is not installed.
+    """
+
+    def __init__(self, duration: float) -> None:
+        try:
+            from tqdm import tqdm
+        except ImportError:  # pragma: no cover - tqdm is in the notebook extra
+            self.bar = None
+        else:
+            self.bar = tqdm(total=round(duration, 1), unit="s", desc="demo", file=sys.stdout,
+                            bar_format="{desc} {bar:20} {n:.0f}/{total:.0f} s{postfix}",
+                            dynamic_ncols=True, mininterval=0.25)
+        self.done = 0.0
+
+    def update(self, elapsed: float, summary: str) -> None:
+        if self.bar is None:
+            sys.stdout.write(f"\r t={elapsed:5.1f}s {summary}")
+            sys.stdout.flush()
+            return
+        step = round(min(elapsed, float(self.bar.total)) - self.done, 2)
+        self.done += step
+        self.bar.set_postfix_str(summary, refresh=False)
+        self.bar.update(step)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        else:
+            print()
+
+
+def _summary_line(row: dict[str, float | int], rate: float, rec: Recorder) -> str:
+    latency = rec.tables["latency"]
+    lat = ""
+    if len(latency):
+        i = (latency.count - 1) % latency.capacity
+        lat = f"  latency={latency.data['latency_ms'][i]:.1f}ms"
+    return (f"conns={row['connections']:3d} channels={row['channels']} "
+            f"members={row['members']:3d} published={row['published']:6d} "
+            f"delivered={row['deliveries']:6d} ({rate:.0f}/s){lat}")
+
+
+def write_report(rec: Recorder, out: Path) -> tuple[dict[str, Path], Path | None]:
+    """Save the recorder's tables under ``out`` and plot ``out/report.png``."""
+    paths = rec.save(out)
+    png: Path | None = out / "report.png"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        from realtime_lab import plot
+
+        plot.report(rec.frames(), png, title="realtime_lab demo: a simulated classroom")
+    except ImportError as exc:  # pragma: no cover - matplotlib is in the notebook extra
+        log.warning("no PNG report: %s", exc)
+        png = None
+    return paths, png
+
+
 async def run_demo(options: ServerOptions, *, host: str = "127.0.0.1", port: int = 8765,
                    duration: float = 20.0, clients: int = 12, out: str = "data") -> Path:
     """Run the demo for ``duration`` seconds; return the path of the metrics CSV."""
     server = await LabServer(options, host=host, port=port).start()
     print(f"realtime_lab demo: server at {server.url} (HTTP {server.http_url}), "
           f"{clients} simulated clients, {duration:.0f} s", flush=True)
+    print(f"open {server.http_url}/ in a browser to watch; Ctrl-C stops early", flush=True)
+    rec = server.record(interval=0.5)
     stop = asyncio.Event()
     rng = random.Random(7)
     names = [NAMES[i % len(NAMES)] + ("" if i < len(NAMES) else str(i)) for i in range(clients)]
-    tasks = [asyncio.create_task(simulated_client(server.url, n, stop, rng)) for n in names]
+    tasks = [asyncio.create_task(simulated_client(server.url, n, stop, rng, rec)) for n in names]
     started = time.monotonic()
     rows: list[dict[str, float | int]] = []
-    last_deliveries = 0
+    progress = _Progress(duration)
+    last = (started, 0)
+    next_row = started + 1.0
     try:
-        while time.monotonic() - started < duration:
-            await asyncio.sleep(1.0)
+        while (now := time.monotonic()) - started < duration:
+            await asyncio.sleep(min(0.5, max(0.0, duration - (now - started))))
+            now = time.monotonic()
             row = _summary_row(server, started)
-            rate = row["deliveries"] - last_deliveries
-            last_deliveries = int(row["deliveries"])
-            rows.append(row)
-            line = (f"\r t={row['t']:5.1f}s  connections={row['connections']:3d}  "
-                    f"channels={row['channels']}  members={row['members']:3d}  "
-                    f"published={row['published']:6d}  delivered={row['deliveries']:6d} "
-                    f"({rate}/s)")
-            sys.stdout.write(line)
-            sys.stdout.flush()
+            rate = (int(row["deliveries"]) - last[1]) / max(1e-9, now - last[0])
+            last = (now, int(row["deliveries"]))
+            if now >= next_row:
+                rows.append(row)
+                next_row += 1.0
+            progress.update(now - started, _summary_line(row, rate, rec))
     finally:
+        progress.close()
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+        rec.stop()
         await server.stop()
-    print()
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
     csv_path = path / "demo_metrics.csv"
@@ -101,4 +187,9 @@ async def run_demo(options: ServerOptions, *, host: str = "127.0.0.1", port: int
         writer.writeheader()
         writer.writerows(rows)
     print(f"metrics written to {csv_path}")
+    tables, png = write_report(rec, path / "demo_run")
+    print(f"recorded tables written to {path / 'demo_run'}/ "
+          f"({', '.join(sorted(p.name for p in tables.values()))})")
+    if png is not None:
+        print(f"report written to {png}")
     return csv_path

@@ -51,6 +51,8 @@ def draw_fanout_latency(ax: Axes, latency: pd.DataFrame, *, by: str | None = Non
     ax.set_yscale("log")
     ax.set_xlabel("subscribers" if by == "subscribers" else by)
     ax.set_ylabel("latency (ms, log scale)")
+    if by != "subscribers" and title == "Delivery latency by fan-out":
+        title = f"Delivery latency by {by}"
     ax.set_title(title + "  (whiskers: p1-p99)")
     ax.grid(True, axis="y", alpha=0.3)
 
