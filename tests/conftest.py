@@ -112,16 +112,17 @@ class RawWebSocket:
             raise ConnectionError(f"handshake refused: {head!r}")
         return cls(sock, rest)
 
-    async def send_frame(self, opcode: int, payload: bytes) -> None:
-        """Send one masked, final frame (clients must mask)."""
+    async def send_frame(self, opcode: int, payload: bytes, *, fin: bool = True) -> None:
+        """Send one masked frame (clients must mask); ``fin=False`` starts a fragmented one."""
         mask = os.urandom(4)
         length = len(payload)
+        first = (0x80 if fin else 0) | opcode
         if length < 126:
-            header = bytes((0x80 | opcode, 0x80 | length))
+            header = bytes((first, 0x80 | length))
         elif length < 1 << 16:
-            header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+            header = struct.pack("!BBH", first, 0x80 | 126, length)
         else:
-            header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
+            header = struct.pack("!BBQ", first, 0x80 | 127, length)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         await asyncio.get_running_loop().sock_sendall(self.sock, header + mask + masked)
 

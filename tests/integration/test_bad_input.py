@@ -15,6 +15,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 import realtime_lab
 from realtime_lab import Client, LabServer, ServerOptions
+from realtime_lab.protocol.frames import OP_CONTINUATION, OP_TEXT
 
 MAX_MESSAGE = 4096
 
@@ -143,6 +144,36 @@ async def test_frame_over_the_size_limit_closes_with_1009(server: LabServer,
     await healthy.check()
     # the healthy subscriber never saw the oversized message
     assert healthy.subscriber._inbox.empty()
+
+
+async def test_fragmented_message_over_the_limit_closes_with_1009(
+        server: LabServer, healthy: Healthy, raw_ws) -> None:
+    raw = await raw_ws(server.port)
+    half = b"a" * (MAX_MESSAGE // 2 + 1)
+    await raw.send_frame(OP_TEXT, half, fin=False)
+    await raw.send_frame(OP_CONTINUATION, half)
+    assert await raw.read_close() == 1009
+    await healthy.check()
+
+
+async def test_invalid_utf8_text_closes_with_1007(server: LabServer, healthy: Healthy,
+                                                  raw_ws) -> None:
+    raw = await raw_ws(server.port)
+    await raw.send_frame(OP_TEXT, b'{"type":"ping","x":"\xff\xfe"}')
+    assert await raw.read_close() == 1007
+    await healthy.check()
+
+
+async def test_fragmented_message_within_the_limit_is_one_message(
+        server: LabServer, healthy: Healthy, raw_ws) -> None:
+    raw = await raw_ws(server.port)
+    await raw.send_frame(OP_TEXT, b'{"type":"publish","chan', fin=False)
+    await raw.send_frame(OP_CONTINUATION, b'nel":"room","data":"pieces","id":1}')
+    assert (await raw.recv_json())["type"] == "welcome"
+    assert await raw.recv_json() == {"type": "published", "channel": "room", "recipients": 1,
+                                     "id": 1}
+    assert (await healthy.subscriber.recv_message("room", timeout=5))["data"] == "pieces"
+    await healthy.check()
 
 
 async def test_frame_at_the_size_limit_is_accepted(server: LabServer, healthy: Healthy) -> None:

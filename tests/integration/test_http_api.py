@@ -104,6 +104,15 @@ async def test_publish_bad_body(server: LabServer, connect, payload: bytes, erro
     assert client.state.value == "open"
 
 
+async def test_publish_body_over_the_size_limit(server: LabServer, connect) -> None:
+    client = await connect()
+    await client.subscribe("news")
+    big = json.dumps({"data": "x" * server.options.max_message_bytes})
+    response = await post(server, "news", big)
+    assert response.code == 400
+    assert server.hub.channels["news"].messages == 0
+
+
 async def test_publish_bad_channel(server: LabServer) -> None:
     response = await post(server, "bad%20name", json.dumps({"data": 1}))
     assert response.code == 400
