@@ -6,8 +6,8 @@ With ``heartbeat_min_interval`` and ``heartbeat_max_interval`` set, the interval
                                                loop_lag / heartbeat_lag_threshold), 0, 1)
 
 so a busy server pings less often. It moves only when the target differs by 10 %
-or more (no flapping), and the hub then tells every client in a ``heartbeat``
-message. Without them the interval is ``heartbeat_interval``, fixed.
+or more, or reaches the min or max (no flapping), and the hub then tells every
+client in a ``heartbeat`` message. Without them the interval is ``heartbeat_interval``, fixed.
 
 Pings are spread two ways: each ping is made earlier by a random fraction of the
 interval up to ``heartbeat_jitter``, and one tick sends at most the share of pings
@@ -61,10 +61,12 @@ class HeartbeatPolicy:
         """Move the interval toward the load; True when it changed."""
         if not self.adaptive:
             return False
-        target = self.target(connections)
-        if abs(target - self.interval) < HYSTERESIS * self.interval:
+        target = round(self.target(connections), 3)
+        at_bound = target in (self.min_interval, self.max_interval)
+        if target == self.interval or (
+                not at_bound and abs(target - self.interval) < HYSTERESIS * self.interval):
             return False
-        self.interval = round(target, 3)
+        self.interval = target
         self.changes += 1
         return True
 

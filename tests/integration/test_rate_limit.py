@@ -1,0 +1,129 @@
+"""RateLimit over real sockets: a flood is refused at the configured rate, others get through."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from tornado.websocket import WebSocketClosedError, websocket_connect
+
+import realtime_lab
+from realtime_lab.middleware import RateLimit
+from realtime_lab.protocol.close_codes import CloseCode
+
+RATE = 100.0
+BURST = 10
+FLOOD_SECONDS = 2.0
+
+
+async def flood(url: str, seconds: float) -> tuple[int, int, float, int | None]:
+    """Send pings as fast as the socket takes them; return (pongs, refusals, span, close)."""
+    ws = await websocket_connect(url)
+    assert json.loads(await ws.read_message())["type"] == "welcome"
+    counts = {"pong": 0, "error": 0}
+    done = asyncio.Event()
+    sent = 0
+
+    async def reader() -> None:
+        while True:
+            text = await ws.read_message()
+            if text is None:
+                break
+            msg = json.loads(text)
+            if msg["type"] in counts:
+                counts[msg["type"]] += 1
+                assert msg["type"] == "pong" or msg["code"] in ("rate_limited",
+                                                                "rate_limit_abuse")
+            if counts["pong"] + counts["error"] == sent and done.is_set():
+                break
+
+    task = asyncio.create_task(reader())
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while loop.time() - start < seconds and ws.protocol is not None:
+        try:
+            await ws.write_message(json.dumps({"type": "ping", "id": sent}))
+        except WebSocketClosedError:
+            break  # closed by the server (abuse)
+        sent += 1
+        if sent % 50 == 0:
+            await asyncio.sleep(0)  # let the reader and the server run
+    span = loop.time() - start
+    done.set()
+    try:
+        await asyncio.wait_for(task, 10)
+    finally:
+        ws.close()
+    return counts["pong"], counts["error"], span, ws.close_code
+
+
+async def test_flood_is_refused_at_the_configured_rate_and_others_get_through() -> None:
+    limiter = RateLimit(per_connection=(RATE, BURST), per_ip=None, max_violations=None)
+    server = await realtime_lab.serve(port=0, middleware=[limiter])
+    try:
+        healthy = await realtime_lab.connect(server.url, user="healthy")
+        await healthy.subscribe("calm")
+
+        async def polite() -> int:
+            ok = 0
+            for i in range(40):  # 20 messages per second: under its own limit
+                reply = await healthy.publish("calm", i, ack=True)
+                assert reply is not None and reply["type"] == "published"
+                ok += 1
+                await asyncio.sleep(0.05)  # pacing the polite client
+            return ok
+
+        polite_task = asyncio.create_task(polite())
+        pongs, refused, span, _ = await flood(server.url, FLOOD_SECONDS)
+        assert await polite_task == 40
+        got = [(await healthy.recv_message("calm", timeout=5))["data"] for _ in range(40)]
+        assert got == list(range(40)), "every message of the other client got through"
+        measured = (pongs - BURST) / span
+        assert refused > pongs, "the flood went well over the limit"
+        assert abs(measured - RATE) <= 0.10 * RATE, f"accepted {measured:.1f}/s vs {RATE}/s"
+        await healthy.close()
+    finally:
+        await server.stop()
+
+
+async def test_repeated_abuse_closes_with_4102_and_others_stay() -> None:
+    limiter = RateLimit(per_connection=(5, 5), per_ip=None, max_violations=20,
+                        violation_window=10)
+    server = await realtime_lab.serve(port=0, middleware=[limiter])
+    events = server.events("limit.exceeded")
+    try:
+        healthy = await realtime_lab.connect(server.url)
+        await healthy.subscribe("calm")
+        pongs, refused, _, code = await flood(server.url, 1.0)
+        assert code == CloseCode.RATE_LIMITED == 4102
+        assert refused == 20 and pongs == 5
+        last = [e for e in events.drain() if e.code == 4102]
+        assert len(last) == 1 and last[0].limit == "rate_limit"
+        server.publish("calm", "still here")
+        assert (await healthy.recv_message("calm", timeout=5))["data"] == "still here"
+        await healthy.close()
+    finally:
+        events.close()
+        await server.stop()
+
+
+@pytest.mark.parametrize("limit", [3])
+async def test_per_ip_limit_is_shared_by_connections_of_one_ip(limit: int) -> None:
+    server = await realtime_lab.serve(port=0, middleware=[
+        RateLimit(per_connection=None, per_ip=(0.01, limit), max_violations=None)])
+    try:
+        a = await realtime_lab.connect(server.url)
+        b = await realtime_lab.connect(server.url)
+        outcomes: list[Any] = []
+        for client in (a, b, a, b):
+            try:
+                outcomes.append((await client.request({"type": "ping"}))["type"])
+            except realtime_lab.RequestFailed as err:
+                outcomes.append(err.code)
+        assert outcomes == ["pong", "pong", "pong", "rate_limited"]
+        await a.close()
+        await b.close()
+    finally:
+        await server.stop()
