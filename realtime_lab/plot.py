@@ -168,6 +168,7 @@ def fanout_cost(summary: pd.DataFrame, *,
     ax1.set_xscale("log")
     ax1.set_xlabel("subscribers (log)")
     ax1.set_ylabel("server CPU per delivery (us)")
+    ax1.set_ylim(bottom=0)
     ax1.set_title("Server CPU per delivery")
     ax1.grid(True, alpha=0.3)
     for col, label in (("latency_p50_ms", "p50"), ("latency_p90_ms", "p90"),

@@ -190,3 +190,49 @@ async def fanout_sweep(server: LabServer, subscribers: Sequence[int] = (10, 100,
         })
         lat_rows.append(pd.DataFrame({"subscribers": n, "latency_ms": s}))
     return pd.DataFrame(rows), pd.concat(lat_rows, ignore_index=True)
+
+
+async def record_sweep(out: str, subscribers: Sequence[int], *, burst: int, size: int,
+                       bursts: int) -> dict[str, Any]:
+    """Run :func:`fanout_sweep` on a fresh server with a recorder; write CSVs under ``out``."""
+    from pathlib import Path
+
+    from realtime_lab.instrument.frames import save
+    from realtime_lab.server import serve
+
+    server = await serve(port=0, presence_channels=None)
+    rec = server.record()
+    try:
+        summary, latency = await fanout_sweep(server, subscribers, burst=burst, size=size,
+                                              bursts=bursts, recorder=rec)
+    finally:
+        rec.stop()
+        await server.stop()
+    latency["latency_ms"] = latency["latency_ms"].round(4)
+    tables = {"summary": summary, "latency": latency,
+              "broadcasts": rec.to_frame("broadcasts"), "memory": rec.to_frame("memory")}
+    meta = {"command": "python -m realtime_lab.instrument.experiment " + " ".join(sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "subscribers": list(subscribers), "burst": burst, "size": size, "bursts": bursts}
+    save(tables, Path(out), meta=meta, format="csv")
+    return meta
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m realtime_lab.instrument.experiment --out data/fanout_sweep``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Record a fan-out sweep into CSV files.")
+    parser.add_argument("--out", default="data/runs/fanout_sweep")
+    parser.add_argument("--subscribers", type=int, nargs="+", default=[10, 100, 500, 1000, 2000])
+    parser.add_argument("--burst", type=int, default=50)
+    parser.add_argument("--size", type=int, default=100)
+    parser.add_argument("--bursts", type=int, default=3)
+    args = parser.parse_args(argv)
+    asyncio.run(record_sweep(args.out, args.subscribers, burst=args.burst, size=args.size,
+                             bursts=args.bursts))
+    print(f"sweep written to {args.out}/")
+
+
+if __name__ == "__main__":
+    main()
