@@ -669,6 +669,9 @@ class Client:
         Raises :class:`ConnectionClosed` once the client is closed for good and
         the inbox is empty, and :class:`asyncio.TimeoutError` after ``timeout``.
         """
+        if self.state is ClientState.CLOSED and self._inbox.empty():
+            # the end marker is not queued when the inbox was full at the close
+            raise ConnectionClosed(self.close_code, self.close_reason)
         msg = await asyncio.wait_for(self._inbox.get(), timeout)
         if msg is None:
             self._inbox.put_nowait(None)  # keep the end marker for later calls

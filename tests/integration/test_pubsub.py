@@ -142,3 +142,32 @@ async def test_client_iteration_ends_when_the_server_closes(server: LabServer, c
         await client.recv(timeout=1)
     with pytest.raises(ConnectionClosed):
         await client.publish("feed", 1)
+
+
+async def test_full_inbox_still_ends_with_connection_closed(server: LabServer, connect,
+                                                            wait_until) -> None:
+    client = await connect(inbox_size=3)  # presence_state + two messages fill it
+    await client.subscribe("feed")
+    session = server.hub.sessions[client.session]
+    server.publish("feed", 1)
+    server.publish("feed", 2)
+    await wait_until(lambda: client._inbox.full(), what="the inbox to fill")
+    server.hub.close(session, 4200, "move")
+    assert await client.wait_closed(10) == 4200  # the reader needs no room for a close
+    got = [msg["data"] async for msg in _bounded(client, 5)]
+    assert got == [1, 2], "both queued messages, then the end of the iteration"
+    with pytest.raises(ConnectionClosed):
+        await client.recv(timeout=1)
+
+
+async def _bounded(client, timeout: float):  # type: ignore[no-untyped-def]
+    """Iterate the client's messages, failing (not hanging) if the end never comes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            msg = await client.recv(timeout=max(0.0, deadline - loop.time()))
+        except ConnectionClosed:
+            return
+        if msg["type"] == "message":
+            yield msg
