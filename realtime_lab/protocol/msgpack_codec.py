@@ -61,19 +61,26 @@ def decode(data: bytes) -> Any:
     return value
 
 
+_SCALARS = (str, int, bool, type(None), bytes)
+
+
 def _check(value: Any, depth: int) -> None:
-    """Refuse what JSON cannot carry: non-string keys, NaN/Infinity, too deep."""
+    """Refuse what JSON cannot carry: non-string keys, NaN/Infinity, other types, depth."""
     if depth > MAX_DEPTH:
         raise BadMessagePack(f"invalid MessagePack: nested deeper than {MAX_DEPTH}")
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise BadMessagePack("invalid MessagePack: map keys must be strings")
-            if isinstance(item, dict | list | float):
+            if not isinstance(item, _SCALARS):
                 _check(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
-            if isinstance(item, dict | list | float):
+            if not isinstance(item, _SCALARS):
                 _check(item, depth + 1)
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise BadMessagePack("invalid MessagePack: NaN and Infinity are not allowed")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise BadMessagePack("invalid MessagePack: NaN and Infinity are not allowed")
+    elif not isinstance(value, _SCALARS):
+        raise BadMessagePack(f"invalid MessagePack: {type(value).__name__} values "
+                             "(ext types) are not part of the protocol")

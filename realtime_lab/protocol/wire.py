@@ -12,7 +12,6 @@ three encodings, not 1000.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from realtime_lab.protocol import codec
@@ -56,12 +55,17 @@ class WireFormat:
         return f"<WireFormat {self.label()}>"
 
 
-@lru_cache(maxsize=256)
+_INTERNED: dict[tuple[str, Deflater | None], WireFormat] = {}
+
+
 def wire_format(codec_name: str = JSON, deflate: Deflater | None = None) -> WireFormat:
     """The interned wire format for a codec and an outbound compressor (or None)."""
-    if codec_name not in (JSON, MSGPACK):
-        raise ValueError(f"unknown codec {codec_name!r}; expected json or msgpack")
-    return WireFormat(codec_name, deflate)
+    wire = _INTERNED.get((codec_name, deflate))
+    if wire is None:
+        if codec_name not in (JSON, MSGPACK):
+            raise ValueError(f"unknown codec {codec_name!r}; expected json or msgpack")
+        wire = _INTERNED[(codec_name, deflate)] = WireFormat(codec_name, deflate)
+    return wire
 
 
 JSON_WIRE = wire_format(JSON)

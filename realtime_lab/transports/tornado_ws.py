@@ -148,8 +148,7 @@ class HubWebSocketHandler(WebSocketHandler):
             return None
         if isinstance(message, str):
             return self.hub.receive_text(session, message)
-        self.hub.receive_binary(session, message)
-        return None
+        return self.hub.receive_binary(session, message)
 
     def on_pong(self, data: bytes) -> None:
         if self.session is not None:
