@@ -98,17 +98,15 @@ class _Progress:
             self.bar = tqdm(total=round(duration, 1), unit="s", desc="demo", file=sys.stdout,
                             bar_format="{desc} {bar:20} {n:.0f}/{total:.0f} s{postfix}",
                             dynamic_ncols=True, mininterval=0.25)
-        self.done = 0.0
 
     def update(self, elapsed: float, summary: str) -> None:
         if self.bar is None:
             sys.stdout.write(f"\r t={elapsed:5.1f}s {summary}")
             sys.stdout.flush()
             return
-        step = round(min(elapsed, float(self.bar.total)) - self.done, 2)
-        self.done += step
+        self.bar.n = min(elapsed, float(self.bar.total))
         self.bar.set_postfix_str(summary, refresh=False)
-        self.bar.update(step)
+        self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
