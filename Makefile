@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DURATION ?= 20
 PORT ?= 8765
 
-.PHONY: demo test lint bench install install-test clean
+.PHONY: demo test lint bench conformance install install-test clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,9 @@ bench: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage htmlcov
+
+# Autobahn conformance, all of groups 1-10, 12 and 13 (permessage-deflate); `make test`
+# runs 1-10 plus 12.x.1-5 and 13.x.1-5. Reports: reports/autobahn/index.html.
+conformance: $(VENV)/.installed-test
+	RTL_CONFORMANCE=full RTL_CONFORMANCE_DIR=reports/autobahn \
+		$(PY) -m pytest -p no:cacheprovider -s tests/conformance

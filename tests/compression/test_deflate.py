@@ -1,4 +1,4 @@
-"""permessage-deflate, sans-I/O: negotiation (RFC 7692 section 7), shared deflate, bounded inflate."""
+"""permessage-deflate, sans-I/O: negotiation (RFC 7692 7), shared deflate, bounded inflate."""
 
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ def test_client_context_takeover_and_window_limit_from_policy() -> None:
     assert params.header() == ("permessage-deflate; server_no_context_takeover; "
                                "client_max_window_bits=10")
     # a client that asks for no context takeover gets it whatever the policy
-    assert negotiate("permessage-deflate; client_no_context_takeover", keep).client_no_context_takeover
+    asked = negotiate("permessage-deflate; client_no_context_takeover", keep)
+    assert asked is not None and asked.client_no_context_takeover
 
 
 def test_policy_validation_and_middleware_policy() -> None:
