@@ -29,6 +29,7 @@ async def test_concurrent_stops_wait_for_the_same_stop(server: LabServer, connec
     client = await connect()
     first = asyncio.create_task(server.stop())
     await asyncio.sleep(0)  # let the first stop begin
+    assert server._stopping is not None and not server._stopping.done()
     await asyncio.wait_for(server.stop(), 5)
     await asyncio.wait_for(first, 5)
     assert server.hub.sessions == {}
@@ -120,7 +121,8 @@ async def test_serve_forever_stops_on_cancel() -> None:
     srv = await LabServer().start()
     client = await realtime_lab.connect(srv.url)
     task = asyncio.create_task(srv.serve_forever())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the task starts waiting
+    assert srv.running
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 5)
