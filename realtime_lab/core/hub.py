@@ -311,7 +311,12 @@ class Hub:
             self._fire_and_forget("on_disconnect", session, session.close_code,
                                   session.close_reason)
         if self.bus.active:
-            self.bus.emit(ev.Disconnected(at=self.clock(), session=session.id, user=session.user,
+            now = self.clock()
+            if session.close_code == CloseCode.MESSAGE_TOO_BIG:  # closed by the transport
+                self.bus.emit(ev.LimitExceeded(
+                    at=now, session=session.id, user=session.user, limit="max_message_bytes",
+                    code=CloseCode.MESSAGE_TOO_BIG, remote=session.remote))
+            self.bus.emit(ev.Disconnected(at=now, session=session.id, user=session.user,
                                           code=session.close_code, reason=session.close_reason))
 
     def _fire_and_forget(self, name: str, *args: Any) -> None:
