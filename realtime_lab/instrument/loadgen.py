@@ -49,8 +49,10 @@ def _masked(opcode: int, payload: bytes) -> bytes:
 class RawSubscriber(asyncio.Protocol):
     """A subscriber that counts message frames and reads their ``ts`` without decoding JSON."""
 
-    def __init__(self, load: Load, path: str, host: str, user: str) -> None:
+    def __init__(self, load: Load, path: str, host: str, user: str,
+                 subscribe: bool = True) -> None:
         self.load = load
+        self.subscribe = subscribe
         self.request = (f"GET {path}?user={user} HTTP/1.1\r\nHost: {host}\r\n"
                         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                         f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
@@ -80,9 +82,12 @@ class RawSubscriber(asyncio.Protocol):
                 raise ConnectionError(bytes(buf[:end]).decode(errors="replace"))
             del buf[:end + 4]
             self.upgraded = True
-            sub = json.dumps({"type": "subscribe", "channel": self.load.channel, "id": 1})
             assert self.transport is not None
-            self.transport.write(_masked(0x1, sub.encode()))
+            if not self.subscribe:  # the publisher
+                self.subscribed.set_result(None)
+            else:
+                sub = json.dumps({"type": "subscribe", "channel": self.load.channel, "id": 1})
+                self.transport.write(_masked(0x1, sub.encode()))
         pos, size, load = 0, len(buf), self.load
         while size - pos >= 2:
             b0, n = buf[pos], buf[pos + 1] & 0x7F
@@ -144,23 +149,26 @@ class Load:
                 await client.subscribe(self.channel)
                 return client
 
-        async def raw(i: int) -> asyncio.Transport:
+        async def raw(user: str, subscribe: bool = True) -> asyncio.Transport:
             async with gate:
                 rest = self.url.split("://", 1)[1]
                 hostport, _, path = rest.partition("/")
                 host, _, port = hostport.rpartition(":")
                 loop = asyncio.get_running_loop()
                 transport, proto = await loop.create_connection(
-                    lambda: RawSubscriber(self, "/" + path, hostport, f"sub{i}"), host, int(port))
+                    lambda: RawSubscriber(self, "/" + path, hostport, user, subscribe),
+                    host, int(port))
                 await asyncio.wait_for(proto.subscribed, 30)
                 return transport
 
         if self.raw:
-            self.raw_subs = list(await asyncio.gather(*(raw(i) for i in range(self.n))))
+            self.raw_subs = list(await asyncio.gather(*(raw(f"sub{i}") for i in range(self.n))))
         else:
             self.clients = list(await asyncio.gather(*(one(i) for i in range(self.n))))
             self.readers = [asyncio.create_task(self._read(c)) for c in self.clients]
-        self.publisher = await connect(self.url, user="publisher", timeout=30)
+        # the publisher only writes frames: a raw connection (answers pings, reads nothing)
+        self.publisher = await raw("publisher", subscribe=False)
+        self.raw_subs.append(self.publisher)
 
     async def _read(self, client: Client) -> None:
         lat = self.latencies
@@ -187,8 +195,12 @@ class Load:
         self.reached.clear()
         payload = "x" * size
         started = time.perf_counter()
+        write = self.publisher.write
         for i in range(count):
-            await self.publisher.publish(self.channel, {"i": i, "p": payload})
+            msg = {"type": "publish", "channel": self.channel, "data": {"i": i, "p": payload}}
+            write(_masked(0x1, json.dumps(msg).encode()))
+            if i % 50 == 49:
+                await asyncio.sleep(0)  # let the transport drain
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.reached.wait(), timeout)
         elapsed = time.perf_counter() - started
@@ -203,8 +215,7 @@ class Load:
             task.cancel()
         for transport in self.raw_subs:
             transport.close()
-        await asyncio.gather(*(c.close() for c in [*self.clients, self.publisher]),
-                             return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
 
 
 def _emit(obj: dict[str, Any]) -> None:

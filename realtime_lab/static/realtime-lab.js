@@ -16,7 +16,12 @@
 // Differences: reconnection is ON by default here, and the heartbeat uses
 // protocol-level {"type":"ping"} messages, because browsers hide WebSocket pings.
 
+import * as msgpack from "./msgpack.js";
+
 export const VERSION = "1";
+
+/** Subprotocol per `protocol` option: JSON text frames, or MessagePack binary frames. */
+export const SUBPROTOCOLS = Object.freeze({ json: "realtime-lab.v1.json", msgpack: "realtime-lab.v1.msgpack" });
 
 export const State = Object.freeze({
   IDLE: "idle",
@@ -74,6 +79,7 @@ export const DEFAULTS = Object.freeze({
   bufferSize: 100,
   heartbeat: true,
   heartbeatTimeout: null,
+  protocol: "json",  // or "msgpack" (binary frames; bytes travel as Uint8Array)
 });
 
 /** Raised by sends while reconnecting once `bufferSize` messages wait. */
@@ -200,7 +206,7 @@ export class RealtimeClient extends EventTarget {
   /** Send a raw message (buffered while reconnecting). */
   send(message) {
     if (this.state === State.OPEN) {
-      this._ws.send(JSON.stringify(message));
+      this._ws.send(this._encode(message));
     } else if (this._canBuffer()) {
       this._buffer(message, null);
     } else {
@@ -256,7 +262,13 @@ export class RealtimeClient extends EventTarget {
   _sendRequest(message, entry) {
     const id = this._ids++;
     this._pending.set(id, entry);
-    this._ws.send(JSON.stringify({ ...message, id }));
+    this._ws.send(this._encode({ ...message, id }));
+  }
+
+  /** The frame payload of a message in the agreed protocol (text frames are JSON). */
+  _encode(message) {
+    return this._ws && this._ws.protocol === SUBPROTOCOLS.msgpack ? msgpack.encode(message)
+      : JSON.stringify(message);
   }
 
   _open() {
@@ -265,7 +277,8 @@ export class RealtimeClient extends EventTarget {
     if (this.user) url += (url.includes("?") ? "&" : "?") + "user=" + encodeURIComponent(this.user);
     let ws;
     try {
-      ws = new WebSocket(url);
+      ws = new WebSocket(url, this.options.protocol === "msgpack" ? [SUBPROTOCOLS.msgpack] : []);
+      ws.binaryType = "arraybuffer";
     } catch (err) {
       this._ended(null, `cannot connect: ${err.message}`, false);
       return;
@@ -281,7 +294,10 @@ export class RealtimeClient extends EventTarget {
     ws.onmessage = (event) => {
       this._lastSeen = now();
       let msg;
-      try { msg = JSON.parse(event.data); } catch { return; }
+      try {
+        msg = typeof event.data === "string" ? JSON.parse(event.data)
+          : msgpack.decode(new Uint8Array(event.data));
+      } catch { return; }
       if (msg.type === "welcome") {
         this.welcome = msg;
         this._startWatchdog(ws, (reason) => { localReason = reason; });
@@ -363,7 +379,7 @@ export class RealtimeClient extends EventTarget {
     this._outbox = [];
     for (const { message, entry } of outbox) {
       if (entry) this._sendRequest(message, entry);
-      else this._ws.send(JSON.stringify(message));
+      else this._ws.send(this._encode(message));
     }
   }
 
@@ -432,7 +448,7 @@ export class RealtimeClient extends EventTarget {
       }
       if (t - lastPing >= interval() && t - this._lastSeen >= interval() && ws.readyState === WebSocket.OPEN) {
         lastPing = t;  // browsers hide WebSocket pings: ask for a pong instead
-        ws.send(JSON.stringify({ type: "ping" }));
+        ws.send(this._encode({ type: "ping" }));
       }
       this._watchdog = setTimeout(check, Math.max(10, (limit() * 1000) / 8));
     };
