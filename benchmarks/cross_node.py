@@ -85,7 +85,9 @@ class Redis:
 
 class Node:
     def __init__(self, broker: str | None) -> None:
-        cmd = [sys.executable, "-m", "realtime_lab.cli", "serve", "--port", "0"]
+        # a load generator far behind must not make the server close it for a late pong
+        cmd = [sys.executable, "-m", "realtime_lab.cli", "serve", "--port", "0",
+               "--heartbeat-interval", "600", "--heartbeat-timeout", "600"]
         if broker:
             cmd += ["--broker", broker]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
@@ -119,19 +121,15 @@ async def _subscriber(url: str) -> WebSocketClientConnection:
             return ws
 
 
-async def _count(ws: WebSocketClientConnection, expected: int, timeout: float) -> int:
-    got = 0
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while got < expected:
-        try:
-            msg = await asyncio.wait_for(ws.read_message(), max(0.01, deadline - loop.time()))
-        except TimeoutError:
-            break
+async def _count(ws: WebSocketClientConnection, expected: int, got: list[int],
+                 index: int) -> None:
+    """Read until ``expected`` messages arrived; the caller bounds the time."""
+    while got[index] < expected:
+        msg = await ws.read_message()
         if msg is None:
-            break
-        got += msg.count('"type":"message"') if isinstance(msg, str) else 0
-    return got
+            return
+        if isinstance(msg, str) and msg.startswith('{"type":"message"'):
+            got[index] += 1
 
 
 @dataclass
@@ -166,12 +164,16 @@ async def _run(scenario: str, subscribers: int, messages: int, size: int,
         cpu0 = [_cpu(n.ps) for n in nodes]
         rcpu0 = _cpu(redis.ps) if redis else 0.0
         t0 = time.perf_counter()
-        counters = [[asyncio.ensure_future(_count(ws, messages, timeout)) for ws in group]
-                    for group in subs]
+        counts = [[0] * len(group) for group in subs]
+        readers = [asyncio.ensure_future(_count(ws, messages, counts[g], i))
+                   for g, group in enumerate(subs) for i, ws in enumerate(group)]
         for i in range(messages):
             await publisher.write_message(json.dumps(
                 {"type": "publish", "channel": CHANNEL, "data": {"i": i, "p": payload}}))
-        got = [sum(await asyncio.gather(*group)) for group in counters]
+        done, pending = await asyncio.wait(readers, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        got = [sum(c) for c in counts]
         wall = time.perf_counter() - t0
         cpu = [_cpu(n.ps) - c for n, c in zip(nodes, cpu0, strict=True)]
         rcpu = (_cpu(redis.ps) - rcpu0) if redis else 0.0
@@ -205,8 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[Result]] = {s: [] for s in scenarios}
     for _ in range(args.rounds):
         for scenario in scenarios:  # interleaved rounds
-            results[scenario].append(asyncio.run(_run(
-                scenario, args.subscribers, args.messages, args.size, args.timeout)))
+            result = asyncio.run(_run(
+                scenario, args.subscribers, args.messages, args.size, args.timeout))
+            results[scenario].append(result)
+            print(f"  {scenario}: {result.deliveries} deliveries, node us/delivery "
+                  f"{', '.join(f'{u:.2f}' for u in result.node_us)}, "
+                  f"{result.wall_s:.1f} s", file=sys.stderr, flush=True)
     print(f"cross-node fan-out: {args.subscribers} subscribers, {args.messages} messages of "
           f"{args.size} bytes, median of {args.rounds} round(s), {os.cpu_count()} CPUs")
     print(f"{'scenario':<14}{'deliveries':>11}{'lost':>6}{'node A us/dlv':>15}"
