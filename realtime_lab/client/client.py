@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
-import json
 import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -35,7 +35,8 @@ from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, w
 from realtime_lab.client.options import ClientOptions
 from realtime_lab.client.presence import PresenceView
 from realtime_lab.client.states import ClientState, StateChange
-from realtime_lab.errors import ClientError, ConnectionClosed, RequestFailed
+from realtime_lab.errors import ClientError, ConnectionClosed, ProtocolError, RequestFailed
+from realtime_lab.protocol import codec
 from realtime_lab.protocol.close_codes import ReconnectAdvice, advice_for
 
 log = logging.getLogger("realtime_lab.client")
@@ -44,6 +45,7 @@ REPLY_TYPES = frozenset({"subscribed", "unsubscribed", "published", "pong", "err
 HISTORY_SIZE = 1000
 
 StateListener = Callable[[StateChange], object]
+TokenSource = str | Callable[[], "str | Awaitable[str]"] | None
 Outgoing = tuple[dict[str, Any], "asyncio.Future[dict[str, Any]] | None"]
 
 
@@ -85,17 +87,21 @@ class Client:
         url: the WebSocket endpoint, ``ws://HOST:PORT/ws``.
         user: user id for presence (default: the session id the server assigns);
             sent again on every reconnection, so presence is restored under it.
+        token: connect token sent as ``?token=``: a string, or a function (sync or
+            async) called before every attempt, so an expiring token is renewed
+            for each reconnection.
         options: a :class:`ClientOptions`; keyword arguments override single fields
             (``Client(url, reconnect=True, request_timeout=2)``).
     """
 
-    def __init__(self, url: str, *, user: str | None = None,
+    def __init__(self, url: str, *, user: str | None = None, token: TokenSource = None,
                  options: ClientOptions | None = None, **option_values: Any) -> None:
         opts = options or ClientOptions()
         if option_values:
             opts = opts.with_changes(**option_values)
         self.url = url
         self.user = user
+        self.token = token
         self.options = opts
         self.state = ClientState.IDLE
         self.welcome: dict[str, Any] = {}
@@ -312,13 +318,19 @@ class Client:
 
     async def _connection(self, timeout: float, attempt: int) -> _Ended:
         """One connection from TCP connect to its end; never raises."""
-        url = self.url
-        if self.user is not None:
-            url += ("&" if "?" in url else "?") + urlencode({"user": self.user})
+        try:
+            url = await self._attempt_url()
+        except Exception as exc:
+            return _Ended(None, f"token provider failed: {type(exc).__name__}: {exc}", False,
+                          fatal=True, error=exc)
         request = HTTPRequest(url, connect_timeout=timeout, request_timeout=timeout)
         try:
             ws = await asyncio.wait_for(
-                websocket_connect(request, max_message_size=self.options.max_message_bytes),
+                websocket_connect(
+                    request, max_message_size=self.options.max_message_bytes,
+                    subprotocols=["realtime-lab.v1.msgpack"]
+                    if self.options.protocol == "msgpack" else None,
+                    compression_options={} if self.options.compression else None),
                 timeout + 1)
         except HTTPClientError as exc:
             fatal = 400 <= exc.code < 500
@@ -357,6 +369,22 @@ class Client:
         reason = self._local_reason or ws.close_reason or (
             "connection lost" if ws.close_code is None else "")
         return _Ended(None if self._local_reason else ws.close_code, reason, opened)
+
+    async def _attempt_url(self) -> str:
+        """The URL of one attempt: ``user`` and a fresh ``token`` in the query."""
+        query: dict[str, str] = {}
+        if self.user is not None:
+            query["user"] = self.user
+        token = self.token
+        if callable(token):
+            token = token()
+            if inspect.isawaitable(token):
+                token = await token
+        if token is not None:
+            query["token"] = str(token)
+        if not query:
+            return self.url
+        return self.url + ("&" if "?" in self.url else "?") + urlencode(query)
 
     def _opened(self, attempt: int) -> None:
         """The connection is restored: announce OPEN, then send what was buffered."""
@@ -463,12 +491,9 @@ class Client:
                 if raw is None:
                     break
                 self._last_seen = time.monotonic()
-                if isinstance(raw, bytes):
-                    log.warning("ignoring a binary frame from the server")
-                    continue
                 try:
-                    msg = json.loads(raw)
-                except ValueError:
+                    msg = codec.decode(raw) if isinstance(raw, str) else _unpack(raw)
+                except (ValueError, ProtocolError):
                     log.warning("ignoring a frame that is not JSON: %.80r", raw)
                     continue
                 await self._handle(msg)
@@ -530,7 +555,7 @@ class Client:
                 message = {**message, "id": rid}
                 self._pending[rid] = fut
             try:
-                ws.write_message(json.dumps(message))
+                _write(ws, message)
             except WebSocketClosedError:
                 if fut is not None:
                     self._pending.pop(message["id"], None)
@@ -553,7 +578,7 @@ class Client:
         self._pending[rid] = fut
         try:
             try:
-                await ws.write_message(json.dumps({**message, "id": rid}))
+                await _write(ws, {**message, "id": rid})
             except (WebSocketClosedError, StreamClosedError):
                 raise _NotSent() from None
             return await asyncio.wait_for(fut, self.options.request_timeout)
@@ -615,7 +640,7 @@ class Client:
         """Send a raw protocol message without waiting for a reply (buffered while reconnecting)."""
         if self.state is ClientState.OPEN and self._ws is not None:
             try:
-                await self._ws.write_message(json.dumps(message))
+                await _write(self._ws, message)
                 return
             except (WebSocketClosedError, StreamClosedError):
                 if not self._reconnecting():
@@ -703,7 +728,22 @@ class Client:
         return f"<Client {self.url} user={self.user!r} state={self.state.value}>"
 
 
-async def connect(url: str, *, user: str | None = None, timeout: float | None = None,
-                  **kwargs: Any) -> Client:
+async def connect(url: str, *, user: str | None = None, token: TokenSource = None,
+                  timeout: float | None = None, **kwargs: Any) -> Client:
     """Connect to ``url`` and return an open :class:`Client` (options as keywords)."""
-    return await Client(url, user=user, **kwargs).connect(timeout)
+    return await Client(url, user=user, token=token, **kwargs).connect(timeout)
+
+
+def _write(ws: WebSocketClientConnection, message: dict[str, Any]) -> Any:
+    """Send one message in the protocol the server agreed (msgpack: a binary frame)."""
+    if ws.selected_subprotocol == "realtime-lab.v1.msgpack":
+        from realtime_lab.protocol import msgpack_codec
+
+        return ws.write_message(msgpack_codec.encode(message), binary=True)
+    return ws.write_message(codec.encode(message))
+
+
+def _unpack(raw: bytes) -> Any:
+    from realtime_lab.protocol import msgpack_codec
+
+    return msgpack_codec.decode(raw)

@@ -34,6 +34,10 @@ class ClientOptions:
             reading the socket (a client that never reads is a slow consumer).
         max_message_bytes: largest inbound message.
         seed: seed of the client's jitter RNG (None: random); for reproducible runs.
+        protocol: ``"json"`` (text frames) or ``"msgpack"`` (the binary protocol, asked
+            for with the ``realtime-lab.v1.msgpack`` subprotocol; needs ``msgpack``).
+        compression: offer permessage-deflate (the server compresses a broadcast
+            once for every connection that accepted it).
     """
 
     reconnect: bool = False
@@ -48,8 +52,12 @@ class ClientOptions:
     inbox_size: int = 10_000
     max_message_bytes: int = 16 * 1024 * 1024
     seed: int | None = None
+    protocol: str = "json"
+    compression: bool = False
 
     def __post_init__(self) -> None:
+        if self.protocol not in ("json", "msgpack"):
+            raise ValueError(f"protocol must be 'json' or 'msgpack', got {self.protocol!r}")
         for name in ("connect_timeout", "request_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")

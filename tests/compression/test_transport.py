@@ -293,3 +293,24 @@ async def test_compression_policy_off_and_threshold() -> None:
         raw.close()
     finally:
         await srv.stop()
+
+
+async def test_python_client_over_msgpack_with_compression(server: realtime_lab.LabServer) -> None:
+    from realtime_lab.client import Client
+
+    mp = await Client(server.url, protocol="msgpack", compression=True).connect()
+    js = await Client(server.url).connect()
+    try:
+        await mp.subscribe("py")
+        await js.subscribe("py")
+        assert sorted(s.wire.label() for s in server.hub.sessions.values()) == [
+            "json", "msgpack+deflate"]
+        await js.publish("py", {"blob": b"\x00\x01", "text": "y" * 600})
+        got = await mp.recv_message("py", timeout=5)
+        assert got["data"] == {"blob": b"\x00\x01", "text": "y" * 600}
+        assert (await js.recv_message("py", timeout=5))["data"]["blob"] == b"\x00\x01"
+        await mp.publish("py", b"raw")
+        assert (await js.recv_message("py", timeout=5))["data"] == b"raw"
+    finally:
+        await mp.close()
+        await js.close()
