@@ -13,8 +13,8 @@
 
 The server always answers ``server_no_context_takeover`` (RFC 7692 7.1.1.1 lets a
 server add it), which is what makes shared frames possible and keeps no
-compressor state per connection. By default it also answers
-``client_no_context_takeover`` so no inflate window is kept per connection either.
+compressor state per connection. Clients may keep their context (a policy option
+answers ``client_no_context_takeover`` instead; see :class:`CompressionPolicy`).
 """
 
 from __future__ import annotations
@@ -52,8 +52,12 @@ class CompressionPolicy:
         client_max_window_bits: the window (8-15) clients may use, told to clients
             that offered the parameter; None accepts what the client says.
         client_context_takeover: let clients keep their compression context between
-            messages (better inbound ratio, but one 32 KiB inflate window kept per
-            connection). False (default) answers ``client_no_context_takeover``.
+            messages (default). The inflate window (32 KiB) is then kept per
+            connection, but only from a client's first compressed message on. False
+            answers ``client_no_context_takeover`` and keeps nothing between
+            messages; note that Tornado's own client ignores parameters without a
+            value and keeps its context anyway, so False breaks compressed input
+            from Tornado clients (they are closed with 1002).
         threshold: payloads shorter than this many bytes are sent uncompressed
             (RFC 7692 allows this per message).
         shared: compress a broadcast once for all connections with the same
@@ -66,7 +70,7 @@ class CompressionPolicy:
     mem_level: int = 8
     server_max_window_bits: int = 15
     client_max_window_bits: int | None = None
-    client_context_takeover: bool = False
+    client_context_takeover: bool = True
     threshold: int = 256
     shared: bool = True
 
@@ -286,7 +290,7 @@ class Inflater:
     def __init__(self, max_size: int, *, persistent: bool = False) -> None:
         self.max_size = max_size
         self.persistent = persistent
-        self._z: zlib._Decompress | None = zlib.decompressobj(-15) if persistent else None
+        self._z: zlib._Decompress | None = None  # made on the first compressed message
         self._size = 0
 
     def feed(self, data: bytes) -> bytes:
@@ -313,12 +317,12 @@ class Inflater:
             raise DeflateError("data after the final compressed block")
         self._size = 0
         if not self.persistent or (self._z is not None and self._z.eof):
-            self._z = zlib.decompressobj(-15) if self.persistent else None
+            self._z = None
         return out
 
     def reset(self) -> None:
         self._size = 0
-        self._z = zlib.decompressobj(-15) if self.persistent else None
+        self._z = None
 
     def inflate(self, payload: bytes) -> bytes:
         """Decompress one whole message."""
