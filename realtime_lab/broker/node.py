@@ -37,6 +37,7 @@ from realtime_lab.broker.base import (
     Envelope,
     PresenceEvent,
 )
+from realtime_lab.core.outbound import Priority
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.frames import text_frame
 
@@ -96,6 +97,7 @@ class ClusterNode:
         self._seq: dict[str, int] = {}  # channel -> envelopes this node published to it
         self._last_seq: dict[str, dict[str, int]] = {}  # channel -> origin -> last seq seen
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._counted: set[tuple[str, str]] = set()  # (session id, channel) in the cluster table
         self._stopped = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -130,7 +132,11 @@ class ClusterNode:
                    request_id: messages.RequestId) -> None:
         """A local session subscribed: count it cluster-wide, answer when ready."""
         name = channel.name
-        applied = self.broker.presence_change(name, session.user, +1)
+        if session.id in channel.hidden:  # subscribed without presence (on_presence veto)
+            applied: Awaitable[None] = asyncio.sleep(0)
+        else:
+            self._counted.add((session.id, name))
+            applied = self.broker.presence_change(name, session.user, +1)
         link = self.links.get(name)
         if link is None:
             link = self.links[name] = ChannelLink()
@@ -140,7 +146,9 @@ class ClusterNode:
     def left(self, session: Session, channel: Channel) -> None:
         """A local session left ``channel`` (the hub already removed it)."""
         name = channel.name
-        self.broker.presence_change(name, session.user, -1)
+        if (session.id, name) in self._counted:
+            self._counted.discard((session.id, name))
+            self.broker.presence_change(name, session.user, -1)
         if not channel.subscribers and self.links.pop(name, None) is not None:
             self.broker.unsubscribe(name)
             self._last_seq.pop(name, None)
@@ -178,18 +186,27 @@ class ClusterNode:
             await asyncio.wait_for(asyncio.gather(applied, link.ready.wait()), SUBSCRIBE_WAIT)
         if name not in session.subscriptions or not session.is_open:
             return
-        self.hub.send(session, messages.subscribed_message(name, request_id))
         channel = self.hub.channels.get(name)
+        reply = messages.subscribed_message(name, request_id)
+        if channel is not None and channel.metadata:
+            reply["meta"] = channel.metadata
+        self.hub.send(session, reply)
         if channel is not None and channel.presence and self.links.get(name) is link:
             self.hub.send(session, messages.presence_state_message(
                 name, self._members_info(link, channel)))
 
-    def _members_info(self, link: ChannelLink, channel: Channel) -> dict[str, dict[str, int]]:
+    def _members_info(self, link: ChannelLink, channel: Channel) -> dict[str, dict[str, Any]]:
         members = dict(link.members)
         for user, count in channel.members.items():  # local ones may be ahead of the mirror
             if members.get(user, 0) < count:
                 members[user] = count
-        return {user: {"connections": n} for user, n in members.items()}
+        info: dict[str, dict[str, Any]] = {}
+        for user, n in members.items():
+            info[user] = {"connections": n}
+            meta = channel.metas.get(user)  # presence metadata is known for local users only
+            if meta:
+                info[user]["meta"] = meta
+        return info
 
     # ------------------------------------------------------------------ broker callbacks
 
@@ -236,14 +253,11 @@ class ClusterNode:
                 env.channel, {ev.user: {"connections": ev.connections}}, {})
         else:
             diff = messages.presence_diff_message(env.channel, {}, {ev.user: {"connections": 0}})
-        frame = text_frame(codec.encode(diff))
-        hub = self.hub
-        delivered = 0
-        for session in list(channel.subscribers.values()):
-            # the joining connection got its own presence_state instead
-            if session.user != ev.user and hub._enqueue(session, frame):
-                delivered += 1
-        hub.stats.deliveries += delivered
+        joiner = None  # the joining connection got its own presence_state instead
+        if ev.event == "join" and ev.user in channel.members:
+            joiner = next((s for s in channel.subscribers.values() if s.user == ev.user), None)
+        self.hub._fan_out(channel, text_frame(codec.encode(diff)), joiner, Priority.HIGH,
+                          message=diff)
         self.stats.presence_diffs += 1
 
     def local_presence(self) -> Contributions:
@@ -263,13 +277,13 @@ class ClusterNode:
         channel = self.hub.channels.get(name)
         if channel is None or not channel.presence or self.links.get(name) is not link:
             return
-        frame = text_frame(codec.encode(messages.presence_state_message(
-            name, self._members_info(link, channel))))
-        self.hub._fan_out(channel, frame)
+        state = messages.presence_state_message(name, self._members_info(link, channel))
+        self.hub._fan_out(channel, text_frame(codec.encode(state)), None, Priority.HIGH,
+                          message=state)
 
     # ------------------------------------------------------------------ views
 
-    def presence(self, name: str) -> dict[str, dict[str, int]]:
+    def presence(self, name: str) -> dict[str, dict[str, Any]]:
         """Cluster-wide members of a channel this node has subscribers for."""
         link = self.links.get(name)
         channel = self.hub.channels.get(name)
