@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,6 +104,18 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 5.0,
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.01)  # polling a condition, bounded by the timeout
     return loop.time() - start
+
+
+async def presence_diffs(client: Any) -> list[dict[str, Any]]:
+    """The presence diffs among the messages the client has received (and any in 0.2 s)."""
+    out = []
+    while True:
+        try:
+            msg = await client.recv(0.2)
+        except TimeoutError:
+            return out
+        if msg["type"] == "presence_diff":
+            out.append(msg)
 
 
 class NodeProcess:

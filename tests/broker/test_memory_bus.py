@@ -12,7 +12,7 @@ import realtime_lab
 from realtime_lab import Client, LabServer
 from realtime_lab.broker import Envelope, InMemoryBus, MemoryBroker, make_broker
 
-from .conftest import eventually
+from .conftest import eventually, presence_diffs
 
 
 @pytest.fixture
@@ -77,11 +77,7 @@ async def test_multi_tab_user_joins_and_leaves_once(cluster) -> None:
     await eventually(lambda: a.presence("room").get("ada") == {"connections": 1})
     await tab2.close()
     await eventually(lambda: "ada" not in watcher.presence.members("room"), what="ada's leave")
-    diffs = []
-    while not watcher._inbox.empty():
-        msg = await watcher.recv(1)
-        if msg["type"] == "presence_diff":
-            diffs.append(msg)
+    diffs = await presence_diffs(watcher)
     joins = [d for d in diffs if "ada" in d["joins"]]
     leaves = [d for d in diffs if "ada" in d["leaves"]]
     assert len(joins) == 1 and len(leaves) == 1

@@ -15,6 +15,7 @@ from realtime_lab import Client, LabServer
 from realtime_lab.broker.redis import RedisBroker
 
 from .conftest import NodeFactory, RedisProcess, eventually
+from .conftest import presence_diffs as _diffs
 
 TTL = 1.5
 
@@ -28,13 +29,6 @@ async def _channels(http_url: str) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in body["channels"]}
 
 
-async def _diffs(client: Client) -> list[dict[str, Any]]:
-    out = []
-    while not client._inbox.empty():
-        msg = await client.recv(1)
-        if msg["type"] == "presence_diff":
-            out.append(msg)
-    return out
 
 
 async def test_two_processes_deliver_both_ways(redis: RedisProcess,
