@@ -11,6 +11,7 @@ import asyncio
 import errno
 import logging
 import math
+import re
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -19,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
+from tornado.log import access_log
 from tornado.netutil import bind_sockets
-from tornado.web import Application, StaticFileHandler
+from tornado.web import Application, RequestHandler, StaticFileHandler
 
 from realtime_lab.core.events import Event, EventStream, FilterSpec, Subscription
 from realtime_lab.core.hooks import Hooks
@@ -110,6 +112,7 @@ class LabServer:
                  {"path": str(STATIC_DIR), "default_filename": "index.html"}),
             ],
             websocket_max_message_size=self.options.max_message_bytes,
+            log_function=redacted_access_log,
         )
         if self.options.conformance_echo:  # /echo for Autobahn cases (tests/conformance)
             from realtime_lab.transports.ws_protocol import EchoHandler
@@ -259,6 +262,20 @@ async def serve(host: str = "127.0.0.1", port: int = 0, *,
         opts = opts.with_changes(**option_values)
     return await LabServer(opts, host=host, port=port, broker=broker, hooks=hooks,
                            middleware=middleware).start()
+
+
+_SECRET_QUERY = re.compile(r"((?:^|[?&])token=)[^&\s]*")
+
+
+def redacted_access_log(handler: RequestHandler) -> None:
+    """Tornado's access log line, with ``?token=`` values replaced (connect tokens)."""
+    status = handler.get_status()
+    method = access_log.info if status < 400 else (
+        access_log.warning if status < 500 else access_log.error)
+    req = handler.request
+    uri = _SECRET_QUERY.sub(r"\1<redacted>", req.uri or "")
+    method("%d %s %s (%s) %.2fms", status, req.method, uri, req.remote_ip,
+           1000.0 * req.request_time())
 
 
 def tls_context(options: ServerOptions) -> ssl.SSLContext | None:

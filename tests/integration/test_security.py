@@ -302,3 +302,17 @@ async def test_tls(certs: tuple[str, str]) -> None:
         ws.close()
     finally:
         await server.stop()
+
+
+async def test_tokens_are_redacted_in_the_access_log(caplog: pytest.LogCaptureFixture) -> None:
+    server = await realtime_lab.serve(port=0, token_secret=SECRET)
+    caplog.set_level("INFO", "tornado.access")
+    try:
+        token = make_token(SECRET, "ada")
+        client = await realtime_lab.connect(f"{server.url}?token={token}")
+        await client.close()
+        lines = [r.getMessage() for r in caplog.records if r.name == "tornado.access"]
+        assert any("token=<redacted>" in line for line in lines)
+        assert not any(token in line for line in lines)
+    finally:
+        await server.stop()
