@@ -336,7 +336,7 @@ class Client:
             fatal = 400 <= exc.code < 500
             return _Ended(None, f"handshake refused: HTTP {exc.code} {exc.message}", False,
                           fatal=fatal, error=exc)
-        except (TimeoutError, OSError, StreamClosedError) as exc:
+        except Exception as exc:  # refused, reset, timeout, a bad handshake response
             return _Ended(None, f"connect failed: {type(exc).__name__}: {exc}", False, error=exc)
         self._ws = ws
         self._local_reason = None
@@ -356,7 +356,7 @@ class Client:
             self._opened(attempt)
             await asyncio.shield(reader)
         except (TimeoutError, ConnectionClosed, RequestFailed, WebSocketClosedError):
-            if not reader.done() and self._local_reason is None:
+            if not reader.done() and self._local_reason is None and not self._closing:
                 self._local_reason = "no welcome or restore within the connect timeout"
         finally:
             if watchdog is not None:

@@ -70,6 +70,7 @@ export function backoffDelay(attempt, backoff = DEFAULT_BACKOFF, random = Math.r
 
 export const DEFAULTS = Object.freeze({
   user: null,
+  token: null,  // a string, or a (possibly async) function called before every attempt
   reconnect: true,
   backoff: DEFAULT_BACKOFF,
   maxAttempts: null,
@@ -271,12 +272,22 @@ export class RealtimeClient extends EventTarget {
       : JSON.stringify(message);
   }
 
-  _open() {
+  async _attemptUrl() {
+    const query = new URLSearchParams();
+    if (this.user) query.set("user", this.user);
+    let token = this.options.token;
+    if (typeof token === "function") token = await token();
+    if (token !== null && token !== undefined) query.set("token", String(token));
+    const qs = query.toString();
+    return qs ? this.url + (this.url.includes("?") ? "&" : "?") + qs : this.url;
+  }
+
+  async _open() {
     this._setState(State.CONNECTING, { attempt: this._attempt });
-    let url = this.url;
-    if (this.user) url += (url.includes("?") ? "&" : "?") + "user=" + encodeURIComponent(this.user);
     let ws;
     try {
+      const url = await this._attemptUrl();
+      if (this._closing) { this._finish(null, "closed"); return; }
       ws = new WebSocket(url, this.options.protocol === "msgpack" ? [SUBPROTOCOLS.msgpack] : []);
       ws.binaryType = "arraybuffer";
     } catch (err) {

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, expect
 
-from realtime_lab.testing import RestartableServer
+from realtime_lab import ServerOptions
+from realtime_lab.testing import FaultProxy, RestartableServer
 
 from .conftest import ARTIFACTS
 
@@ -111,3 +112,58 @@ async def test_browser_client_follows_the_same_rules(browser: Any, lab: Restarta
         assert 0 <= result["fullMin"] < 0.2 and 1.8 < result["fullMax"] <= 2.0
     finally:
         await page.close()
+
+
+async def test_page_detects_a_half_open_connection(browser: Any) -> None:
+    """Through a stalled proxy nothing arrives: the page's heartbeat notices and reconnects."""
+    options = ServerOptions(heartbeat_interval=0.5, heartbeat_timeout=0.5)
+    async with RestartableServer(options) as lab, FaultProxy(lab.port) as proxy:
+        page = await browser.new_page()
+        try:
+            await join(page, proxy.url("", scheme="http"), "ada")  # page and socket via the proxy
+            proxy.stall()
+            await expect(page.locator("#log")).to_contain_text("heartbeat timeout",
+                                                               timeout=TIMEOUT_MS)
+            proxy.resume()
+            await expect(page.locator("#reconnects")).to_have_text("1", timeout=TIMEOUT_MS)
+            await expect(page.locator("#state")).to_have_attribute("data-state", "open")
+            assert lab.current.channels()[0]["subscribers"] == 1
+        except BaseException:
+            await screenshot_on_failure({"ada": page}, "half_open")
+            raise
+        finally:
+            await page.close()
+
+
+async def test_browser_client_stops_on_4001_and_renews_its_token(browser: Any) -> None:
+    """A refused token (4001) stops the JS client after one attempt; a token function works."""
+    from realtime_lab.core.security import make_token
+
+    options = ServerOptions(token_secret="s3cret")
+    async with RestartableServer(options) as lab:
+        tokens = [make_token("s3cret", "ada", ttl=60) for _ in range(3)]
+        page = await browser.new_page()
+        try:
+            await page.goto(f"{lab.http_url}/")
+            result = await page.evaluate("""async (tokens) => {
+                const m = await import("/static/realtime-lab.js");
+                const refused = new m.RealtimeClient(undefined,
+                    {user: "ada", backoff: {initial: 0.01}});
+                let error = null;
+                try { await refused.connect(); } catch (e) { error = e.code; }
+                await new Promise((r) => setTimeout(r, 300));
+                const attempts = refused.history.filter((c) => c.state === "connecting").length;
+                let asked = 0;
+                const ok = new m.RealtimeClient(undefined,
+                    {user: "ada", token: async () => tokens[asked++]});
+                await ok.connect();
+                await ok.subscribe("room");
+                const state = ok.state;
+                ok.close();
+                return {error, attempts, last: refused.state, code: refused.closeCode,
+                        asked, state};
+            }""", tokens)
+            assert result == {"error": 4001, "attempts": 1, "last": "closed", "code": 4001,
+                              "asked": 1, "state": "open"}
+        finally:
+            await page.close()

@@ -85,3 +85,4 @@ async def test_backoff_code_does_reconnect_and_max_attempts_bounds_it(
     delays = [c.delay for c in client.history if c.state is ClientState.RECONNECTING]
     assert delays == pytest.approx([0.02, 0.04, 0.08])
     assert await attempts_after(proxy, 0.2) == 4
+

@@ -2,10 +2,14 @@
 
 All 500 clients, the fault proxy and the server share one event loop here, so
 when the loop is busy (500 handshakes, or other processes on a 2-core machine)
-timers fire late and together. The test therefore asserts tightly on the
-*planned* attempt times (what the jitter does: the behaviour of clients on
-their own machines) and more loosely on the times the attempts really reached
-the proxy. Figures are printed and written to tests/artifacts/storm_<fault>.json.
+timers fire late and together, and connections reach the proxy at the pace the
+loop can accept them, jitter or not (a control run without jitter put 66% of
+arrivals in one 100 ms window, and runs with full jitter on a loaded machine up
+to 70%). The test therefore asserts on the *planned* attempt times (what the
+jitter does: the behaviour of clients on their own machines, measured from
+their state transitions) and on everyone being served; arrival times are
+measured and reported, not asserted. Figures are printed and written to
+tests/artifacts/storm_<fault>.json.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from realtime_lab.testing.storm import storm_report
 N = 500
 BATCH = 50
 PLANNED_MAX_SHARE = 0.30  # full jitter over 0.5 s: about 20% per 100 ms window
-ARRIVAL_MAX_SHARE = 0.60  # what reaches the proxy, through a shared, busy event loop
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
@@ -115,7 +118,6 @@ async def test_reconnect_storm_spreads_and_everyone_is_served(
         assert len(rec.planned) == N and len(arrivals) >= N
         assert report.planned_max_share_100ms <= PLANNED_MAX_SHARE, report
         assert report.planned_p90 - report.planned_p10 >= 0.25, report
-        assert report.arrivals_max_share_100ms <= ARRIVAL_MAX_SHARE, report
     finally:
         await asyncio.gather(*(c.close() for c in clients))
         await proxy.stop()
