@@ -131,3 +131,43 @@ async def test_events_stream_filters_over_sockets(lab: Any) -> None:
     assert all(e.user == "bob" for e in by_user.drain())
     by_user.close()
     await bob.close()
+
+
+async def test_more_hook_outcomes_over_sockets() -> None:
+    """on_message modify, on_unsubscribe refuse, on_presence modify and veto, on_disconnect."""
+    gone: list[tuple[str, int | None]] = []
+
+    async def presence(session: Session, channel: str, change: dict[str, Any]) -> Any:
+        return False if session.user == "ghost" else {"role": "guest"}
+
+    hooks = Hooks(
+        on_message=lambda s, m: {**m, "data": str(m["data"]).strip()}
+        if m.get("type") == "publish" else None,
+        on_unsubscribe=lambda s, ch: Refuse("sticky", "you cannot leave") if ch == "jail"
+        else True,
+        on_presence=presence,
+        on_disconnect=lambda s, code, reason: gone.append((s.user, code)),
+    )
+    server = await realtime_lab.serve(port=0, hooks=hooks)
+    errors = server.events(lambda e: e.type == "error" and e.code == "sticky")
+    try:
+        ada = await realtime_lab.connect(server.url, user="ada")
+        ghost = await realtime_lab.connect(server.url, user="ghost")
+        await ada.subscribe("jail")
+        await ghost.subscribe("jail")
+        assert server.presence("jail") == {"ada": {"connections": 1, "meta": {"role": "guest"}}}
+        await ada.publish("jail", "   padded   ")
+        assert (await ghost.recv_message("jail", timeout=5))["data"] == "padded"
+        with pytest.raises(realtime_lab.RequestFailed) as info:
+            await ada.unsubscribe("jail")
+        assert info.value.code == "sticky"
+        assert (await errors.wait_for(timeout=5)).user == "ada", "the where= filter"
+        await ghost.close()
+        await ada.close()
+        async with server.events("connection.closed") as closed:
+            while len(gone) < 2:
+                await closed.get(timeout=5)
+        assert sorted(gone) == [("ada", 1000), ("ghost", 1000)]
+    finally:
+        errors.close()
+        await server.stop()
