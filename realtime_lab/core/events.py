@@ -284,6 +284,7 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subs: tuple[Subscription, ...] = ()
+        self._wanted: dict[str, bool] = {}
         self._order = itertools.count()
         self.active = False
         self.emitted = 0
@@ -302,6 +303,7 @@ class EventBus:
         keys = [(-s.priority, s.order) for s in subs]
         subs.insert(bisect.bisect(keys, (-sub.priority, sub.order)), sub)
         self._subs = tuple(subs)
+        self._wanted.clear()
         self.active = True
         return sub
 
@@ -309,8 +311,19 @@ class EventBus:
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs = tuple(s for s in self._subs if s is not sub)
+        self._wanted.clear()
         sub.bus = None
         self.active = bool(self._subs)
+
+    def wants(self, event_type: str) -> bool:
+        """Whether any handler's type filter can match ``event_type`` (cached), so a hot
+        path can skip building events nobody will see."""
+        wanted = self._wanted.get(event_type)
+        if wanted is None:
+            wanted = self._wanted[event_type] = any(
+                s.filter is None or s.filter._types_re is None
+                or s.filter._types_re.match(event_type) is not None for s in self._subs)
+        return wanted
 
     def emit(self, event: Event) -> None:
         """Deliver ``event`` to every matching handler."""

@@ -700,12 +700,15 @@ class Hub:
             t1 = probe.clock()
             delivered = self._fan_out(channel, frame, exclude, priority, message=msg)
             probe.end(channel, len(frame), delivered, t0, t1, exclude)
-        if self.bus.active:
+        bus = self.bus
+        if bus.active:  # built only for handlers whose type filter can match (bus.wants)
             now, sender, label = self.clock(), msg.get("from"), priority.label
-            self.bus.emit(ev.MessagePublished(at=now, channel=name, user=sender, size=len(frame),
-                                              priority=label))
-            self.bus.emit(ev.MessageDelivered(at=now, channel=name, user=sender, count=delivered,
-                                              size=len(frame), priority=label))
+            if bus.wants("message.published"):
+                bus.emit(ev.MessagePublished(at=now, channel=name, user=sender,
+                                             size=len(frame), priority=label))
+            if bus.wants("message.delivered"):
+                bus.emit(ev.MessageDelivered(at=now, channel=name, user=sender,
+                                             count=delivered, size=len(frame), priority=label))
         return delivered
 
     def _fan_out(self, channel: Channel, frame: bytes, exclude: Session | None = None,

@@ -295,3 +295,21 @@ def test_user_filter_on_the_hub() -> None:
     send(hub, a, {"type": "subscribe", "channel": "room"})
     send(hub, b, {"type": "subscribe", "channel": "room"})
     assert {x.user for x in seen} == {"bob"} and len(seen) == 3
+
+
+def test_wants_follows_type_filters_and_skips_unwanted_hot_path_events() -> None:
+    bus = EventBus()
+    assert not bus.wants("message.delivered")
+    sub = bus.subscribe(lambda _: None, "limit.*")
+    assert bus.wants("limit.exceeded") and not bus.wants("message.delivered")
+    other = bus.subscribe(lambda _: None, where=lambda e: True)  # no type filter: everything
+    assert bus.wants("message.delivered")
+    other.cancel()
+    assert not bus.wants("message.delivered")
+    sub.cancel()
+    hub, _ = make_hub()
+    seen = record(hub, "message.published")
+    s = hub.open(FakePort())
+    send(hub, s, {"type": "subscribe", "channel": "room"})
+    hub.publish("room", 1)
+    assert [x.type for x in seen] == ["message.published"]
