@@ -14,6 +14,11 @@ message. Variants are interleaved round by round so drift hits them equally:
 
 Reports the median CPU us per delivery of each variant and the overhead of
 ``on`` and ``on-no-ts`` against ``off``; the target is at most 5%.
+
+The end-to-end rounds vary by +-30% on a shared 2-core machine, more than the
+recorder costs, so a second, in-process measurement follows: the same hub code
+(publish, fan-out, flush) on 1000 fake connections that discard their bytes,
+no sockets and no other process, 200 publishes per round, variants interleaved.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import time
 from pathlib import Path
 
 import realtime_lab
+from realtime_lab.core.hub import Hub
+from realtime_lab.core.options import ServerOptions
 from realtime_lab.instrument import Recorder
 from realtime_lab.instrument.experiment import LoadProcess, measured_burst, raise_fd_limit
 
@@ -77,6 +84,53 @@ async def run(subscribers: int, rounds: int, burst: int, size: int) -> dict[str,
     }
 
 
+class NullPort:
+    """A connection that accepts and discards every write."""
+
+    remote = "fake"
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def buffered_bytes(self) -> int:
+        return 0
+
+    def ping(self) -> None:
+        pass
+
+    def close(self, code: int, reason: str) -> None:
+        pass
+
+
+def hub_micro(subscribers: int, rounds: int, burst: int, size: int) -> dict[str, object]:
+    """Hub-only CPU per delivery (publish + fan-out + flush) with the recorder off / on."""
+    hub = Hub(ServerOptions(presence_channels=None, max_outbound_bytes=1 << 30),
+              schedule=lambda cb: None)
+    for i in range(subscribers):
+        hub.subscribe(hub.open(NullPort(), user=f"u{i}"), "bench")
+    hub.flush()
+    data = {"p": "x" * size}
+    results: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for r in range(rounds + 1):
+        order = VARIANTS if r % 2 == 0 else tuple(reversed(VARIANTS))
+        for variant in order:
+            rec = None
+            if variant != "off":
+                rec = Recorder(hub, timestamps=variant == "on").start()
+            d0, c0 = hub.stats.deliveries, time.thread_time()
+            for _ in range(burst):
+                hub.publish("bench", data)
+                hub.flush()
+            cpu, n = time.thread_time() - c0, hub.stats.deliveries - d0
+            if rec is not None:
+                rec.stop()
+            if r:  # round 0 warms up
+                results[variant].append(1e6 * cpu / n)
+    med = {v: statistics.median(xs) for v, xs in results.items()}
+    return {"median_us": med,
+            "overhead_pct": {v: 100 * (med[v] / med["off"] - 1) for v in VARIANTS if v != "off"}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,6 +154,21 @@ def main(argv: list[str] | None = None) -> int:
           f"{out['sample_tick_ms']:.2f} ms of CPU (every 0.5 s by default)")
     for v, pct in out["overhead_pct"].items():  # type: ignore[union-attr]
         print(f"overhead {v}: {pct:+.1f}%")
+    micro = hub_micro(args.subscribers, max(args.rounds, 10), args.burst, args.size)
+    out["hub_micro"] = micro
+    print(f"in-process hub, {args.subscribers} fake connections (median us/delivery): "
+          + ", ".join(f"{v} {m:.3f}" for v, m in micro["median_us"].items()))  # type: ignore[attr-defined]
+    for v, pct in micro["overhead_pct"].items():  # type: ignore[attr-defined]
+        print(f"in-process overhead {v}: {pct:+.1f}%")
+    # one subscriber: a delivery is a broadcast, so the difference is the probe's cost
+    one = hub_micro(1, max(args.rounds, 10), 2000, args.size)["median_us"]
+    base = micro["median_us"]["off"]  # type: ignore[index]
+    out["probe_us_per_broadcast"] = {v: one[v] - one["off"] for v in VARIANTS[1:]}  # type: ignore[index]
+    for v in VARIANTS[1:]:
+        cost = one[v] - one["off"]  # type: ignore[index]
+        print(f"probe cost per broadcast ({v}): {cost:.2f} us = "
+              f"{100 * cost / (args.subscribers * base):.2f}% of the CPU of a broadcast "
+              f"to {args.subscribers}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0 if out["lost"] == 0 else 1
