@@ -338,6 +338,7 @@ class Client:
                           fatal=fatal, error=exc)
         except Exception as exc:  # refused, reset, timeout, a bad handshake response
             return _Ended(None, f"connect failed: {type(exc).__name__}: {exc}", False, error=exc)
+        _honour_no_context_takeover(ws)
         self._ws = ws
         self._local_reason = None
         self._last_seen = time.monotonic()
@@ -747,3 +748,24 @@ def _unpack(raw: bytes) -> Any:
     from realtime_lab.protocol import msgpack_codec
 
     return msgpack_codec.decode(raw)
+
+
+def _honour_no_context_takeover(ws: WebSocketClientConnection) -> None:
+    """Apply the ``*_no_context_takeover`` answers Tornado's client does not see.
+
+    Tornado (6.6) drops extension parameters without a value when it parses the
+    server's answer, so its permessage-deflate keeps both contexts: a server
+    that asked for ``client_no_context_takeover`` then cannot inflate our second
+    message, and a 32 KiB inflate window is kept for nothing.
+    """
+    answer = (getattr(ws, "headers", None) or {}).get("Sec-WebSocket-Extensions", "")
+    proto = ws.protocol
+    if "permessage-deflate" not in answer or proto is None:
+        return
+    params = {p.strip().lower() for p in answer.split(";")}
+    compressor = getattr(proto, "_compressor", None)
+    if "client_no_context_takeover" in params and compressor is not None:
+        compressor._compressor = None  # a fresh zlib object per message
+    decompressor = getattr(proto, "_decompressor", None)
+    if "server_no_context_takeover" in params and decompressor is not None:
+        decompressor._decompressor = None

@@ -13,8 +13,8 @@
 
 The server always answers ``server_no_context_takeover`` (RFC 7692 7.1.1.1 lets a
 server add it), which is what makes shared frames possible and keeps no
-compressor state per connection. Clients may keep their context (a policy option
-answers ``client_no_context_takeover`` instead; see :class:`CompressionPolicy`).
+compressor state per connection. By default it also answers
+``client_no_context_takeover``, so no inflate window is kept between messages.
 """
 
 from __future__ import annotations
@@ -52,12 +52,12 @@ class CompressionPolicy:
         client_max_window_bits: the window (8-15) clients may use, told to clients
             that offered the parameter; None accepts what the client says.
         client_context_takeover: let clients keep their compression context between
-            messages (default). The inflate window (32 KiB) is then kept per
-            connection, but only from a client's first compressed message on. False
-            answers ``client_no_context_takeover`` and keeps nothing between
-            messages; note that Tornado's own client ignores parameters without a
-            value and keeps its context anyway, so False breaks compressed input
-            from Tornado clients (they are closed with 1002).
+            messages. False (default) answers ``client_no_context_takeover``: no
+            inflate window is kept between messages (about 32 KiB saved per
+            connection that sends compressed messages). True keeps one per such
+            connection, and is needed by clients that ignore the parameter: plain
+            Tornado clients (``websocket_connect`` with compression) drop it and
+            are closed with 1002 on their second compressed message otherwise.
         threshold: payloads shorter than this many bytes are sent uncompressed
             (RFC 7692 allows this per message).
         shared: compress a broadcast once for all connections with the same
@@ -70,7 +70,7 @@ class CompressionPolicy:
     mem_level: int = 8
     server_max_window_bits: int = 15
     client_max_window_bits: int | None = None
-    client_context_takeover: bool = True
+    client_context_takeover: bool = False
     threshold: int = 256
     shared: bool = True
 

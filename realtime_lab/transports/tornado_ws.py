@@ -7,6 +7,7 @@ so Tornado's per-message framing is skipped on the hot path.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from collections.abc import Callable
@@ -50,10 +51,8 @@ class TornadoPort:
         self.remote = remote
 
     def write(self, data: bytes) -> None:
-        try:
+        with contextlib.suppress(StreamClosedError):  # on_close follows and tells the hub
             self.stream.write(data)
-        except StreamClosedError:
-            pass  # on_close follows and tells the hub
 
     def buffered_bytes(self) -> int:
         # IOStream keeps unsent bytes in _write_buffer (a _StreamBuffer with __len__),
@@ -70,10 +69,8 @@ class TornadoPort:
         future.add_done_callback(lambda _f: callback())
 
     def ping(self) -> None:
-        try:
+        with contextlib.suppress(WebSocketClosedError):
             self.handler.ping(b"")
-        except WebSocketClosedError:
-            pass
 
     def close(self, code: int, reason: str) -> None:
         self.handler.close(code, reason)

@@ -174,6 +174,10 @@ class LabWebSocketProtocol(WebSocketProtocol13):
             if self._msg_wire + length > self.params.max_message_size:
                 return self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
         mask = await self._read_bytes(4)
+        if (not control and not compressed and not self._failed and not self.server_terminated
+                and (opcode == OP_TEXT or (opcode == 0 and self._msg_opcode == OP_TEXT
+                                           and not self._msg_compressed))):
+            return await self._text_frame(opcode == 0, mask, length, fin)
         data = _websocket_mask(mask, await self._read_bytes(length)) if length else b""
         if control:
             return self._control(opcode, data)
@@ -197,12 +201,53 @@ class LabWebSocketProtocol(WebSocketProtocol13):
                               in_sync=True)
         if message is None:
             return None
+        return await self._deliver(message)
+
+    async def _deliver(self, message: str | bytes) -> None:
         self._message_bytes_in += self._msg_wire
         self._reset_message()
         future = self._run_callback(self.handler.on_message, message)
         if future is not None:
             await future
-        return None
+
+    async def _text_frame(self, continuation: bool, mask: bytes, length: int, fin: bool) -> None:
+        """An uncompressed text frame, UTF-8 checked as its bytes arrive.
+
+        Invalid UTF-8 fails the connection (1007) at once, even in the middle of a
+        frame still arriving; the rest of that frame is read and dropped so the
+        closing handshake can finish cleanly.
+        """
+        if not continuation:
+            self._msg_opcode = OP_TEXT
+            self._msg_compressed = False
+            self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        decoder = self._utf8
+        assert decoder is not None
+        got = 0
+        bad = False
+        while got < length or (length == 0 and not bad and got == 0 and fin):
+            if length:
+                chunk = await self.stream.read_bytes(length - got, partial=True)
+                self._wire_bytes_in += len(chunk)
+                rot = got % 4
+                chunk = _websocket_mask(mask[rot:] + mask[:rot], chunk)
+                got += len(chunk)
+            else:
+                chunk, got = b"", 1
+            if bad:
+                continue
+            try:
+                self._msg_parts.append(decoder.decode(chunk, final=fin and got >= length))
+            except UnicodeDecodeError:
+                bad = True
+                self._fail(CloseCode.INVALID_PAYLOAD, "invalid UTF-8 in a text message",
+                           in_sync=True)
+        if bad or self._failed:
+            return None
+        self._msg_wire += length
+        if not fin:
+            return None
+        return await self._deliver("".join(self._msg_parts))
 
     def _data(self, data: bytes, fin: bool) -> str | bytes | None:
         """Add one data frame to the current message; return the message once complete."""

@@ -27,27 +27,28 @@ def header(offer: str, policy: CompressionPolicy = POLICY) -> str | None:
     return None if params is None else params.header()
 
 
-def test_browser_offer_gets_server_no_context_takeover() -> None:
+def test_browser_offer_gets_no_context_takeover_both_ways() -> None:
     # Chromium and Firefox offer exactly this.
     assert header("permessage-deflate; client_max_window_bits") == (
-        "permessage-deflate; server_no_context_takeover")
-    strict = CompressionPolicy(client_context_takeover=False)
-    assert header("permessage-deflate; client_max_window_bits", strict) == (
         "permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+    keep = CompressionPolicy(client_context_takeover=True)
+    assert header("permessage-deflate; client_max_window_bits", keep) == (
+        "permessage-deflate; server_no_context_takeover")
 
 
 def test_websockets_library_offer() -> None:
     assert header("permessage-deflate; client_max_window_bits=12") == (
-        "permessage-deflate; server_no_context_takeover; client_max_window_bits=12")
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+        "client_max_window_bits=12")
 
 
 def test_server_window_is_the_smaller_of_offer_and_policy() -> None:
     params = negotiate("permessage-deflate; server_max_window_bits=10", POLICY)
-    assert params == DeflateParams(10, None, False, True)
+    assert params == DeflateParams(10, None, True, True)
     assert "server_max_window_bits=10" in params.header()
     small = CompressionPolicy(server_max_window_bits=9)
     assert negotiate("permessage-deflate; server_max_window_bits=12", small) == DeflateParams(
-        9, None, False, True)
+        9, None, True, True)
 
 
 def test_unacceptable_offers_fall_through_to_the_next() -> None:
@@ -58,7 +59,7 @@ def test_unacceptable_offers_fall_through_to_the_next() -> None:
                 "permessage-deflate; client_max_window_bits; client_max_window_bits",
                 "permessage-deflate; server_max_window_bits"):
         assert negotiate(bad, POLICY) is None, bad
-        assert negotiate(bad + ", permessage-deflate", POLICY) == DeflateParams(15, None, False)
+        assert negotiate(bad + ", permessage-deflate", POLICY) == DeflateParams(15, None, True)
 
 
 def test_policy_off_and_other_extensions() -> None:

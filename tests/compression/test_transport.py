@@ -314,3 +314,25 @@ async def test_python_client_over_msgpack_with_compression(server: realtime_lab.
     finally:
         await mp.close()
         await js.close()
+
+
+async def test_plain_tornado_client_with_client_context_takeover() -> None:
+    """Tornado's client ignores client_no_context_takeover: the policy option serves it."""
+    from tornado.websocket import websocket_connect
+
+    srv = await realtime_lab.serve(
+        port=0, compression=CompressionPolicy(client_context_takeover=True))
+    try:
+        ws = await websocket_connect(srv.url, compression_options={})
+        assert "client_no_context_takeover" not in ws.headers["Sec-WebSocket-Extensions"]
+        for i in range(3):  # same text each time: the client refers back to earlier messages
+            await ws.write_message(json.dumps({"type": "ping", "id": i, "pad": "x" * 300}))
+        ids = []
+        while len(ids) < 3:
+            msg = json.loads(await asyncio.wait_for(ws.read_message(), 5))
+            if msg["type"] == "pong":
+                ids.append(msg["id"])
+        assert ids == [0, 1, 2]
+        ws.close()
+    finally:
+        await srv.stop()
