@@ -23,7 +23,7 @@ from typing import Any
 
 from realtime_lab.client import connect
 from realtime_lab.core.options import ServerOptions
-from realtime_lab.errors import RealtimeLabError
+from realtime_lab.errors import MissingDependency, RealtimeLabError
 from realtime_lab.instrument import Recorder
 from realtime_lab.server import LabServer
 
@@ -137,7 +137,7 @@ def write_report(rec: Recorder, out: Path) -> tuple[dict[str, Path], Path | None
         from realtime_lab import plot
 
         plot.report(rec.frames(), png, title="realtime_lab demo: a simulated classroom")
-    except ImportError as exc:  # pragma: no cover - matplotlib is in the notebook extra
+    except (ImportError, MissingDependency) as exc:  # pragma: no cover - notebook extra
         log.warning("no PNG report: %s", exc)
         png = None
     return paths, png
@@ -185,7 +185,11 @@ async def run_demo(options: ServerOptions, *, host: str = "127.0.0.1", port: int
         writer.writeheader()
         writer.writerows(rows)
     print(f"metrics written to {csv_path}")
-    tables, png = write_report(rec, path / "demo_run")
+    try:
+        tables, png = write_report(rec, path / "demo_run")
+    except MissingDependency as exc:
+        print(f"no recorded tables or report: {exc}")
+        return csv_path
     print(f"recorded tables written to {path / 'demo_run'}/ "
           f"({', '.join(sorted(p.name for p in tables.values()))})")
     if png is not None:
