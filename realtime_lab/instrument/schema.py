@@ -17,9 +17,11 @@ BROADCASTS = (
     Column("delivered", "q", "connections", "subscribers whose outbound queue took the frame"),
     Column("drops", "q", "connections",
            "subscribers that did not get it (slow consumer or closing), the sender excluded"),
-    Column("payload_bytes", "q", "bytes", "size of the WebSocket frame built once and shared"),
-    Column("encode_us", "d", "us", "time to serialize the message and build the frame"),
-    Column("enqueue_us", "d", "us", "time to append the frame to every subscriber's queue"),
+    Column("payload_bytes", "q", "bytes", "size of the JSON WebSocket frame built once and shared"),
+    Column("encode_us", "d", "us", "time to serialize the message and build the JSON frame"),
+    Column("enqueue_us", "d", "us",
+           "time to append the frame to every subscriber's queue (frames of other wire "
+           "formats, msgpack or compressed, are built once during this step)"),
 )
 
 CONNECTIONS = (
