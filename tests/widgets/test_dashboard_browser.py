@@ -85,6 +85,7 @@ def wait_for_tcp(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0
 @pytest.fixture
 def voila(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """Voila serving the dashboard notebook; yields (url, port file)."""
+    chromium()  # skip (or fail in CI) before starting anything
     nb = tmp_path / "dashboard.ipynb"
     write_notebook(nb)
     port_file = tmp_path / "server.port"
