@@ -147,8 +147,10 @@ async def _run(scenario: str, subscribers: int, messages: int, size: int,
                timeout: float) -> Result:
     redis = Redis() if scenario != "single" else None
     broker = redis.url if redis else None
-    nodes = [Node(broker) for _ in range(2 if scenario == "cross-node" else 1)]
+    nodes: list[Node] = []
     try:
+        for _ in range(2 if scenario == "cross-node" else 1):
+            nodes.append(Node(broker))
         split = [subscribers // len(nodes)] * len(nodes)
         split[0] += subscribers - sum(split)
         subs: list[list[WebSocketClientConnection]] = []
