@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", type=int, default=5000)
     parser.add_argument("--interval", type=float, default=0.0,
                         help="seconds between publishes (0: one burst)")
-    parser.add_argument("--timeout", type=float, default=60.0,
+    parser.add_argument("--timeout", type=float, default=180.0,
                         help="seconds for each phase (connect, burst)")
     args = parser.parse_args(argv)
     raise_nofile_limit(max(args.subscribers, args.idle) + 1024)

@@ -53,7 +53,7 @@ class Config:
     idle: int = 5000
     rounds: int = 5
     interval: float = 0.0
-    timeout: float = 60.0
+    timeout: float = 180.0
     csv_path: Path | None = None
     write_docs: bool = True
     smoke: bool = False
@@ -302,8 +302,10 @@ class Summary:
     lost: int
     kib_per_idle: float
     loadgen_share: float
+    loadgen_us_per_delivery: float
     frames_per_read: float
     failed: int
+    timed_out: int
 
 
 def summarize(rows: list[Row], servers: list[str]) -> list[Summary]:
@@ -321,8 +323,12 @@ def summarize(rows: list[Row], servers: list[str]) -> list[Summary]:
             lost=sum(r.lost for r in mine),
             kib_per_idle=statistics.median(idle) if idle else float("nan"),
             loadgen_share=statistics.median(r.loadgen_cpu_share for r in mine),
+            loadgen_us_per_delivery=statistics.median(
+                r.loadgen_cpu_s / r.received * 1e6 if r.received else float("nan")
+                for r in mine),
             frames_per_read=statistics.median(r.frames_per_read for r in mine),
             failed=sum(1 for r in rows if r.server == name and r.error),
+            timed_out=sum(1 for r in mine if r.timed_out),
         ))
     return out
 
@@ -332,8 +338,8 @@ def table(summaries: list[Summary], cfg: Config) -> str:
     base = next((s for s in summaries if s.server == BASELINE), None)
     lines = [
         "| server | server CPU us / delivery | ratio to tornado | deliveries / s | lost "
-        "(all runs) | KiB / idle connection | ratio to tornado | load generator CPU "
-        "| frames / client read | runs (failed) |",
+        "(all runs) | KiB / idle connection | ratio to tornado | load generator CPU us / "
+        "delivery (share of wall time) | frames / client read | runs (failed, timed out) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for s in summaries:
@@ -343,7 +349,8 @@ def table(summaries: list[Summary], cfg: Config) -> str:
             f"| {s.server} | {s.us_per_delivery:.2f} | {_fmt(cpu_ratio, '.3f')} | "
             f"{s.deliveries_per_s:,.0f} | {s.lost} | {_fmt(s.kib_per_idle, '.1f')} | "
             f"{_fmt(mem_ratio, '.2f')} | "
-            f"{s.loadgen_share:.0%} | {s.frames_per_read:.1f} | {s.runs} ({s.failed}) |")
+            f"{_fmt(s.loadgen_us_per_delivery, '.2f')} ({s.loadgen_share:.0%}) | "
+            f"{s.frames_per_read:.1f} | {s.runs} ({s.failed}, {s.timed_out}) |")
     return "\n".join(lines)
 
 
@@ -449,7 +456,8 @@ def parse_args(argv: list[str] | None) -> Config:
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--interval", type=float, default=0.0,
                    help="seconds between publishes; 0 (default) sends one burst")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per phase")
+    p.add_argument("--timeout", type=float, default=180.0,
+                   help="seconds per phase; undelivered messages at the timeout count as lost")
     p.add_argument("--csv", type=Path, default=None, help="where to write the raw rows")
     p.add_argument("--no-docs", action="store_true", help="do not update docs/performance.md")
     p.add_argument("--ref", default=None,
