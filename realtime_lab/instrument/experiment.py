@@ -142,7 +142,7 @@ async def fanout_sweep(server: LabServer, subscribers: Sequence[int] = (10, 100,
     (a sample of up to 2000 deliveries per burst). With ``recorder`` the client
     latencies are also added to its ``latency`` table.
     """
-    pd = pandas()
+    pdm = pandas()
     pattern = server.options.presence_channels
     if pattern is not None and fnmatch.fnmatchcase("fanout-1", pattern):
         warnings.warn("presence is on for the sweep's channels: every join sends a presence "
@@ -173,9 +173,9 @@ async def fanout_sweep(server: LabServer, subscribers: Sequence[int] = (10, 100,
         lat = [x for r in results for x in r.latency_ms]
         if recorder is not None:
             recorder.latency_ms(channel, lat)
-        s = pd.Series(lat, dtype="float64")
+        s = pdm.Series(lat, dtype="float64")
         deliveries = sum(r.deliveries for r in results)
-        cpu = pd.Series([r.cpu_us_per_delivery for r in results])
+        cpu = pdm.Series([r.cpu_us_per_delivery for r in results])
         rows.append({
             "subscribers": n,
             "deliveries": deliveries,
@@ -188,8 +188,8 @@ async def fanout_sweep(server: LabServer, subscribers: Sequence[int] = (10, 100,
             "heap_bytes_per_connection": (heap1 - heap0) / grown if traced else float("nan"),
             "rss_bytes_per_connection": (rss1 - rss0) / grown,
         })
-        lat_rows.append(pd.DataFrame({"subscribers": n, "latency_ms": s}))
-    return pd.DataFrame(rows), pd.concat(lat_rows, ignore_index=True)
+        lat_rows.append(pdm.DataFrame({"subscribers": n, "latency_ms": s}))
+    return pdm.DataFrame(rows), pdm.concat(lat_rows, ignore_index=True)
 
 
 async def record_sweep(out: str, subscribers: Sequence[int], *, burst: int, size: int,

@@ -23,7 +23,7 @@ def pandas() -> Any:
 def to_frame(table: RingTable, wall0: float) -> pd.DataFrame:
     """A DataFrame with the table's columns in order, plus ``time`` (UTC) after ``t``."""
     pd = pandas()
-    np = require("numpy", "notebook")
+    np: Any = require("numpy", "notebook")
     data = table.ordered()
     cols: dict[str, Any] = {}
     for col in table.columns:
@@ -72,16 +72,16 @@ def save(tables: dict[str, pd.DataFrame], directory: str | Path, *,
 
 def load(directory: str | Path) -> dict[str, pd.DataFrame]:
     """Read every ``*.csv`` / ``*.parquet`` table saved by :func:`save` in ``directory``."""
-    pd = pandas()
+    pdm = pandas()
     out: dict[str, pd.DataFrame] = {}
     for path in sorted(Path(directory).iterdir()):
         if path.suffix == ".csv":
-            df = pd.read_csv(path)
+            df = pdm.read_csv(path)
         elif path.suffix == ".parquet":
-            df = pd.read_parquet(path)
+            df = pdm.read_parquet(path)
         else:
             continue
         if "time" in df.columns:
-            df["time"] = pd.to_datetime(df["time"], utc=True, format="ISO8601")
+            df["time"] = pdm.to_datetime(df["time"], utc=True, format="ISO8601")
         out[path.stem] = df
     return out

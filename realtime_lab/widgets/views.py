@@ -51,7 +51,7 @@ class _LiveHTML(widgets.HTML):  # type: ignore[misc]
     def refresh(self, now: float | None = None) -> bool:
         """Re-render; send to the front end only when the HTML changed. True if sent."""
         html = self.render(time.monotonic() if now is None else now)
-        if html == self.value:
+        if html == getattr(self, "value", None):
             return False
         self.value = html
         self.updates += 1
