@@ -63,7 +63,11 @@ def channels_html(hub: Hub, rates: Rates, now: float, *, limit: int = 50) -> str
 
 
 def _info_html(info: dict[str, Any]) -> str:
-    state = info.get("state")
+    """State, connection count and metadata of one member (``meta`` dict flattened)."""
+    raw_meta = info.get("meta")
+    meta = dict(raw_meta) if isinstance(raw_meta, dict) else {}
+    meta.update({k: v for k, v in info.items() if k not in ("state", "connections", "meta")})
+    state = info.get("state", meta.pop("state", None))
     parts = []
     if state is not None:
         parts.append(f'<span class="rtl-state" data-state="{escape(str(state))}">'
@@ -71,9 +75,9 @@ def _info_html(info: dict[str, Any]) -> str:
     conns = info.get("connections")
     if conns is not None:
         parts.append(f"{int(conns)} conn")
-    meta = {k: v for k, v in info.items() if k not in ("state", "connections")}
     if meta:
-        parts.append(escape(", ".join(f"{k}={v}" for k, v in sorted(meta.items())))[:120])
+        text = ", ".join(f"{k}={v}" for k, v in sorted(meta.items(), key=lambda kv: str(kv[0])))
+        parts.append(f'<span class="rtl-meta">{escape(text[:120])}</span>')
     return " ".join(parts)
 
 

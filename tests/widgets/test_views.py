@@ -149,3 +149,13 @@ def test_missing_ipywidgets_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib, "import_module", fake)
     with pytest.raises(MissingDependency, match=r"realtime_lab\[notebook\]"):
         require("ipywidgets", "notebook")
+
+
+def test_member_state_and_metadata() -> None:
+    from realtime_lab.widgets.render import _info_html
+
+    html = _info_html({"connections": 2, "meta": {"state": "away", "role": "<b>teacher</b>"}})
+    assert 'data-state="away"' in html and "2 conn" in html
+    assert "role=&lt;b&gt;teacher&lt;/b&gt;" in html
+    assert _info_html({"connections": 1}) == "1 conn"
+    assert 'data-state="busy"' in _info_html({"state": "busy", "x": 1})
