@@ -41,14 +41,15 @@ from realtime_lab.instrument.experiment import LoadProcess, measured_burst, rais
 VARIANTS = ("off", "on", "on-no-ts")
 
 
-async def run(subscribers: int, rounds: int, burst: int, size: int) -> dict[str, object]:
+async def run(subscribers: int, rounds: int, burst: int, size: int,
+              pace: float = 0.0) -> dict[str, object]:
     raise_fd_limit(2 * subscribers + 512)
     server = await realtime_lab.serve(port=0, presence_channels=None)
     load = await LoadProcess.start(server.url, subscribers, "bench")
     results: dict[str, list[float]] = {v: [] for v in VARIANTS}
     lost = 0
     try:
-        await measured_burst(server, load, burst, size)  # warm-up
+        await measured_burst(server, load, burst, size, pace)  # warm-up
         for r in range(rounds):
             order = VARIANTS if r % 2 == 0 else tuple(reversed(VARIANTS))
             for variant in order:
@@ -56,7 +57,7 @@ async def run(subscribers: int, rounds: int, burst: int, size: int) -> dict[str,
                 if variant != "off":
                     rec = Recorder(server.hub, timestamps=variant == "on").start()
                 try:
-                    res = await measured_burst(server, load, burst, size)
+                    res = await measured_burst(server, load, burst, size, pace)
                 finally:
                     if rec is not None:
                         rec.stop()
@@ -76,6 +77,7 @@ async def run(subscribers: int, rounds: int, burst: int, size: int) -> dict[str,
         "machine": f"{platform.machine()} {platform.processor() or ''} "
                    f"python {platform.python_version()}".strip(),
         "subscribers": subscribers, "rounds": rounds, "burst": burst, "size": size,
+        "pace_ms": pace * 1e3,
         "lost": lost,
         "sample_tick_ms": sample_ms,
         "cpu_us_per_delivery": results,
@@ -138,14 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--burst", type=int, default=200)
     parser.add_argument("--size", type=int, default=100)
+    parser.add_argument("--pace-ms", type=float, default=0.0,
+                        help="milliseconds between publishes (0: the burst at once)")
     parser.add_argument("--smoke", action="store_true", help="100 subscribers, 2 rounds")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     if args.smoke:
         args.subscribers, args.rounds, args.burst = 100, 2, 50
-    out = asyncio.run(run(args.subscribers, args.rounds, args.burst, args.size))
+    out = asyncio.run(run(args.subscribers, args.rounds, args.burst, args.size,
+                          args.pace_ms / 1e3))
     print(f"recorder overhead, {out['subscribers']} subscribers, {out['rounds']} rounds of "
-          f"{out['burst']} x {out['size']} B, lost {out['lost']}  ({out['date']})")
+          f"{out['burst']} x {out['size']} B, {out['pace_ms']:g} ms apart, lost {out['lost']}  "
+          f"({out['date']})")
     print(f"{'variant':10} {'median us/delivery':>20}   rounds")
     for v in VARIANTS:
         xs = " ".join(f"{x:.2f}" for x in out["cpu_us_per_delivery"][v])  # type: ignore[index]

@@ -8,8 +8,9 @@ raw``, the default, so the load process keeps up with the server), or
 benchmarks/recorder_overhead.py as
 ``python -m realtime_lab.instrument.loadgen URL --subscribers N`` so that the
 clients' CPU does not count as the server's. Commands (one JSON object a line on
-stdin): ``{"cmd": "burst", "count": C, "size": B}`` publishes C messages of B
-bytes and answers, once every subscriber has them all (or after ``timeout``),
+stdin): ``{"cmd": "burst", "count": C, "size": B, "pace": S}`` publishes C
+messages of B bytes (S seconds apart; 0, the default, sends them at once) and
+answers, once every subscriber has them all (or after ``timeout``),
 ``{"event": "done", "received": ..., "expected": ..., "latency_ms": [...], ...}``;
 ``{"cmd": "quit"}`` closes everything. Latency is the client's receive time minus
 the server's ``ts`` stamp (the recorder's ``timestamps`` option).
@@ -188,7 +189,9 @@ class Load:
         if self.received >= self.target:
             self.reached.set()
 
-    async def burst(self, count: int, size: int, timeout: float) -> dict[str, Any]:
+    async def burst(self, count: int, size: int, timeout: float,
+                    pace: float = 0.0) -> dict[str, Any]:
+        """Publish ``count`` messages (``pace`` seconds apart, 0 = at once) and wait."""
         self.received = 0
         self.latencies.clear()
         self.target = count * self.n
@@ -199,7 +202,9 @@ class Load:
         for i in range(count):
             msg = {"type": "publish", "channel": self.channel, "data": {"i": i, "p": payload}}
             write(_masked(0x1, json.dumps(msg).encode()))
-            if i % 50 == 49:
+            if pace > 0:
+                await asyncio.sleep(pace)
+            elif i % 50 == 49:
                 await asyncio.sleep(0)  # let the transport drain
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.reached.wait(), timeout)
@@ -236,7 +241,8 @@ async def main_async(args: argparse.Namespace) -> None:
             cmd = json.loads(line)
             if cmd.get("cmd") == "burst":
                 _emit(await load.burst(int(cmd.get("count", 200)), int(cmd.get("size", 100)),
-                                       float(cmd.get("timeout", 60))))
+                                       float(cmd.get("timeout", 60)),
+                                       float(cmd.get("pace", 0.0))))
             elif cmd.get("cmd") == "quit":
                 break
     finally:
