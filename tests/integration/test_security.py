@@ -241,7 +241,7 @@ async def _requests(server: LabServer, requests: list[dict[str, Any]]
 
 
 async def test_idle_timeout_closes_with_4105_and_a_talking_client_stays() -> None:
-    server = await realtime_lab.serve(port=0, idle_timeout=0.5, heartbeat_interval=0.1)
+    server = await realtime_lab.serve(port=0, idle_timeout=0.5)  # ticks every 0.125 s
     healthy = await realtime_lab.connect(server.url)
     await healthy.subscribe("calm")
     events = server.events("limit.exceeded")
