@@ -277,3 +277,25 @@ def test_compression_marks_broadcasts() -> None:
     send(hub, s, {"type": "subscribe", "channel": "room"})
     hub.publish("room", "x")
     assert marks == [True]
+
+
+async def test_async_inbound_middleware_is_awaited_in_order() -> None:
+    import asyncio
+
+    from realtime_lab.middleware import maybe_await
+
+    seen: list[int] = []
+
+    async def slow_check(ctx: Inbound, call_next: Callable[[Any], Any]) -> Any:
+        await asyncio.sleep(0.001 * (3 - len(seen)))  # later messages finish sooner
+        seen.append(ctx.message.get("id"))
+        return await maybe_await(call_next(ctx))
+
+    hub, _ = make(slow_check)
+    s, port = open_(hub)
+    for i in range(3):  # the transport awaits each message before the next
+        result = hub.receive_text(s, json.dumps({"type": "ping", "id": i}))
+        assert result is not None
+        await result
+    assert seen == [0, 1, 2]
+    assert [m["id"] for m in port.take()] == [0, 1, 2]
