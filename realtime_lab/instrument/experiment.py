@@ -80,9 +80,10 @@ class LoadProcess:
         return await self.read(timeout)
 
     async def burst(self, count: int, size: int, timeout: float = 60.0,
-                    pace: float = 0.0) -> dict[str, Any]:
+                    pace: float = 0.0, latency: bool = True) -> dict[str, Any]:
         return await self.command({"cmd": "burst", "count": count, "size": size,
-                                   "timeout": timeout, "pace": pace}, timeout + 30)
+                                   "timeout": timeout, "pace": pace, "latency": latency},
+                                  timeout + 30)
 
     async def close(self) -> None:
         if self.proc.returncode is None:
@@ -112,12 +113,12 @@ class BurstResult:
 
 
 async def measured_burst(server: LabServer, load: LoadProcess, count: int,
-                         size: int, pace: float = 0.0) -> BurstResult:
+                         size: int, pace: float = 0.0, latency: bool = True) -> BurstResult:
     """Send one burst and measure this thread's CPU until the clients have everything."""
     stats = server.hub.stats
     d0 = stats.deliveries
     c0, w0 = time.thread_time(), time.perf_counter()
-    reply = await load.burst(count, size, pace=pace)
+    reply = await load.burst(count, size, pace=pace, latency=latency)
     cpu, wall = time.thread_time() - c0, time.perf_counter() - w0
     return BurstResult(stats.deliveries - d0, cpu, wall, int(reply["received"]),
                        int(reply["expected"]), list(reply["latency_ms"]))

@@ -109,7 +109,7 @@ class RawSubscriber(asyncio.Protocol):
             opcode = b0 & 0x0F
             if opcode == 0x1:
                 if buf.startswith(_MSG, start):
-                    at = buf.find(_TS, start, start + n)
+                    at = buf.find(_TS, start, start + n) if load.measure_latency else -1
                     if at >= 0:
                         stop = at + 5
                         while buf[stop] not in b",}":
@@ -132,6 +132,7 @@ class Load:
         self.url = url
         self.raw = raw
         self.raw_subs: list[asyncio.Transport] = []
+        self.measure_latency = True
         self.channel = channel
         self.n = subscribers
         self.clients: list[Client] = []
@@ -189,9 +190,13 @@ class Load:
         if self.received >= self.target:
             self.reached.set()
 
-    async def burst(self, count: int, size: int, timeout: float,
-                    pace: float = 0.0) -> dict[str, Any]:
-        """Publish ``count`` messages (``pace`` seconds apart, 0 = at once) and wait."""
+    async def burst(self, count: int, size: int, timeout: float, pace: float = 0.0,
+                    latency: bool = True) -> dict[str, Any]:
+        """Publish ``count`` messages (``pace`` seconds apart, 0 = at once) and wait.
+
+        ``latency=False``: raw subscribers do not read the ``ts`` stamps.
+        """
+        self.measure_latency = latency
         self.received = 0
         self.latencies.clear()
         self.target = count * self.n
@@ -242,7 +247,8 @@ async def main_async(args: argparse.Namespace) -> None:
             if cmd.get("cmd") == "burst":
                 _emit(await load.burst(int(cmd.get("count", 200)), int(cmd.get("size", 100)),
                                        float(cmd.get("timeout", 60)),
-                                       float(cmd.get("pace", 0.0))))
+                                       float(cmd.get("pace", 0.0)),
+                                       bool(cmd.get("latency", True))))
             elif cmd.get("cmd") == "quit":
                 break
     finally:
