@@ -23,6 +23,20 @@ def _add_server_args(parser: argparse.ArgumentParser, default_port: int) -> None
                         help="enable POST /api/channels/{name}/messages with this bearer token")
     parser.add_argument("--no-client-publish", action="store_true",
                         help="refuse publish requests from clients")
+    parser.add_argument("--allowed-origin", action="append", default=None, metavar="ORIGIN",
+                        dest="allowed_origins",
+                        help="allow browsers from this Origin (repeat; wildcards like "
+                             "https://*.example.org); default: same origin only")
+    parser.add_argument("--token-secret", default=None,
+                        help="require an HMAC connect token signed with this secret")
+    parser.add_argument("--max-connections", type=int, default=ServerOptions.max_connections)
+    parser.add_argument("--max-connections-per-ip", type=int,
+                        default=ServerOptions.max_connections_per_ip)
+    parser.add_argument("--max-message-bytes", type=int, default=ServerOptions.max_message_bytes)
+    parser.add_argument("--idle-timeout", type=float, default=None,
+                        help="close clients silent for this many seconds (default: never)")
+    parser.add_argument("--certfile", default=None, help="PEM certificate: serve wss:// (TLS)")
+    parser.add_argument("--keyfile", default=None, help="PEM private key for --certfile")
 
 
 def _options(args: argparse.Namespace) -> ServerOptions:
@@ -31,6 +45,14 @@ def _options(args: argparse.Namespace) -> ServerOptions:
         heartbeat_timeout=args.heartbeat_timeout,
         api_token=args.api_token,
         client_publish=not args.no_client_publish,
+        allowed_origins=tuple(args.allowed_origins) if args.allowed_origins else None,
+        token_secret=args.token_secret,
+        max_connections=args.max_connections,
+        max_connections_per_ip=args.max_connections_per_ip,
+        max_message_bytes=args.max_message_bytes,
+        idle_timeout=args.idle_timeout,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
     )
 
 
@@ -73,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             asyncio.run(run_demo(_options(args), host=args.host, port=args.port,
                                  duration=args.duration, clients=args.clients, out=args.out))
-    except PortInUseError as exc:
+    except (PortInUseError, ValueError) as exc:
         print(f"realtime-lab: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

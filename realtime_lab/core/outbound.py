@@ -11,8 +11,6 @@ slow consumer (close code 4100).
 from __future__ import annotations
 
 import enum
-import heapq
-from collections import deque
 from collections.abc import Iterator
 
 
@@ -42,46 +40,53 @@ class Priority(enum.IntEnum):
 
 
 class OutboundQueue:
-    """Frames waiting for one connection, by priority, with their total size in bytes.
+    """Frames waiting for one connection, with their priorities and total size in bytes.
 
     When everything queued fits in one write, frames go out in arrival order;
     when it does not, control first, then high, normal, low (arrival order within
     a priority). It behaves like the list it replaces for simple uses (``append``,
     ``len``, ``clear``, ``[i]``, ``==`` a list, iteration in arrival order).
+
+    Cheap in the common case: frames live in one list, and the parallel list of
+    priorities is only created once a frame of other than normal priority is
+    queued, so an idle connection costs one empty list and a normal delivery one
+    ``list.append`` (no tuple or deque per frame).
     """
 
-    __slots__ = ("lanes", "nbytes", "_seq")
+    __slots__ = ("frames", "nbytes", "prios")
 
     def __init__(self) -> None:
-        self.lanes: tuple[deque[tuple[int, bytes]], ...] = (deque(), deque(), deque(), deque())
+        self.frames: list[bytes] = []
+        self.prios: list[int] | None = None
         self.nbytes = 0
-        self._seq = 0
 
     def push(self, frame: bytes, priority: int = Priority.NORMAL) -> None:
-        self._seq += 1
-        self.lanes[priority].append((self._seq, frame))
+        self.frames.append(frame)
         self.nbytes += len(frame)
+        prios = self.prios
+        if prios is not None:
+            prios.append(priority)
+        elif priority != Priority.NORMAL:
+            self.prios = [Priority.NORMAL] * (len(self.frames) - 1) + [priority]
 
     def append(self, frame: bytes) -> None:
         self.push(frame, Priority.NORMAL)
 
     def __len__(self) -> int:
-        return sum(len(lane) for lane in self.lanes)
+        return len(self.frames)
 
     def __bool__(self) -> bool:
-        lanes = self.lanes
-        return bool(lanes[0] or lanes[1] or lanes[2] or lanes[3])
+        return bool(self.frames)
 
     def __iter__(self) -> Iterator[bytes]:
-        for _, frame in heapq.merge(*self.lanes):
-            yield frame
+        return iter(self.frames)
 
     def __getitem__(self, index: int) -> bytes:
-        return list(self)[index]
+        return self.frames[index]
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, list | tuple | OutboundQueue):
-            return list(self) == list(other)
+            return self.frames == list(other)
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
@@ -90,42 +95,64 @@ class OutboundQueue:
         return f"<OutboundQueue {self.counts()} {self.nbytes} bytes>"
 
     def counts(self) -> dict[str, int]:
-        return {Priority(i).label: len(lane) for i, lane in enumerate(self.lanes)}
+        """Queued frames per priority label."""
+        counts = {p.label: 0 for p in Priority}
+        if self.prios is None:
+            counts[Priority.NORMAL.label] = len(self.frames)
+        else:
+            for prio in self.prios:
+                counts[Priority(prio).label] += 1
+        return counts
 
     def clear(self) -> None:
-        for lane in self.lanes:
-            lane.clear()
+        self.frames = []
+        self.prios = None
         self.nbytes = 0
 
     def evict(self, max_priority: int) -> tuple[bytes, Priority] | None:
-        """Remove the oldest frame of the lowest non-empty lane up to ``max_priority``."""
-        for prio in range(0, max_priority + 1):
-            lane = self.lanes[prio]
-            if lane:
-                frame = lane.popleft()[1]
-                self.nbytes -= len(frame)
-                return frame, Priority(prio)
-        return None
+        """Remove the oldest frame of the lowest priority present, up to ``max_priority``."""
+        if not self.frames:
+            return None
+        prios = self.prios
+        if prios is None:
+            if max_priority < Priority.NORMAL:
+                return None
+            index, prio = 0, Priority.NORMAL
+        else:
+            lowest = min(prios)
+            if lowest > max_priority:
+                return None
+            index, prio = prios.index(lowest), Priority(lowest)
+            del prios[index]
+        frame = self.frames.pop(index)
+        self.nbytes -= len(frame)
+        if not self.frames:
+            self.prios = None
+        return frame, prio
 
     def take(self, budget: int) -> list[bytes]:
         """Frames to write now, up to ``budget`` bytes (at least one frame)."""
+        frames = self.frames
         if self.nbytes <= budget:
-            busy = [lane for lane in self.lanes if lane]
-            if len(busy) == 1:
-                out = [frame for _, frame in busy[0]]
-            else:
-                out = [frame for _, frame in heapq.merge(*busy)]
             self.clear()
-            return out
-        out = []
+            return frames
+        prios = self.prios
+        order = (range(len(frames)) if prios is None
+                 else sorted(range(len(frames)), key=lambda i: -prios[i]))
+        chosen: list[int] = []
         used = 0
-        for lane in reversed(self.lanes):
-            while lane:
-                size = len(lane[0][1])
-                if out and used + size > budget:
-                    self.nbytes -= used
-                    return out
-                out.append(lane.popleft()[1])
-                used += size
+        for i in order:
+            size = len(frames[i])
+            if chosen and used + size > budget:
+                break
+            chosen.append(i)
+            used += size
+        out = [frames[i] for i in chosen]
+        taken = set(chosen)
+        self.frames = [f for i, f in enumerate(frames) if i not in taken]
+        if prios is not None:
+            self.prios = [p for i, p in enumerate(prios) if i not in taken] or None
         self.nbytes -= used
+        if not self.frames:
+            self.prios = None
         return out
