@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 
@@ -78,3 +78,76 @@ def storm_report(planned: Sequence[float], attempts: Sequence[float],
         recovery_p50=quantile(recovered, 0.5),
         recovery_max=max(recovered, default=float("nan")),
     )
+
+
+# ---------------------------------------------------------------------- storm clients
+#
+# ``python -m realtime_lab.testing.storm URL N [JITTER]`` runs N reconnecting clients
+# in their own process (so their event loop is not the server's), subscribed to
+# channel "storm". It prints ``ready``, then, once every client has reconnected
+# after a fault, ``done {json}`` with the planned attempt times, the real attempt
+# times and the reconnection times (``time.monotonic()``, comparable across
+# processes on one machine), then waits for one message on "storm" per client and
+# prints ``received K``.
+
+STORM_CHANNEL = "storm"
+
+
+async def run_storm_clients(url: str, n: int, jitter: str = "full", batch: int = 50) -> None:
+    """The client side of a storm measurement (see the comment above)."""
+    import asyncio
+    import json
+    import sys
+
+    from realtime_lab.client import Backoff, Client, ClientState, StateChange
+
+    planned: dict[int, float] = {}
+    attempts: list[float] = []
+    reopened: dict[int, float] = {}
+    armed = False
+    everyone = asyncio.Event()
+
+    def listener(index: int) -> Callable[[StateChange], None]:
+        def on_change(change: StateChange) -> None:
+            if not armed:
+                return
+            if change.state is ClientState.RECONNECTING and change.delay is not None:
+                planned.setdefault(index, change.at + change.delay)
+            elif change.state is ClientState.CONNECTING and change.attempt >= 1:
+                attempts.append(change.at)
+            elif change.reconnected:
+                reopened[index] = change.at
+                if len(reopened) == n:
+                    everyone.set()
+        return on_change
+
+    window = 0.0 if jitter == "none" else 0.5
+    clients: list[Client] = []
+    for start in range(0, n, batch):
+        group = [Client(url, user=f"c{i}", reconnect=True, seed=i, backoff=Backoff(jitter=jitter),
+                        reconnect_now_window=window) for i in range(start, min(n, start + batch))]
+        await asyncio.gather(*(c.connect(timeout=20) for c in group))
+        await asyncio.gather(*(c.subscribe(STORM_CHANNEL) for c in group))
+        clients.extend(group)
+    for i, client in enumerate(clients):
+        client.on_state(listener(i))
+    armed = True
+    print("ready", flush=True)
+    await everyone.wait()
+    done = {"planned": list(planned.values()), "attempts": attempts,
+            "reopened": list(reopened.values()),
+            "open": sum(c.state is ClientState.OPEN for c in clients)}
+    print("done " + json.dumps(done), flush=True)
+    got = await asyncio.gather(*(c.recv_message(STORM_CHANNEL, timeout=30) for c in clients),
+                               return_exceptions=True)
+    print(f"received {sum(isinstance(m, dict) for m in got)}", flush=True)
+    await asyncio.gather(*(c.close() for c in clients))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":  # pragma: no cover - run by tests/client/test_storm.py
+    import asyncio
+    import sys
+
+    asyncio.run(run_storm_clients(sys.argv[1], int(sys.argv[2]),
+                                  sys.argv[3] if len(sys.argv) > 3 else "full"))
