@@ -115,10 +115,10 @@ class LabServer:
             log_function=redacted_access_log,
         )
         if self.options.conformance_echo:  # /echo for Autobahn cases (tests/conformance)
-            from realtime_lab.transports.ws_protocol import EchoHandler
+            from realtime_lab.transports.ws_protocol import EchoHandler, compression_policy
 
             app.wildcard_router.add_rules(
-                [(r"/echo", EchoHandler, {"policy": self.options.compression})])
+                [(r"/echo", EchoHandler, {"policy": compression_policy(self.hub)})])
         return app
 
     async def start(self) -> LabServer:
