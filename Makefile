@@ -27,7 +27,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check realtime_lab tests benchmarks
-	$(PY) -m pytest -p no:cacheprovider --cov=realtime_lab --cov-report=term:skip-covered \
+	$(PY) -m pytest -p no:cacheprovider -rs --cov=realtime_lab --cov-report=term:skip-covered \
 		--nbval-lax notebooks tests
 
 lint: $(VENV)/.installed-test

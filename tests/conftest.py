@@ -193,3 +193,23 @@ async def raw_ws() -> AsyncIterator[RawFactory]:
     yield factory
     for ws in opened:
         ws.close()
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI no test may skip: a skip there means a tool is missing, so fail the run
+    and print each skip's reason (which says what to install)."""
+    if not _in_ci():
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if not skipped:
+        return
+    reporter.write_line(f"CI: {len(skipped)} test(s) skipped; in CI that is a failure:", red=True)
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        reporter.write_line(f"  {report.nodeid}: {reason}", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -206,7 +206,7 @@ def test_save_csv_and_load(tmp_path: Path) -> None:
 
 
 def test_save_parquet_when_available(tmp_path: Path) -> None:
-    pytest.importorskip("pyarrow")
+    pytest.importorskip("pyarrow", reason="pyarrow not installed: pip install -e '.[test]'")
     hub, _ = make_hub(2)
     rec = Recorder(hub).start()
     hub.publish("room", 1)

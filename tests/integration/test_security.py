@@ -283,7 +283,7 @@ async def test_handshake_timeout_drops_silent_connections() -> None:
 @pytest.fixture
 def certs(tmp_path: Path) -> tuple[str, str]:
     if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed")
+        pytest.skip("openssl not installed: apt-get install openssl")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
