@@ -27,11 +27,12 @@ from realtime_lab.testing.storm import STORM_CHANNEL, storm_report
 
 N = 500
 PLANNED_MAX_SHARE = 0.30  # full jitter over 0.5 s: about 20% per 100 ms window
-# Arrivals at the proxy, full jitter: 18-48% after a cut (20 runs); without jitter 85-87%.
-# After a restart the proxy shares its loop with the server that is stopping and
-# starting (500 closes to process), so arrivals bunch behind that work (23-78%):
-# reported, not asserted.
-ARRIVAL_MAX_SHARE = {"proxy_cut": 0.60, "server_restart": None}
+# The attempts the clients really made (their own clock, in their own process) are
+# asserted; arrivals at the proxy are reported only: the proxy shares its event loop
+# with the server under test, and on a loaded machine (CI, other jobs) accepts bunch
+# behind that loop's work (18-48% after a cut in 20 quiet runs, 69% once under a
+# load average of 10; without jitter 85-87%).
+ATTEMPTS_MAX_SHARE = 0.50  # quiet runs: 24-33%; without jitter: about 85%
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
@@ -89,9 +90,7 @@ async def test_reconnect_storm_spreads_and_everyone_is_served(
             assert len(done["planned"]) == N and len(arrivals) >= N
             assert report.planned_max_share_100ms <= PLANNED_MAX_SHARE, report
             assert report.planned_p90 - report.planned_p10 >= 0.25, report
-            bound = ARRIVAL_MAX_SHARE[fault]
-            if bound is not None:
-                assert report.arrivals_max_share_100ms <= bound, report
+            assert report.attempts_max_share_100ms <= ATTEMPTS_MAX_SHARE, report
         finally:
             if proc.returncode is None:
                 proc.kill()

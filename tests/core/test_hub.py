@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from realtime_lab.core import ConnectionState, Hub, ServerOptions, Session
-from realtime_lab.core import hub as hub_module
+from realtime_lab.core import membership as broadcast_module
 from realtime_lab.errors import BadChannel, MessageTooBig, TooManyErrors
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.frames import OP_TEXT, parse_frames
@@ -345,7 +345,7 @@ def test_broadcast_encodes_and_frames_once(h: Harness, monkeypatch: pytest.Monke
     for s, p in subs:
         h.subscribe(s, p, "room")
     calls = {"encode": 0, "frame": 0}
-    real_encode, real_frame = hub_module.codec.encode, hub_module.text_frame
+    real_encode, real_frame = broadcast_module.codec.encode, broadcast_module.text_frame
 
     def counting_encode(message: dict[str, Any]) -> str:
         calls["encode"] += 1
@@ -355,8 +355,8 @@ def test_broadcast_encodes_and_frames_once(h: Harness, monkeypatch: pytest.Monke
         calls["frame"] += 1
         return real_frame(text)
 
-    monkeypatch.setattr(hub_module.codec, "encode", counting_encode)
-    monkeypatch.setattr(hub_module, "text_frame", counting_frame)
+    monkeypatch.setattr(broadcast_module.codec, "encode", counting_encode)
+    monkeypatch.setattr(broadcast_module, "text_frame", counting_frame)
     h.hub.publish("room", "x")
     assert calls == {"encode": 1, "frame": 1}
 

@@ -1,0 +1,22 @@
+"""Counters a hub keeps since it started."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class HubStats:
+    """Counters since the hub started."""
+
+    connections_opened: int = 0
+    connections_closed: int = 0
+    messages_in: int = 0
+    published: int = 0
+    deliveries: int = 0
+    errors_sent: int = 0
+    slow_consumers: int = 0
+    heartbeat_timeouts: int = 0
+    dropped: int = 0
+    refused: int = 0
+    idle_timeouts: int = 0
