@@ -7,29 +7,13 @@ A part of :class:`realtime_lab.core.hub.Hub` (a mixin); it shares the hub's stat
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from realtime_lab.core import events as ev
-from realtime_lab.core.channels import Channel
-from realtime_lab.core.events import EventBus
-from realtime_lab.core.heartbeat import HeartbeatPolicy
-from realtime_lab.core.hooks import Hooks
-from realtime_lab.core.options import ServerOptions
+from realtime_lab.core.hub_base import HubBase
 from realtime_lab.core.outbound import Priority
-from realtime_lab.core.pipeline import Outbound
-from realtime_lab.core.ports import (
-    BroadcastProbe,
-    Clock,
-    ClusterPort,
-    Scheduler,
-)
-from realtime_lab.core.session import ConnectionState, Session
-from realtime_lab.core.stats import HubStats
+from realtime_lab.core.session import ConnectionState
 from realtime_lab.errors import (
     IdleTimeout,
-    ProtocolError,
 )
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.close_codes import CloseCode
@@ -38,42 +22,8 @@ from realtime_lab.protocol.frames import text_frame
 log = logging.getLogger("realtime_lab.core")
 
 
-class Liveness:
+class Liveness(HubBase):
     """Heartbeat and idle checks, run by the server every tick (part of Hub)."""
-
-    # State and methods shared across the hub's parts (defined in Hub.__init__ and hub.py).
-    options: ServerOptions
-    bus: EventBus
-    hooks: Hooks
-    stats: HubStats
-    clock: Clock
-    sessions: dict[str, Session]
-    channels: dict[str, Channel]
-    cluster: ClusterPort | None
-    recorder: BroadcastProbe | None
-    heartbeat: HeartbeatPolicy
-    tick_period: float
-    _last_tick: float | None
-    _last_frame_size: int
-    _droppable: int
-    _publish_re: re.Pattern[str] | None
-    _schedule: Scheduler
-    _dirty: list[Session]
-    _flush_scheduled: bool
-    _outbound: Callable[[Outbound], Any] | None
-
-    if TYPE_CHECKING:
-        def close(self, session: Session, code: int, reason: str) -> None: ...
-        def reject(self, session: Session, err: ProtocolError) -> None: ...
-        def send(self, session: Session, message: dict[str, Any],
-                 priority: Priority = Priority.CONTROL) -> bool: ...
-        def _enqueue(self, session: Session, frame: bytes,
-                     priority: Priority = Priority.NORMAL) -> bool: ...
-        def _mark_dirty(self, session: Session) -> None: ...
-        def _fan_out(self, channel: Channel, frame: bytes, exclude: Session | None = None,
-                     priority: Priority = Priority.NORMAL, *,
-                     message: dict[str, Any] | None = None) -> int: ...
-
 
     def heartbeat_tick(self) -> None:
         """Ping connections whose interval is due and close those that did not answer.

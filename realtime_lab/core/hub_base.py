@@ -1,0 +1,63 @@
+"""The state and methods that the hub's parts share (see core/hub.py).
+
+:class:`~realtime_lab.core.hub.Hub` is one class split by concern into mixins
+(membership, delivery, liveness); each inherits this base, which only declares
+what ``Hub.__init__`` sets and which methods live in another part, so that each
+module type-checks on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from realtime_lab.core.outbound import Priority
+
+if TYPE_CHECKING:
+    from realtime_lab.core.channels import Channel
+    from realtime_lab.core.events import EventBus
+    from realtime_lab.core.heartbeat import HeartbeatPolicy
+    from realtime_lab.core.hooks import Hooks
+    from realtime_lab.core.options import ServerOptions
+    from realtime_lab.core.pipeline import Outbound
+    from realtime_lab.core.ports import BroadcastProbe, Clock, ClusterPort, Scheduler
+    from realtime_lab.core.session import Session
+    from realtime_lab.core.stats import HubStats
+    from realtime_lab.errors import ProtocolError
+
+
+class HubBase:
+    """Declarations only: the hub's shared attributes and cross-part methods."""
+
+    options: ServerOptions
+    bus: EventBus
+    hooks: Hooks
+    stats: HubStats
+    clock: Clock
+    sessions: dict[str, Session]
+    channels: dict[str, Channel]
+    cluster: ClusterPort | None
+    recorder: BroadcastProbe | None
+    heartbeat: HeartbeatPolicy
+    tick_period: float
+    _last_tick: float | None
+    _last_frame_size: int
+    _droppable: int
+    _publish_re: re.Pattern[str] | None
+    _schedule: Scheduler
+    _dirty: list[Session]
+    _flush_scheduled: bool
+    _outbound: Callable[[Outbound], Any] | None
+
+    if TYPE_CHECKING:  # implemented in hub.py, delivery.py and membership.py
+        def close(self, session: Session, code: int, reason: str) -> None: ...
+        def reject(self, session: Session, err: ProtocolError) -> None: ...
+        def send(self, session: Session, message: dict[str, Any],
+                 priority: Priority = Priority.CONTROL) -> bool: ...
+        def _enqueue(self, session: Session, frame: bytes,
+                     priority: Priority = Priority.NORMAL) -> bool: ...
+        def _mark_dirty(self, session: Session) -> None: ...
+        def _fan_out(self, channel: Channel, frame: bytes, exclude: Session | None = None,
+                     priority: Priority = Priority.NORMAL, *,
+                     message: dict[str, Any] | None = None) -> int: ...
