@@ -2,6 +2,7 @@
 
 from realtime_lab.client import Client, connect
 from realtime_lab.core import ConnectionState, Hub, ServerOptions
+from realtime_lab.core.authz import ChannelRule, sign_channel_token, verify_channel_token
 from realtime_lab.errors import (
     ConnectionClosed,
     PortInUseError,
@@ -15,6 +16,7 @@ from realtime_lab.server import LabServer, serve
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChannelRule",
     "Client",
     "CloseCode",
     "ConnectionClosed",
@@ -31,4 +33,6 @@ __all__ = [
     "advice_for",
     "connect",
     "serve",
+    "sign_channel_token",
+    "verify_channel_token",
 ]

@@ -114,6 +114,18 @@ class UnsubscribeRefused(ProtocolError):
     code = "unsubscribe_refused"
 
 
+class ChannelUnauthorized(ProtocolError):
+    """A private or presence channel refused the subscribe (no, or a bad, authorization)."""
+
+    code = "channel_unauthorized"
+
+
+class ChannelTokenExpired(ProtocolError):
+    """The channel token in a subscribe message has expired."""
+
+    code = "channel_token_expired"
+
+
 class HookFailed(ProtocolError):
     """A hook raised: treated as a refusal."""
 

@@ -46,6 +46,8 @@ HISTORY_SIZE = 1000
 
 StateListener = Callable[[StateChange], object]
 TokenSource = str | Callable[[], "str | Awaitable[str]"] | None
+#: A channel token, or ``(session_id, channel) -> token`` (sync or async).
+ChannelAuth = str | Callable[[str, str], "str | Awaitable[str]"]
 Outgoing = tuple[dict[str, Any], "asyncio.Future[dict[str, Any]] | None"]
 
 
@@ -117,6 +119,7 @@ class Client:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(opts.inbox_size)
         self._channels: dict[str, None] = {}  # wanted subscriptions, in order
+        self._auth: dict[str, ChannelAuth] = {}  # channel -> token or token factory
         self._outbox: deque[Outgoing] = deque()
         self._listeners: list[StateListener] = []
         self._watchers: list[asyncio.Queue[StateChange | None]] = []
@@ -433,7 +436,7 @@ class Client:
     async def _restore(self, ws: WebSocketClientConnection) -> None:
         """Subscribe again to every wanted channel (pipelined) and prune presence."""
         channels = list(self._channels)
-        replies = [self._request_on(ws, {"type": "subscribe", "channel": c}) for c in channels]
+        replies = [self._request_on(ws, await self._subscribe_message(c)) for c in channels]
         results = await asyncio.gather(*replies, return_exceptions=True)
         for channel, result in zip(channels, results, strict=True):
             if isinstance(result, RequestFailed):
@@ -651,11 +654,34 @@ class Client:
             raise self._closed_error()
         self._buffer(message, reply=False)
 
-    async def subscribe(self, channel: str) -> dict[str, Any]:
-        """Subscribe to ``channel``; it is subscribed again after every reconnection."""
-        reply = await self.request({"type": "subscribe", "channel": channel}, retry=True)
+    async def subscribe(self, channel: str, *, auth: ChannelAuth | None = None) -> dict[str, Any]:
+        """Subscribe to ``channel``; it is subscribed again after every reconnection.
+
+        ``auth``: for a private or presence channel, a channel token, or a callable
+        ``(session_id, channel) -> token`` (may be async) called on every
+        (re)subscribe: a token is bound to a session id, which changes on reconnect.
+        """
+        if auth is not None:
+            self._auth[channel] = auth
+        try:
+            reply = await self.request(await self._subscribe_message(channel), retry=True)
+        except RequestFailed:
+            if channel not in self._channels:
+                self._auth.pop(channel, None)
+            raise
         self._channels[channel] = None
         return reply
+
+    async def _subscribe_message(self, channel: str) -> dict[str, Any]:
+        msg: dict[str, Any] = {"type": "subscribe", "channel": channel}
+        auth = self._auth.get(channel)
+        if callable(auth):
+            auth = auth(self.session or "", channel)
+            if inspect.isawaitable(auth):
+                auth = await auth
+        if auth is not None:
+            msg["auth"] = auth
+        return msg
 
     async def unsubscribe(self, channel: str) -> dict[str, Any]:
         """Unsubscribe; while reconnecting this only forgets the channel locally."""
@@ -666,6 +692,7 @@ class Client:
             return {"type": "unsubscribed", "channel": channel}
         reply = await self.request({"type": "unsubscribe", "channel": channel})
         self._channels.pop(channel, None)
+        self._auth.pop(channel, None)
         self.presence.forget(channel)
         return reply
 

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from realtime_lab.core import events as ev
+from realtime_lab.core.authz import rule_for
 from realtime_lab.core.channels import Channel
 from realtime_lab.core.delivery import Delivery
 from realtime_lab.core.events import EventBus
@@ -122,6 +123,7 @@ class Hub(Membership, Delivery, Liveness):
         pats = [pub] if isinstance(pub, str) else list(pub)
         self._publish_re: re.Pattern[str] | None = None if "*" in pats else re.compile(
             "|".join(f"(?:{fnmatch.translate(p)})" for p in pats) or "(?!)")
+        self._channel_rules = opts.active_channel_rules()  # core/authz.py
         self.clock = clock
         self._schedule: Scheduler = schedule or _run_now
         self.sessions: dict[str, Session] = {}
@@ -447,6 +449,8 @@ class Hub(Membership, Delivery, Liveness):
             validate_channel_for(msg.channel, self.options, msg.id)
             if self._publish_re is not None and self._publish_re.match(msg.channel) is None:
                 raise Forbidden(f"clients may not publish to {msg.channel!r}", request_id=msg.id)
+            if self._channel_rules:
+                self._check_publish_rule(session, msg.channel, msg.id)
             sender = None if self.options.echo_to_sender else session
             prio = Priority.NORMAL if msg.priority is None else Priority.parse(msg.priority)
             recipients = self._broadcast(msg.channel, msg.data, session.user, exclude=sender,
@@ -454,7 +458,7 @@ class Hub(Membership, Delivery, Liveness):
             if msg.id is not None:
                 self.send(session, messages.published_message(msg.channel, msg.id, recipients))
         elif isinstance(msg, messages.Subscribe):
-            return self.subscribe(session, msg.channel, msg.id)
+            return self.subscribe(session, msg.channel, msg.id, msg.auth)
         elif isinstance(msg, messages.Unsubscribe):
             if msg.channel not in session.subscriptions:
                 raise NotSubscribed(f"not subscribed to {msg.channel!r}", request_id=msg.id)
@@ -465,6 +469,15 @@ class Hub(Membership, Delivery, Liveness):
         else:  # Ping
             self.send(session, messages.pong_message(msg.id))
         return None
+
+    def _check_publish_rule(self, session: Session, channel: str,
+                            rid: messages.RequestId) -> None:
+        """Raise :class:`Forbidden` unless the channel's rule lets this client publish."""
+        who = rule_for(channel, self._channel_rules).publish
+        if who == "none":
+            raise Forbidden(f"clients may not publish to {channel!r}", request_id=rid)
+        if who == "subscribers" and channel not in session.subscriptions:
+            raise Forbidden(f"only subscribers may publish to {channel!r}", request_id=rid)
 
     def _unsubscribe(self, session: Session, name: str, rid: messages.RequestId,
                      verdict: Any) -> None:

@@ -9,27 +9,19 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import Any
 
 from realtime_lab.core import events as ev
+from realtime_lab.core.authz import Grant, authorize, rule_for
 from realtime_lab.core.channels import Channel, validate_channel
-from realtime_lab.core.events import EventBus
-from realtime_lab.core.heartbeat import HeartbeatPolicy
-from realtime_lab.core.hooks import Hooks, refused, then
+from realtime_lab.core.hooks import refused, then
+from realtime_lab.core.hub_base import HubBase
 from realtime_lab.core.options import ServerOptions
 from realtime_lab.core.outbound import Priority
 from realtime_lab.core.pipeline import Outbound
-from realtime_lab.core.ports import (
-    BroadcastProbe,
-    Clock,
-    ClusterPort,
-    Scheduler,
-)
 from realtime_lab.core.session import ConnectionState, Session
-from realtime_lab.core.stats import HubStats
 from realtime_lab.errors import (
     NotSubscribed,
     ProtocolError,
@@ -43,48 +35,16 @@ from realtime_lab.protocol.wire import JSON_WIRE, FrameVariants
 log = logging.getLogger("realtime_lab.core")
 
 
-class Membership:
+class Membership(HubBase):
     """Subscriptions, presence and encode-once broadcast (part of Hub)."""
 
-    # State and methods shared across the hub's parts (defined in Hub.__init__ and hub.py).
-    options: ServerOptions
-    bus: EventBus
-    hooks: Hooks
-    stats: HubStats
-    clock: Clock
-    sessions: dict[str, Session]
-    channels: dict[str, Channel]
-    cluster: ClusterPort | None
-    recorder: BroadcastProbe | None
-    heartbeat: HeartbeatPolicy
-    tick_period: float
-    _last_tick: float | None
-    _last_frame_size: int
-    _droppable: int
-    _publish_re: re.Pattern[str] | None
-    _schedule: Scheduler
-    _dirty: list[Session]
-    _flush_scheduled: bool
-    _outbound: Callable[[Outbound], Any] | None
-
-    if TYPE_CHECKING:
-        def close(self, session: Session, code: int, reason: str) -> None: ...
-        def reject(self, session: Session, err: ProtocolError) -> None: ...
-        def send(self, session: Session, message: dict[str, Any],
-                 priority: Priority = Priority.CONTROL) -> bool: ...
-        def _enqueue(self, session: Session, frame: bytes,
-                     priority: Priority = Priority.NORMAL) -> bool: ...
-        def _mark_dirty(self, session: Session) -> None: ...
-        def _fan_out(self, channel: Channel, frame: bytes, exclude: Session | None = None,
-                     priority: Priority = Priority.NORMAL, *,
-                     message: dict[str, Any] | None = None) -> int: ...
-
-
-    def subscribe(self, session: Session, name: str, request_id: messages.RequestId = None) -> Any:
+    def subscribe(self, session: Session, name: str, request_id: messages.RequestId = None,
+                  auth: str | None = None) -> Any:
         """Subscribe ``session`` to channel ``name`` (idempotent).
 
-        Runs the ``on_subscribe`` and ``on_presence`` hooks; returns an awaitable
-        when one of them is async.
+        Runs the ``on_subscribe`` hook, the channel authorization (``auth``: a
+        channel token, docs/channels.md) and the ``on_presence`` hook; returns an
+        awaitable when one of them is async.
         """
         validate_channel_for(name, self.options, request_id)
         if name in session.subscriptions:
@@ -92,9 +52,9 @@ class Membership:
             return None
         self._check_subscription_limit(session, request_id)
         if self.hooks.on_subscribe is None:
-            return self._join(session, name, request_id, None)
+            return self._authorized(session, name, request_id, None, auth)
         result = self.hooks.run("on_subscribe", session, name)
-        return then(result, lambda r: self._join_checked(session, name, request_id, r))
+        return then(result, lambda r: self._join_checked(session, name, request_id, r, auth))
 
     def _check_subscription_limit(self, session: Session, request_id: messages.RequestId) -> None:
         if len(session.subscriptions) >= self.options.max_subscriptions:
@@ -103,7 +63,7 @@ class Membership:
                 f"the limit is {self.options.max_subscriptions}", request_id=request_id)
 
     def _join_checked(self, session: Session, name: str, rid: messages.RequestId,
-                      verdict: Any) -> Any:
+                      verdict: Any, auth: str | None = None) -> Any:
         if session.state is not ConnectionState.OPEN:
             return None
         refusal = refused(verdict)
@@ -116,16 +76,41 @@ class Membership:
             self.send(session, messages.subscribed_message(name, rid))
             return None
         self._check_subscription_limit(session, rid)
-        return self._join(session, name, rid, verdict if isinstance(verdict, dict) else None)
+        return self._authorized(session, name, rid,
+                                verdict if isinstance(verdict, dict) else None, auth)
+
+    def _authorized(self, session: Session, name: str, rid: messages.RequestId,
+                    meta: dict[str, Any] | None, auth: str | None) -> Any:
+        """Check the channel's rule (core/authz.py), then join with the granted member data."""
+        rule = rule_for(name, self._channel_rules)
+        if rule.policy == "public":
+            return self._join(session, name, rid, meta)
+        opts = self.options
+        try:
+            grant = authorize(rule, session, name, auth,
+                              secret=opts.channel_secret or opts.token_secret,
+                              authorizer=opts.authorizer, timeout=self.hooks.timeout)
+        except ProtocolError as err:
+            err.request_id = rid
+            raise
+        return then(_with_rid(grant, rid),
+                    lambda g: self._join_granted(session, name, rid, meta, g))
+
+    def _join_granted(self, session: Session, name: str, rid: messages.RequestId,
+                      meta: dict[str, Any] | None, grant: Grant) -> Any:
+        if session.state is not ConnectionState.OPEN:
+            return None
+        return self._join(session, name, rid, meta, grant.member)
 
     def _join(self, session: Session, name: str, rid: messages.RequestId,
-              meta: dict[str, Any] | None) -> Any:
+              meta: dict[str, Any] | None, member: dict[str, Any] | None = None) -> Any:
         pattern = self.options.presence_channels
         if self.hooks.on_presence is None or pattern is None or not fnmatch.fnmatchcase(
                 name, pattern):
-            return self._join_now(session, name, rid, meta, None)
-        verdict = self._ask_presence(session, name, {"event": "join", "meta": {}})
-        return then(verdict, lambda v: self._join_now(session, name, rid, meta, v))
+            return self._join_now(session, name, rid, meta, member)
+        verdict = self._ask_presence(session, name, {"event": "join", "meta": member or {}})
+        return then(verdict, lambda v: self._join_now(
+            session, name, rid, meta, member if v is True or v is None else v))
 
     def _ask_presence(self, session: Session, name: str, change: dict[str, Any]) -> Any:
         """The on_presence verdict; a failing hook vetoes (False), never raises."""
@@ -324,6 +309,21 @@ class Membership:
                 delivered += 1
         self.stats.deliveries += delivered
         return delivered
+
+
+def _with_rid(grant: Grant | Awaitable[Grant], rid: messages.RequestId) -> Any:
+    """``grant``; when it is awaitable, one whose errors carry the request id."""
+    if not inspect.isawaitable(grant):
+        return grant
+
+    async def attach() -> Grant:
+        try:
+            return await grant
+        except ProtocolError as err:
+            err.request_id = rid
+            raise
+
+    return attach()
 
 
 async def _veto_on_error(result: Awaitable[Any]) -> Any:

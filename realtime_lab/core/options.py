@@ -62,6 +62,17 @@ class ServerOptions:
             (or besides) the HMAC check; None or an exception refuses with 4001.
         certfile, keyfile: PEM files; when set the server speaks TLS (wss://).
 
+    Channel authorization (docs/channels.md):
+        channel_secret: HMAC secret of channel tokens
+            (:func:`realtime_lab.sign_channel_token`); None: ``token_secret`` is used.
+        authorizer: callback ``(session, channel, auth) -> verdict`` (sync or async)
+            for private and presence channels: True allows, a dict allows and is the
+            member data, anything else (False, None, ``Refuse``) refuses.
+        channel_rules: :class:`~realtime_lab.core.authz.ChannelRule` s, first match
+            wins. None: ``private-*`` and ``presence-*`` need authorization as soon as
+            a channel secret, ``token_secret`` or ``authorizer`` is set; without any
+            of them every channel is public (backward compatible).
+
     Binary protocol and compression (docs/compression.md, docs/protocol.md):
         compression: the permessage-deflate policy (a
             :class:`~realtime_lab.protocol.deflate.CompressionPolicy`; True/False for
@@ -108,6 +119,10 @@ class ServerOptions:
     token_verifier: Callable[[str], Any] | None = None
     certfile: str | None = None
     keyfile: str | None = None
+    # channel authorization
+    channel_secret: str | None = None
+    authorizer: Callable[..., Any] | None = None
+    channel_rules: tuple[Any, ...] | None = None
     # adaptive heartbeat
     heartbeat_min_interval: float | None = None
     heartbeat_max_interval: float | None = None
@@ -144,6 +159,16 @@ class ServerOptions:
     def with_changes(self, **changes: Any) -> ServerOptions:
         """A copy with some options changed (unknown names raise TypeError)."""
         return replace(self, **changes)
+
+    def active_channel_rules(self) -> tuple[Any, ...]:
+        """The channel rules in force (see ``channel_rules``)."""
+        if self.channel_rules is not None:
+            return tuple(self.channel_rules)
+        if self.channel_secret or self.token_secret or self.authorizer is not None:
+            from realtime_lab.core.authz import DEFAULT_RULES
+
+            return DEFAULT_RULES
+        return ()
 
     def limits(self) -> dict[str, int]:
         """The limits a client is told about in the welcome message."""

@@ -21,6 +21,7 @@ RequestId = int | str | None
 class Subscribe:
     channel: str
     id: RequestId = None
+    auth: str | None = None  # channel token for private-/presence- channels
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,10 @@ def parse_client_message(obj: object) -> ClientMessage:
             raise BadField("'priority' must be one of low, normal, high", request_id=rid)
         return Publish(channel, obj["data"], rid, priority)
     if mtype == "subscribe":
-        return Subscribe(_channel(obj, rid), rid)
+        auth = obj.get("auth")
+        if auth is not None and not isinstance(auth, str):
+            raise BadField("'auth' must be a string", request_id=rid)
+        return Subscribe(_channel(obj, rid), rid, auth)
     if mtype == "unsubscribe":
         return Unsubscribe(_channel(obj, rid), rid)
     if mtype == "ping":

@@ -38,6 +38,9 @@ EXPECTED = {
     errors.TooManyConnectionsFromIP: ("too_many_connections_from_ip", 4104),
     errors.IdleTimeout: ("idle_timeout", 4105),
     errors.InternalError: ("internal_error", None),
+    # issue 5: private and presence channels
+    errors.ChannelUnauthorized: ("channel_unauthorized", None),
+    errors.ChannelTokenExpired: ("channel_token_expired", None),
 }
 
 
