@@ -31,6 +31,7 @@ from realtime_lab.core.options import ServerOptions
 from realtime_lab.errors import PortInUseError, ServerNotRunning
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.transports.http_api import (
+    ChannelHandler,
     ChannelMessagesHandler,
     ChannelsHandler,
     ClusterHandler,
@@ -107,6 +108,7 @@ class LabServer:
                 (r"/api/channels", ChannelsHandler, api_args),
                 (r"/api/cluster", ClusterHandler, api_args),
                 (r"/api/channels/([^/]+)/messages", ChannelMessagesHandler, api_args),
+                (r"/api/channels/([^/]+)", ChannelHandler, api_args),
                 (r"/static/(.*)", StaticFileHandler, {"path": str(STATIC_DIR)}),
                 (r"/()", StaticFileHandler,  # the demo room page (docs/client.md)
                  {"path": str(STATIC_DIR), "default_filename": "index.html"}),
@@ -223,6 +225,15 @@ class LabServer:
 
     def channels(self) -> list[dict[str, object]]:
         return self.hub.channel_list()
+
+    def channel_info(self, name: str) -> dict[str, object] | None:
+        """Counts and custom metadata of one channel (docs/channels.md)."""
+        return self.hub.channel_info(name)
+
+    def set_channel_metadata(self, name: str, values: dict[str, object], *,
+                             replace: bool = False) -> dict[str, object]:
+        """Merge (or replace) channel ``name``'s custom metadata; None values delete keys."""
+        return self.hub.set_channel_metadata(name, values, replace=replace)
 
     def presence(self, channel: str) -> dict[str, dict[str, int]]:
         if self.cluster is not None:  # cluster-wide members

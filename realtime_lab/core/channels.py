@@ -78,6 +78,10 @@ class Channel:
     def presence_members(self) -> dict[str, dict[str, object]]:
         return {user: self.member_info(user) for user in self.members}
 
+    def info(self) -> dict[str, object]:
+        """:meth:`describe` plus the custom metadata dict (``GET /api/channels/{name}``)."""
+        return {**self.describe(), "metadata": dict(self.metadata)}
+
     def describe(self) -> dict[str, object]:
         return {
             "name": self.name,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from realtime_lab.core.outbound import Priority
 
 if TYPE_CHECKING:
+    from realtime_lab.core.authz import ChannelRule
     from realtime_lab.core.channels import Channel
     from realtime_lab.core.events import EventBus
     from realtime_lab.core.heartbeat import HeartbeatPolicy
@@ -45,6 +46,8 @@ class HubBase:
     _last_frame_size: int
     _droppable: int
     _publish_re: re.Pattern[str] | None
+    _channel_rules: tuple[ChannelRule, ...]
+    _channel_meta: dict[str, dict[str, object]]
     _schedule: Scheduler
     _dirty: list[Session]
     _flush_scheduled: bool

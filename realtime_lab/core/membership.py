@@ -132,6 +132,9 @@ class Membership(HubBase):
             pattern = self.options.presence_channels
             presence = pattern is not None and fnmatch.fnmatchcase(name, pattern)
             channel = self.channels[name] = Channel(name, time.time(), presence)
+            kept = self._channel_meta.get(name)
+            if kept is not None:  # set_channel_metadata: outlives the channel
+                channel.metadata = kept
         if meta:
             channel.metadata.update(meta)
         joined = channel.add(session, visible=refused(verdict) is None)
@@ -146,6 +149,8 @@ class Membership(HubBase):
         reply = messages.subscribed_message(name, request_id)
         if channel.metadata:
             reply["meta"] = channel.metadata
+        if self.options.subscribe_channel_info:
+            reply["info"] = channel.info()
         self.send(session, reply)
         if channel.presence:
             self.send(session, messages.presence_state_message(name, channel.presence_members()))

@@ -72,6 +72,8 @@ class ServerOptions:
             wins. None: ``private-*`` and ``presence-*`` need authorization as soon as
             a channel secret, ``token_secret`` or ``authorizer`` is set; without any
             of them every channel is public (backward compatible).
+        subscribe_channel_info: send the channel's counts and custom metadata in
+            ``subscribed`` as ``info`` (off by default).
 
     Binary protocol and compression (docs/compression.md, docs/protocol.md):
         compression: the permessage-deflate policy (a
@@ -123,6 +125,7 @@ class ServerOptions:
     channel_secret: str | None = None
     authorizer: Callable[..., Any] | None = None
     channel_rules: tuple[Any, ...] | None = None
+    subscribe_channel_info: bool = False
     # adaptive heartbeat
     heartbeat_min_interval: float | None = None
     heartbeat_max_interval: float | None = None

@@ -62,6 +62,59 @@ class ChannelsHandler(_JSONHandler):
         self.send_json({"channels": self.hub.channel_list()})
 
 
+class ChannelHandler(_JSONHandler):
+    """``GET /api/channels/{name}``: one channel's counts and custom metadata (404 if none).
+
+    ``PATCH`` with ``Authorization: Bearer <api_token>`` and ``{"metadata": {...},
+    "replace": false}`` merges (or replaces) the custom metadata; null values delete keys.
+    """
+
+    def get(self, name: str) -> None:
+        info = self.hub.channel_info(name)
+        if info is None:
+            self.send_error_json(404, "not_found", f"no channel {name!r}")
+            return
+        self.send_json(info)
+
+    def patch(self, name: str) -> None:
+        body = _authorized_body(self)
+        if body is None:
+            return
+        meta = body.get("metadata")
+        if not isinstance(meta, dict):
+            self.send_error_json(400, "missing_field", "body must have a 'metadata' object")
+            return
+        try:
+            self.hub.set_channel_metadata(name, meta, replace=bool(body.get("replace")))
+        except ProtocolError as err:
+            self.send_error_json(400, err.code, err.message)
+            return
+        self.send_json(self.hub.channel_info(name))
+
+
+def _authorized_body(handler: _JSONHandler) -> dict[str, Any] | None:
+    """The JSON object body of a bearer-authorized request, or None after an error reply."""
+    token = handler.hub.options.api_token
+    if token is None:
+        handler.send_error_json(403, "api_disabled",
+                                "the write API is off; start the server with api_token")
+        return None
+    given = handler.request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        handler.set_header("WWW-Authenticate", "Bearer")
+        handler.send_error_json(401, "unauthorized", "missing or wrong bearer token")
+        return None
+    try:
+        body = codec.decode((handler.request.body or b"null").decode("utf-8"))
+    except (UnicodeDecodeError, BadJSON) as exc:
+        handler.send_error_json(400, "bad_json", f"invalid JSON body: {exc}")
+        return None
+    if not isinstance(body, dict):
+        handler.send_error_json(400, "bad_json", "body must be a JSON object")
+        return None
+    return body
+
+
 class ChannelMessagesHandler(_JSONHandler):
     """``POST /api/channels/{name}/messages``: publish from the server side.
 
