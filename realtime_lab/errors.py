@@ -126,6 +126,24 @@ class ChannelTokenExpired(ProtocolError):
     code = "channel_token_expired"
 
 
+class PresenceFull(ProtocolError):
+    """A presence channel has ``max_presence_members`` members already."""
+
+    code = "presence_full"
+
+
+class BadPresenceState(ProtocolError):
+    """A ``presence`` message named a state that is not in ``presence_states``."""
+
+    code = "bad_presence_state"
+
+
+class PresenceMetaTooLarge(ProtocolError):
+    """Presence metadata larger than ``max_presence_meta_bytes`` (encoded)."""
+
+    code = "presence_meta_too_large"
+
+
 class HookFailed(ProtocolError):
     """A hook raised: treated as a refusal."""
 

@@ -155,7 +155,8 @@ class LabServer:
         self._http.add_sockets(sockets)
         period = max(0.02, min(opts.heartbeat_interval, opts.heartbeat_timeout,
                                opts.heartbeat_min_interval or math.inf,
-                               opts.idle_timeout or math.inf) / 4)
+                               opts.idle_timeout or math.inf,
+                               opts.presence_idle_timeout or math.inf) / 4)
         self.hub.tick_period = period
         self._heartbeat = PeriodicCallback(self.hub.heartbeat_tick, period * 1000)
         self._heartbeat.start()

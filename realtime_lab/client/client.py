@@ -41,7 +41,8 @@ from realtime_lab.protocol.close_codes import ReconnectAdvice, advice_for
 
 log = logging.getLogger("realtime_lab.client")
 
-REPLY_TYPES = frozenset({"subscribed", "unsubscribed", "published", "pong", "error"})
+REPLY_TYPES = frozenset({"subscribed", "unsubscribed", "published", "pong", "error",
+                         "presence"})
 HISTORY_SIZE = 1000
 
 StateListener = Callable[[StateChange], object]
@@ -706,6 +707,16 @@ class Client:
             return await self.request({"type": "publish", "channel": channel, "data": data})
         await self.send({"type": "publish", "channel": channel, "data": data})
         return None
+
+    async def set_presence(self, channel: str, *, state: str | None = None,
+                           meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Change this user's presence state and/or metadata in ``channel`` (docs/presence.md)."""
+        msg: dict[str, Any] = {"type": "presence", "channel": channel}
+        if state is not None:
+            msg["state"] = state
+        if meta is not None:
+            msg["meta"] = meta
+        return await self.request(msg)
 
     async def ping(self) -> float:
         """Round trip of an application-level ping, in seconds."""

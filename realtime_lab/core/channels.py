@@ -39,44 +39,85 @@ class Channel:
     metadata: dict[str, object] = field(default_factory=dict)
     metas: dict[str, dict[str, object]] = field(default_factory=dict)
     hidden: set[str] = field(default_factory=set)
+    #: Member states other than the default (core/presence.py).
+    states: dict[str, str] = field(default_factory=dict)
+    #: Members in their grace period: user -> (deadline, leave reason).
+    grace: dict[str, tuple[float, str]] = field(default_factory=dict)
+    #: Members moved to the idle state: user -> the state to give back.
+    idle: dict[str, str] = field(default_factory=dict)
 
     def add(self, session: Session, *, visible: bool = True) -> bool:
         """Add a subscriber; return True when its user is a new presence member.
 
-        ``visible=False`` (an on_presence veto) subscribes without presence.
+        ``visible=False`` (an on_presence veto) subscribes without presence. A
+        member in its grace period is taken over: its held count becomes this
+        connection (not a new member, count unchanged).
         """
         self.subscribers[session.id] = session
         if not visible:
             self.hidden.add(session.id)
             return False
+        if self.grace.pop(session.user, None) is not None:
+            return False
         count = self.members.get(session.user, 0)
         self.members[session.user] = count + 1
         return count == 0
 
-    def remove(self, session: Session) -> bool:
-        """Remove a subscriber; return True when its user left (no connection remains)."""
+    def release(self, session: Session) -> int:
+        """Remove a subscriber; return its user's remaining connections (-1: not a member).
+
+        At 0 the member is still listed: the caller drops it (:meth:`drop_member`)
+        or holds it for a grace period.
+        """
         if self.subscribers.pop(session.id, None) is None:
-            return False
+            return -1
         if session.id in self.hidden:
             self.hidden.discard(session.id)
-            return False
+            return -1
         count = self.members.get(session.user, 0) - 1
-        if count <= 0:
-            self.members.pop(session.user, None)
-            self.metas.pop(session.user, None)
-            return True
-        self.members[session.user] = count
-        return False
+        if count > 0:
+            self.members[session.user] = count
+            return count
+        self.members[session.user] = 1  # held as it was announced until dropped
+        return 0
 
-    def member_info(self, user: str) -> dict[str, object]:
+    def drop_member(self, user: str) -> None:
+        """Forget member ``user`` (count, metadata, state)."""
+        self.members.pop(user, None)
+        self.metas.pop(user, None)
+        self.states.pop(user, None)
+        self.idle.pop(user, None)
+        self.grace.pop(user, None)
+
+    def remove(self, session: Session) -> bool:
+        """Remove a subscriber; return True when its user left (no connection remains)."""
+        if self.release(session) != 0:
+            return False
+        self.drop_member(session.user)
+        return True
+
+    def state_of(self, user: str, default: str) -> str:
+        return self.states.get(user, default)
+
+    def set_state(self, user: str, state: str, default: str) -> None:
+        if state == default:
+            self.states.pop(user, None)
+        else:
+            self.states[user] = state
+
+    def member_info(self, user: str, default_state: str | None = None) -> dict[str, object]:
+        """``{"connections": n}`` plus ``state`` (when not the default) and ``meta``."""
         meta = self.metas.get(user)
         info: dict[str, object] = {"connections": self.members.get(user, 0)}
+        state = self.states.get(user)
+        if state is not None and state != default_state:
+            info["state"] = state
         if meta:
             info["meta"] = meta
         return info
 
-    def presence_members(self) -> dict[str, dict[str, object]]:
-        return {user: self.member_info(user) for user in self.members}
+    def presence_members(self, default_state: str | None = None) -> dict[str, dict[str, object]]:
+        return {user: self.member_info(user, default_state) for user in self.members}
 
     def info(self) -> dict[str, object]:
         """:meth:`describe` plus the custom metadata dict (``GET /api/channels/{name}``)."""

@@ -131,12 +131,15 @@ class PresenceJoin(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PresenceLeave(Event):
     type: ClassVar[str] = "presence.leave"
+    reason: str = "left"  # left (unsubscribed), closed, timeout, kicked
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PresenceUpdate(Event):
     type: ClassVar[str] = "presence.update"
     meta: dict[str, Any] = field(default_factory=dict)
+    state: str | None = None  # the member's state after the change
+    changed: tuple[str, ...] = ()  # "state", "meta", "connections"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,6 +147,7 @@ class PresenceTimeout(Event):
     """A member left because its connection timed out (heartbeat or idle)."""
 
     type: ClassVar[str] = "presence.timeout"
+    reason: str = "timeout"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -43,6 +43,7 @@ from realtime_lab.core.ports import (
     ConnectionPort,
     Scheduler,
 )
+from realtime_lab.core.presence import CLOSED, TIMEOUT, Presence
 from realtime_lab.core.security import Admission, verify_token
 from realtime_lab.core.session import ConnectionState, Session
 from realtime_lab.core.stats import HubStats
@@ -76,6 +77,8 @@ LIMIT_OF_ERROR = {
     "idle_timeout": "idle_timeout",
     "unauthorized": "connect_token",
     "token_expired": "connect_token",
+    "presence_full": "max_presence_members",
+    "presence_meta_too_large": "max_presence_meta_bytes",
 }
 TIMEOUT_CODES = (CloseCode.HEARTBEAT_TIMEOUT, CloseCode.IDLE_TIMEOUT)
 
@@ -84,7 +87,7 @@ def _run_now(callback: Callable[[], None]) -> None:
     callback()
 
 
-class Hub(Membership, Delivery, Liveness):
+class Hub(Membership, Presence, Delivery, Liveness):
     """Channels, presence and broadcast for a set of connections.
 
     The hub is split by concern: this module holds admission, the inbound path
@@ -125,6 +128,8 @@ class Hub(Membership, Delivery, Liveness):
             "|".join(f"(?:{fnmatch.translate(p)})" for p in pats) or "(?!)")
         self._channel_rules = opts.active_channel_rules()  # core/authz.py
         self._channel_meta: dict[str, dict[str, object]] = {}  # set_channel_metadata
+        self._grace_timer: asyncio.TimerHandle | None = None  # core/presence.py
+        self._idle_users: dict[str, set[str]] = {}
         self.clock = clock
         self._schedule: Scheduler = schedule or _run_now
         self.sessions: dict[str, Session] = {}
@@ -289,9 +294,9 @@ class Hub(Membership, Delivery, Liveness):
         self.admission.remove(session.id)
         if not registered:  # refused, or gone before an async on_connect finished
             return
-        timed_out = session.close_code in TIMEOUT_CODES
+        reason = TIMEOUT if session.close_code in TIMEOUT_CODES else CLOSED
         for name in list(session.subscriptions):
-            self._leave(session, name, timed_out=timed_out)
+            self._leave(session, name, reason=reason)
         self.sessions.pop(session.id, None)
         self.stats.connections_closed += 1
         for mw in self._closers:
@@ -339,6 +344,8 @@ class Hub(Membership, Delivery, Liveness):
         now = self.clock()
         session.last_seen = now
         session.last_activity = now
+        if self._idle_users and session.user in self._idle_users:
+            self._wake(session)  # an idled presence member is back
         session.stats.messages_in += 1
         session.stats.bytes_in += len(text)
         self.stats.messages_in += 1
@@ -467,6 +474,16 @@ class Hub(Membership, Delivery, Liveness):
                 return self._unsubscribe(session, msg.channel, msg.id, None)
             result = self.hooks.run("on_unsubscribe", session, msg.channel)
             return then(result, lambda r: self._unsubscribe(session, msg.channel, msg.id, r))
+        elif isinstance(msg, messages.SetPresence):
+            validate_channel_for(msg.channel, self.options, msg.id)
+            try:
+                changed = self.set_presence(session, msg.channel, state=msg.state, meta=msg.meta)
+            except ProtocolError as err:
+                err.request_id = msg.id
+                raise
+            if msg.id is not None:
+                self.send(session, {"type": "presence", "channel": msg.channel, "id": msg.id,
+                                    "changed": changed})
         else:  # Ping
             self.send(session, messages.pong_message(msg.id))
         return None

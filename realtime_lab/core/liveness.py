@@ -43,6 +43,8 @@ class Liveness(HubBase):
         timeout = hb.timeout
         idle = self.options.idle_timeout
         budget = hb.budget(len(self.sessions), self.tick_period)
+        if self.options.presence_idle_timeout is not None:
+            self.check_presence_idle(now)  # core/presence.py
         for session in list(self.sessions.values()):
             if session.state is not ConnectionState.OPEN:
                 continue

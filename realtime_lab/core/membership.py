@@ -21,9 +21,11 @@ from realtime_lab.core.hub_base import HubBase
 from realtime_lab.core.options import ServerOptions
 from realtime_lab.core.outbound import Priority
 from realtime_lab.core.pipeline import Outbound
+from realtime_lab.core.presence import CLOSED, LEFT, TIMEOUT
 from realtime_lab.core.session import ConnectionState, Session
 from realtime_lab.errors import (
     NotSubscribed,
+    PresenceFull,
     ProtocolError,
     SubscribeRefused,
     TooManySubscriptions,
@@ -127,7 +129,13 @@ class Membership(HubBase):
         if session.state is not ConnectionState.OPEN or name in session.subscriptions:
             return
         channel = self.channels.get(name)
-        occupied = channel is None
+        visible = refused(verdict) is None
+        if (channel is not None and channel.presence and visible
+                and session.user not in channel.members
+                and len(channel.members) >= self.options.max_presence_members):
+            raise PresenceFull(f"{name!r} has {len(channel.members)} members; the limit is "
+                               f"{self.options.max_presence_members}", request_id=request_id)
+        occupied = channel is None or not channel.subscribers
         if channel is None:
             pattern = self.options.presence_channels
             presence = pattern is not None and fnmatch.fnmatchcase(name, pattern)
@@ -137,7 +145,9 @@ class Membership(HubBase):
                 channel.metadata = kept
         if meta:
             channel.metadata.update(meta)
-        joined = channel.add(session, visible=refused(verdict) is None)
+        known = visible and session.user in channel.members
+        took_over = visible and session.user in channel.grace
+        joined = channel.add(session, visible=visible)
         if joined and isinstance(verdict, dict):
             channel.metas[session.user] = verdict
         session.subscriptions.add(name)
@@ -153,12 +163,15 @@ class Membership(HubBase):
             reply["info"] = channel.info()
         self.send(session, reply)
         if channel.presence:
-            self.send(session, messages.presence_state_message(name, channel.presence_members()))
+            self.send(session, messages.presence_state_message(
+                name, self._presence_members(channel)))
             if joined:
                 diff = messages.presence_diff_message(
-                    name, {session.user: channel.member_info(session.user)}, {})
+                    name, {session.user: self._info(channel, session.user)}, {})
                 self._fan_out(channel, text_frame(codec.encode(diff)), exclude=session,
                               priority=Priority.HIGH)
+            elif known and not took_over and self.options.presence_details:  # another tab
+                self._announce_change(channel, session.user, ["connections"], exclude=session)
 
     def _emit_join(self, session: Session, channel: Channel, occupied: bool,
                    joined: bool) -> None:
@@ -195,36 +208,47 @@ class Membership(HubBase):
             return False
         user = session.user
         channel.metas[user] = verdict if isinstance(verdict, dict) else dict(meta)
-        diff = messages.presence_diff_message(name, {user: channel.member_info(user)}, {})
-        self._fan_out(channel, text_frame(codec.encode(diff)), priority=Priority.HIGH)
+        self._announce_change(channel, user, ["meta"])
         if self.bus.active:
             self.bus.emit(ev.PresenceUpdate(at=self.clock(), session=session.id, user=user,
-                                            channel=name, meta=dict(channel.metas[user])))
+                                            channel=name, meta=dict(channel.metas[user]),
+                                            changed=("meta",)))
         return True
 
-    def _leave(self, session: Session, name: str, *, timed_out: bool = False) -> None:
+    def _leave(self, session: Session, name: str, *, timed_out: bool = False,
+               reason: str | None = None) -> None:
+        """Unsubscribe ``session``; ``reason``: left, closed, timeout or kicked."""
         session.subscriptions.discard(name)
         channel = self.channels.get(name)
         if channel is None:
             return
-        left = channel.remove(session)
-        if self.bus.active:
-            now, sid, user = self.clock(), session.id, session.user
-            self.bus.emit(ev.ChannelUnsubscribed(at=now, session=sid, user=user, channel=name))
-            if left and channel.presence:
-                kind = ev.PresenceTimeout if timed_out else ev.PresenceLeave
-                self.bus.emit(kind(at=now, session=sid, user=user, channel=name))
-            if not channel.subscribers:
-                self.bus.emit(ev.ChannelVacated(at=now, session=sid, user=user, channel=name))
-        if self.cluster is not None:  # cluster-wide leave events come from the broker
-            self.cluster.left(session, channel)
-            left = False
-        if not channel.subscribers:
-            del self.channels[name]
-            return
-        if channel.presence and left:
-            diff = messages.presence_diff_message(name, {}, {session.user: {"connections": 0}})
-            self._fan_out(channel, text_frame(codec.encode(diff)), priority=Priority.HIGH)
+        reason = reason or (TIMEOUT if timed_out else LEFT)
+        user, bus, cluster = session.user, self.bus, self.cluster
+        remaining = channel.release(session)
+        if bus.active:
+            bus.emit(ev.ChannelUnsubscribed(at=self.clock(), session=session.id, user=user,
+                                            channel=name))
+        if cluster is not None:  # cluster-wide diffs come from the broker
+            if remaining == 0:
+                channel.drop_member(user)
+                if bus.active and channel.presence:
+                    kind = ev.PresenceTimeout if reason == TIMEOUT else ev.PresenceLeave
+                    bus.emit(kind(at=self.clock(), session=session.id, user=user,
+                                  channel=name, reason=reason))
+            cluster.left(session, channel)
+        elif remaining == 0 and channel.presence and reason in (CLOSED, TIMEOUT) \
+                and self.options.presence_grace > 0:
+            self._hold(channel, session, reason)
+        elif remaining == 0 and channel.presence:
+            self._announce_leave(channel, user, reason, session.id)
+        elif remaining == 0:
+            channel.drop_member(user)
+        elif remaining > 0 and channel.presence and self.options.presence_details:
+            self._announce_change(channel, user, ["connections"])
+        if bus.active and not channel.subscribers:
+            bus.emit(ev.ChannelVacated(at=self.clock(), session=session.id, user=user,
+                                       channel=name))
+        self._drop_if_empty(channel)
 
     def publish(self, channel: str, data: Any, *, sender: str | None = None,
                 priority: Priority | str = Priority.NORMAL) -> int:

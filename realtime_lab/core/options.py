@@ -75,6 +75,21 @@ class ServerOptions:
         subscribe_channel_info: send the channel's counts and custom metadata in
             ``subscribed`` as ``info`` (off by default).
 
+    Presence (docs/presence.md):
+        presence_states: the states a member may have; the first is the default
+            (not sent on the wire).
+        presence_details: exact ``connections`` counts (a diff with ``changed``
+            when a member's count changes) and leave ``reason`` s in presence diffs.
+            Off by default so that the wire stays as earlier versions sent it.
+        presence_grace: seconds a member whose last connection closed is kept
+            before its leave is announced; a reconnect within it emits nothing. 0:
+            leave at once.
+        presence_idle_timeout: seconds without a message from any of a member's
+            connections before it moves to ``presence_idle_state``; None: never.
+        max_presence_members: members per presence channel (``presence_full``).
+        max_presence_meta_bytes: encoded size of a member's metadata
+            (``presence_meta_too_large``).
+
     Binary protocol and compression (docs/compression.md, docs/protocol.md):
         compression: the permessage-deflate policy (a
             :class:`~realtime_lab.protocol.deflate.CompressionPolicy`; True/False for
@@ -126,6 +141,14 @@ class ServerOptions:
     authorizer: Callable[..., Any] | None = None
     channel_rules: tuple[Any, ...] | None = None
     subscribe_channel_info: bool = False
+    # presence (docs/presence.md)
+    presence_states: tuple[str, ...] = ("online", "away", "busy")
+    presence_details: bool = False
+    presence_grace: float = 0.0
+    presence_idle_timeout: float | None = None
+    presence_idle_state: str = "away"
+    max_presence_members: int = 10_000
+    max_presence_meta_bytes: int = 1024
     # adaptive heartbeat
     heartbeat_min_interval: float | None = None
     heartbeat_max_interval: float | None = None
@@ -154,6 +177,7 @@ class ServerOptions:
             raise ValueError(f"channel_pattern is not a valid regular expression: {exc}") from None
         object.__setattr__(self, "_channel_re", compiled)
         _check_issue4_options(self)
+        _check_presence_options(self)
         try:  # ours, realtime_lab.middleware's CompressionPolicy, True or False
             object.__setattr__(self, "compression", as_policy(self.compression))
         except TypeError as exc:
@@ -184,6 +208,28 @@ class ServerOptions:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls) if f.init]
+
+
+def _check_presence_options(opts: ServerOptions) -> None:
+    """Validate the presence options (issue 5)."""
+    states = tuple(opts.presence_states)
+    if not states or not all(isinstance(s, str) and s for s in states):
+        raise ValueError("presence_states must be non-empty strings")
+    object.__setattr__(opts, "presence_states", states)
+    if opts.presence_idle_state not in states:
+        raise ValueError(f"presence_idle_state {opts.presence_idle_state!r} is not in "
+                         f"presence_states {states}")
+    grace = opts.presence_grace
+    if isinstance(grace, bool) or not isinstance(grace, int | float) or not 0 <= grace < math.inf:
+        raise ValueError(f"presence_grace must be a number of seconds >= 0, got {grace!r}")
+    idle = opts.presence_idle_timeout
+    if idle is not None and (isinstance(idle, bool) or not isinstance(idle, int | float)
+                             or not 0 < idle < math.inf):
+        raise ValueError(f"presence_idle_timeout must be seconds > 0, got {idle!r}")
+    for name in ("max_presence_members", "max_presence_meta_bytes"):
+        value = getattr(opts, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _check_issue4_options(opts: ServerOptions) -> None:

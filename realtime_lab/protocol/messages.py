@@ -42,13 +42,23 @@ CLIENT_PRIORITIES = ("low", "normal", "high")
 
 
 @dataclass(frozen=True, slots=True)
+class SetPresence:
+    """``presence``: change one's own presence state and/or metadata in a channel."""
+
+    channel: str
+    state: str | None = None
+    meta: dict[str, Any] | None = None
+    id: RequestId = None
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     id: RequestId = None
 
 
-ClientMessage = Subscribe | Unsubscribe | Publish | Ping
+ClientMessage = Subscribe | Unsubscribe | Publish | Ping | SetPresence
 
-CLIENT_TYPES = ("subscribe", "unsubscribe", "publish", "ping")
+CLIENT_TYPES = ("subscribe", "unsubscribe", "publish", "ping", "presence")
 
 
 def _request_id(obj: dict[str, Any]) -> RequestId:
@@ -100,6 +110,16 @@ def parse_client_message(obj: object) -> ClientMessage:
         return Unsubscribe(_channel(obj, rid), rid)
     if mtype == "ping":
         return Ping(rid)
+    if mtype == "presence":
+        channel = _channel(obj, rid)
+        state, meta = obj.get("state"), obj.get("meta")
+        if state is not None and not isinstance(state, str):
+            raise BadField("'state' must be a string", request_id=rid)
+        if meta is not None and not isinstance(meta, dict):
+            raise BadField("'meta' must be an object", request_id=rid)
+        if state is None and meta is None:
+            raise MissingField("'state' or 'meta' is required", request_id=rid)
+        return SetPresence(channel, state, meta, rid)
     raise UnknownType(
         f"unknown message type {mtype!r}; expected one of {', '.join(CLIENT_TYPES)}",
         request_id=rid,

@@ -41,6 +41,9 @@ EXPECTED = {
     # issue 5: private and presence channels
     errors.ChannelUnauthorized: ("channel_unauthorized", None),
     errors.ChannelTokenExpired: ("channel_token_expired", None),
+    errors.PresenceFull: ("presence_full", None),
+    errors.BadPresenceState: ("bad_presence_state", None),
+    errors.PresenceMetaTooLarge: ("presence_meta_too_large", None),
 }
 
 

@@ -1,0 +1,241 @@
+"""Presence done right: states, metadata, count updates, grace period, leave reasons.
+
+A part of :class:`realtime_lab.core.hub.Hub` (a mixin; docs/presence.md).
+
+Wire: every change of a member that stays is a ``presence_diff`` whose ``joins``
+holds the member's whole new info (Phoenix semantics: a join for a known key
+replaces its info) and whose ``changed`` maps the user to the fields that changed
+(``connections``, ``state``, ``meta``). A real join has no ``changed`` entry.
+
+Grace period: when a member's last connection closes, the member is kept (info
+frozen, nothing sent) for ``presence_grace`` seconds. A connection of that user
+subscribing again within it takes the member over silently; otherwise the leave
+(reason ``closed`` or ``timeout``) goes out when the grace ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from realtime_lab.core import events as ev
+from realtime_lab.core.channels import Channel
+from realtime_lab.core.hub_base import HubBase
+from realtime_lab.core.outbound import Priority
+from realtime_lab.core.session import Session
+from realtime_lab.errors import (
+    BadPresenceState,
+    NotSubscribed,
+    PresenceMetaTooLarge,
+)
+from realtime_lab.protocol import codec, messages
+from realtime_lab.protocol.frames import text_frame
+
+log = logging.getLogger("realtime_lab.core")
+
+#: Leave reasons (``reason`` in leaves and in presence.leave events).
+LEFT, CLOSED, TIMEOUT, KICKED = "left", "closed", "timeout", "kicked"
+
+
+class Presence(HubBase):
+    """Member states and metadata, count updates, grace period, kick (part of Hub)."""
+
+    _grace_timer: asyncio.TimerHandle | None
+    _idle_users: dict[str, set[str]]
+
+    # ------------------------------------------------------------------ changes
+
+    def set_presence(self, session: Session, name: str, *, state: str | None = None,
+                     meta: dict[str, Any] | None = None) -> list[str]:
+        """Change the state and/or metadata of ``session``'s member in channel ``name``.
+
+        Raises :class:`BadPresenceState` or :class:`PresenceMetaTooLarge`. Sends one
+        ``presence_diff`` (with ``changed``) and emits ``presence.update`` when
+        something changed; returns what changed (``state``, ``meta``).
+        """
+        channel = self.channels.get(name)
+        if channel is None or session.id not in channel.subscribers:
+            raise NotSubscribed(f"not subscribed to {name!r}")
+        if not channel.presence or session.id in channel.hidden:
+            return []
+        if state is not None:
+            channel.idle.pop(session.user, None)  # an explicit state ends an idle spell
+        return self.set_member(name, session.user, state=state, meta=meta,
+                               session=session.id)
+
+    def set_member(self, name: str, user: str, *, state: str | None = None,
+                   meta: dict[str, Any] | None = None, session: str | None = None) -> list[str]:
+        """Server side: change a member's state and/or metadata (see :meth:`set_presence`)."""
+        channel = self.channels.get(name)
+        if channel is None or user not in channel.members:
+            return []
+        opts = self.options
+        changed: list[str] = []
+        if state is not None:
+            if state not in opts.presence_states:
+                raise BadPresenceState(
+                    f"state {state!r} is not one of {', '.join(opts.presence_states)}")
+            if channel.state_of(user, opts.presence_states[0]) != state:
+                channel.set_state(user, state, opts.presence_states[0])
+                changed.append("state")
+        if meta is not None:
+            size = len(codec.encode(meta))
+            if size > opts.max_presence_meta_bytes:
+                raise PresenceMetaTooLarge(
+                    f"presence meta is {size} bytes; the limit is "
+                    f"{opts.max_presence_meta_bytes}")
+            if channel.metas.get(user, {}) != meta:
+                if meta:
+                    channel.metas[user] = dict(meta)
+                else:
+                    channel.metas.pop(user, None)
+                changed.append("meta")
+        if not changed:
+            return changed
+        self._announce_change(channel, user, changed)
+        if self.bus.active:
+            self.bus.emit(ev.PresenceUpdate(
+                at=self.clock(), session=session, user=user, channel=name,
+                meta=dict(channel.metas.get(user) or {}),
+                state=channel.state_of(user, opts.presence_states[0]), changed=tuple(changed)))
+        return changed
+
+    def _announce_change(self, channel: Channel, user: str, changed: list[str],
+                         exclude: Session | None = None) -> None:
+        """Send the member's new info to the channel as a ``presence_diff`` with ``changed``."""
+        diff = messages.presence_diff_message(channel.name, {user: self._info(channel, user)}, {})
+        diff["changed"] = {user: changed}
+        self._fan_out(channel, text_frame(codec.encode(diff)), exclude=exclude,
+                      priority=Priority.HIGH)
+
+    def _info(self, channel: Channel, user: str) -> dict[str, object]:
+        return channel.member_info(user, self.options.presence_states[0])
+
+    def _presence_members(self, channel: Channel) -> dict[str, dict[str, object]]:
+        return channel.presence_members(self.options.presence_states[0])
+
+    # ------------------------------------------------------------------ leaving
+
+    def _announce_leave(self, channel: Channel, user: str, reason: str,
+                        session: str | None = None) -> None:
+        """Drop member ``user`` now: leave diff (with its reason) and event."""
+        channel.drop_member(user)
+        info: dict[str, object] = {"connections": 0}
+        if reason != LEFT and self.options.presence_details:
+            info["reason"] = reason
+        if channel.subscribers:
+            diff = messages.presence_diff_message(channel.name, {}, {user: info})
+            self._fan_out(channel, text_frame(codec.encode(diff)), priority=Priority.HIGH)
+        if self.bus.active:
+            kind = ev.PresenceTimeout if reason == TIMEOUT else ev.PresenceLeave
+            self.bus.emit(kind(at=self.clock(), session=session, user=user,
+                               channel=channel.name, reason=reason))
+
+    def kick(self, name: str, user: str, reason: str = "kicked") -> int:
+        """Unsubscribe every connection of ``user`` from ``name``; leave reason ``kicked``.
+
+        Each kicked connection gets ``unsubscribed`` with ``"reason": "kicked"``.
+        Returns how many connections were unsubscribed.
+        """
+        channel = self.channels.get(name)
+        if channel is None:
+            return 0
+        victims = [s for s in channel.subscribers.values() if s.user == user]
+        for session in victims:
+            self._leave(session, name, reason=KICKED)
+            msg = messages.unsubscribed_message(name, None)
+            msg["reason"] = reason
+            self.send(session, msg)
+        if user in channel.grace:  # a member waiting out its grace period
+            channel.grace.pop(user)
+            self._announce_leave(channel, user, KICKED)
+            self._drop_if_empty(channel)
+        return len(victims)
+
+    def _drop_if_empty(self, channel: Channel) -> None:
+        if not channel.subscribers and not channel.grace \
+                and self.channels.get(channel.name) is channel:
+            del self.channels[channel.name]
+
+    # ------------------------------------------------------------------ grace
+
+    def _hold(self, channel: Channel, session: Session, reason: str) -> None:
+        """Start the grace period of ``session``'s member (its last connection closed)."""
+        channel.grace[session.user] = (self.clock() + self.options.presence_grace, reason)
+        self._arm_grace_timer(self.options.presence_grace)
+
+    def _arm_grace_timer(self, delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (unit tests): call expire_presence() yourself
+            return
+        if self._grace_timer is None:
+            self._grace_timer = loop.call_later(delay + 0.001, self._grace_due)
+
+    def _grace_due(self) -> None:
+        self._grace_timer = None
+        nxt = self.expire_presence()
+        if nxt is not None:
+            self._arm_grace_timer(max(0.0, nxt - self.clock()))
+
+    def expire_presence(self, now: float | None = None) -> float | None:
+        """End the grace periods that are due (announce their leaves).
+
+        Returns the next deadline, or None. Called by a timer on the running loop;
+        tests with a fake clock call it directly.
+        """
+        now = self.clock() if now is None else now
+        nxt: float | None = None
+        for channel in list(self.channels.values()):
+            for user, (deadline, reason) in list(channel.grace.items()):
+                if deadline <= now:
+                    del channel.grace[user]
+                    self._announce_leave(channel, user, reason)
+                elif nxt is None or deadline < nxt:
+                    nxt = deadline
+            self._drop_if_empty(channel)
+        return nxt
+
+    # ------------------------------------------------------------------ idle
+
+    def check_presence_idle(self, now: float | None = None) -> int:
+        """Move members idle for ``presence_idle_timeout`` to ``presence_idle_state``.
+
+        Called every heartbeat tick. Returns how many members changed. A member
+        moved this way returns to its earlier state on its next inbound message.
+        """
+        limit = self.options.presence_idle_timeout
+        if limit is None:
+            return 0
+        now = self.clock() if now is None else now
+        target = self.options.presence_idle_state
+        default = self.options.presence_states[0]
+        moved = 0
+        for channel in list(self.channels.values()):
+            if not channel.presence:
+                continue
+            last: dict[str, float] = {}
+            for s in channel.subscribers.values():
+                if s.id not in channel.hidden:
+                    last[s.user] = max(last.get(s.user, 0.0), s.last_activity)
+            for user, seen in last.items():
+                state = channel.state_of(user, default)
+                if now - seen < limit or state == target or user in channel.idle:
+                    continue
+                channel.idle[user] = state
+                self._idle_users.setdefault(user, set()).add(channel.name)
+                self.set_member(channel.name, user, state=target)
+                moved += 1
+        return moved
+
+    def _wake(self, session: Session) -> None:
+        """An idled member sent something: give back its earlier state."""
+        names = self._idle_users.pop(session.user, ())
+        for name in names:
+            channel = self.channels.get(name)
+            if channel is None:
+                continue
+            state = channel.idle.pop(session.user, None)
+            if state is not None and session.user in channel.members:
+                self.set_member(name, session.user, state=state, session=session.id)

@@ -1,0 +1,289 @@
+"""Presence: multi-tab, states and meta, grace period, leave reasons, limits, and a
+property test: the member list rebuilt from presence_state + diffs equals the server's."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from realtime_lab.client.presence import PresenceView
+from realtime_lab.core import Hub, ServerOptions, Session
+from realtime_lab.core.hooks import ConnectRequest
+from realtime_lab.protocol.frames import parse_frames
+
+
+class FakePort:
+    remote = "10.0.0.8"
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closes: list[tuple[int, str]] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def buffered_bytes(self) -> int:
+        return 0
+
+    def ping(self) -> None:
+        pass
+
+    def close(self, code: int, reason: str) -> None:
+        self.closes.append((code, reason))
+
+    def take(self) -> list[dict[str, Any]]:
+        frames, _ = parse_frames(b"".join(self.writes))
+        self.writes.clear()
+        return [json.loads(f.payload) for f in frames]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Lab:
+    """A hub with fake ports and a fake clock, and an event log."""
+
+    def __init__(self, **options: Any) -> None:
+        self.clock = FakeClock()
+        self.hub = Hub(ServerOptions(**options), clock=self.clock)
+        self.events: list[Any] = []
+        self.hub.bus.subscribe(self.events.append, "presence.*")
+
+    def open(self, user: str) -> Session:
+        port = FakePort()
+        session = self.hub.open(port, user=user, request=ConnectRequest(remote="x", user=user))
+        port.take()
+        return session  # type: ignore[no-any-return]
+
+    def send(self, s: Session, msg: dict[str, Any]) -> list[dict[str, Any]]:
+        self.hub.receive_text(s, json.dumps(msg))
+        return s.port.take()  # type: ignore[attr-defined, no-any-return]
+
+    def sub(self, s: Session, channel: str = "room") -> list[dict[str, Any]]:
+        return self.send(s, {"type": "subscribe", "channel": channel})
+
+    def advance(self, seconds: float) -> None:
+        self.clock.now += seconds
+        self.hub.expire_presence()
+
+    def kinds(self) -> list[tuple[str, str | None]]:
+        out = [(e.type, e.user) for e in self.events]
+        self.events.clear()
+        return out
+
+
+def test_two_tabs_one_join_one_leave_and_counts_are_announced() -> None:
+    lab = Lab(presence_details=True)
+    watcher = lab.open("w")
+    lab.sub(watcher)
+    lab.kinds()
+    tab1, tab2 = lab.open("ada"), lab.open("ada")
+    lab.sub(tab1)
+    lab.sub(tab2)
+    diffs = watcher.port.take()  # type: ignore[attr-defined]
+    assert diffs[0]["joins"] == {"ada": {"connections": 1}} and "changed" not in diffs[0]
+    assert diffs[1]["joins"] == {"ada": {"connections": 2}}
+    assert diffs[1]["changed"] == {"ada": ["connections"]}
+    lab.hub.closed(tab1)
+    lab.hub.closed(tab2)
+    diffs = watcher.port.take()  # type: ignore[attr-defined]
+    assert diffs[0]["joins"]["ada"]["connections"] == 1
+    assert diffs[1]["leaves"] == {"ada": {"connections": 0, "reason": "closed"}}
+    assert lab.kinds() == [("presence.join", "ada"), ("presence.leave", "ada")]
+    assert lab.events == []
+
+
+def test_reconnect_within_grace_is_silent_outside_leave_then_join() -> None:
+    lab = Lab(presence_grace=5.0, presence_details=True)
+    watcher = lab.open("w")
+    lab.sub(watcher)
+    ada = lab.open("ada")
+    lab.sub(ada)
+    watcher.port.take()  # type: ignore[attr-defined]
+    lab.kinds()
+    lab.hub.closed(ada)
+    lab.advance(4.0)
+    assert "ada" in lab.hub.presence("room")  # held
+    ada2 = lab.open("ada")
+    lab.sub(ada2)
+    lab.advance(10.0)
+    assert watcher.port.take() == [] and lab.kinds() == []  # type: ignore[attr-defined]
+    lab.hub.closed(ada2)
+    lab.advance(5.0)
+    ada3 = lab.open("ada")
+    lab.sub(ada3)
+    diffs = watcher.port.take()  # type: ignore[attr-defined]
+    assert [("leaves" if d["leaves"] else "joins") for d in diffs] == ["leaves", "joins"]
+    assert diffs[0]["leaves"]["ada"]["reason"] == "closed"
+    assert lab.kinds() == [("presence.leave", "ada"), ("presence.join", "ada")]
+
+
+def test_unsubscribe_is_immediate_even_with_grace_and_last_member_keeps_channel() -> None:
+    lab = Lab(presence_grace=5.0)
+    ada = lab.open("ada")
+    lab.sub(ada)
+    lab.hub.closed(ada)
+    assert "room" in lab.hub.channels  # the held member keeps the channel
+    lab.advance(5.0)
+    assert "room" not in lab.hub.channels
+    bob = lab.open("bob")
+    lab.sub(bob)
+    lab.send(bob, {"type": "unsubscribe", "channel": "room"})
+    assert "room" not in lab.hub.channels
+    assert [e.reason for e in lab.events if e.type == "presence.leave"] == ["closed", "left"]
+
+
+def test_presence_message_states_meta_and_limits() -> None:
+    lab = Lab(max_presence_meta_bytes=40)
+    watcher, ada = lab.open("w"), lab.open("ada")
+    lab.sub(watcher)
+    lab.sub(ada)
+    watcher.port.take()  # type: ignore[attr-defined]
+    out = lab.send(ada, {"type": "presence", "channel": "room", "state": "away",
+                         "meta": {"mood": "ok"}, "id": 1})
+    assert out[-1] == {"type": "presence", "channel": "room", "id": 1,
+                       "changed": ["state", "meta"]}
+    assert out[0]["type"] == "presence_diff"  # the member sees its own diff too
+    diff = watcher.port.take()[0]  # type: ignore[attr-defined]
+    assert diff["joins"] == {"ada": {"connections": 1, "state": "away", "meta": {"mood": "ok"}}}
+    assert diff["changed"] == {"ada": ["state", "meta"]}
+    assert lab.send(ada, {"type": "presence", "channel": "room", "state": "sleepy", "id": 2})[
+        0]["code"] == "bad_presence_state"
+    assert lab.send(ada, {"type": "presence", "channel": "room", "meta": {"x": "y" * 50},
+                          "id": 3})[0]["code"] == "presence_meta_too_large"
+    assert lab.send(ada, {"type": "presence", "channel": "nope", "state": "busy", "id": 4})[
+        0]["code"] == "not_subscribed"
+    lab.send(ada, {"type": "presence", "channel": "room", "state": "online"})
+    assert lab.hub.presence("room")["ada"] == {"connections": 1, "meta": {"mood": "ok"}}
+    update = [e for e in lab.events if e.type == "presence.update"][0]
+    assert update.state == "away" and update.changed == ("state", "meta")
+    assert ada.port.closes == []  # type: ignore[attr-defined]
+
+
+def test_max_members_and_kick() -> None:
+    lab = Lab(max_presence_members=2, presence_details=True)
+    a, b, c, b2 = lab.open("a"), lab.open("b"), lab.open("c"), lab.open("b")
+    lab.sub(a)
+    lab.sub(b)
+    assert lab.sub(c)[0]["code"] == "presence_full"
+    assert lab.sub(b2)[0]["type"] == "subscribed"  # a known member may add a tab
+    a.port.take()  # type: ignore[attr-defined]
+    assert lab.hub.kick("room", "b") == 2
+    assert b.port.take()[-1] == {  # type: ignore[attr-defined]
+        "type": "unsubscribed", "channel": "room", "reason": "kicked"}
+    assert a.port.take()[-1]["leaves"] == {  # type: ignore[attr-defined]
+        "b": {"connections": 0, "reason": "kicked"}}
+
+
+def test_idle_member_moves_to_idle_state_and_back_on_activity() -> None:
+    lab = Lab(presence_idle_timeout=30.0)
+    watcher, ada = lab.open("w"), lab.open("ada")
+    lab.sub(watcher)
+    lab.sub(ada)
+    lab.clock.now += 20
+    lab.send(watcher, {"type": "ping"})
+    lab.clock.now += 15
+    lab.hub.check_presence_idle()
+    assert lab.hub.presence("room")["ada"].get("state") == "away"
+    assert lab.hub.presence("room")["w"].get("state") is None
+    lab.send(ada, {"type": "ping"})
+    assert lab.hub.presence("room")["ada"].get("state") is None
+    changes = [e.changed for e in lab.events if e.type == "presence.update"]
+    assert changes == [("state",), ("state",)]
+
+
+# ---------------------------------------------------------------------------- property
+
+USERS = ["u0", "u1", "u2", "u3"]
+op = st.one_of(
+    st.tuples(st.just("open"), st.sampled_from(USERS)),
+    st.tuples(st.just("close"), st.integers(0, 20)),
+    st.tuples(st.just("unsub"), st.integers(0, 20)),
+    st.tuples(st.just("state"), st.integers(0, 20), st.sampled_from(["online", "away", "busy"])),
+    st.tuples(st.just("meta"), st.integers(0, 20), st.sampled_from([{}, {"a": 1}, {"b": 2}])),
+    st.tuples(st.just("wait"), st.sampled_from([0.5, 2.0, 5.0])),
+    st.tuples(st.just("kick"), st.sampled_from(USERS)),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(op, max_size=40), st.sampled_from([0.0, 3.0]))
+def test_rebuilt_member_list_equals_the_servers(ops: list[tuple[Any, ...]],
+                                                grace: float) -> None:
+    lab = Lab(presence_grace=grace, presence_details=True)
+    watcher = lab.open("watcher")
+    view = PresenceView()
+    for msg in lab.sub(watcher):
+        if msg["type"] == "presence_state":
+            view.apply(msg)
+    live: list[Session] = []
+
+    def drain() -> None:
+        for msg in watcher.port.take():  # type: ignore[attr-defined]
+            if msg["type"] in ("presence_state", "presence_diff"):
+                view.apply(msg)
+
+    for step in ops:
+        kind = step[0]
+        if kind == "open":
+            s = lab.open(step[1])
+            lab.sub(s)
+            live.append(s)
+        elif kind == "wait":
+            lab.advance(step[1])
+        elif kind == "kick":
+            lab.hub.kick("room", step[1])
+            live = [s for s in live if "room" in s.subscriptions]
+        elif live:
+            s = live[step[1] % len(live)]
+            if kind == "close":
+                lab.hub.closed(s)
+                live.remove(s)
+            elif kind == "unsub":
+                lab.send(s, {"type": "unsubscribe", "channel": "room"})
+                live.remove(s)
+            elif kind == "state":
+                lab.send(s, {"type": "presence", "channel": "room", "state": step[2]})
+            else:
+                lab.send(s, {"type": "presence", "channel": "room", "meta": step[2]})
+        drain()
+        assert view.channels["room"] == lab.hub.presence("room")
+    lab.advance(100.0)
+    drain()
+    assert view.channels["room"] == lab.hub.presence("room")
+    assert set(lab.hub.presence("room")) == {"watcher"} | {s.user for s in live}
+
+
+def test_without_details_the_wire_is_as_before() -> None:
+    lab = Lab()
+    watcher = lab.open("w")
+    lab.sub(watcher)
+    tab1, tab2 = lab.open("ada"), lab.open("ada")
+    lab.sub(tab1)
+    lab.sub(tab2)
+    lab.hub.closed(tab1)
+    lab.hub.closed(tab2)
+    diffs = watcher.port.take()  # type: ignore[attr-defined]
+    assert [(d["joins"], d["leaves"]) for d in diffs] == [
+        ({"ada": {"connections": 1}}, {}), ({}, {"ada": {"connections": 0}})]
+    assert [e.reason for e in lab.events if e.type == "presence.leave"] == ["closed"]
+
+
+@pytest.mark.parametrize("n", [1000])
+def test_presence_event_rate_1000_members_joining(n: int) -> None:
+    """Not a benchmark assertion: 1000 joins reach every subscriber (n*(n-1)/2 diffs)."""
+    lab = Lab()
+    sessions = [lab.open(f"user{i}") for i in range(n)]
+    for s in sessions:
+        lab.sub(s)
+    assert len(lab.hub.presence("room")) == n
+    assert sum(1 for e in lab.events if e.type == "presence.join") == n
