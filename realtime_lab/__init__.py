@@ -3,6 +3,7 @@
 from realtime_lab.client import Client, connect
 from realtime_lab.core import ConnectionState, Hub, ServerOptions
 from realtime_lab.core.authz import ChannelRule, sign_channel_token, verify_channel_token
+from realtime_lab.core.history import HistoryRule
 from realtime_lab.errors import (
     ConnectionClosed,
     PortInUseError,
@@ -21,6 +22,7 @@ __all__ = [
     "CloseCode",
     "ConnectionClosed",
     "ConnectionState",
+    "HistoryRule",
     "Hub",
     "LabServer",
     "PortInUseError",

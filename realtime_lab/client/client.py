@@ -121,6 +121,9 @@ class Client:
         self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(opts.inbox_size)
         self._channels: dict[str, None] = {}  # wanted subscriptions, in order
         self._auth: dict[str, ChannelAuth] = {}  # channel -> token or token factory
+        #: channel -> {"offset", "epoch"} of the last message seen (history channels);
+        #: sent as ``since`` when the channel is subscribed again after a reconnect.
+        self.positions: dict[str, dict[str, Any]] = {}
         self._outbox: deque[Outgoing] = deque()
         self._listeners: list[StateListener] = []
         self._watchers: list[asyncio.Queue[StateChange | None]] = []
@@ -437,7 +440,8 @@ class Client:
     async def _restore(self, ws: WebSocketClientConnection) -> None:
         """Subscribe again to every wanted channel (pipelined) and prune presence."""
         channels = list(self._channels)
-        replies = [self._request_on(ws, await self._subscribe_message(c)) for c in channels]
+        replies = [self._request_on(ws, await self._subscribe_message(c, recover=True))
+                   for c in channels]
         results = await asyncio.gather(*replies, return_exceptions=True)
         for channel, result in zip(channels, results, strict=True):
             if isinstance(result, RequestFailed):
@@ -523,6 +527,11 @@ class Client:
             if fut is not None and not fut.done():
                 fut.set_result(msg)
                 return
+        if mtype == "message" and "offset" in msg:
+            self.positions[msg["channel"]] = {"offset": msg["offset"], "epoch": msg["epoch"]}
+        elif mtype == "recovered" and not msg.get("complete") and msg.get("epoch"):
+            # what could not be recovered is lost: go on from the server's position
+            self.positions[msg["channel"]] = {"offset": msg["offset"], "epoch": msg["epoch"]}
         if mtype in ("presence_state", "presence_diff"):
             self.presence.apply(msg)
         elif mtype == "heartbeat":
@@ -671,10 +680,15 @@ class Client:
                 self._auth.pop(channel, None)
             raise
         self._channels[channel] = None
+        if "epoch" in reply and channel not in self.positions:
+            self.positions[channel] = {"offset": reply["offset"], "epoch": reply["epoch"]}
         return reply
 
-    async def _subscribe_message(self, channel: str) -> dict[str, Any]:
+    async def _subscribe_message(self, channel: str, *, recover: bool = False) -> dict[str, Any]:
         msg: dict[str, Any] = {"type": "subscribe", "channel": channel}
+        position = self.positions.get(channel)
+        if recover and position is not None:
+            msg["since"] = dict(position)
         auth = self._auth.get(channel)
         if callable(auth):
             auth = auth(self.session or "", channel)
@@ -694,6 +708,7 @@ class Client:
         reply = await self.request({"type": "unsubscribe", "channel": channel})
         self._channels.pop(channel, None)
         self._auth.pop(channel, None)
+        self.positions.pop(channel, None)
         self.presence.forget(channel)
         return reply
 

@@ -30,6 +30,7 @@ from realtime_lab.core.channels import Channel, validate_channel
 from realtime_lab.core.delivery import Delivery
 from realtime_lab.core.events import EventBus
 from realtime_lab.core.heartbeat import HeartbeatPolicy
+from realtime_lab.core.history import History, Recovery
 from realtime_lab.core.hooks import ConnectRequest, Hooks, refused, then
 from realtime_lab.core.liveness import Liveness
 from realtime_lab.core.membership import Membership, validate_channel_for
@@ -87,7 +88,7 @@ def _run_now(callback: Callable[[], None]) -> None:
     callback()
 
 
-class Hub(Membership, Presence, Delivery, Liveness):
+class Hub(Membership, Presence, Recovery, Delivery, Liveness):
     """Channels, presence and broadcast for a set of connections.
 
     The hub is split by concern: this module holds admission, the inbound path
@@ -130,6 +131,7 @@ class Hub(Membership, Presence, Delivery, Liveness):
         self._channel_meta: dict[str, dict[str, object]] = {}  # set_channel_metadata
         self._grace_timer: asyncio.TimerHandle | None = None  # core/presence.py
         self._idle_users: dict[str, set[str]] = {}
+        self._histories: dict[str, History] = {}  # core/history.py
         self.clock = clock
         self._schedule: Scheduler = schedule or _run_now
         self.sessions: dict[str, Session] = {}
@@ -466,7 +468,11 @@ class Hub(Membership, Presence, Delivery, Liveness):
             if msg.id is not None:
                 self.send(session, messages.published_message(msg.channel, msg.id, recipients))
         elif isinstance(msg, messages.Subscribe):
-            return self.subscribe(session, msg.channel, msg.id, msg.auth)
+            result = self.subscribe(session, msg.channel, msg.id, msg.auth)
+            if msg.since is None:
+                return result
+            since = msg.since  # recovery runs in the same step as the join: no gap
+            return then(result, lambda _: self._recover_if_joined(session, msg.channel, since))
         elif isinstance(msg, messages.Unsubscribe):
             if msg.channel not in session.subscriptions:
                 raise NotSubscribed(f"not subscribed to {msg.channel!r}", request_id=msg.id)
@@ -487,6 +493,10 @@ class Hub(Membership, Presence, Delivery, Liveness):
         else:  # Ping
             self.send(session, messages.pong_message(msg.id))
         return None
+
+    def _recover_if_joined(self, session: Session, name: str, since: dict[str, Any]) -> None:
+        if session.state is ConnectionState.OPEN and name in session.subscriptions:
+            self.recover(session, name, since)
 
     def _check_publish_rule(self, session: Session, channel: str,
                             rid: messages.RequestId) -> None:

@@ -161,6 +161,8 @@ class Membership(HubBase):
             reply["meta"] = channel.metadata
         if self.options.subscribe_channel_info:
             reply["info"] = channel.info()
+        if self.options.history:
+            self._position(name, reply)
         self.send(session, reply)
         if channel.presence:
             self.send(session, messages.presence_state_message(
@@ -261,15 +263,17 @@ class Membership(HubBase):
         self.stats.published += 1
         channel = self.channels.get(name)
         cluster = self.cluster  # the other nodes (realtime_lab.broker), usually None
+        msg = messages.channel_message(name, data, sender)
+        if self.options.history:
+            self._record(name, msg)  # offset and epoch (core/history.py)
         if channel is None:
             if cluster is not None:
-                cluster.published(name, codec.encode(messages.channel_message(name, data, sender)))
+                cluster.published(name, codec.encode(msg))
             if self.bus.active:
                 self.bus.emit(ev.MessagePublished(at=self.clock(), channel=name, user=sender,
                                                   priority=priority.label))
             return 0
         channel.messages += 1
-        msg = messages.channel_message(name, data, sender)
         if self._outbound is not None:
             ctx = Outbound(name, msg, priority, sender, len(channel.subscribers), self.clock(),
                            self, exclude)

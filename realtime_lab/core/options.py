@@ -90,6 +90,11 @@ class ServerOptions:
         max_presence_meta_bytes: encoded size of a member's metadata
             (``presence_meta_too_large``).
 
+    History (docs/channels.md):
+        history: :class:`~realtime_lab.core.history.HistoryRule` s (pattern, size,
+            ttl), first match wins; channels no rule matches keep no history (the
+            default: none do). Their messages carry ``offset`` and ``epoch``.
+
     Binary protocol and compression (docs/compression.md, docs/protocol.md):
         compression: the permessage-deflate policy (a
             :class:`~realtime_lab.protocol.deflate.CompressionPolicy`; True/False for
@@ -149,6 +154,8 @@ class ServerOptions:
     presence_idle_state: str = "away"
     max_presence_members: int = 10_000
     max_presence_meta_bytes: int = 1024
+    # history and recovery (docs/channels.md)
+    history: tuple[Any, ...] = ()
     # adaptive heartbeat
     heartbeat_min_interval: float | None = None
     heartbeat_max_interval: float | None = None

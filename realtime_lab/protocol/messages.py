@@ -22,6 +22,7 @@ class Subscribe:
     channel: str
     id: RequestId = None
     auth: str | None = None  # channel token for private-/presence- channels
+    since: dict[str, Any] | None = None  # {"offset": int, "epoch": str}: recover
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +106,14 @@ def parse_client_message(obj: object) -> ClientMessage:
         auth = obj.get("auth")
         if auth is not None and not isinstance(auth, str):
             raise BadField("'auth' must be a string", request_id=rid)
-        return Subscribe(_channel(obj, rid), rid, auth)
+        since = obj.get("since")
+        if since is not None and not (
+                isinstance(since, dict) and isinstance(since.get("epoch"), str)
+                and isinstance(since.get("offset"), int)
+                and not isinstance(since.get("offset"), bool)):
+            raise BadField("'since' must be {\"offset\": integer, \"epoch\": string}",
+                           request_id=rid)
+        return Subscribe(_channel(obj, rid), rid, auth, since)
     if mtype == "unsubscribe":
         return Unsubscribe(_channel(obj, rid), rid)
     if mtype == "ping":
