@@ -129,6 +129,7 @@ export class RealtimeClient extends EventTarget {
     this.closeReason = null;
     this.history = [];
     this.presence = new Map(); // channel -> {user: info}
+    this.positions = new Map(); // channel -> {offset, epoch}: last message seen (history channels)
     this.unsent = [];
     this.reconnects = 0;
     this._channels = new Set();
@@ -180,6 +181,9 @@ export class RealtimeClient extends EventTarget {
   subscribe(channel) {
     return this.request({ type: "subscribe", channel }).then((reply) => {
       this._channels.add(channel);
+      if (reply.epoch !== undefined && !this.positions.has(channel)) {
+        this.positions.set(channel, { offset: reply.offset, epoch: reply.epoch });
+      }
       return reply;
     });
   }
@@ -192,6 +196,7 @@ export class RealtimeClient extends EventTarget {
     }
     return this.request({ type: "unsubscribe", channel }).then((reply) => {
       this._channels.delete(channel);
+      this.positions.delete(channel);
       return reply;
     });
   }
@@ -362,7 +367,10 @@ export class RealtimeClient extends EventTarget {
     const ws = this._ws;
     const results = await Promise.allSettled(channels.map((channel) => new Promise((resolve, reject) => {
       const entry = { resolve, reject, timer: setTimeout(() => reject(new Error("restore timeout")), this.options.requestTimeout * 1000) };
-      this._sendRequest({ type: "subscribe", channel }, entry);
+      const message = { type: "subscribe", channel };
+      const position = this.positions.get(channel);
+      if (position) message.since = { ...position };  // recover what was missed (history channels)
+      this._sendRequest(message, entry);
     })));
     if (this._ws !== ws) throw new Error("connection lost during the restore");
     results.forEach((result, i) => {
@@ -420,6 +428,12 @@ export class RealtimeClient extends EventTarget {
     }
     if (msg.type === "heartbeat" && this._beat && msg.interval) {
       this._beat = { interval: msg.interval, timeout: msg.timeout ?? msg.interval };
+    }
+    if (msg.type === "message" && msg.offset !== undefined) {
+      this.positions.set(msg.channel, { offset: msg.offset, epoch: msg.epoch });
+    } else if (msg.type === "recovered") {
+      if (!msg.complete && msg.epoch) this.positions.set(msg.channel, { offset: msg.offset, epoch: msg.epoch });
+      this.dispatchEvent(new CustomEvent("recovered", { detail: msg }));
     }
     if (msg.type === "presence_state") {
       this.presence.set(msg.channel, { ...msg.members });
