@@ -185,7 +185,7 @@ class ServerOptions:
         object.__setattr__(self, "_channel_re", compiled)
         _check_issue4_options(self)
         _check_presence_options(self)
-        try:  # ours, realtime_lab.middleware's CompressionPolicy, True or False
+        try:  # a CompressionPolicy, True or False
             object.__setattr__(self, "compression", as_policy(self.compression))
         except TypeError as exc:
             raise ValueError(f"compression: {exc}") from None

@@ -22,7 +22,6 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 EXTENSION = "permessage-deflate"
 TAIL = b"\x00\x00\xff\xff"
@@ -52,12 +51,12 @@ class CompressionPolicy:
         client_max_window_bits: the window (8-15) clients may use, told to clients
             that offered the parameter; None accepts what the client says.
         client_context_takeover: let clients keep their compression context between
-            messages. False (default) answers ``client_no_context_takeover``: no
-            inflate window is kept between messages (about 32 KiB saved per
-            connection that sends compressed messages). True keeps one per such
-            connection, and is needed by clients that ignore the parameter: plain
-            Tornado clients (``websocket_connect`` with compression) drop it and
-            are closed with 1002 on their second compressed message otherwise.
+            messages. True (default) keeps one inflate window per connection that
+            sends compressed messages, and works with every client. False answers
+            ``client_no_context_takeover`` and saves about 32 KiB per such
+            connection, but clients that ignore the parameter break: plain Tornado
+            clients (``websocket_connect`` with compression) drop it and are closed
+            with 1002 on their second compressed message.
         threshold: payloads shorter than this many bytes are sent uncompressed
             (RFC 7692 allows this per message).
         shared: compress a broadcast once for all connections with the same
@@ -70,7 +69,7 @@ class CompressionPolicy:
     mem_level: int = 8
     server_max_window_bits: int = 15
     client_max_window_bits: int | None = None
-    client_context_takeover: bool = False
+    client_context_takeover: bool = True
     threshold: int = 256
     shared: bool = True
 
@@ -95,28 +94,13 @@ class CompressionPolicy:
 
 
 def as_policy(obj: object) -> CompressionPolicy:
-    """A :class:`CompressionPolicy` from ours, from ``realtime_lab.middleware``'s, or a bool.
-
-    The middleware's policy (``offer``, ``level``, ``window_bits``, ``mem_level``,
-    ``threshold``, ``no_context_takeover``) maps field by field; its
-    ``no_context_takeover=False`` asks for per-connection compression, which
-    this server does as ``shared=False`` (each delivery compressed on its own).
-    """
+    """A :class:`CompressionPolicy` from a policy, or from a bool (True: the defaults,
+    False or None: never compress)."""
     if isinstance(obj, CompressionPolicy):
         return obj
     if isinstance(obj, bool) or obj is None:
         return CompressionPolicy(enabled=bool(obj))
-    if hasattr(obj, "offer"):
-        return _from_middleware(obj)
     raise TypeError(f"not a compression policy: {obj!r}")
-
-
-@lru_cache(maxsize=32)
-def _from_middleware(obj: Any) -> CompressionPolicy:
-    return CompressionPolicy(
-        enabled=bool(obj.offer), level=obj.level, mem_level=obj.mem_level,
-        server_max_window_bits=obj.window_bits, threshold=obj.threshold,
-        shared=bool(getattr(obj, "no_context_takeover", True)))
 
 
 @dataclass(frozen=True, slots=True)

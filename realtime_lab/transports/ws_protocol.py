@@ -307,8 +307,8 @@ def compression_policy(hub: Any) -> CompressionPolicy:
     """
     for mw in getattr(hub, "middleware", ()):
         policy = getattr(mw, "policy", None)
-        if policy is not None and hasattr(policy, "offer"):
-            return as_policy(policy)
+        if isinstance(policy, CompressionPolicy):
+            return policy
     return as_policy(hub.options.compression)
 
 

@@ -19,7 +19,8 @@ from realtime_lab.protocol.deflate import (
     parse_offers,
 )
 
-POLICY = CompressionPolicy()
+POLICY = CompressionPolicy()  # the default: clients keep their context (works with all)
+SAVER = CompressionPolicy(client_context_takeover=False)  # answers client_no_context_takeover
 
 
 def header(offer: str, policy: CompressionPolicy = POLICY) -> str | None:
@@ -27,26 +28,27 @@ def header(offer: str, policy: CompressionPolicy = POLICY) -> str | None:
     return None if params is None else params.header()
 
 
-def test_browser_offer_gets_no_context_takeover_both_ways() -> None:
+def test_browser_offer_gets_server_no_context_takeover() -> None:
     # Chromium and Firefox offer exactly this.
     assert header("permessage-deflate; client_max_window_bits") == (
-        "permessage-deflate; server_no_context_takeover; client_no_context_takeover")
-    keep = CompressionPolicy(client_context_takeover=True)
-    assert header("permessage-deflate; client_max_window_bits", keep) == (
         "permessage-deflate; server_no_context_takeover")
+    assert header("permessage-deflate; client_max_window_bits", SAVER) == (
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover")
 
 
 def test_websockets_library_offer() -> None:
     assert header("permessage-deflate; client_max_window_bits=12") == (
+        "permessage-deflate; server_no_context_takeover; client_max_window_bits=12")
+    assert header("permessage-deflate; client_max_window_bits=12", SAVER) == (
         "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
         "client_max_window_bits=12")
 
 
 def test_server_window_is_the_smaller_of_offer_and_policy() -> None:
-    params = negotiate("permessage-deflate; server_max_window_bits=10", POLICY)
+    params = negotiate("permessage-deflate; server_max_window_bits=10", SAVER)
     assert params == DeflateParams(10, None, True, True)
     assert "server_max_window_bits=10" in params.header()
-    small = CompressionPolicy(server_max_window_bits=9)
+    small = CompressionPolicy(server_max_window_bits=9, client_context_takeover=False)
     assert negotiate("permessage-deflate; server_max_window_bits=12", small) == DeflateParams(
         9, None, True, True)
 
@@ -58,8 +60,8 @@ def test_unacceptable_offers_fall_through_to_the_next() -> None:
                 "permessage-deflate; client_max_window_bits=16",
                 "permessage-deflate; client_max_window_bits; client_max_window_bits",
                 "permessage-deflate; server_max_window_bits"):
-        assert negotiate(bad, POLICY) is None, bad
-        assert negotiate(bad + ", permessage-deflate", POLICY) == DeflateParams(15, None, True)
+        assert negotiate(bad, SAVER) is None, bad
+        assert negotiate(bad + ", permessage-deflate", SAVER) == DeflateParams(15, None, True)
 
 
 def test_policy_off_and_other_extensions() -> None:
@@ -80,17 +82,16 @@ def test_client_context_takeover_and_window_limit_from_policy() -> None:
     assert asked is not None and asked.client_no_context_takeover
 
 
-def test_policy_validation_and_middleware_policy() -> None:
+def test_policy_validation_and_conversion() -> None:
     with pytest.raises(ValueError):
         CompressionPolicy(server_max_window_bits=8)
     with pytest.raises(ValueError):
         CompressionPolicy(level=10)
-    from realtime_lab.middleware import CompressionPolicy as MiddlewarePolicy
-
-    mine = as_policy(MiddlewarePolicy(offer=True, level=3, window_bits=12, threshold=100))
-    assert (mine.enabled, mine.level, mine.server_max_window_bits, mine.threshold) == (
-        True, 3, 12, 100)
-    assert as_policy(False).enabled is False
+    assert as_policy(POLICY) is POLICY
+    assert as_policy(True) == POLICY
+    assert as_policy(False).enabled is False and as_policy(None).enabled is False
+    with pytest.raises(TypeError):
+        as_policy("deflate")
 
 
 def test_deflater_output_is_rfc7692_payload() -> None:

@@ -251,15 +251,16 @@ def test_logging_costs_nothing_when_disabled(caplog: pytest.LogCaptureFixture) -
 # ---------------------------------------------------------------------------- compression
 
 
-def test_compression_policy() -> None:
-    policy = CompressionPolicy()
-    assert (policy.offer, policy.level, policy.window_bits, policy.threshold) == (
-        False, 6, 15, 1024)
-    assert policy.tornado_options() is None and not policy.should_compress(10_000)
-    on = CompressionPolicy(offer=True, level=1, threshold=100)
-    assert on.should_compress(100) and not on.should_compress(99)
-    assert on.tornado_options() == {"compression_level": 1, "mem_level": 8}
-    for bad in ({"level": 10}, {"window_bits": 8}, {"mem_level": 0}, {"threshold": -1}):
+def test_compression_middleware_uses_the_one_policy_class() -> None:
+    from realtime_lab.protocol.deflate import CompressionPolicy as ProtocolPolicy
+
+    assert CompressionPolicy is ProtocolPolicy
+    default = Compression()
+    assert default.policy == CompressionPolicy() and default.policy.enabled
+    tuned = Compression(level=1, threshold=100, enabled=False)
+    assert (tuned.policy.level, tuned.policy.threshold, tuned.policy.enabled) == (1, 100, False)
+    for bad in ({"level": 10}, {"server_max_window_bits": 8}, {"mem_level": 0},
+                {"threshold": -1}):
         with pytest.raises(ValueError):
             CompressionPolicy(**bad)
 
@@ -272,7 +273,7 @@ def test_compression_marks_broadcasts() -> None:
             marks.append(ctx.compress)
             return call_next(ctx)
 
-    hub, _ = make(Compression(offer=True), Spy())
+    hub, _ = make(Compression(enabled=True), Spy())
     s, _ = open_(hub)
     send(hub, s, {"type": "subscribe", "channel": "room"})
     hub.publish("room", "x")
