@@ -26,7 +26,8 @@ from typing import Any
 
 from realtime_lab.core import events as ev
 from realtime_lab.core.authz import rule_for
-from realtime_lab.core.channels import Channel, validate_channel
+from realtime_lab.core.channel_meta import ChannelMeta
+from realtime_lab.core.channels import Channel
 from realtime_lab.core.delivery import Delivery
 from realtime_lab.core.events import EventBus
 from realtime_lab.core.heartbeat import HeartbeatPolicy
@@ -88,7 +89,7 @@ def _run_now(callback: Callable[[], None]) -> None:
     callback()
 
 
-class Hub(Membership, Presence, Recovery, Delivery, Liveness):
+class Hub(Membership, Presence, Recovery, ChannelMeta, Delivery, Liveness):
     """Channels, presence and broadcast for a set of connections.
 
     The hub is split by concern: this module holds admission, the inbound path
@@ -524,49 +525,6 @@ class Hub(Membership, Presence, Recovery, Delivery, Liveness):
 
     def channel_list(self) -> list[dict[str, object]]:
         return [c.describe() for c in sorted(self.channels.values(), key=lambda c: c.name)]
-
-    def channel_info(self, name: str) -> dict[str, object] | None:
-        """Counts and custom metadata of channel ``name``; None when it has no subscribers
-        and no metadata was set for it."""
-        channel = self.channels.get(name)
-        if channel is not None:
-            return channel.info()
-        kept = self._channel_meta.get(name)
-        if kept is None:
-            return None
-        return {"name": name, "subscribers": 0, "members": 0, "messages": 0,
-                "presence": False, "created_at": None, "metadata": dict(kept)}
-
-    def set_channel_metadata(self, name: str, values: dict[str, object], *,
-                             replace: bool = False) -> dict[str, object]:
-        """Merge ``values`` into channel ``name``'s custom metadata (or replace it).
-
-        Kept while the channel has no subscribers, until :meth:`clear_channel_metadata`.
-        A value of None removes that key. Returns the new metadata.
-        """
-        validate_channel(name, self.options)
-        channel = self.channels.get(name)
-        meta = self._channel_meta.get(name)
-        if meta is None:
-            meta = channel.metadata if channel is not None else {}
-            self._channel_meta[name] = meta
-        if channel is not None:
-            channel.metadata = meta
-        if replace:
-            meta.clear()
-        for key, value in values.items():
-            if value is None:
-                meta.pop(key, None)
-            else:
-                meta[key] = value
-        return dict(meta)
-
-    def clear_channel_metadata(self, name: str) -> None:
-        """Forget the custom metadata of ``name`` (a live channel keeps an empty dict)."""
-        self._channel_meta.pop(name, None)
-        channel = self.channels.get(name)
-        if channel is not None:
-            channel.metadata = {}
 
     def presence(self, channel: str) -> dict[str, dict[str, object]]:
         ch = self.channels.get(channel)
