@@ -68,7 +68,8 @@ class ChannelRule:
         return fnmatch.fnmatchcase(channel, self.pattern)
 
 
-#: Used when a channel secret or an authorizer is configured and no rules are given.
+#: Used when no rules are given: private-* and presence-* always need authorization
+#: (refused with channel_unauthorized when the server has no secret or authorizer).
 DEFAULT_RULES: tuple[ChannelRule, ...] = (
     ChannelRule("private-*", "private", "subscribers"),
     ChannelRule("presence-*", "presence", "subscribers"),
@@ -153,6 +154,10 @@ def authorize(rule: ChannelRule, session: Session, channel: str, auth: str | Non
         return Grant()
     if auth is not None and secret:
         return Grant(verify_channel_token(secret, auth, session.id, channel, now=now))
+    if authorizer is None and not secret:
+        raise ChannelUnauthorized(
+            f"{channel!r} is a {rule.policy} channel and this server has no channel secret "
+            "or authorizer configured to allow it")
     if authorizer is None:
         raise ChannelUnauthorized(
             f"{channel!r} is a {rule.policy} channel: send a channel token in 'auth'")

@@ -69,9 +69,10 @@ class ServerOptions:
             for private and presence channels: True allows, a dict allows and is the
             member data, anything else (False, None, ``Refuse``) refuses.
         channel_rules: :class:`~realtime_lab.core.authz.ChannelRule` s, first match
-            wins. None: ``private-*`` and ``presence-*`` need authorization as soon as
-            a channel secret, ``token_secret`` or ``authorizer`` is set; without any
-            of them every channel is public (backward compatible).
+            wins. None: ``private-*`` and ``presence-*`` always need authorization
+            (a channel token signed with ``channel_secret``/``token_secret``, or the
+            ``authorizer``); with neither configured they are refused with
+            ``channel_unauthorized``. ``()`` makes every channel public.
         subscribe_channel_info: send the channel's counts and custom metadata in
             ``subscribed`` as ``info`` (off by default).
 
@@ -198,11 +199,9 @@ class ServerOptions:
         """The channel rules in force (see ``channel_rules``)."""
         if self.channel_rules is not None:
             return tuple(self.channel_rules)
-        if self.channel_secret or self.token_secret or self.authorizer is not None:
-            from realtime_lab.core.authz import DEFAULT_RULES
+        from realtime_lab.core.authz import DEFAULT_RULES
 
-            return DEFAULT_RULES
-        return ()
+        return DEFAULT_RULES
 
     def limits(self) -> dict[str, int]:
         """The limits a client is told about in the welcome message."""

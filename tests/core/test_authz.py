@@ -199,8 +199,19 @@ async def test_publish_policies() -> None:
     assert hub.publish("announce", "server side is always allowed") == 0
 
 
-async def test_without_channel_auth_configured_names_are_just_names() -> None:
+async def test_without_channel_auth_configured_private_channels_are_refused() -> None:
     hub = Hub(ServerOptions())
+    s, _ = await open_session(hub, "ada")
+    for name in ("private-x", "presence-x"):
+        msgs = await send(hub, s, {"type": "subscribe", "channel": name, "id": 1})
+        assert msgs[0]["code"] == "channel_unauthorized"
+        assert "no channel secret or authorizer" in msgs[0]["message"]
+    msgs = await send(hub, s, {"type": "subscribe", "channel": "lobby", "id": 2})
+    assert msgs[0]["type"] == "subscribed", "the connection stays usable"
+
+
+async def test_explicit_rules_can_make_every_channel_public() -> None:
+    hub = Hub(ServerOptions(channel_rules=()))
     s, _ = await open_session(hub, "ada")
     msgs = await send(hub, s, {"type": "subscribe", "channel": "private-x", "id": 1})
     assert msgs[0]["type"] == "subscribed"
