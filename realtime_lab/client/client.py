@@ -120,6 +120,8 @@ class Client:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(opts.inbox_size)
         self._channels: dict[str, None] = {}  # wanted subscriptions, in order
+        #: presence state/meta this client set per channel, sent again after a reconnect
+        self._presence_wanted: dict[str, dict[str, Any]] = {}
         self._auth: dict[str, ChannelAuth] = {}  # channel -> token or token factory
         #: channel -> {"offset", "epoch"} of the last message seen (history channels);
         #: sent as ``since`` when the channel is subscribed again after a reconnect.
@@ -454,6 +456,21 @@ class Client:
         for channel in list(self.presence.channels):
             if channel not in self._channels:
                 self.presence.forget(channel)
+        await self._restore_presence(ws)
+
+    async def _restore_presence(self, ws: WebSocketClientConnection) -> None:
+        """Set again the presence state and metadata this client had set (new session)."""
+        wanted = [(c, w) for c, w in self._presence_wanted.items() if c in self._channels]
+        replies = [self._request_on(ws, {"type": "presence", "channel": c, **w})
+                   for c, w in wanted]
+        results = await asyncio.gather(*replies, return_exceptions=True)
+        for (channel, _), result in zip(wanted, results, strict=True):
+            if isinstance(result, RequestFailed):
+                self._deliver({"type": "error", "code": result.code, "channel": channel,
+                               "message": f"presence restore in {channel!r} refused: "
+                                          f"{result.message}"})
+            elif isinstance(result, BaseException):
+                raise result
 
     # ------------------------------------------------------------------ reading
 
@@ -709,6 +726,7 @@ class Client:
         self._channels.pop(channel, None)
         self._auth.pop(channel, None)
         self.positions.pop(channel, None)
+        self._presence_wanted.pop(channel, None)
         self.presence.forget(channel)
         return reply
 
@@ -731,7 +749,10 @@ class Client:
             msg["state"] = state
         if meta is not None:
             msg["meta"] = meta
-        return await self.request(msg)
+        reply = await self.request(msg)
+        wanted = self._presence_wanted.setdefault(channel, {})
+        wanted.update({k: v for k, v in msg.items() if k in ("state", "meta")})
+        return reply
 
     async def ping(self) -> float:
         """Round trip of an application-level ping, in seconds."""

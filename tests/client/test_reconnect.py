@@ -200,3 +200,23 @@ async def test_connect_without_reconnect_raises_the_connection_error(
     await lab.stop()
     with pytest.raises(OSError):
         await realtime_lab.connect(lab.url, timeout=2)
+
+
+async def test_presence_state_and_meta_are_restored_after_a_restart(
+        lab: RestartableServer, clients: list[Client]) -> None:
+    ada = await open_client(clients, lab.url, "ada")
+    await ada.subscribe("room")
+    await ada.set_presence("room", state="away", meta={"desk": 7})
+    await ada.set_presence("room", meta={"desk": 8})  # later changes win, state is kept
+    assert lab.current.presence("room")["ada"]["meta"] == {"desk": 8}
+
+    await lab.restart()  # a new server process state: it knows nothing of ada
+    await ada.wait_open(10)
+
+    member = lab.current.presence("room")["ada"]
+    assert (member["state"], member["meta"]) == ("away", {"desk": 8})
+    await ada.unsubscribe("room")
+    await ada.subscribe("room")
+    fresh = lab.current.presence("room")["ada"]
+    assert fresh.get("state", "online") == "online" and not fresh.get("meta"), (
+        "what was set is forgotten on unsubscribe")
