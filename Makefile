@@ -27,11 +27,13 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check realtime_lab tests benchmarks
+	$(VENV)/bin/mypy realtime_lab
 	$(PY) -m pytest -p no:cacheprovider -rs --cov=realtime_lab --cov-report=term:skip-covered \
 		--nbval-lax notebooks tests
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check realtime_lab tests benchmarks
+	$(VENV)/bin/mypy realtime_lab
 
 bench: $(VENV)/.installed-test
 	$(PY) -m benchmarks.run

@@ -25,7 +25,7 @@ class ProtocolError(RealtimeLabError):
     code: ClassVar[str] = "bad_request"
     close_code: ClassVar[int | None] = None
 
-    def __init__(self, message: str, *, request_id: object = None) -> None:
+    def __init__(self, message: str, *, request_id: int | str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.request_id = request_id

@@ -236,7 +236,7 @@ class LabServer:
         """Merge (or replace) channel ``name``'s custom metadata; None values delete keys."""
         return self.hub.set_channel_metadata(name, values, replace=replace)
 
-    def presence(self, channel: str) -> dict[str, dict[str, int]]:
+    def presence(self, channel: str) -> dict[str, dict[str, object]]:
         if self.cluster is not None:  # cluster-wide members
             return self.cluster.presence(channel)
         return self.hub.presence(channel)

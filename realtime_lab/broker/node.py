@@ -293,7 +293,7 @@ class ClusterNode:
 
     async def channel_list(self) -> list[dict[str, object]]:
         """Every channel in the cluster, counts cluster-wide, with this node's share."""
-        local = {c["name"]: c for c in self.hub.channel_list()}
+        local: dict[str, dict[str, Any]] = {str(c["name"]): c for c in self.hub.channel_list()}
         cluster = await self.broker.cluster_channels()
         out: list[dict[str, object]] = []
         if cluster is None:

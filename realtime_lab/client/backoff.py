@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import random
 from dataclasses import dataclass
+from typing import Protocol
 
 
 class Jitter(enum.Enum):
@@ -65,9 +66,15 @@ class Backoff:
         return jittered(self.ceiling(attempt), Jitter(self.jitter), rng or random)
 
 
-def jittered(delay: float, jitter: Jitter, rng: random.Random | object) -> float:
+class Uniform(Protocol):
+    """Anything with ``uniform(a, b)``: a ``random.Random`` or the ``random`` module."""
+
+    def uniform(self, a: float, b: float) -> float: ...
+
+
+def jittered(delay: float, jitter: Jitter, rng: Uniform) -> float:
     """Apply ``jitter`` to ``delay`` with ``rng`` (anything with ``uniform``)."""
-    uniform = rng.uniform  # type: ignore[attr-defined]
+    uniform = rng.uniform
     if jitter is Jitter.FULL:
         return float(uniform(0.0, delay))
     if jitter is Jitter.EQUAL:

@@ -387,9 +387,8 @@ class Client:
             query["user"] = self.user
         token = self.token
         if callable(token):
-            token = token()
-            if inspect.isawaitable(token):
-                token = await token
+            produced = token()
+            token = await produced if inspect.isawaitable(produced) else produced
         if token is not None:
             query["token"] = str(token)
         if not query:
@@ -708,9 +707,8 @@ class Client:
             msg["since"] = dict(position)
         auth = self._auth.get(channel)
         if callable(auth):
-            auth = auth(self.session or "", channel)
-            if inspect.isawaitable(auth):
-                auth = await auth
+            produced = auth(self.session or "", channel)
+            auth = await produced if inspect.isawaitable(produced) else produced
         if auth is not None:
             msg["auth"] = auth
         return msg

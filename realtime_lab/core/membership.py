@@ -11,7 +11,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from realtime_lab.core import events as ev
 from realtime_lab.core.authz import Grant, authorize, rule_for
@@ -33,6 +33,9 @@ from realtime_lab.errors import (
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.frames import text_frame
 from realtime_lab.protocol.wire import JSON_WIRE, FrameVariants
+
+if TYPE_CHECKING:
+    from realtime_lab.core.hub import Hub
 
 log = logging.getLogger("realtime_lab.core")
 
@@ -276,7 +279,7 @@ class Membership(HubBase):
         channel.messages += 1
         if self._outbound is not None:
             ctx = Outbound(name, msg, priority, sender, len(channel.subscribers), self.clock(),
-                           self, exclude)
+                           cast("Hub", self), exclude)
             return int(self._outbound(ctx) or 0)
         return self._deliver(channel, msg, exclude, priority)
 

@@ -8,7 +8,6 @@ so Tornado's per-message framing is skipped on the hot path.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from realtime_lab.core.hooks import ConnectRequest
+from realtime_lab.core.hub import PendingOpen
 from realtime_lab.core.security import origin_allowed
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.wire import JSON_WIRE
@@ -113,12 +113,13 @@ class HubWebSocketHandler(WebSocketHandler):
             return None
         assert self.ws_connection is not None
         stream = self.ws_connection.stream  # type: ignore[attr-defined]
+        assert stream is not None
         self.set_nodelay(True)
         remote = self.request.remote_ip or ""
         port = TornadoPort(self, stream, remote)
         port.wire = handler_wire(self)
         result = self.hub.open(port, user=user, request=self._connect_request(remote, user))
-        if inspect.isawaitable(result):
+        if isinstance(result, PendingOpen):
             self.session = result.session  # known at once, so on_close can report it
             return self._open_later(result)
         self.session = result

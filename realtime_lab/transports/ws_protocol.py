@@ -374,7 +374,8 @@ class EchoHandler(WebSocketHandler):
         if rsv1:
             assert deflate is not None
             payload = deflate.compress(payload)
-        conn.stream.write(frame_header(opcode, len(payload), rsv1=rsv1) + payload)  # type: ignore[attr-defined]
+        conn.stream.write(  # type: ignore[attr-defined, union-attr]
+            frame_header(opcode, len(payload), rsv1=rsv1) + payload)
 
 
 __all__ = [
