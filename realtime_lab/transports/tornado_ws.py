@@ -19,6 +19,8 @@ from realtime_lab.core.hooks import ConnectRequest
 from realtime_lab.core.hub import PendingOpen
 from realtime_lab.core.security import origin_allowed
 from realtime_lab.protocol.close_codes import CloseCode
+from realtime_lab.protocol.codec import encode
+from realtime_lab.protocol.messages import error_message
 from realtime_lab.protocol.wire import JSON_WIRE
 from realtime_lab.transports.ws_protocol import (
     LabWebSocketProtocol,
@@ -108,8 +110,10 @@ class HubWebSocketHandler(WebSocketHandler):
     def open(self, *args: Any, **kwargs: Any) -> Any:
         user = self.get_query_argument("user", None)
         if user is not None and not (0 < len(user) <= MAX_USER_ID_LENGTH):
-            self.close(CloseCode.BAD_REQUEST,
-                       f"user id must be 1 to {MAX_USER_ID_LENGTH} characters")
+            reason = f"user id must be 1 to {MAX_USER_ID_LENGTH} characters"
+            # Like every refused connection: an error message that says why, then the code.
+            self.write_message(encode(error_message("bad_user", reason)))
+            self.close(CloseCode.BAD_REQUEST, reason)
             return None
         assert self.ws_connection is not None
         stream = self.ws_connection.stream  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 
 import pytest
 
@@ -35,7 +36,9 @@ async def test_bad_user_id_closes_with_4004(server: LabServer, raw_ws, query: st
     raw = await raw_ws(server.port, path="/ws" + query)
     await raw.send_json({"type": "ping", "id": 1})  # ignored: there is no session
     assert await raw.read_close() == 4004
-    assert not [f for f in raw.frames if f.opcode == 0x1], "no welcome, no pong"
+    texts = [json.loads(f.payload) for f in raw.frames if f.opcode == 0x1]
+    assert texts == [{"type": "error", "code": "bad_user",
+                      "message": "user id must be 1 to 128 characters"}], "no welcome, no pong"
     assert server.hub.sessions == {} and server.hub.stats.connections_opened == 0
 
 
