@@ -39,6 +39,7 @@ from realtime_lab.core.hub import Hub
 from realtime_lab.core.options import ServerOptions
 from realtime_lab.instrument import Recorder
 from realtime_lab.instrument.experiment import LoadProcess, measured_burst, raise_fd_limit
+from realtime_lab.testing import NullPort
 
 VARIANTS = ("off", "on", "on-no-ts", "on-ts-unread")
 
@@ -87,24 +88,6 @@ async def run(subscribers: int, rounds: int, burst: int, size: int,
         "median_us": med,
         "overhead_pct": {v: 100 * (med[v] / med["off"] - 1) for v in VARIANTS if v != "off"},
     }
-
-
-class NullPort:
-    """A connection that accepts and discards every write."""
-
-    remote = "fake"
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def buffered_bytes(self) -> int:
-        return 0
-
-    def ping(self) -> None:
-        pass
-
-    def close(self, code: int, reason: str) -> None:
-        pass
 
 
 def hub_micro(subscribers: int, rounds: int, burst: int, size: int) -> dict[str, object]:

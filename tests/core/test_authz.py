@@ -13,42 +13,17 @@ from realtime_lab.core import Hub, ServerOptions, Session
 from realtime_lab.core.authz import rule_for
 from realtime_lab.core.hooks import ConnectRequest, Hooks, Refuse
 from realtime_lab.errors import ChannelTokenExpired, ChannelUnauthorized
-from realtime_lab.protocol.frames import parse_frames
+from realtime_lab.testing import RecordingPort
 
 SECRET = "channel-secret"
-
-
-class FakePort:
-    remote = "10.0.0.7"
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closes: list[tuple[int, str]] = []
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def buffered_bytes(self) -> int:
-        return 0
-
-    def ping(self) -> None:
-        pass
-
-    def close(self, code: int, reason: str) -> None:
-        self.closes.append((code, reason))
-
-    def take(self) -> list[dict[str, Any]]:
-        frames, _ = parse_frames(b"".join(self.writes))
-        self.writes.clear()
-        return [json.loads(f.payload) for f in frames]
 
 
 async def settle(result: Any) -> Any:
     return await result if hasattr(result, "__await__") else result
 
 
-async def open_session(hub: Hub, user: str) -> tuple[Session, FakePort]:
-    port = FakePort()
+async def open_session(hub: Hub, user: str) -> tuple[Session, RecordingPort]:
+    port = RecordingPort("10.0.0.7")
     session = await settle(hub.open(port, user=user,
                                     request=ConnectRequest(remote=port.remote, user=user)))
     port.take()

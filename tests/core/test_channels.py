@@ -6,16 +6,7 @@ import pytest
 
 from realtime_lab.core import Channel, ServerOptions, Session, validate_channel
 from realtime_lab.errors import BadChannel
-
-
-class NullPort:
-    remote = "null"
-
-    def write(self, data: bytes) -> None: ...
-    def buffered_bytes(self) -> int:
-        return 0
-    def ping(self) -> None: ...
-    def close(self, code: int, reason: str) -> None: ...
+from realtime_lab.testing import NullPort
 
 
 def session(sid: str, user: str) -> Session:

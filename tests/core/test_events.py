@@ -13,27 +13,7 @@ from realtime_lab.core import Hub, ServerOptions, Session
 from realtime_lab.core import events as ev
 from realtime_lab.core.events import STOP, EventBus, EventFilter, make_filter
 from realtime_lab.protocol.close_codes import CloseCode
-
-
-class FakePort:
-    def __init__(self, remote: str = "10.0.0.1") -> None:
-        self.remote = remote
-        self.writes: list[bytes] = []
-        self.closes: list[tuple[int, str]] = []
-        self.pings = 0
-        self.buffered = 0
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def buffered_bytes(self) -> int:
-        return self.buffered
-
-    def ping(self) -> None:
-        self.pings += 1
-
-    def close(self, code: int, reason: str) -> None:
-        self.closes.append((code, reason))
+from realtime_lab.testing import RecordingPort
 
 
 class Clock:
@@ -211,7 +191,7 @@ def test_no_event_is_built_when_nobody_listens(monkeypatch: pytest.MonkeyPatch) 
         original(self, *a, **kw)
 
     monkeypatch.setattr(ev.Event, "__init__", spy)
-    s = hub.open(FakePort())
+    s = hub.open(RecordingPort("10.0.0.1"))
     send(hub, s, {"type": "subscribe", "channel": "room"})
     hub.publish("room", "x")
     hub.closed(s)
@@ -221,8 +201,8 @@ def test_no_event_is_built_when_nobody_listens(monkeypatch: pytest.MonkeyPatch) 
 def test_lifecycle_channel_presence_and_delivery_events() -> None:
     hub, _ = make_hub()
     seen = record(hub)
-    a = hub.open(FakePort(), user="ada")
-    b = hub.open(FakePort(), user="bob")
+    a = hub.open(RecordingPort("10.0.0.1"), user="ada")
+    b = hub.open(RecordingPort("10.0.0.1"), user="bob")
     send(hub, a, {"type": "subscribe", "channel": "room"})
     send(hub, b, {"type": "subscribe", "channel": "room"})
     hub.publish("room", {"hello": 1})
@@ -248,7 +228,7 @@ def test_one_delivered_event_per_broadcast_whatever_the_fan_out() -> None:
     hub, _ = make_hub()
     seen = record(hub, "message.*")
     for _ in range(50):
-        s = hub.open(FakePort())
+        s = hub.open(RecordingPort("10.0.0.1"))
         send(hub, s, {"type": "subscribe", "channel": "room"})
     hub.publish("room", 1)
     assert [(x.type, getattr(x, "count", None)) for x in seen] == [
@@ -258,7 +238,7 @@ def test_one_delivered_event_per_broadcast_whatever_the_fan_out() -> None:
 def test_errors_and_limits_are_events() -> None:
     hub, _ = make_hub(max_subscriptions=1)
     seen = record(hub, ("error", "limit.*"))
-    s = hub.open(FakePort(), user="ada")
+    s = hub.open(RecordingPort("10.0.0.1"), user="ada")
     send(hub, s, {"type": "subscribe", "channel": "a"})
     send(hub, s, {"type": "subscribe", "channel": "b", "id": 7})
     assert [(x.type, getattr(x, "code", None)) for x in seen] == [
@@ -269,8 +249,8 @@ def test_errors_and_limits_are_events() -> None:
 def test_heartbeat_timeout_emits_and_presence_times_out() -> None:
     hub, _ = make_hub(heartbeat_interval=10, heartbeat_timeout=5)
     seen = record(hub, ("heartbeat.*", "presence.*", "connection.closed"))
-    s = hub.open(FakePort(), user="ada")
-    other = hub.open(FakePort(), user="bob")
+    s = hub.open(RecordingPort("10.0.0.1"), user="ada")
+    other = hub.open(RecordingPort("10.0.0.1"), user="bob")
     send(hub, s, {"type": "subscribe", "channel": "room"})
     send(hub, other, {"type": "subscribe", "channel": "room"})
     clock = hub.clock
@@ -290,8 +270,8 @@ def test_heartbeat_timeout_emits_and_presence_times_out() -> None:
 def test_user_filter_on_the_hub() -> None:
     hub, _ = make_hub()
     seen = record(hub, user="bob")
-    a = hub.open(FakePort(), user="ada")
-    b = hub.open(FakePort(), user="bob")
+    a = hub.open(RecordingPort("10.0.0.1"), user="ada")
+    b = hub.open(RecordingPort("10.0.0.1"), user="bob")
     send(hub, a, {"type": "subscribe", "channel": "room"})
     send(hub, b, {"type": "subscribe", "channel": "room"})
     assert {x.user for x in seen} == {"bob"} and len(seen) == 3
@@ -309,7 +289,7 @@ def test_wants_follows_type_filters_and_skips_unwanted_hot_path_events() -> None
     sub.cancel()
     hub, _ = make_hub()
     seen = record(hub, "message.published")
-    s = hub.open(FakePort())
+    s = hub.open(RecordingPort("10.0.0.1"))
     send(hub, s, {"type": "subscribe", "channel": "room"})
     hub.publish("room", 1)
     assert [x.type for x in seen] == ["message.published"]

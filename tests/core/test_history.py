@@ -10,31 +10,7 @@ import pytest
 from realtime_lab.core import Hub, ServerOptions, Session
 from realtime_lab.core.history import HistoryRule
 from realtime_lab.core.hooks import ConnectRequest
-from realtime_lab.protocol.frames import parse_frames
-
-
-class FakePort:
-    remote = "h"
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def buffered_bytes(self) -> int:
-        return 0
-
-    def ping(self) -> None:
-        pass
-
-    def close(self, code: int, reason: str) -> None:
-        pass
-
-    def take(self) -> list[dict[str, Any]]:
-        frames, _ = parse_frames(b"".join(self.writes))
-        self.writes.clear()
-        return [json.loads(f.payload) for f in frames]
+from realtime_lab.testing import RecordingPort
 
 
 class Clock:
@@ -50,7 +26,7 @@ def make(*rules: HistoryRule) -> tuple[Hub, Clock]:
 
 
 def session(hub: Hub) -> Session:
-    s = hub.open(FakePort(), user="u", request=ConnectRequest(remote="h"))
+    s = hub.open(RecordingPort("h"), user="u", request=ConnectRequest(remote="h"))
     s.port.take()  # type: ignore[attr-defined]
     return s  # type: ignore[no-any-return]
 

@@ -11,32 +11,7 @@ import pytest
 from realtime_lab.core import Hub, ServerOptions, Session
 from realtime_lab.core.hooks import ConnectRequest, Hooks, Refuse
 from realtime_lab.protocol.close_codes import CloseCode
-from realtime_lab.protocol.frames import parse_frames
-
-
-class FakePort:
-    remote = "10.0.0.9"
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closes: list[tuple[int, str]] = []
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def buffered_bytes(self) -> int:
-        return 0
-
-    def ping(self) -> None:
-        pass
-
-    def close(self, code: int, reason: str) -> None:
-        self.closes.append((code, reason))
-
-    def take(self) -> list[dict[str, Any]]:
-        frames, _ = parse_frames(b"".join(self.writes))
-        self.writes.clear()
-        return [json.loads(f.payload) for f in frames]
+from realtime_lab.testing import RecordingPort
 
 
 def hub_with(**hooks: Any) -> Hub:
@@ -54,8 +29,8 @@ def sync_and_async(fn: Any) -> list[Any]:
     return [fn, afn]
 
 
-async def open_session(hub: Hub, user: str | None = None) -> tuple[Session, FakePort]:
-    port = FakePort()
+async def open_session(hub: Hub, user: str | None = None) -> tuple[Session, RecordingPort]:
+    port = RecordingPort("10.0.0.9")
     session = await settle(hub.open(port, user=user,
                                     request=ConnectRequest(remote=port.remote, user=user)))
     return session, port

@@ -13,32 +13,7 @@ from hypothesis import strategies as st
 from realtime_lab.client.presence import PresenceView
 from realtime_lab.core import Hub, ServerOptions, Session
 from realtime_lab.core.hooks import ConnectRequest
-from realtime_lab.protocol.frames import parse_frames
-
-
-class FakePort:
-    remote = "10.0.0.8"
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closes: list[tuple[int, str]] = []
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def buffered_bytes(self) -> int:
-        return 0
-
-    def ping(self) -> None:
-        pass
-
-    def close(self, code: int, reason: str) -> None:
-        self.closes.append((code, reason))
-
-    def take(self) -> list[dict[str, Any]]:
-        frames, _ = parse_frames(b"".join(self.writes))
-        self.writes.clear()
-        return [json.loads(f.payload) for f in frames]
+from realtime_lab.testing import RecordingPort
 
 
 class FakeClock:
@@ -59,7 +34,7 @@ class Lab:
         self.hub.bus.subscribe(self.events.append, "presence.*")
 
     def open(self, user: str) -> Session:
-        port = FakePort()
+        port = RecordingPort("10.0.0.8")
         session = self.hub.open(port, user=user, request=ConnectRequest(remote="x", user=user))
         port.take()
         return session  # type: ignore[no-any-return]

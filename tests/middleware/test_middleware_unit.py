@@ -21,7 +21,7 @@ from realtime_lab.middleware import (
     RateLimit,
 )
 from realtime_lab.protocol.close_codes import CloseCode
-from realtime_lab.protocol.frames import parse_frames
+from realtime_lab.testing import RecordingPort
 
 
 class Clock:
@@ -32,37 +32,13 @@ class Clock:
         return self.now
 
 
-class Port:
-    def __init__(self, remote: str = "10.0.0.1") -> None:
-        self.remote = remote
-        self.writes: list[bytes] = []
-        self.closes: list[tuple[int, str]] = []
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def buffered_bytes(self) -> int:
-        return 0
-
-    def ping(self) -> None:
-        pass
-
-    def close(self, code: int, reason: str) -> None:
-        self.closes.append((code, reason))
-
-    def take(self) -> list[dict[str, Any]]:
-        frames, _ = parse_frames(b"".join(self.writes))
-        self.writes.clear()
-        return [json.loads(f.payload) for f in frames]
-
-
 def make(*middleware: Any) -> tuple[Hub, Clock]:
     clock = Clock()
     return Hub(ServerOptions(), clock=clock, middleware=middleware), clock
 
 
-def open_(hub: Hub, remote: str = "10.0.0.1") -> tuple[Session, Port]:
-    port = Port(remote)
+def open_(hub: Hub, remote: str = "10.0.0.1") -> tuple[Session, RecordingPort]:
+    port = RecordingPort(remote)
     s = hub.open(port)
     port.take()
     return s, port

@@ -9,6 +9,7 @@ import pytest
 
 import realtime_lab
 from realtime_lab.core.hub import Hub
+from realtime_lab.testing import NullPort
 from realtime_lab.widgets import (
     MIN_INTERVAL,
     ChannelsView,
@@ -18,24 +19,8 @@ from realtime_lab.widgets import (
 )
 
 
-class FakePort:
-    remote = "127.0.0.1"
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def buffered_bytes(self) -> int:
-        return 0
-
-    def ping(self) -> None:
-        pass
-
-    def close(self, code: int, reason: str) -> None:
-        pass
-
-
 def join(hub: Hub, user: str, channel: str):
-    s = hub.open(FakePort(), user=user)
+    s = hub.open(NullPort(), user=user)
     hub.subscribe(s, channel)
     return s
 
