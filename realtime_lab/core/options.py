@@ -80,8 +80,9 @@ class ServerOptions:
         presence_states: the states a member may have; the first is the default
             (not sent on the wire).
         presence_details: exact ``connections`` counts (a diff with ``changed``
-            when a member's count changes) and leave ``reason`` s in presence diffs.
-            Off by default so that the wire stays as earlier versions sent it.
+            when a member's count changes: a second tab opened or closed) and leave
+            ``reason`` s in presence diffs (the default). False: the minimal wire of
+            earlier versions (joins and leaves only; ``connections`` goes stale).
         presence_grace: seconds a member whose last connection closed is kept
             before its leave is announced; a reconnect within it emits nothing. 0:
             leave at once.
@@ -149,7 +150,7 @@ class ServerOptions:
     subscribe_channel_info: bool = False
     # presence (docs/presence.md)
     presence_states: tuple[str, ...] = ("online", "away", "busy")
-    presence_details: bool = False
+    presence_details: bool = True
     presence_grace: float = 0.0
     presence_idle_timeout: float | None = None
     presence_idle_state: str = "away"

@@ -239,7 +239,8 @@ def test_rebuilt_member_list_equals_the_servers(ops: list[tuple[Any, ...]],
 
 
 def test_without_details_the_wire_is_as_before() -> None:
-    lab = Lab()
+    """The opt-out (presence_details=False): no count updates, no leave reasons."""
+    lab = Lab(presence_details=False)
     watcher = lab.open("w")
     lab.sub(watcher)
     tab1, tab2 = lab.open("ada"), lab.open("ada")

@@ -91,7 +91,8 @@ async def test_presence_join_and_leave(server: LabServer, connect) -> None:
 
     await bob.close()
     diff = await ada.recv(timeout=5)
-    assert diff["leaves"] == {"bob": {"connections": 0}} and diff["joins"] == {}
+    assert diff == {"type": "presence_diff", "channel": "lab", "joins": {},
+                    "leaves": {"bob": {"connections": 0, "reason": "closed"}}}
     assert ada.presence.members("lab") == ["ada"]
     assert server.presence("lab") == {"ada": {"connections": 1}}
 
@@ -105,13 +106,23 @@ async def test_two_tabs_are_one_member(server: LabServer, connect) -> None:
     await tab1.subscribe("lab")
     assert (await watcher.recv(timeout=5))["joins"] == {"ada": {"connections": 1}}
     await tab2.subscribe("lab")
+    # the second tab is no join: an update of the member's connection count
+    assert await watcher.recv(timeout=5) == {
+        "type": "presence_diff", "channel": "lab", "joins": {"ada": {"connections": 2}},
+        "leaves": {}, "changed": {"ada": ["connections"]}}
     assert server.presence("lab")["ada"] == {"connections": 2}
+    assert watcher.presence.channels["lab"]["ada"] == {"connections": 2}
     await tab1.close()
+    assert await watcher.recv(timeout=5) == {
+        "type": "presence_diff", "channel": "lab", "joins": {"ada": {"connections": 1}},
+        "leaves": {}, "changed": {"ada": ["connections"]}}
     await tab2.unsubscribe("lab")
-    # one leave, after the last connection; nothing for the first tab closing
+    # one leave, after the last connection (an unsubscribe: no reason)
     diff = await watcher.recv(timeout=5)
-    assert diff["type"] == "presence_diff" and diff["leaves"] == {"ada": {"connections": 0}}
+    assert diff == {"type": "presence_diff", "channel": "lab", "joins": {},
+                    "leaves": {"ada": {"connections": 0}}}
     assert "ada" not in server.presence("lab")
+    assert watcher.presence.members("lab") == ["w"]
 
 
 async def test_bad_user_id_is_refused(server: LabServer, connect) -> None:
