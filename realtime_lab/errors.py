@@ -144,6 +144,12 @@ class PresenceMetaTooLarge(ProtocolError):
     code = "presence_meta_too_large"
 
 
+class PresenceRefused(ProtocolError):
+    """The ``on_presence`` hook vetoed a ``presence`` change (False or ``Refuse``)."""
+
+    code = "presence_refused"
+
+
 class HookFailed(ProtocolError):
     """A hook raised: treated as a refusal."""
 

@@ -11,13 +11,25 @@ Every hook may be a plain function or a coroutine function. What a hook returns:
 ``on_subscribe``   ``None``/``True`` allow; ``False``/``Refuse`` refuse (error
                    ``subscribe_refused``); a dict allows and becomes channel metadata.
 ``on_unsubscribe`` as on_subscribe (error ``unsubscribe_refused``).
-``on_presence``    ``None``/``True`` allow; a dict replaces the member's metadata;
-                   ``False`` vetoes the change (the member is not announced).
+``on_presence``    called ``(session, channel, change)`` when a connection joins a
+                   presence channel (``change = {"event": "join", "state",
+                   "meta"}``) and when a client changes its state/metadata (a
+                   ``presence`` message or ``Hub.update_presence``: ``{"event":
+                   "update", "state", "meta", "changed"}``, the member as it
+                   would be after the change). ``None``/``True`` allow; a dict
+                   replaces the member's metadata; ``False``/``Refuse`` veto. A
+                   vetoed join subscribes without presence (the member is not
+                   announced); a vetoed update is an error ``presence_refused``
+                   (or the ``Refuse`` code), nothing changes, the connection
+                   stays open. Server calls (``Hub.set_member``,
+                   ``Hub.set_presence``, the idle timeout) do not run it.
 ``on_disconnect``  ignored.
 =================  ==========================================================
 
 A hook that raises is logged and treated as a refusal with error code
-``hook_failed``; one that takes longer than ``timeout`` seconds, ``hook_timeout``.
+``hook_failed``; one that takes longer than ``timeout`` seconds, ``hook_timeout``
+(an ``on_presence`` that fails at a join vetoes presence silently: the
+subscribe succeeds without it).
 A hook may also raise a :class:`~realtime_lab.errors.ProtocolError` to refuse with
 that error's own code. Async hooks keep each connection's messages in order: the
 transport awaits the hub before it reads the next message.

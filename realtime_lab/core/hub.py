@@ -481,16 +481,9 @@ class Hub(Membership, Presence, Recovery, ChannelMeta, Delivery, Liveness):
                 return self._unsubscribe(session, msg.channel, msg.id, None)
             result = self.hooks.run("on_unsubscribe", session, msg.channel)
             return then(result, lambda r: self._unsubscribe(session, msg.channel, msg.id, r))
-        elif isinstance(msg, messages.SetPresence):
+        elif isinstance(msg, messages.SetPresence):  # on_presence, then the reply
             validate_channel_for(msg.channel, self.options, msg.id)
-            try:
-                changed = self.set_presence(session, msg.channel, state=msg.state, meta=msg.meta)
-            except ProtocolError as err:
-                err.request_id = msg.id
-                raise
-            if msg.id is not None:
-                self.send(session, {"type": "presence", "channel": msg.channel, "id": msg.id,
-                                    "changed": changed})
+            return self.presence_message(session, msg)
         else:  # Ping
             self.send(session, messages.pong_message(msg.id))
         return None

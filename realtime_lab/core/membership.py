@@ -24,7 +24,6 @@ from realtime_lab.core.pipeline import Outbound
 from realtime_lab.core.presence import CLOSED, LEFT, TIMEOUT
 from realtime_lab.core.session import ConnectionState, Session
 from realtime_lab.errors import (
-    NotSubscribed,
     PresenceFull,
     ProtocolError,
     SubscribeRefused,
@@ -113,7 +112,8 @@ class Membership(HubBase):
         if self.hooks.on_presence is None or pattern is None or not fnmatch.fnmatchcase(
                 name, pattern):
             return self._join_now(session, name, rid, meta, member)
-        verdict = self._ask_presence(session, name, {"event": "join", "meta": member or {}})
+        verdict = self._ask_presence(session, name, {
+            "event": "join", "state": self.options.presence_states[0], "meta": member or {}})
         return then(verdict, lambda v: self._join_now(
             session, name, rid, meta, member if v is True or v is None else v))
 
@@ -188,37 +188,6 @@ class Membership(HubBase):
         if joined and channel.presence:
             bus.emit(ev.PresenceJoin(at=now, session=sid, user=user, channel=name,
                                      meta=dict(channel.metas.get(user) or {})))
-
-    def update_presence(self, session: Session, name: str, meta: dict[str, Any]) -> Any:
-        """Change ``session``'s user's presence metadata in channel ``name``.
-
-        Runs ``on_presence`` (which may modify or veto); subscribers get a
-        ``presence_diff`` with the member's new info. Returns True when applied
-        (or an awaitable of it).
-        """
-        channel = self.channels.get(name)
-        if channel is None or session.id not in channel.subscribers:
-            raise NotSubscribed(f"not subscribed to {name!r}")
-        if not channel.presence or session.id in channel.hidden:
-            return False
-        verdict: Any = True
-        if self.hooks.on_presence is not None:
-            verdict = self._ask_presence(session, name, {"event": "update", "meta": meta})
-        return then(verdict, lambda v: self._update_presence_now(session, name, meta, v))
-
-    def _update_presence_now(self, session: Session, name: str, meta: dict[str, Any],
-                             verdict: Any) -> bool:
-        channel = self.channels.get(name)
-        if refused(verdict) is not None or channel is None or session.id not in channel.subscribers:
-            return False
-        user = session.user
-        channel.metas[user] = verdict if isinstance(verdict, dict) else dict(meta)
-        self._announce_change(channel, user, ["meta"])
-        if self.bus.active:
-            self.bus.emit(ev.PresenceUpdate(at=self.clock(), session=session.id, user=user,
-                                            channel=name, meta=dict(channel.metas[user]),
-                                            changed=("meta",)))
-        return True
 
     def _leave(self, session: Session, name: str, *, timed_out: bool = False,
                reason: str | None = None) -> None:

@@ -7,6 +7,11 @@ holds the member's whole new info (Phoenix semantics: a join for a known key
 replaces its info) and whose ``changed`` maps the user to the fields that changed
 (``connections``, ``state``, ``meta``). A real join has no ``changed`` entry.
 
+Hooks: a change a client asks for (its ``presence`` message, or
+:meth:`Presence.update_presence` on its behalf) runs the ``on_presence`` hook;
+changes the server makes itself (:meth:`Presence.set_member`,
+:meth:`Presence.set_presence`, the idle timeout) do not.
+
 Grace period: when a member's last connection closes, the member is kept (info
 frozen, nothing sent) for ``presence_grace`` seconds. A connection of that user
 subscribing again within it takes the member over silently; otherwise the leave
@@ -16,18 +21,23 @@ subscribing again within it takes the member over silently; otherwise the leave
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from realtime_lab.core import events as ev
 from realtime_lab.core.channels import Channel
+from realtime_lab.core.hooks import refused, then
 from realtime_lab.core.hub_base import HubBase
 from realtime_lab.core.outbound import Priority
-from realtime_lab.core.session import Session
+from realtime_lab.core.session import ConnectionState, Session
 from realtime_lab.errors import (
     BadPresenceState,
     NotSubscribed,
     PresenceMetaTooLarge,
+    PresenceRefused,
+    ProtocolError,
 )
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.frames import text_frame
@@ -44,15 +54,126 @@ class Presence(HubBase):
     _grace_timer: asyncio.TimerHandle | None
     _idle_users: dict[str, set[str]]
 
-    # ------------------------------------------------------------------ changes
+    # ------------------------------------------------------------------ client changes
+
+    def presence_message(self, session: Session, msg: messages.SetPresence) -> Any:
+        """Handle a client's ``presence`` message: :meth:`request_presence`, then the reply.
+
+        The reply (when the message has an ``id``) is
+        ``{"type": "presence", "channel": ..., "id": ..., "changed": [...]}``;
+        a refusal is an ``error`` with the message's ``id``. Returns None or an
+        awaitable (an async ``on_presence`` hook).
+        """
+        def reply(changed: list[str]) -> None:
+            if msg.id is not None and session.state is ConnectionState.OPEN:
+                self.send(session, {"type": "presence", "channel": msg.channel, "id": msg.id,
+                                    "changed": changed})
+
+        try:
+            result = self.request_presence(session, msg.channel, state=msg.state,
+                                           meta=msg.meta)
+        except ProtocolError as err:
+            err.request_id = msg.id
+            raise
+        if inspect.isawaitable(result):
+            return _then_with_rid(result, reply, msg.id)
+        reply(result)
+        return None
+
+    def request_presence(self, session: Session, name: str, *, state: str | None = None,
+                         meta: dict[str, Any] | None = None) -> Any:
+        """A change ``session`` asks for: check it, run ``on_presence``, apply the verdict.
+
+        The hook gets ``{"event": "update", "state": ..., "meta": ..., "changed":
+        [...]}`` (the member's state and metadata as they would be after the change,
+        and the fields asked for). ``None``/``True`` apply the change as asked; a
+        dict applies it with the dict as the metadata; ``False``/``Refuse`` raise
+        :class:`PresenceRefused` (or the ``Refuse`` code). Raises
+        :class:`NotSubscribed`, :class:`BadPresenceState` and
+        :class:`PresenceMetaTooLarge` before the hook runs; a hook that fails raises
+        ``hook_failed`` / ``hook_timeout``. Returns the changed fields (or an
+        awaitable of them); nothing changes for a connection that is not a member.
+        """
+        channel = self.channels.get(name)
+        if channel is None or session.id not in channel.subscribers:
+            raise NotSubscribed(f"not subscribed to {name!r}")
+        if not channel.presence or session.id in channel.hidden:
+            return []
+        self._check_change(state, meta)
+        if self.hooks.on_presence is None:
+            return self.set_presence(session, name, state=state, meta=meta)
+        default = self.options.presence_states[0]
+        user = session.user
+        change = {
+            "event": "update",
+            "state": state if state is not None else channel.state_of(user, default),
+            "meta": dict(meta if meta is not None else channel.metas.get(user) or {}),
+            "changed": [f for f, v in (("state", state), ("meta", meta)) if v is not None],
+        }
+        verdict = self.hooks.run("on_presence", session, name, change)
+        return then(verdict, lambda v: self._apply_verdict(session, name, state, meta, v))
+
+    def _apply_verdict(self, session: Session, name: str, state: str | None,
+                       meta: dict[str, Any] | None, verdict: Any) -> list[str]:
+        if session.state is not ConnectionState.OPEN:
+            return []
+        refusal = refused(verdict)
+        if refusal is not None:
+            err = PresenceRefused(refusal.reason)
+            if isinstance(refusal.code, str):
+                err.code = refusal.code  # type: ignore[misc]
+            raise err
+        if isinstance(verdict, dict):
+            meta = verdict
+        return self.set_presence(session, name, state=state, meta=meta)
+
+    def update_presence(self, session: Session, name: str, meta: dict[str, Any] | None = None,
+                        *, state: str | None = None) -> Any:
+        """Server side, on behalf of ``session``: the change its ``presence`` message
+        would make, through the ``on_presence`` hook (:meth:`request_presence`).
+
+        Returns True when applied, False when the hook vetoed it or failed (or an
+        awaitable of that). Raises :class:`NotSubscribed`, :class:`BadPresenceState`
+        and :class:`PresenceMetaTooLarge` like :meth:`set_member`.
+        """
+        channel = self.channels.get(name)
+        if channel is None or session.id not in channel.subscribers:
+            raise NotSubscribed(f"not subscribed to {name!r}")
+        if not channel.presence or session.id in channel.hidden:
+            return False
+        self._check_change(state, meta)
+        try:
+            result = self.request_presence(session, name, state=state, meta=meta)
+        except ProtocolError:
+            return False
+        if inspect.isawaitable(result):
+            return _applied(result)
+        return True
+
+    def _check_change(self, state: str | None, meta: dict[str, Any] | None) -> None:
+        """Raise :class:`BadPresenceState` / :class:`PresenceMetaTooLarge` for a bad change."""
+        opts = self.options
+        if state is not None and state not in opts.presence_states:
+            raise BadPresenceState(
+                f"state {state!r} is not one of {', '.join(opts.presence_states)}")
+        if meta is not None:
+            size = len(codec.encode(meta))
+            if size > opts.max_presence_meta_bytes:
+                raise PresenceMetaTooLarge(
+                    f"presence meta is {size} bytes; the limit is "
+                    f"{opts.max_presence_meta_bytes}")
+
+    # ------------------------------------------------------------------ server changes
 
     def set_presence(self, session: Session, name: str, *, state: str | None = None,
                      meta: dict[str, Any] | None = None) -> list[str]:
-        """Change the state and/or metadata of ``session``'s member in channel ``name``.
+        """Server side: change the state and/or metadata of ``session``'s member in ``name``.
 
-        Raises :class:`BadPresenceState` or :class:`PresenceMetaTooLarge`. Sends one
-        ``presence_diff`` (with ``changed``) and emits ``presence.update`` when
-        something changed; returns what changed (``state``, ``meta``).
+        No hook runs (the server decides; :meth:`update_presence` is the hooked
+        path). Raises :class:`NotSubscribed`, :class:`BadPresenceState` or
+        :class:`PresenceMetaTooLarge`. Sends one ``presence_diff`` (with
+        ``changed``) and emits ``presence.update`` when something changed; returns
+        what changed (``state``, ``meta``). An explicit state ends an idle spell.
         """
         channel = self.channels.get(name)
         if channel is None or session.id not in channel.subscribers:
@@ -66,31 +187,28 @@ class Presence(HubBase):
 
     def set_member(self, name: str, user: str, *, state: str | None = None,
                    meta: dict[str, Any] | None = None, session: str | None = None) -> list[str]:
-        """Server side: change a member's state and/or metadata (see :meth:`set_presence`)."""
+        """Server side: change member ``user``'s state and/or metadata; no hook runs.
+
+        ``meta`` replaces the member's metadata (``{}`` clears it); the state and
+        size checks apply as for clients. Returns what changed (``[]`` when the
+        user is not a member of ``name``). ``session``: the session id to put in
+        the ``presence.update`` event.
+        """
         channel = self.channels.get(name)
         if channel is None or user not in channel.members:
             return []
         opts = self.options
+        self._check_change(state, meta)
         changed: list[str] = []
-        if state is not None:
-            if state not in opts.presence_states:
-                raise BadPresenceState(
-                    f"state {state!r} is not one of {', '.join(opts.presence_states)}")
-            if channel.state_of(user, opts.presence_states[0]) != state:
-                channel.set_state(user, state, opts.presence_states[0])
-                changed.append("state")
-        if meta is not None:
-            size = len(codec.encode(meta))
-            if size > opts.max_presence_meta_bytes:
-                raise PresenceMetaTooLarge(
-                    f"presence meta is {size} bytes; the limit is "
-                    f"{opts.max_presence_meta_bytes}")
-            if channel.metas.get(user, {}) != meta:
-                if meta:
-                    channel.metas[user] = dict(meta)
-                else:
-                    channel.metas.pop(user, None)
-                changed.append("meta")
+        if state is not None and channel.state_of(user, opts.presence_states[0]) != state:
+            channel.set_state(user, state, opts.presence_states[0])
+            changed.append("state")
+        if meta is not None and channel.metas.get(user, {}) != meta:
+            if meta:
+                channel.metas[user] = dict(meta)
+            else:
+                channel.metas.pop(user, None)
+            changed.append("meta")
         if not changed:
             return changed
         self._announce_change(channel, user, changed)
@@ -239,3 +357,20 @@ class Presence(HubBase):
             state = channel.idle.pop(session.user, None)
             if state is not None and session.user in channel.members:
                 self.set_member(name, session.user, state=state, session=session.id)
+
+
+async def _then_with_rid(result: Awaitable[Any], reply: Any, rid: messages.RequestId) -> None:
+    """Await ``result`` and ``reply`` with it; errors carry the request id ``rid``."""
+    try:
+        reply(await result)
+    except ProtocolError as err:
+        err.request_id = rid
+        raise
+
+
+async def _applied(result: Awaitable[Any]) -> bool:
+    try:
+        await result
+    except ProtocolError:
+        return False
+    return True

@@ -227,6 +227,133 @@ async def test_presence_hook_failure_vetoes_but_subscribes() -> None:
     assert s.subscriptions == {"room"} and hub.presence("room") == {}
 
 
+def presence_rules(session: Session, channel: str, change: dict[str, Any]) -> Any:
+    """Busy is refused with a code, "dnd" vetoed, and metadata always gets a role."""
+    if change["event"] == "update" and change["state"] == "busy":
+        return Refuse("no_busy_here", "busy is not allowed in this room")
+    if change["meta"].get("status") == "dnd":
+        return False
+    return {**change["meta"], "role": "member"}
+
+
+async def presence_pair(hook: Any) -> tuple[Hub, Session, RecordingPort, RecordingPort,
+                                            list[Any], list[dict[str, Any]]]:
+    """A hub with ``on_presence=hook``: ada and a watcher in "room"; events and hook calls."""
+    calls: list[dict[str, Any]] = []
+
+    def spy(session: Session, channel: str, change: dict[str, Any]) -> Any:
+        calls.append(change)
+        return hook(session, channel, change)
+
+    async def aspy(session: Session, channel: str, change: dict[str, Any]) -> Any:
+        result = spy(session, channel, change)
+        return await result if asyncio.iscoroutine(result) else result
+
+    hub = hub_with(on_presence=aspy if asyncio.iscoroutinefunction(hook) else spy)
+    ada, pada = await open_session(hub, "ada")
+    watcher, pw = await open_session(hub, "w")
+    await send(hub, watcher, {"type": "subscribe", "channel": "room"})
+    await send(hub, ada, {"type": "subscribe", "channel": "room"})
+    pada.take()
+    pw.take()
+    calls.clear()
+    events: list[Any] = []
+    hub.bus.subscribe(events.append, "presence.*")
+    return hub, ada, pada, pw, events, calls
+
+
+@pytest.mark.parametrize("hook", sync_and_async(presence_rules))
+async def test_presence_message_runs_on_presence_and_its_dict_replaces_meta(hook: Any) -> None:
+    hub, ada, pada, pw, events, calls = await presence_pair(hook)
+    await send(hub, ada, {"type": "presence", "channel": "room", "state": "away",
+                          "meta": {"status": "lunch"}, "id": 1})
+    assert calls == [{"event": "update", "state": "away", "meta": {"status": "lunch"},
+                      "changed": ["state", "meta"]}]
+    info = {"connections": 1, "state": "away", "meta": {"status": "lunch", "role": "member"}}
+    assert hub.presence("room")["ada"] == info
+    diff = {"type": "presence_diff", "channel": "room", "joins": {"ada": info}, "leaves": {},
+            "changed": {"ada": ["state", "meta"]}}
+    assert pw.take() == [diff]
+    assert pada.take() == [diff, {"type": "presence", "channel": "room", "id": 1,
+                                  "changed": ["state", "meta"]}]
+    assert [(e.type, e.state, e.meta) for e in events] == [
+        ("presence.update", "away", {"status": "lunch", "role": "member"})]
+    # a state-only change: the hook sees the current metadata, which it keeps
+    await send(hub, ada, {"type": "presence", "channel": "room", "state": "online", "id": 2})
+    assert calls[-1] == {"event": "update", "state": "online",
+                         "meta": {"status": "lunch", "role": "member"}, "changed": ["state"]}
+    assert pada.take()[-1]["changed"] == ["state"]
+
+
+@pytest.mark.parametrize("hook", sync_and_async(presence_rules))
+async def test_presence_message_veto_is_an_error_and_the_connection_stays_usable(
+        hook: Any) -> None:
+    hub, ada, pada, pw, events, calls = await presence_pair(hook)
+    before = hub.presence("room")["ada"]
+    await send(hub, ada, {"type": "presence", "channel": "room", "meta": {"status": "dnd"},
+                          "id": 3})
+    assert pada.take() == [{"type": "error", "code": "presence_refused", "id": 3,
+                            "message": "refused"}]
+    await send(hub, ada, {"type": "presence", "channel": "room", "state": "busy", "id": 4})
+    assert pada.take() == [{"type": "error", "code": "no_busy_here", "id": 4,
+                            "message": "busy is not allowed in this room"}]
+    assert hub.presence("room")["ada"] == before and pw.take() == [] and events == []
+    assert len(calls) == 2
+    await send(hub, ada, {"type": "ping", "id": 5})
+    assert pada.take() == [{"type": "pong", "id": 5}]
+    assert ada.is_open and ada.subscriptions == {"room"} and pada.closes == []
+    await send(hub, ada, {"type": "presence", "channel": "room", "state": "away", "id": 6})
+    assert pada.take()[-1] == {"type": "presence", "channel": "room", "id": 6,
+                               "changed": ["state"]}  # the role came with the join
+    assert hub.presence("room")["ada"] == {"connections": 1, "state": "away",
+                                           "meta": {"role": "member"}}
+
+
+async def test_presence_message_checks_come_before_the_hook() -> None:
+    hub, ada, pada, pw, events, calls = await presence_pair(presence_rules)
+    await send(hub, ada, {"type": "presence", "channel": "room", "state": "sleepy", "id": 1})
+    await send(hub, ada, {"type": "presence", "channel": "room", "meta": {"x": "y" * 2000},
+                          "id": 2})
+    await send(hub, ada, {"type": "presence", "channel": "hall", "state": "away", "id": 3})
+    assert [(m["code"], m["id"]) for m in pada.take()] == [
+        ("bad_presence_state", 1), ("presence_meta_too_large", 2), ("not_subscribed", 3)]
+    assert calls == [] and ada.is_open
+
+
+@pytest.mark.parametrize(("hook", "code"), [
+    (lambda s, ch, change: 1 / 0, "hook_failed"),
+    (lambda s, ch, change: asyncio.sleep(1), "hook_timeout"),
+])
+async def test_presence_message_hook_failure_refuses_with_its_code(hook: Any,
+                                                                   code: str) -> None:
+    hub = hub_with()
+    ada, pada = await open_session(hub, "ada")
+    await send(hub, ada, {"type": "subscribe", "channel": "room"})
+    hub.hooks = Hooks(timeout=0.05, on_presence=hook)  # the join ran without it
+    pada.take()
+    await send(hub, ada, {"type": "presence", "channel": "room", "state": "away", "id": 7})
+    [err] = pada.take()
+    assert (err["type"], err["code"], err["id"]) == ("error", code, 7)
+    assert hub.presence("room")["ada"] == {"connections": 1} and ada.is_open
+
+
+async def test_server_side_changes_do_not_run_on_presence() -> None:
+    hub, ada, pada, pw, events, calls = await presence_pair(presence_rules)
+    assert hub.set_member("room", "ada", state="busy", meta={"status": "dnd"}) == [
+        "state", "meta"]
+    assert hub.set_presence(ada, "room", state="away") == ["state"]
+    assert calls == [], "set_member / set_presence are the server's own: no hook"
+    assert hub.presence("room")["ada"] == {"connections": 1, "state": "away",
+                                           "meta": {"status": "dnd"}}
+    # update_presence is the hooked server path: as if ada sent the presence message
+    assert await settle(hub.update_presence(ada, "room", state="busy")) is False
+    assert await settle(hub.update_presence(ada, "room", {"status": "in"},
+                                            state="online")) is True
+    assert [c["changed"] for c in calls] == [["state"], ["state", "meta"]]
+    assert hub.presence("room")["ada"] == {"connections": 1,
+                                           "meta": {"status": "in", "role": "member"}}
+
+
 async def test_on_disconnect_is_called_and_errors_are_contained() -> None:
     calls: list[tuple[str, int | None]] = []
 
