@@ -11,12 +11,17 @@
 // Same semantics as the Python client (docs/client.md): states idle, connecting,
 // open, reconnecting, closing, closed; exponential backoff with full / equal /
 // none jitter; the close code decides between reconnecting at once, backing off
-// and stopping; channels are subscribed again and presence rebuilt after a
-// reconnection; sends while reconnecting are buffered up to `bufferSize`.
+// and stopping; after a reconnection channels are subscribed again (history
+// channels recover what was missed with `since`), presence is rebuilt and the
+// presence state/metadata set with setPresence() is set again; sends while
+// reconnecting are buffered up to `bufferSize`.
 // Differences: reconnection is ON by default here, and the heartbeat uses
 // protocol-level {"type":"ping"} messages, because browsers hide WebSocket pings.
 
 import * as msgpack from "./msgpack.js";
+import { applyPresence, memberIds } from "./presence.js";
+
+export { applyPresence, changedFields, memberIds } from "./presence.js";
 
 export const VERSION = "1";
 
@@ -113,9 +118,12 @@ const now = () => performance.now() / 1000;
 
 /**
  * One logical connection that survives lost sockets.
- * Events (CustomEvent, payload in `detail`): "state" (a state change), "message"
- * (a channel message), "presence" ({channel, members}), "error" (an error message
- * from the server), "reconnected" ({downtime, attempt}).
+ * Events (CustomEvent, payload in `detail`; docs/client.md): "state" (a state
+ * change), "message" (a channel message), "presence" ({channel, kind, members,
+ * joined, updated, left}), "recovered" (the server's recovery flag), "unsubscribed"
+ * (the server removed this connection from a channel: {channel, reason}), "error"
+ * (an error message from the server, a refused resubscribe or presence restore),
+ * "reconnected" ({downtime, reconnects}).
  */
 export class RealtimeClient extends EventTarget {
   constructor(url = defaultUrl(), options = {}) {
@@ -130,6 +138,8 @@ export class RealtimeClient extends EventTarget {
     this.history = [];
     this.presence = new Map(); // channel -> {user: info}
     this.positions = new Map(); // channel -> {offset, epoch}: last message seen (history channels)
+    this._presenceWanted = new Map(); // channel -> {state, meta} set by setPresence(), restored
+    this._auth = new Map(); // channel -> channel token, or a (session, channel) => token function
     this.unsent = [];
     this.reconnects = 0;
     this._channels = new Set();
@@ -178,27 +188,72 @@ export class RealtimeClient extends EventTarget {
     else this._finish(code, reason);
   }
 
-  subscribe(channel) {
-    return this.request({ type: "subscribe", channel }).then((reply) => {
+  /**
+   * Subscribe; the channel is subscribed again after every reconnection.
+   * `auth`: for a private or presence channel, a channel token, or a function
+   * (session, channel) => token (may be async) called on every (re)subscribe,
+   * since a token is bound to the session id, which changes on reconnect.
+   */
+  subscribe(channel, { auth = null } = {}) {
+    if (auth !== null && auth !== undefined) this._auth.set(channel, auth);
+    const message = this._subscribeMessage(channel, false);  // sent now unless auth is a function
+    const reply = message instanceof Promise ? message.then((m) => this.request(m)) : this.request(message);
+    return reply.then((r) => {
       this._channels.add(channel);
-      if (reply.epoch !== undefined && !this.positions.has(channel)) {
-        this.positions.set(channel, { offset: reply.offset, epoch: reply.epoch });
+      if (r.epoch !== undefined && !this.positions.has(channel)) {
+        this.positions.set(channel, { offset: r.offset, epoch: r.epoch });
       }
+      return r;
+    }, (err) => {
+      if (!this._channels.has(channel)) this._auth.delete(channel);
+      throw err;
+    });
+  }
+
+  /** Unsubscribe; while reconnecting this only forgets the channel locally. */
+  unsubscribe(channel) {
+    this.presence.delete(channel);
+    this._presenceWanted.delete(channel);
+    if (this.state !== State.OPEN && this._canBuffer()) {
+      this._forget(channel);
+      return Promise.resolve({ type: "unsubscribed", channel });
+    }
+    return this.request({ type: "unsubscribe", channel }).then((reply) => {
+      this._forget(channel);
       return reply;
     });
   }
 
-  unsubscribe(channel) {
-    this.presence.delete(channel);
-    if (this.state !== State.OPEN && this._canBuffer()) {
-      this._channels.delete(channel);
-      return Promise.resolve({ type: "unsubscribed", channel });
+  /**
+   * Change this user's presence state and/or metadata in `channel`
+   * (docs/presence.md); resolves with the reply ({changed: [...]}). What was set
+   * is remembered per channel (the latest state and the latest meta) and set again
+   * after every reconnection, until `unsubscribe`. Same as the Python client's
+   * `set_presence(channel, state=..., meta=...)`.
+   */
+  async setPresence(channel, { state = null, meta = null } = {}) {
+    const message = { type: "presence", channel };
+    if (state !== null && state !== undefined) message.state = state;
+    if (meta !== null && meta !== undefined) message.meta = meta;
+    const reply = await this.request(message);
+    if (this._channels.has(channel)) {
+      const wanted = this._presenceWanted.get(channel) || {};
+      if ("state" in message) wanted.state = message.state;
+      if ("meta" in message) wanted.meta = message.meta;
+      this._presenceWanted.set(channel, wanted);
     }
-    return this.request({ type: "unsubscribe", channel }).then((reply) => {
-      this._channels.delete(channel);
-      this.positions.delete(channel);
-      return reply;
-    });
+    return reply;
+  }
+
+  /** The presence state/metadata this client set in `channel` (restored after reconnects). */
+  presenceSet(channel) {
+    const wanted = this._presenceWanted.get(channel);
+    return wanted ? { ...wanted } : null;
+  }
+
+  /** The user ids present in `channel`, sorted (Python: `client.presence.members(ch)`). */
+  members(channel) {
+    return memberIds(this.presence.get(channel));
   }
 
   /** Publish; with {ack: true} resolves with the server's "published" reply. */
@@ -362,29 +417,64 @@ export class RealtimeClient extends EventTarget {
     this._timer = setTimeout(() => this._open(), delay * 1000);
   }
 
-  async _restore() {
-    const channels = [...this._channels];
-    const ws = this._ws;
-    const results = await Promise.allSettled(channels.map((channel) => new Promise((resolve, reject) => {
-      const entry = { resolve, reject, timer: setTimeout(() => reject(new Error("restore timeout")), this.options.requestTimeout * 1000) };
-      const message = { type: "subscribe", channel };
-      const position = this.positions.get(channel);
-      if (position) message.since = { ...position };  // recover what was missed (history channels)
+  /** The subscribe message for `channel` (`since` when recovering, `auth` when set);
+   * a promise of it when `auth` is a function. */
+  _subscribeMessage(channel, recover) {
+    const message = { type: "subscribe", channel };
+    const position = this.positions.get(channel);
+    if (recover && position) message.since = { ...position };  // what was missed (history channels)
+    const auth = this._auth.get(channel);
+    if (typeof auth !== "function") {
+      if (auth !== null && auth !== undefined) message.auth = auth;
+      return message;
+    }
+    return Promise.resolve(auth(this.welcome ? this.welcome.session : "", channel))
+      .then((token) => (token === null || token === undefined ? message : { ...message, auth: token }));
+  }
+
+  /** Send requests on `ws` now (not buffered); settle each with its reply. */
+  async _requestAll(ws, messages) {
+    if (this._ws !== ws) throw new Error("connection lost during the restore");
+    const results = await Promise.allSettled(messages.map((message) => new Promise((resolve, reject) => {
+      const entry = { resolve, reject, timer: null };
+      entry.timer = setTimeout(() => reject(new Error(`no reply to ${message.type} within ${this.options.requestTimeout}s`)),
+        this.options.requestTimeout * 1000);
       this._sendRequest(message, entry);
     })));
     if (this._ws !== ws) throw new Error("connection lost during the restore");
+    return results;
+  }
+
+  /** Refused restore requests become "error" events; anything else ends the attempt. */
+  _refusals(results, channels, what, forget) {
     results.forEach((result, i) => {
-      if (result.status === "rejected") {
-        if (result.reason instanceof RequestFailed) {
-          this._channels.delete(channels[i]);
-          this.presence.delete(channels[i]);
-          this.dispatchEvent(new CustomEvent("error", { detail: { type: "error", code: result.reason.code, channel: channels[i], message: `resubscribe refused: ${result.reason.message}` } }));
-        } else {
-          throw result.reason;
-        }
-      }
+      if (result.status === "fulfilled") return;
+      if (!(result.reason instanceof RequestFailed)) throw result.reason;
+      if (forget) this._forget(channels[i]);
+      this.dispatchEvent(new CustomEvent("error", { detail: { type: "error", code: result.reason.code,
+        channel: channels[i], message: `${what} in ${JSON.stringify(channels[i])} refused: ${result.reason.message}` } }));
     });
+  }
+
+  /** After a (re)connection: subscribe again (recovering), then set presence again. */
+  async _restore() {
+    const ws = this._ws;
+    const channels = [...this._channels];
+    const messages = await Promise.all(channels.map((channel) => this._subscribeMessage(channel, true)));
+    this._refusals(await this._requestAll(ws, messages), channels, "resubscribe", true);
     for (const channel of [...this.presence.keys()]) if (!this._channels.has(channel)) this.presence.delete(channel);
+    const wanted = [...this._presenceWanted].filter(([channel]) => this._channels.has(channel));
+    const sets = wanted.map(([channel, values]) => ({ type: "presence", channel, ...values }));
+    this._refusals(await this._requestAll(ws, sets), wanted.map(([channel]) => channel), "presence restore", false);
+  }
+
+  /** Drop everything kept for `channel` (unsubscribed, refused or removed by the server). */
+  _forget(channel) {
+    this._channels.delete(channel);
+    this._auth.delete(channel);
+    this.positions.delete(channel);
+    this.presence.delete(channel);
+    this._presenceWanted.delete(channel);
   }
 
   _opened() {
@@ -435,16 +525,16 @@ export class RealtimeClient extends EventTarget {
       if (!msg.complete && msg.epoch) this.positions.set(msg.channel, { offset: msg.offset, epoch: msg.epoch });
       this.dispatchEvent(new CustomEvent("recovered", { detail: msg }));
     }
-    if (msg.type === "presence_state") {
-      this.presence.set(msg.channel, { ...msg.members });
-    } else if (msg.type === "presence_diff") {
-      const members = this.presence.get(msg.channel) || {};
-      for (const user of Object.keys(msg.leaves || {})) delete members[user];
-      Object.assign(members, msg.joins || {});
-      this.presence.set(msg.channel, members);
-    }
     if (msg.type === "presence_state" || msg.type === "presence_diff") {
-      this.dispatchEvent(new CustomEvent("presence", { detail: { channel: msg.channel, members: this.presence.get(msg.channel) } }));
+      // a diff without a state first is for a channel being left: nothing to apply it to
+      if (msg.type === "presence_diff" && !this.presence.has(msg.channel)) return;
+      const change = applyPresence(this.presence.get(msg.channel) || null, msg);
+      this.presence.set(msg.channel, change.members);
+      this.dispatchEvent(new CustomEvent("presence", { detail: { channel: msg.channel,
+        kind: msg.type === "presence_state" ? "state" : "diff", ...change } }));
+    } else if (msg.type === "unsubscribed" && msg.id === undefined) {  // the server removed us (kicked)
+      this._forget(msg.channel);
+      this.dispatchEvent(new CustomEvent("unsubscribed", { detail: { channel: msg.channel, reason: msg.reason || null } }));
     } else if (msg.type === "message") {
       this.dispatchEvent(new CustomEvent("message", { detail: msg }));
     } else if (msg.type === "error") {
