@@ -185,27 +185,83 @@ op = st.one_of(
     st.tuples(st.just("unsub"), st.integers(0, 20)),
     st.tuples(st.just("state"), st.integers(0, 20), st.sampled_from(["online", "away", "busy"])),
     st.tuples(st.just("meta"), st.integers(0, 20), st.sampled_from([{}, {"a": 1}, {"b": 2}])),
+    st.tuples(st.just("ping"), st.integers(0, 20)),
     st.tuples(st.just("wait"), st.sampled_from([0.5, 2.0, 5.0])),
+    st.tuples(st.just("idle")),
     st.tuples(st.just("kick"), st.sampled_from(USERS)),
+    st.tuples(st.just("watch")),
 )
 
 
+class Watcher:
+    """A subscriber that rebuilds the member list with the client's PresenceView."""
+
+    def __init__(self, lab: Lab, user: str) -> None:
+        self.session = lab.open(user)
+        self.view = PresenceView()
+        self.seen: list[tuple[str, str, str | None]] = []
+        self.feed(lab.sub(self.session))
+        self.seen.clear()  # what was there before it came is not news
+
+    def feed(self, msgs: list[dict[str, Any]]) -> None:
+        for msg in msgs:
+            if msg["type"] in ("presence_state", "presence_diff"):
+                change = self.view.apply(msg)
+                self.seen += [("join", u, None) for u in change.joined]
+                self.seen += [("leave", u, r or "left") for u, r in change.left.items()]
+                self.seen += [("update", u, f) for u, fs in change.updated.items()
+                              for f in fs if f != "connections"]
+
+    def drain(self) -> None:
+        self.feed(self.session.port.take())  # type: ignore[attr-defined]
+
+
+def bus_news(lab: Lab) -> list[tuple[str, str, str | None]]:
+    """The presence events since the last call, as (kind, user, reason or field)."""
+    out: list[tuple[str, str, str | None]] = []
+    for e in lab.events:
+        if e.type == "presence.join":
+            out.append(("join", e.user, None))
+        elif e.type in ("presence.leave", "presence.timeout"):
+            out.append(("leave", e.user, e.reason))
+        else:
+            out += [("update", e.user, f) for f in e.changed]
+    lab.events.clear()
+    return out
+
+
+def without_counts(members: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {u: {k: v for k, v in info.items() if k != "connections"}
+            for u, info in members.items()}
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(op, max_size=40), st.sampled_from([0.0, 3.0]))
+@given(st.lists(op, max_size=40), st.sampled_from([0.0, 3.0]), st.booleans())
 def test_rebuilt_member_list_equals_the_servers(ops: list[tuple[Any, ...]],
-                                                grace: float) -> None:
-    lab = Lab(presence_grace=grace, presence_details=True)
-    watcher = lab.open("watcher")
-    view = PresenceView()
-    for msg in lab.sub(watcher):
-        if msg["type"] == "presence_state":
-            view.apply(msg)
+                                                grace: float, details: bool) -> None:
+    """A watcher from the start and one that subscribes midway (presence_state, then
+    diffs) rebuild exactly the server's member map after every step, counts
+    included with presence_details (the default); without it, all but the counts.
+    With details, what PresenceView.apply reports (joined, updated, left with
+    reasons) is exactly the server's presence events."""
+    lab = Lab(presence_grace=grace, presence_details=details, presence_idle_timeout=10.0)
+    watchers = [Watcher(lab, "watcher")]
+    lab.events.clear()
     live: list[Session] = []
 
-    def drain() -> None:
-        for msg in watcher.port.take():  # type: ignore[attr-defined]
-            if msg["type"] in ("presence_state", "presence_diff"):
-                view.apply(msg)
+    def check() -> None:
+        server = lab.hub.presence("room")
+        news = sorted(bus_news(lab), key=repr)
+        for w in watchers:
+            w.drain()
+            if details:
+                assert w.view.channels["room"] == server
+                # the late watcher's own join is news for the first one only
+                assert sorted(w.seen, key=repr) == [
+                    n for n in news if w is watchers[0] or n != ("join", "late", None)]
+            else:
+                assert without_counts(w.view.channels["room"]) == without_counts(server)
+            w.seen.clear()
 
     for step in ops:
         kind = step[0]
@@ -215,9 +271,15 @@ def test_rebuilt_member_list_equals_the_servers(ops: list[tuple[Any, ...]],
             live.append(s)
         elif kind == "wait":
             lab.advance(step[1])
+        elif kind == "idle":
+            lab.advance(10.0)
+            lab.hub.check_presence_idle()
         elif kind == "kick":
             lab.hub.kick("room", step[1])
             live = [s for s in live if "room" in s.subscriptions]
+        elif kind == "watch":
+            if len(watchers) == 1:
+                watchers.append(Watcher(lab, "late"))
         elif live:
             s = live[step[1] % len(live)]
             if kind == "close":
@@ -226,16 +288,41 @@ def test_rebuilt_member_list_equals_the_servers(ops: list[tuple[Any, ...]],
             elif kind == "unsub":
                 lab.send(s, {"type": "unsubscribe", "channel": "room"})
                 live.remove(s)
+            elif kind == "ping":
+                lab.send(s, {"type": "ping"})
             elif kind == "state":
                 lab.send(s, {"type": "presence", "channel": "room", "state": step[2]})
             else:
                 lab.send(s, {"type": "presence", "channel": "room", "meta": step[2]})
-        drain()
-        assert view.channels["room"] == lab.hub.presence("room")
+        check()
     lab.advance(100.0)
-    drain()
-    assert view.channels["room"] == lab.hub.presence("room")
-    assert set(lab.hub.presence("room")) == {"watcher"} | {s.user for s in live}
+    check()
+    assert set(lab.hub.presence("room")) == (
+        {w.session.user for w in watchers} | {s.user for s in live})
+
+
+def test_presence_view_reports_joins_updates_and_leaves_with_reasons() -> None:
+    view = PresenceView()
+    first = view.apply({"type": "presence_state", "channel": "room",
+                        "members": {"ada": {"connections": 1}}})
+    assert first.joined == {"ada": {"connections": 1}} and not first.updated
+    tab = view.apply({"type": "presence_diff", "channel": "room", "leaves": {},
+                      "joins": {"ada": {"connections": 2}},
+                      "changed": {"ada": ["connections"]}})
+    assert (tab.joined, tab.updated, tab.left) == ({}, {"ada": ("connections",)}, {})
+    # the earlier wire has no `changed`: the fields are found by comparing
+    old = view.apply({"type": "presence_diff", "channel": "room", "leaves": {},
+                      "joins": {"ada": {"connections": 2, "state": "away"}}})
+    assert old.updated == {"ada": ("state",)}
+    gone = view.apply({"type": "presence_diff", "channel": "room", "joins": {},
+                       "leaves": {"ada": {"connections": 0, "reason": "kicked"},
+                                  "nobody": {"connections": 0}}})
+    assert gone.left == {"ada": "kicked"} and view.members("room") == []
+    again = view.apply({"type": "presence_state", "channel": "room",
+                        "members": {"bob": {"connections": 1}}})
+    assert again.joined == {"bob": {"connections": 1}} and again.left == {}
+    resync = view.apply({"type": "presence_state", "channel": "room", "members": {}})
+    assert resync.left == {"bob": None}
 
 
 def test_without_details_the_wire_is_as_before() -> None:
