@@ -2,14 +2,16 @@
 
 Runs in its own process (``python -m benchmarks.loadgen fanout|idle ...``) and
 prints one JSON object on stdout. It reads the server's CPU and RSS from the OS
-(psutil, by pid) at the edges of the measured phase, and its own CPU with
+(by pid) at the edges of the measured phase, and its own CPU with
 ``time.process_time()``, so a reader can check it was not the bottleneck.
 
 The client is hand-written on ``asyncio.Protocol`` (no WebSocket library):
 HTTP/1.1 upgrade, masked client frames, and a frame reader that walks frame
-headers in the receive buffer and counts text frames starting with
-``{"type":"message"`` without decoding them. Pings are answered with pongs.
-Only 127.0.0.1 is ever contacted.
+headers in the receive buffer and counts text frames starting with the
+dialect's message prefix (:mod:`benchmarks.wire`) without decoding them.
+Latency-sampling clients (every ``--sample-every``-th subscriber) also read
+the publisher's ``time.monotonic_ns()`` stamp from every message they get.
+Pings are answered with pongs. Only 127.0.0.1 is ever contacted.
 """
 
 from __future__ import annotations
@@ -30,53 +32,51 @@ from typing import Any
 
 import psutil
 
+from benchmarks.wire import (
+    CHANNEL,
+    DIALECTS,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    STAMP,
+    STAMP_DIGITS,
+    Dialect,
+    masked_frame,
+    stamped_data,
+)
+
 HOST = "127.0.0.1"
-PATH = "/ws"
-CHANNEL = "bench"
-MESSAGE_PREFIX = b'{"type":"message"'
+NATIVE = DIALECTS["native"]
+MESSAGE_PREFIX = NATIVE.message_prefix
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
 CONNECT_CONCURRENCY = 64  # below the servers' listen backlog (128)
-
-
-def masked_frame(opcode: int, payload: bytes) -> bytes:
-    """A final client frame, masked with a fresh random key (RFC 6455 5.3)."""
-    key = os.urandom(4)
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 1 << 16:
-        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-    repeated = (key * (n // 4 + 1))[:n]
-    body = (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(n, "big")
-    return head + key + body
-
-
-def text(message: dict[str, Any]) -> bytes:
-    """A masked text frame carrying ``message`` as compact JSON."""
-    return masked_frame(OP_TEXT, json.dumps(message, separators=(",", ":")).encode())
 
 
 class Counters:
     """Totals shared by all connections of one generator."""
 
-    __slots__ = ("done", "expected", "last_at", "received")
+    __slots__ = ("done", "expected", "last_at", "last_ns", "received")
 
     def __init__(self) -> None:
         self.received = 0
         self.expected = -1
-        self.last_at = 0.0
+        self.last_at = 0.0  # time.perf_counter() of the latest delivery
+        self.last_ns = 0  # the same moment in time.monotonic_ns()
         self.done = asyncio.Event()
 
 
 class WSClient(asyncio.Protocol):
-    """One client connection. Counts ``message`` frames once ``counting`` is on."""
+    """One client connection. Counts message frames once ``counting`` is on."""
 
-    def __init__(self, counters: Counters, port: int) -> None:
+    def __init__(self, counters: Counters, port: int, dialect: Dialect = NATIVE,
+                 sample: bool = False) -> None:
         self.counters = counters
         self.port = port
+        self.dialect = dialect
+        self.prefix = dialect.message_prefix
+        self.sample = sample
+        self.latencies: list[int] = []
         self.transport: asyncio.Transport | None = None
         self.key = base64.b64encode(os.urandom(16))
         self.buf = bytearray()
@@ -84,30 +84,29 @@ class WSClient(asyncio.Protocol):
         self.counting = False
         self.count = 0
         self.reads = 0
-        self.closed = False
-        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.welcomed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.welcomed: asyncio.Future[None] = loop.create_future()
+        self.subscribed: asyncio.Future[None] = loop.create_future()
 
     # ---------------------------------------------------------------- asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.write(
-            b"GET " + PATH.encode() + b" HTTP/1.1\r\nHost: " + f"{HOST}:{self.port}".encode()
+            b"GET " + self.dialect.path.encode() + b" HTTP/1.1\r\nHost: "
+            + f"{HOST}:{self.port}".encode()
             + b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + self.key
             + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
 
     def data_received(self, data: bytes) -> None:
         self.reads += 1
-        buf = self.buf
-        buf += data
+        self.buf += data
         if not self.upgraded and not self._upgrade():
             return
         self._read_frames()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
         for fut in (self.opened, self.welcomed, self.subscribed):
             if not fut.done():
                 fut.set_exception(ConnectionError(f"connection lost: {exc}"))
@@ -137,6 +136,9 @@ class WSClient(asyncio.Protocol):
         pos = 0
         counted = 0
         counting = self.counting
+        prefix = self.prefix
+        sample = self.sample
+        now = time.monotonic_ns() if sample else 0
         while size - pos >= 2:
             length = buf[pos + 1] & 0x7F
             head = 2
@@ -154,8 +156,13 @@ class WSClient(asyncio.Protocol):
             if end > size:
                 break
             opcode = buf[pos] & 0x0F
-            if counting and opcode == OP_TEXT and buf.startswith(MESSAGE_PREFIX, pos + head):
+            if counting and opcode == OP_TEXT and buf.startswith(prefix, pos + head):
                 counted += 1
+                if sample:
+                    at = buf.find(STAMP, pos + head, end)
+                    if at >= 0:
+                        start = at + len(STAMP)
+                        self.latencies.append(now - int(buf[start : start + STAMP_DIGITS]))
             else:
                 self._control(opcode, bytes(buf[pos + head : end]))
                 counting = self.counting
@@ -167,6 +174,7 @@ class WSClient(asyncio.Protocol):
             c = self.counters
             c.received += counted
             c.last_at = time.perf_counter()
+            c.last_ns = time.monotonic_ns()
             if c.received >= c.expected >= 0:
                 c.done.set()
 
@@ -178,12 +186,16 @@ class WSClient(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
         elif opcode == OP_TEXT:
-            kind = json.loads(payload).get("type")
-            if kind == "welcome" and not self.welcomed.done():
+            event, reply = self.dialect.classify(payload)
+            if reply is not None:
+                self.send(reply)
+            if event == "welcome" and not self.welcomed.done():
                 self.welcomed.set_result(None)
-            elif kind == "subscribed" and not self.subscribed.done():
+            elif event == "subscribed" and not self.subscribed.done():
                 self.counting = True
                 self.subscribed.set_result(None)
+            elif event == "closed" and self.transport is not None:
+                self.transport.close()
 
     def send(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -194,23 +206,24 @@ class WSClient(asyncio.Protocol):
             self.transport.abort()
 
 
-async def open_clients(count: int, port: int, counters: Counters, timeout: float,
-                       *, subscribe: bool) -> list[WSClient]:
-    """Open ``count`` upgraded connections (optionally subscribed), bounded concurrency."""
+async def open_clients(count: int, port: int, counters: Counters, timeout: float, *,
+                       subscribe: bool, dialect: Dialect = NATIVE, sample_every: int = 0
+                       ) -> list[WSClient]:
+    """Open ``count`` connections (welcomed, optionally subscribed), bounded concurrency."""
     loop = asyncio.get_running_loop()
     sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
     clients: list[WSClient] = []
 
     async def one(i: int) -> None:
+        sample = sample_every > 0 and i % sample_every == 0
         async with sem:
-            _, client = await loop.create_connection(lambda: WSClient(counters, port), HOST, port)
+            _, client = await loop.create_connection(
+                lambda: WSClient(counters, port, dialect, sample), HOST, port)
             clients.append(client)
-            await client.opened
+            await client.welcomed
             if subscribe:
-                client.send(text({"type": "subscribe", "channel": CHANNEL, "id": i}))
+                client.send(dialect.subscribe(i))
                 await client.subscribed
-            else:
-                await client.welcomed
 
     tasks = [asyncio.ensure_future(one(i)) for i in range(count)]
     try:
@@ -222,6 +235,11 @@ async def open_clients(count: int, port: int, counters: Counters, timeout: float
             client.close()
         raise
     return clients
+
+
+def text(message: dict[str, Any]) -> bytes:
+    """A masked text frame carrying ``message`` as compact JSON (native dialect)."""
+    return masked_frame(OP_TEXT, json.dumps(message, separators=(",", ":")).encode())
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
@@ -247,9 +265,17 @@ def cpu_ticks(proc: psutil.Process) -> float:
     return t.user + t.system
 
 
+def percentile(sorted_values: list[int], q: float) -> float:
+    """The ``q`` quantile (0..1) of already sorted values, nearest rank; NaN if empty."""
+    if not sorted_values:
+        return float("nan")
+    rank = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values)) - 1))
+    return float(sorted_values[rank])
+
+
 @dataclass
 class FanoutResult:
-    """What one fan-out burst measured."""
+    """What one fan-out (burst or paced) measured."""
 
     subscribers: int
     messages: int
@@ -258,8 +284,9 @@ class FanoutResult:
     received: int
     lost: int
     timed_out: bool
-    burst_seconds: float
+    seconds: float
     deliveries_per_s: float
+    offered_per_s: float
     server_cpu_s: float
     server_us_per_delivery: float
     server_cpu_ticks_s: float
@@ -268,66 +295,88 @@ class FanoutResult:
     min_per_client: int
     max_per_client: int
     frames_per_read: float
-    interval: float = 0.0
-    setup_seconds: float = 0.0
+    interval: float
+    setup_seconds: float
+    window_start_ns: int
+    window_end_ns: int
+    rss_before_connect: int
+    rss_subscribed: int
+    latency_samples: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    latency_max_ms: float
 
 
-async def fanout(port: int, server_pid: int, subscribers: int, messages: int, size: int,
-                 timeout: float, interval: float = 0.0) -> FanoutResult:
-    """N subscribers on one channel; one publisher sends a burst; count deliveries.
+async def fanout(port: int, server_pid: int, dialect: Dialect, subscribers: int, messages: int,
+                 size: int, timeout: float, interval: float = 0.0,
+                 sample_every: int = 10, settle: float = 0.5) -> FanoutResult:
+    """N subscribers on one channel; one publisher sends a burst (or paced); count deliveries.
 
-    With ``interval`` > 0 the publisher paces its messages instead (one every
-    ``interval`` seconds), so the server sees one publish per event-loop turn.
+    With ``interval`` > 0 publishes are paced on an absolute schedule (message i
+    at t0 + i * interval), so the rate does not drift when one send is late.
     """
     server = psutil.Process(server_pid)
+    rss0 = server.memory_info().rss
     counters = Counters()
     t_setup = time.perf_counter()
-    subs = await open_clients(subscribers, port, counters, timeout, subscribe=True)
-    pubs = await open_clients(1, port, counters, timeout, subscribe=False)
+    subs = await open_clients(subscribers, port, counters, timeout, subscribe=True,
+                              dialect=dialect, sample_every=sample_every)
+    pubs = await open_clients(1, port, counters, timeout, subscribe=False, dialect=dialect)
     publisher = pubs[0]
     setup = time.perf_counter() - t_setup
-    frames = [text({"type": "publish", "channel": CHANNEL,
-                    "data": f"{i:08d}".ljust(size, "x")[:size]}) for i in range(messages)]
     counters.expected = subscribers * messages
-    await asyncio.sleep(0.5)  # let the server settle after the subscribe storm
+    await asyncio.sleep(settle)  # let the server settle after the subscribe storm
+    rss1 = server.memory_info().rss
     gc.collect()
     gc.disable()
     try:
         reads0 = sum(c.reads for c in subs)
         ticks0, cpu0, own0 = cpu_ticks(server), cpu_seconds(server), time.process_time()
-        t0 = time.perf_counter()
+        t0 = time.monotonic_ns()
+        t_last_publish = t0
         timed_out = False
         try:
             async with asyncio.timeout(timeout):
-                for frame in frames:
-                    publisher.send(frame)
+                for i in range(messages):
                     if interval > 0:
-                        await asyncio.sleep(interval)
+                        delay = t0 / 1e9 + i * interval - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                    t_last_publish = time.monotonic_ns()
+                    publisher.send(dialect.publish(stamped_data(t_last_publish, size)))
                 await counters.done.wait()
         except TimeoutError:
             timed_out = True
-        t_end = counters.last_at if counters.received else time.perf_counter()
+        t_end = counters.last_ns if counters.received else time.monotonic_ns()
         cpu1, own1, ticks1 = cpu_seconds(server), time.process_time(), cpu_ticks(server)
     finally:
         gc.enable()
         for client in [*subs, *pubs]:
             client.close()
     received = counters.received
-    burst = max(t_end - t0, 1e-9)
+    seconds = max(t_end - t0, 1) / 1e9
+    publish_span = (t_last_publish - t0) / 1e9
+    offered = (subscribers * (messages - 1) / publish_span if interval > 0 and publish_span > 0
+               else float("nan"))
     counts = [c.count for c in subs] or [0]
     reads = sum(c.reads for c in subs) - reads0
+    lat = sorted(x for c in subs for x in c.latencies)
     return FanoutResult(
         subscribers=subscribers, messages=messages, size=size,
         expected=counters.expected, received=received,
         lost=counters.expected - received, timed_out=timed_out,
-        burst_seconds=burst, deliveries_per_s=received / burst,
+        seconds=seconds, deliveries_per_s=received / seconds, offered_per_s=offered,
         server_cpu_s=cpu1 - cpu0,
         server_us_per_delivery=(cpu1 - cpu0) / received * 1e6 if received else float("nan"),
         server_cpu_ticks_s=ticks1 - ticks0,
-        loadgen_cpu_s=own1 - own0, loadgen_cpu_share=(own1 - own0) / burst,
+        loadgen_cpu_s=own1 - own0, loadgen_cpu_share=(own1 - own0) / seconds,
         min_per_client=min(counts), max_per_client=max(counts),
         frames_per_read=received / reads if reads else 0.0, interval=interval,
-        setup_seconds=setup,
+        setup_seconds=setup, window_start_ns=t0, window_end_ns=t_end,
+        rss_before_connect=rss0, rss_subscribed=rss1,
+        latency_samples=len(lat), latency_p50_ms=percentile(lat, 0.5) / 1e6,
+        latency_p99_ms=percentile(lat, 0.99) / 1e6,
+        latency_max_ms=(lat[-1] / 1e6 if lat else float("nan")),
     )
 
 
@@ -341,19 +390,20 @@ class IdleResult:
     bytes_per_connection: float
 
 
-async def idle(port: int, server_pid: int, connections: int, timeout: float,
-               warmup: int = 20) -> IdleResult:
+async def idle(port: int, server_pid: int, dialect: Dialect, connections: int, timeout: float,
+               warmup: int = 20, settle: float = 0.5) -> IdleResult:
     """Open ``connections`` idle WebSockets (each got its welcome); report RSS growth."""
     server = psutil.Process(server_pid)
     counters = Counters()
     # a few connections first, so one-time costs (imports, caches) stay out of the figure
-    warm = await open_clients(warmup, port, counters, timeout, subscribe=False)
+    warm = await open_clients(warmup, port, counters, timeout, subscribe=False, dialect=dialect)
     clients: list[WSClient] = []
     try:
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(settle)
         before = server.memory_info().rss
-        clients = await open_clients(connections, port, counters, timeout, subscribe=False)
-        await asyncio.sleep(1.0)
+        clients = await open_clients(connections, port, counters, timeout, subscribe=False,
+                                     dialect=dialect)
+        await asyncio.sleep(2 * settle)
         after = server.memory_info().rss
     finally:
         for client in [*warm, *clients]:
@@ -375,22 +425,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("mode", choices=("fanout", "idle"))
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--server-pid", type=int, required=True)
+    parser.add_argument("--dialect", choices=sorted(DIALECTS), default="native")
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--idle", type=int, default=5000)
     parser.add_argument("--interval", type=float, default=0.0,
                         help="seconds between publishes (0: one burst)")
+    parser.add_argument("--sample-every", type=int, default=10,
+                        help="every k-th subscriber reads the latency stamp of all its "
+                             "messages (0: none)")
+    parser.add_argument("--settle", type=float, default=0.5,
+                        help="seconds to wait after connecting, before measuring")
     parser.add_argument("--timeout", type=float, default=180.0,
                         help="seconds for each phase (connect, burst)")
     args = parser.parse_args(argv)
     raise_nofile_limit(max(args.subscribers, args.idle) + 1024)
-    result: FanoutResult | IdleResult
+    dialect = DIALECTS[args.dialect]
+    result: Any
     if args.mode == "fanout":
-        result = asyncio.run(fanout(args.port, args.server_pid, args.subscribers, args.messages,
-                                    args.size, args.timeout, args.interval))
+        result = asyncio.run(fanout(args.port, args.server_pid, dialect, args.subscribers,
+                                    args.messages, args.size, args.timeout, args.interval,
+                                    args.sample_every, args.settle))
     else:
-        result = asyncio.run(idle(args.port, args.server_pid, args.idle, args.timeout))
+        result = asyncio.run(idle(args.port, args.server_pid, dialect, args.idle, args.timeout,
+                                  settle=args.settle))
     sys.stdout.write(json.dumps(asdict(result)) + "\n")
     sys.stdout.flush()
     return 0
@@ -399,3 +458,7 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
         sys.exit(main())
+
+# re-exported for the other benchmark scripts that drive this client
+__all__ = ["CHANNEL", "MESSAGE_PREFIX", "OP_PING", "Counters", "WSClient", "open_clients",
+           "raise_nofile_limit", "text"]

@@ -1,25 +1,29 @@
-"""Fan-out benchmark runner: ``python -m benchmarks.run`` (``make bench``).
+"""Benchmark runner for issue 7: ``python -m benchmarks.run`` (``make bench``).
 
-For each round and each server under test (interleaved: A B A B ...) it starts
-the server in its own process, runs the load generator in another process
-(``benchmarks.loadgen``) for the fan-out burst, then starts a fresh server for
-the idle-memory measurement. It prints a table of medians and ratios, writes
-the raw rows as CSV into data/bench/ and the table into docs/performance.md.
+Scenarios (``--scenarios``), each measurement on a fresh server process, rounds
+interleaved across servers (A B C D A B C D ...):
 
-``--smoke`` runs a tiny version (a few seconds, no docs written).
+- ``burst``: N subscribers (``--sizes``, default 1000 and 5000) on one channel,
+  one publisher sends 200 x 100-byte messages back to back;
+- ``idle``: server RSS growth over 5000 idle connections;
+- ``large``: realtime_lab alone, 10,000 subscribers get a short burst;
+- ``paced``: after the burst rounds, a paced publisher at half of realtime_lab's
+  median burst deliveries/s at the smallest size; delivery latency.
+
+It prints the tables, writes the raw rows as CSV into data/bench/ and the
+tables into docs/performance.md (``benchmarks/report.py``). ``--smoke`` runs a
+tiny version (Python peers only, a few seconds, no docs written).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import datetime as dt
 import io
 import json
 import math
 import os
-import platform
 import selectors
 import shlex
 import statistics
@@ -29,17 +33,16 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from benchmarks.servers import SERVERS, ServerSpec
+from benchmarks.servers import PYTHON_SERVERS, SERVERS, ServerSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "performance.md"
 DATA = ROOT / "data" / "bench"
-BASELINE = "tornado"
-TARGET_RATIO = 0.6  # issue 2: realtime_lab CPU per delivery <= 0.6x plain Tornado
+SCENARIOS = ("burst", "idle", "large", "paced")
 
 
 @dataclass
@@ -47,53 +50,67 @@ class Config:
     """What one benchmark run does."""
 
     servers: list[str] = field(default_factory=lambda: list(SERVERS))
-    subscribers: int = 1000
+    scenarios: list[str] = field(default_factory=lambda: list(SCENARIOS))
+    sizes: list[int] = field(default_factory=lambda: [1000, 5000])
     messages: int = 200
     size: int = 100
     idle: int = 5000
-    rounds: int = 5
-    interval: float = 0.0
+    large: int = 10000
+    large_messages: int = 10
+    large_servers: list[str] = field(default_factory=lambda: ["realtime_lab"])
+    rounds: int = 3
+    paced_rate: float = 0.0  # deliveries/s; 0: half of realtime_lab's burst median
+    paced_interval: float = 0.0  # seconds; overrides paced_rate when > 0
+    paced_seconds: float = 2.0
+    paced_messages: tuple[int, int] = (50, 4000)  # bounds on the paced message count
+    sample_every: int = 10
+    settle: float = 0.5
     timeout: float = 180.0
     csv_path: Path | None = None
     write_docs: bool = True
     smoke: bool = False
     ref: str | None = None
     code: str = ""  # the measured revision, resolved once when the run starts
-
-    @property
-    def scenario(self) -> str:
-        return "paced" if self.interval > 0 else "burst"
+    skipped: dict[str, str] = field(default_factory=dict)  # server -> why it did not run
 
 
 @dataclass
 class Row:
-    """One server in one round: the fan-out burst and the idle-memory figures."""
+    """One measurement: one server, one scenario, one round."""
 
     round: int
-    server: str
     scenario: str
-    subscribers: int
-    messages: int
-    size: int
-    interval: float
+    server: str
+    subscribers: int = 0
+    messages: int = 0
+    size: int = 0
+    interval: float = 0.0
     expected: int = 0
     received: int = 0
     lost: int = 0
     timed_out: bool = False
-    burst_seconds: float = 0.0
-    deliveries_per_s: float = 0.0
+    seconds: float = 0.0
+    deliveries_per_s: float = float("nan")
+    offered_per_s: float = float("nan")
     server_cpu_s: float = 0.0
     server_us_per_delivery: float = float("nan")
     server_cpu_ticks_s: float = 0.0
     loadgen_cpu_s: float = 0.0
-    loadgen_cpu_share: float = 0.0
-    frames_per_read: float = 0.0
+    loadgen_cpu_share: float = float("nan")
+    loadgen_us_per_delivery: float = float("nan")
+    frames_per_read: float = float("nan")
     min_per_client: int = 0
     max_per_client: int = 0
-    idle_connections: int = 0
+    latency_samples: int = 0
+    latency_p50_ms: float = float("nan")
+    latency_p99_ms: float = float("nan")
+    latency_max_ms: float = float("nan")
+    loop_lag_max_ms: float = float("nan")
+    loop_lag_life_ms: float = float("nan")
     rss_before: int = 0
     rss_after: int = 0
-    bytes_per_idle_connection: float = float("nan")
+    connections: int = 0
+    bytes_per_connection: float = float("nan")
     code: str = ""
     error: str = ""
 
@@ -133,20 +150,31 @@ def code_revision(ref: str | None) -> str:
     return commit
 
 
+@dataclass
+class Running:
+    """A started server: its pid, port, and (once stopped) its loop-lag record."""
+
+    pid: int
+    port: int
+    lag: dict[str, Any] | None = None
+
+
 @contextlib.contextmanager
 def server_process(spec: ServerSpec, src: Path | None = None,
-                   timeout: float = 20.0) -> Iterator[tuple[int, int]]:
-    """Start a server module; yield (pid, port); always stop it (stdin EOF, then kill).
+                   timeout: float = 20.0) -> Iterator[Running]:
+    """Start a server; yield it; always stop it (stdin EOF, then SIGTERM, SIGKILL).
 
-    With ``src`` (see :func:`source_tree`) the server runs from that directory,
-    so ``import realtime_lab`` finds the snapshot before the working tree.
+    With ``src`` (see :func:`source_tree`) a Python server runs from that
+    directory, so ``import realtime_lab`` finds the snapshot before the working tree.
     """
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(src), str(ROOT)])
-    with tempfile.TemporaryFile() as errors:
+    with tempfile.TemporaryDirectory(prefix="rl-bench-srv-") as tmp, \
+            tempfile.TemporaryFile() as errors:
+        lag_file = Path(tmp) / "lag.json"
         proc = subprocess.Popen(
-            [sys.executable, "-m", spec.module, *spec.args], cwd=src or ROOT, env=env,
+            [*spec.command(), "--lag-file", str(lag_file)], cwd=src or ROOT, env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
         )
         try:
@@ -154,13 +182,16 @@ def server_process(spec: ServerSpec, src: Path | None = None,
             port = _read_port(proc, proc.stdout, timeout)
             if port is None:
                 raise RuntimeError(f"{spec.name} did not report its port within {timeout}s")
-            yield proc.pid, port
+            running = Running(proc.pid, port)
+            yield running
         except Exception as exc:
             errors.seek(0)
             tail = errors.read()[-1500:].decode(errors="replace")
             raise RuntimeError(f"{exc}\n--- {spec.name} stderr (tail) ---\n{tail}") from exc
         finally:
             _stop(proc)
+        with contextlib.suppress(OSError, ValueError):
+            running.lag = json.loads(lag_file.read_text())
 
 
 def _read_port(proc: subprocess.Popen[bytes], stdout: IO[bytes], timeout: float) -> int | None:
@@ -194,7 +225,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             with contextlib.suppress(OSError):
                 action()
         try:
-            proc.wait(timeout=5.0)
+            proc.wait(timeout=10.0)
             break
         except subprocess.TimeoutExpired:
             continue
@@ -214,72 +245,152 @@ def run_loadgen(args: Sequence[str], timeout: float) -> dict[str, Any]:
     return result
 
 
+def loop_lag(record: dict[str, Any] | None, start_ns: int, end_ns: int) -> tuple[float, float]:
+    """(max lateness in ms of probe firings overlapping [start, end], lifetime max in ms).
+
+    Only firings later than 1 ms are recorded with their time, so a window with
+    none of them reports min(lifetime max, 1.0). NaN when the server wrote no record.
+    """
+    if record is None:
+        return float("nan"), float("nan")
+    life = float(record["max_ms"])
+    inside = [late for at, late in record["events"] if at >= start_ns and at - late <= end_ns]
+    return (max(inside) / 1e6 if inside else min(life, 1.0)), life
+
+
 # ---------------------------------------------------------------------- measuring
+
+_FANOUT_FIELDS = ("subscribers", "messages", "size", "interval", "expected", "received", "lost",
+                  "timed_out", "seconds", "deliveries_per_s", "offered_per_s", "server_cpu_s",
+                  "server_us_per_delivery", "server_cpu_ticks_s", "loadgen_cpu_s",
+                  "loadgen_cpu_share", "frames_per_read", "min_per_client", "max_per_client",
+                  "latency_samples", "latency_p50_ms", "latency_p99_ms", "latency_max_ms")
 
 
 def measure_fanout(spec: ServerSpec, cfg: Config, row: Row, src: Path | None) -> None:
-    """The burst: fill ``row`` with deliveries, loss and CPU figures."""
-    with server_process(spec, src) as (pid, port):
+    """A burst (``row.interval`` 0) or a paced run: deliveries, loss, CPU, latency, lag."""
+    with server_process(spec, src) as srv:
         result = run_loadgen(
-            ["fanout", "--port", str(port), "--server-pid", str(pid),
-             "--subscribers", str(cfg.subscribers), "--messages", str(cfg.messages),
-             "--size", str(cfg.size), "--interval", str(cfg.interval),
-             "--timeout", str(cfg.timeout)],
+            ["fanout", "--port", str(srv.port), "--server-pid", str(srv.pid),
+             "--dialect", spec.dialect, "--subscribers", str(row.subscribers),
+             "--messages", str(row.messages), "--size", str(cfg.size),
+             "--interval", str(row.interval), "--sample-every", str(cfg.sample_every),
+             "--settle", str(cfg.settle), "--timeout", str(cfg.timeout)],
             timeout=3 * cfg.timeout + 30)
-    for name in ("expected", "received", "lost", "timed_out", "burst_seconds",
-                 "deliveries_per_s", "server_cpu_s", "server_us_per_delivery", "server_cpu_ticks_s",
-                 "loadgen_cpu_s",
-                 "loadgen_cpu_share", "frames_per_read", "min_per_client", "max_per_client"):
+    for name in _FANOUT_FIELDS:
         setattr(row, name, result[name])
+    row.loadgen_us_per_delivery = (row.loadgen_cpu_s / row.received * 1e6 if row.received
+                                   else float("nan"))
+    row.rss_before, row.rss_after = result["rss_before_connect"], result["rss_subscribed"]
+    row.connections = row.subscribers + 1
+    row.bytes_per_connection = (row.rss_after - row.rss_before) / row.connections
+    row.loop_lag_max_ms, row.loop_lag_life_ms = loop_lag(
+        srv.lag, result["window_start_ns"], result["window_end_ns"])
 
 
 def measure_idle(spec: ServerSpec, cfg: Config, row: Row, src: Path | None) -> None:
     """RSS growth of a fresh server over ``cfg.idle`` idle connections."""
-    with server_process(spec, src) as (pid, port):
+    with server_process(spec, src) as srv:
         result = run_loadgen(
-            ["idle", "--port", str(port), "--server-pid", str(pid), "--idle", str(cfg.idle),
-             "--timeout", str(cfg.timeout)],
+            ["idle", "--port", str(srv.port), "--server-pid", str(srv.pid),
+             "--dialect", spec.dialect, "--idle", str(cfg.idle),
+             "--settle", str(cfg.settle), "--timeout", str(cfg.timeout)],
             timeout=2 * cfg.timeout + 30)
-    row.idle_connections = result["idle_connections"]
+    row.connections = result["idle_connections"]
     row.rss_before = result["rss_before"]
     row.rss_after = result["rss_after"]
-    row.bytes_per_idle_connection = result["bytes_per_connection"]
+    row.bytes_per_connection = result["bytes_per_connection"]
+    _, row.loop_lag_life_ms = loop_lag(srv.lag, 0, 0)
+
+
+def _new_row(cfg: Config, rnd: int, scenario: str, server: str, subscribers: int = 0,
+             messages: int = 0, interval: float = 0.0) -> Row:
+    return Row(rnd, scenario, server, subscribers=subscribers, messages=messages,
+               size=cfg.size, interval=interval, code=cfg.code)
+
+
+def paced_plan(cfg: Config, rows: list[Row]) -> tuple[int, float, int]:
+    """(subscribers, interval s, messages) of the paced run.
+
+    The rate is half of realtime_lab's median burst deliveries/s at the smallest
+    size in this run, unless ``--paced-rate`` or ``--interval`` fixes it.
+    """
+    n = min(cfg.sizes)
+    interval = cfg.paced_interval
+    if interval <= 0:
+        rate = cfg.paced_rate
+        if rate <= 0:
+            lab = [r.deliveries_per_s for r in rows
+                   if r.server == "realtime_lab" and r.scenario == f"burst-{n}" and r.received]
+            if not lab:
+                raise RuntimeError("no realtime_lab burst to derive the paced rate from; "
+                                   "pass --paced-rate or --interval")
+            rate = statistics.median(lab) / 2
+        interval = n / rate
+    low, high = cfg.paced_messages
+    messages = int(min(high, max(low, round(cfg.paced_seconds / interval))))
+    return n, interval, messages
 
 
 def run_benchmark(cfg: Config) -> list[Row]:
-    """All rounds, interleaved across servers; one Row per server per round."""
-    specs = [SERVERS[name] for name in cfg.servers]
+    """All scenarios; within each, rounds interleaved across servers."""
     rows: list[Row] = []
     if cfg.ref is not None:  # pin the commit now: other people may commit during the run
         cfg.ref = _git("rev-parse", f"{cfg.ref}^{{commit}}") or cfg.ref
     cfg.code = code_revision(cfg.ref)
+    specs = [SERVERS[name] for name in cfg.servers if name not in cfg.skipped]
     with source_tree(cfg.ref) as src:
         for rnd in range(1, cfg.rounds + 1):
-            current = [Row(rnd, s.name, cfg.scenario, cfg.subscribers, cfg.messages, cfg.size,
-                           cfg.interval, code=cfg.code) for s in specs]
-            for spec, row in zip(specs, current, strict=True):
-                if _attempt(row, "fan-out", measure_fanout, spec, cfg, src):
-                    _progress(f"round {rnd} {spec.name:<13} fan-out: "
-                              f"{row.server_us_per_delivery:7.2f} us/delivery, lost {row.lost}, "
-                              f"{row.deliveries_per_s:10,.0f} deliveries/s, "
-                              f"loadgen CPU {row.loadgen_cpu_share:.0%}")
-            if cfg.idle > 0:
-                for spec, row in zip(specs, current, strict=True):
-                    if _attempt(row, "idle", measure_idle, spec, cfg, src):
-                        _progress(f"round {rnd} {spec.name:<13} idle: "
-                                  f"{row.bytes_per_idle_connection / 1024:6.1f} KiB/connection")
-            rows.extend(current)
+            if "burst" in cfg.scenarios:
+                for n in cfg.sizes:
+                    for spec in specs:
+                        rows.append(_fanout_row(cfg, rnd, f"burst-{n}", spec, src, n,
+                                                cfg.messages, 0.0))
+            if "idle" in cfg.scenarios and cfg.idle > 0:
+                for spec in specs:
+                    row = _new_row(cfg, rnd, f"idle-{cfg.idle}", spec.name)
+                    if _attempt(row, measure_idle, spec, cfg, src):
+                        _progress(f"round {rnd} {row.scenario:<11} {spec.name:<13} "
+                                  f"{row.bytes_per_connection / 1000:6.1f} KB/connection")
+                    rows.append(row)
+            if "large" in cfg.scenarios and cfg.large > 0:
+                for spec in (s for s in specs if s.name in cfg.large_servers):
+                    rows.append(_fanout_row(cfg, rnd, f"large-{cfg.large}", spec, src,
+                                            cfg.large, cfg.large_messages, 0.0))
+        if "paced" in cfg.scenarios:
+            try:
+                n, interval, messages = paced_plan(cfg, rows)
+            except RuntimeError as exc:
+                _progress(f"paced run skipped: {exc}")
+                return rows
+            _progress(f"paced: {n} subscribers, one publish every {interval * 1e3:.2f} ms "
+                      f"({n / interval:,.0f} deliveries/s), {messages} messages")
+            for rnd in range(1, cfg.rounds + 1):
+                for spec in specs:
+                    rows.append(_fanout_row(cfg, rnd, f"paced-{n}", spec, src, n, messages,
+                                            interval))
     return rows
 
 
-def _attempt(row: Row, phase: str, measure: Any, spec: ServerSpec, cfg: Config,
-             src: Path | None) -> bool:
+def _fanout_row(cfg: Config, rnd: int, scenario: str, spec: ServerSpec, src: Path | None,
+                n: int, messages: int, interval: float) -> Row:
+    row = _new_row(cfg, rnd, scenario, spec.name, n, messages, interval)
+    if _attempt(row, measure_fanout, spec, cfg, src):
+        extra = (f", p99 {row.latency_p99_ms:.1f} ms" if interval > 0 else "")
+        _progress(f"round {rnd} {scenario:<11} {spec.name:<13} "
+                  f"{row.server_us_per_delivery:7.2f} us/delivery, lost {row.lost}, "
+                  f"{row.deliveries_per_s:10,.0f} deliveries/s, lag {row.loop_lag_max_ms:.1f} ms, "
+                  f"loadgen CPU {row.loadgen_cpu_share:.0%}{extra}")
+    return row
+
+
+def _attempt(row: Row, measure: Any, spec: ServerSpec, cfg: Config, src: Path | None) -> bool:
     """Run one measurement; on failure record the error in the row and go on."""
     try:
         measure(spec, cfg, row, src)
     except (RuntimeError, OSError, subprocess.SubprocessError, KeyError, ValueError) as exc:
-        row.error = (row.error + f" {phase}: {exc}").strip()
-        _progress(f"round {row.round} {spec.name:<13} {phase} FAILED: {exc}")
+        row.error = f"{row.scenario}: {exc}"
+        _progress(f"round {row.round} {row.scenario} {spec.name} FAILED: {exc}")
         return False
     return True
 
@@ -288,174 +399,38 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-# ---------------------------------------------------------------------- reporting
-
-
-@dataclass
-class Summary:
-    """Medians of one server's rows."""
-
-    server: str
-    runs: int
-    us_per_delivery: float
-    deliveries_per_s: float
-    lost: int
-    kib_per_idle: float
-    loadgen_share: float
-    loadgen_us_per_delivery: float
-    frames_per_read: float
-    failed: int
-    timed_out: int
-
-
-def summarize(rows: list[Row], servers: list[str]) -> list[Summary]:
-    out = []
-    for name in servers:
-        mine = [r for r in rows if r.server == name and r.expected]
-        if not mine:
-            continue
-        idle = [r.bytes_per_idle_connection / 1024 for r in rows
-                if r.server == name and r.idle_connections]
-        out.append(Summary(
-            server=name, runs=len(mine),
-            us_per_delivery=statistics.median(r.server_us_per_delivery for r in mine),
-            deliveries_per_s=statistics.median(r.deliveries_per_s for r in mine),
-            lost=sum(r.lost for r in mine),
-            kib_per_idle=statistics.median(idle) if idle else float("nan"),
-            loadgen_share=statistics.median(r.loadgen_cpu_share for r in mine),
-            loadgen_us_per_delivery=statistics.median(
-                r.loadgen_cpu_s / r.received * 1e6 if r.received else float("nan")
-                for r in mine),
-            frames_per_read=statistics.median(r.frames_per_read for r in mine),
-            failed=sum(1 for r in rows if r.server == name and r.error),
-            timed_out=sum(1 for r in mine if r.timed_out),
-        ))
-    return out
-
-
-def table(summaries: list[Summary], cfg: Config) -> str:
-    """A Markdown table of medians, with ratios to the plain Tornado baseline."""
-    base = next((s for s in summaries if s.server == BASELINE), None)
-    lines = [
-        "| server | server CPU us / delivery | ratio to tornado | deliveries / s | lost "
-        "(all runs) | KiB / idle connection | ratio to tornado | load generator CPU us / "
-        "delivery (share of wall time) | frames / client read | runs (failed, timed out) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for s in summaries:
-        cpu_ratio = s.us_per_delivery / base.us_per_delivery if base else float("nan")
-        mem_ratio = s.kib_per_idle / base.kib_per_idle if base else float("nan")
-        lines.append(
-            f"| {s.server} | {s.us_per_delivery:.2f} | {_fmt(cpu_ratio, '.3f')} | "
-            f"{s.deliveries_per_s:,.0f} | {s.lost} | {_fmt(s.kib_per_idle, '.1f')} | "
-            f"{_fmt(mem_ratio, '.2f')} | "
-            f"{_fmt(s.loadgen_us_per_delivery, '.2f')} ({s.loadgen_share:.0%}) | "
-            f"{s.frames_per_read:.1f} | {s.runs} ({s.failed}, {s.timed_out}) |")
-    return "\n".join(lines)
-
-
-def _fmt(value: float, spec: str) -> str:
-    return "n/a" if math.isnan(value) else format(value, spec)
-
-
-def verdict(summaries: list[Summary]) -> str:
-    """Issue 2's target: realtime_lab loses nothing and uses <= 0.6x Tornado's CPU."""
-    by = {s.server: s for s in summaries}
-    if "realtime_lab" not in by or BASELINE not in by:
-        return "target not evaluated (needs realtime_lab and tornado)"
-    lab, base = by["realtime_lab"], by[BASELINE]
-    ratio = lab.us_per_delivery / base.us_per_delivery
-    ok = lab.lost == 0 and ratio <= TARGET_RATIO
-    return (f"issue 2 target (lost 0, CPU ratio <= {TARGET_RATIO}): "
-            f"{'MET' if ok else 'NOT MET'} (lost {lab.lost}, ratio {ratio:.3f})")
-
-
-def machine() -> dict[str, str]:
-    """nproc, CPU model, kernel, Python and Tornado versions."""
-    import tornado
-
-    model = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": str(os.cpu_count()),
-        "cpu": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "tornado": tornado.version,
-    }
-
-
-def write_csv(rows: list[Row], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    names = [f.name for f in fields(Row)]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=names)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({n: getattr(row, n) for n in names})
-
-
-def report_block(cfg: Config, summaries: list[Summary], command: str, csv_path: Path | None,
-                 when: dt.datetime) -> str:
-    """The generated part of docs/performance.md for one scenario."""
-    m = machine()
-    load = (f"{cfg.subscribers} subscribers on one channel, one publisher, {cfg.messages} "
-            f"messages of {cfg.size} bytes")
-    load += (f" paced every {cfg.interval * 1000:g} ms" if cfg.interval > 0
-             else " sent as one burst")
-    load += f"; idle memory over {cfg.idle} connections" if cfg.idle else "; no idle-memory phase"
-    data = f"`{csv_path.relative_to(ROOT)}`" if csv_path and csv_path.is_relative_to(ROOT) \
-        else "not written"
-    return "\n".join([
-        f"Measured {when:%Y-%m-%d %H:%M} UTC with `{command}`.",
-        "",
-        f"- Code: realtime_lab at {cfg.code or code_revision(cfg.ref)}"
-        f"{' (working tree)' if cfg.ref is None else ''}.",
-        f"- Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, "
-        f"Python {m['python']}, Tornado {m['tornado']}.",
-        f"- Load: {load}.",
-        f"- Medians of {cfg.rounds} interleaved rounds; raw rows in {data}.",
-        "",
-        table(summaries, cfg),
-        "",
-        f"{verdict(summaries)}.",
-    ])
-
-
-def update_docs(block: str, scenario: str, path: Path = DOCS) -> None:
-    """Replace this scenario's generated block in docs/performance.md (or append it)."""
-    start, end = f"<!-- bench:fanout-{scenario}:start -->", f"<!-- bench:fanout-{scenario}:end -->"
-    text = path.read_text() if path.exists() else "# Performance\n"
-    new = f"{start}\n{block}\n{end}"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + new + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + f"\n\n## Fan-out ({scenario})\n\n{new}\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 # ---------------------------------------------------------------------- command line
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
 
 
 def parse_args(argv: list[str] | None) -> Config:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     p.add_argument("--smoke", action="store_true",
-                   help="tiny run (20 subscribers, 20 messages, 50 idle, 1 round); no docs")
-    p.add_argument("--servers", default=",".join(SERVERS),
-                   help=f"comma-separated, from: {', '.join(SERVERS)}")
-    p.add_argument("--subscribers", "-n", type=int, default=None)
+                   help="tiny run of the Python peers (20/40 subscribers, 10 messages, 30 idle, "
+                        "1 round); writes no docs")
+    p.add_argument("--servers", default=None, help=f"comma-separated, from: {', '.join(SERVERS)}")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS),
+                   help=f"comma-separated, from: {', '.join(SCENARIOS)}")
+    p.add_argument("--sizes", "--subscribers", "-n", type=_ints, default=None,
+                   help="burst group sizes, comma-separated (default 1000,5000)")
     p.add_argument("--messages", type=int, default=None)
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--idle", type=int, default=None, help="idle connections (0 skips)")
+    p.add_argument("--large", type=int, default=None,
+                   help="subscribers in the large-group check (default 10000; 0 skips)")
     p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--paced-rate", type=float, default=0.0,
+                   help="deliveries/s of the paced run (default: half of realtime_lab's "
+                        "median burst deliveries/s)")
     p.add_argument("--interval", type=float, default=0.0,
-                   help="seconds between publishes; 0 (default) sends one burst")
+                   help="seconds between paced publishes (overrides --paced-rate)")
+    p.add_argument("--paced-seconds", type=float, default=2.0,
+                   help="length of the paced run (sets the message count, 50..4000)")
+    p.add_argument("--sample-every", type=int, default=10,
+                   help="every k-th subscriber decodes the latency stamp of all its messages")
     p.add_argument("--timeout", type=float, default=180.0,
                    help="seconds per phase; undelivered messages at the timeout count as lost")
     p.add_argument("--csv", type=Path, default=None, help="where to write the raw rows")
@@ -464,52 +439,75 @@ def parse_args(argv: list[str] | None) -> Config:
                    help="measure realtime_lab as of this git revision (e.g. HEAD) instead of "
                         "the working tree")
     a = p.parse_args(argv)
-    unknown = [s for s in a.servers.split(",") if s not in SERVERS]
-    if unknown:
-        p.error(f"unknown server(s): {', '.join(unknown)}")
     smoke = a.smoke
+    servers = (a.servers.split(",") if a.servers
+               else list(PYTHON_SERVERS) if smoke else list(SERVERS))
+    unknown = [s for s in servers if s not in SERVERS]
+    scenarios = a.scenarios.split(",")
+    if unknown or any(s not in SCENARIOS for s in scenarios):
+        p.error(f"unknown server(s) or scenario(s): {a.servers} {a.scenarios}")
     cfg = Config(
-        servers=a.servers.split(","),
-        subscribers=a.subscribers or (20 if smoke else 1000),
-        messages=a.messages or (20 if smoke else 200),
+        servers=servers, scenarios=scenarios,
+        sizes=a.sizes or ([20, 40] if smoke else [1000, 5000]),
+        messages=a.messages or (10 if smoke else 200),
         size=a.size,
-        idle=a.idle if a.idle is not None else (50 if smoke else 5000),
-        rounds=a.rounds or (1 if smoke else 5),
-        interval=a.interval,
+        idle=a.idle if a.idle is not None else (30 if smoke else 5000),
+        large=a.large if a.large is not None else (100 if smoke else 10000),
+        large_messages=5 if smoke else 10,
+        rounds=a.rounds or (1 if smoke else 3),
+        paced_rate=a.paced_rate,
+        paced_interval=a.interval or (0.005 if smoke and not a.paced_rate else 0.0),
+        paced_seconds=0.1 if smoke else a.paced_seconds,
+        paced_messages=(10, 20) if smoke else (50, 4000),
+        sample_every=a.sample_every,
+        settle=0.05 if smoke else 0.5,
         timeout=min(a.timeout, 20.0) if smoke else a.timeout,
         csv_path=a.csv,
         write_docs=not (a.no_docs or smoke),
         smoke=smoke,
         ref=a.ref,
     )
+    for name in cfg.servers:
+        why = SERVERS[name].unavailable()
+        if why is not None:
+            cfg.skipped[name] = why
     if cfg.csv_path is None and not smoke:
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
-        cfg.csv_path = DATA / f"fanout{'_paced' if cfg.interval > 0 else ''}_{stamp}.csv"
+        cfg.csv_path = DATA / f"bench_{dt.datetime.now(dt.UTC):%Y%m%dT%H%M}.csv"
     return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run, print, write. Exit status 1 when a measurement failed, 2 when messages were lost."""
+    from benchmarks import report
+
     cfg = parse_args(argv)
+    for name, why in cfg.skipped.items():
+        print(f"{name} skipped: {why}", flush=True)
     command = "python -m benchmarks.run" + "".join(
         " " + shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     when = dt.datetime.now(dt.UTC)
+    started = time.monotonic()
     rows = run_benchmark(cfg)
-    summaries = summarize(rows, cfg.servers)
-    print(table(summaries, cfg))
-    print(verdict(summaries))
+    took = time.monotonic() - started
+    text = report.render(cfg, rows, command, when, took)
+    print(text)
     if cfg.csv_path is not None:
-        write_csv(rows, cfg.csv_path)
+        report.write_csv(rows, cfg.csv_path)
         print(f"raw rows: {cfg.csv_path}")
     if cfg.write_docs:
-        update_docs(report_block(cfg, summaries, command, cfg.csv_path, when), cfg.scenario)
-        print(f"table written to {DOCS}")
+        report.update_docs(text, DOCS)
+        print(f"tables written to {DOCS}")
     failed = [r for r in rows if r.error]
     for r in failed:
-        print(f"round {r.round} {r.server} FAILED: {r.error.splitlines()[0]}")
+        print(f"round {r.round} {r.scenario} {r.server} FAILED: {r.error.splitlines()[0]}")
     if failed:
         return 1
     return 2 if any(r.lost for r in rows) else 0
+
+
+def finite(value: float) -> bool:
+    """True for a real number (not NaN, not infinite)."""
+    return not (math.isnan(value) or math.isinf(value))
 
 
 if __name__ == "__main__":
