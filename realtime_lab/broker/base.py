@@ -14,7 +14,13 @@ in a notebook). Nodes never talk to each other; each talks to a broker:
   channel in the cluster-wide presence table; the broker applies it atomically
   and, when a count changes, sends a presence envelope (``kind="p"``) to every
   node subscribed to the channel. ``join`` / ``leave`` are decided there, once
-  for the whole cluster.
+  for the whole cluster;
+* :meth:`Broker.publish_numbered` is the publish of a *history* channel: the
+  broker gives the message the channel's next offset and its epoch, keeps it in
+  the channel's capped history and sends it (``kind="h"``) to every subscribed
+  node, the publishing node included, so that every node delivers the messages
+  of a channel in one order, the offset order;
+  :meth:`Broker.history_since` reads that history back for a recovery.
 
 Two implementations: :class:`~realtime_lab.broker.memory.MemoryBroker` (one
 process, several nodes on one :class:`~realtime_lab.broker.memory.InMemoryBus`)
@@ -31,6 +37,7 @@ from typing import Any, Protocol
 
 MESSAGE = "m"
 PRESENCE = "p"
+HISTORY = "h"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +51,12 @@ class Envelope:
     node's sequence number, counted per channel (1, 2, ... for each channel the
     node publishes to) so that a receiver sees duplicates (``seq`` not above the
     last one) and gaps (envelopes it never got); presence envelopes carry 0.
+
+    ``kind="h"`` (a message of a history channel): ``seq`` is the channel's
+    offset given by the broker and ``payload`` is ``epoch\nexclude\ntext``,
+    where ``text`` is the encoded message with its ``offset`` and ``epoch`` and
+    ``exclude`` the id of a session of the origin node that must not get it
+    (``echo_to_sender=False``) or "".
     """
 
     origin: str
@@ -85,6 +98,31 @@ def presence_event(user: str, before: int, after: int, version: int) -> Presence
     """The event for a user's cluster-wide count going from ``before`` to ``after``."""
     event = "join" if before <= 0 < after else "leave" if after <= 0 < before else "count"
     return PresenceEvent(user, max(after, 0), version, event)
+
+
+def numbered_text(text: str, offset: int, epoch: str) -> str:
+    """``text`` (an encoded JSON object) with ``offset`` and ``epoch`` appended."""
+    return f'{text[:-1]},"offset":{offset},"epoch":"{epoch}"}}'
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRead:
+    """What :meth:`Broker.history_since` read, in one atomic step.
+
+    ``texts`` are the retained messages after the asked offset (oldest first,
+    encoded, with their ``offset`` and ``epoch``); ``first`` is the offset of the
+    oldest message still retained (``offset + 1`` when none is); ``offset`` and
+    ``epoch`` are the channel's current position.
+    """
+
+    epoch: str
+    offset: int
+    first: int
+    texts: list[str]
+
+    def complete_since(self, offset: int, epoch: str) -> bool:
+        """Whether the retained messages are all that was published after ``offset``."""
+        return epoch == self.epoch and 0 <= offset <= self.offset and self.first <= offset + 1
 
 
 @dataclass(slots=True)
@@ -164,6 +202,22 @@ class Broker(ABC):
         Returns at once; the awaitable completes when the change is applied (or
         deferred to the next resync because the backend is unreachable).
         """
+
+    @abstractmethod
+    def publish_numbered(self, channel: str, text: str, *, size: int, ttl: float | None,
+                         exclude: str = "") -> bool:
+        """Number ``text`` (next offset, epoch), keep it and send it as a ``kind="h"``
+        envelope to every node subscribed to ``channel``, this one included, in call order.
+
+        ``size`` and ``ttl`` are the channel's history limits. Returns False, without
+        sending anything, when the backend is unreachable (the caller delivers locally).
+        """
+
+    @abstractmethod
+    async def history_since(self, channel: str, offset: int, *,
+                            ttl: float | None) -> HistoryRead | None:
+        """The channel's position and its retained messages after ``offset`` (-1: none),
+        messages older than ``ttl`` left out; None when the backend is unreachable."""
 
     @abstractmethod
     async def presence_snapshot(self, channel: str) -> tuple[int, dict[str, int]] | None:

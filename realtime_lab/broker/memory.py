@@ -15,18 +15,55 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from realtime_lab.broker.base import (
+    HISTORY,
     PRESENCE,
     Broker,
     BrokerListener,
     BrokerStats,
     Contributions,
     Envelope,
+    HistoryRead,
+    numbered_text,
     presence_event,
 )
+
+
+class ChannelHistory:
+    """One channel's offsets, epoch and capped history on the bus (Redis: ``hm``/``hl``)."""
+
+    __slots__ = ("epoch", "items", "offset")
+
+    def __init__(self) -> None:
+        self.epoch = secrets.token_hex(4)
+        self.offset = 0
+        self.items: deque[tuple[int, float, str]] = deque()
+
+    def append(self, text: str, now: float, size: int, ttl: float | None) -> str:
+        """Number ``text``, keep it within ``size`` and ``ttl``; return the numbered text."""
+        self.offset += 1
+        full = numbered_text(text, self.offset, self.epoch)
+        self.items.append((self.offset, now, full))
+        while len(self.items) > size:
+            self.items.popleft()
+        self._prune(now, ttl)
+        return full
+
+    def _prune(self, now: float, ttl: float | None) -> None:
+        if ttl is not None:
+            while self.items and now - self.items[0][1] > ttl:
+                self.items.popleft()
+
+    def read(self, offset: int, now: float, ttl: float | None) -> HistoryRead:
+        self._prune(now, ttl)
+        first = self.items[0][0] if self.items else self.offset + 1
+        texts = [t for off, _, t in self.items if off > offset] if offset >= 0 else []
+        return HistoryRead(self.epoch, self.offset, first, texts)
 
 
 class InMemoryBus:
@@ -43,12 +80,19 @@ class InMemoryBus:
         self.versions: dict[str, int] = {}
         self.contributions: dict[str, Contributions] = {}
         self.beats: dict[str, float] = {}
+        self.histories: dict[str, ChannelHistory] = {}
 
     def broker(self) -> MemoryBroker:
         """A new node's broker on this bus."""
         return MemoryBroker(self)
 
     # ------------------------------------------------------------------ delivery
+
+    def history(self, channel: str) -> ChannelHistory:
+        history = self.histories.get(channel)
+        if history is None:
+            history = self.histories[channel] = ChannelHistory()
+        return history
 
     def deliver(self, envelope: Envelope, *, skip: str | None = None) -> int:
         """Queue ``envelope`` for every node subscribed to its channel but ``skip``."""
@@ -168,6 +212,23 @@ class MemoryBroker(Broker):
             return
         if self.bus.deliver(envelope, skip=self.node_id):
             self.stats.published += 1
+
+    def publish_numbered(self, channel: str, text: str, *, size: int, ttl: float | None,
+                         exclude: str = "") -> bool:
+        if not self._alive:
+            return False
+        history = self.bus.history(channel)
+        full = history.append(text, self.bus.clock(), size, ttl)
+        payload = f"{history.epoch}\n{exclude}\n{full}"
+        self.bus.deliver(Envelope(self.node_id, history.offset, channel, HISTORY, payload))
+        self.stats.published += 1
+        return True
+
+    async def history_since(self, channel: str, offset: int, *,
+                            ttl: float | None) -> HistoryRead | None:
+        if not self._alive:
+            return None
+        return self.bus.history(channel).read(offset, self.bus.clock(), ttl)
 
     def receive(self, envelope: Envelope) -> None:
         if self._alive and self.listener is not None:

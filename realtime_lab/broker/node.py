@@ -16,6 +16,17 @@ nothing): :meth:`ClusterNode.subscribed`, :meth:`ClusterNode.left` and
   subscriber counts in the cluster table, so a client that got its reply will
   receive every later publish from any node, and appears in every node's
   ``GET /api/channels``.
+* Grace period (``presence_grace``): when a session's connection closes, the
+  node withdraws its presence contribution only after the grace; a connection
+  of the same user arriving meanwhile, on this node or any other, is counted
+  before the withdrawal, so the cluster-wide count never reaches zero and no
+  leave or join is sent. A node that dies takes its delayed contributions with
+  it: the survivors reap them (leave) within the node TTL.
+* History channels: offsets and epoch come from the broker
+  (:meth:`Broker.publish_numbered`), every node (the publisher's included)
+  delivers in offset order when the broker sends the message back, and a
+  subscribe waits for the broker's position (and, with ``since``, the missed
+  messages) before it lets live messages through; see :mod:`.recovery`.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from realtime_lab.broker.base import (
+    HISTORY,
     MESSAGE,
     PRESENCE,
     Broker,
@@ -37,6 +49,7 @@ from realtime_lab.broker.base import (
     Envelope,
     PresenceEvent,
 )
+from realtime_lab.broker.recovery import ClusterRecovery
 from realtime_lab.core.outbound import Priority
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.frames import text_frame
@@ -83,9 +96,10 @@ class NodeStats:
     unrouted: int = 0  # envelopes for a channel with no local subscriber (left meanwhile)
     missed: int = 0  # gaps in an origin's per-channel sequence: envelopes that never came
     presence_diffs: int = 0
+    recoveries: int = 0  # subscribes with ``since`` answered from the broker's history
 
 
-class ClusterNode:
+class ClusterNode(ClusterRecovery):
     """One server's membership in a cluster of servers sharing a broker."""
 
     def __init__(self, hub: Hub, broker: Broker, *, node_id: str | None = None) -> None:
@@ -98,7 +112,10 @@ class ClusterNode:
         self._last_seq: dict[str, dict[str, int]] = {}  # channel -> origin -> last seq seen
         self._tasks: set[asyncio.Task[Any]] = set()
         self._counted: set[tuple[str, str]] = set()  # (session id, channel) in the cluster table
+        #: (channel, user) -> withdrawals waiting out the grace period (earliest first)
+        self._grace: dict[tuple[str, str], list[asyncio.TimerHandle]] = {}
         self._stopped = False
+        self._init_recovery()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -116,6 +133,10 @@ class ClusterNode:
             self.hub.cluster = None
         for task in list(self._tasks):
             task.cancel()
+        for timers in self._grace.values():  # stop: withdrawn at once; crash: reaped
+            for timer in timers:
+                timer.cancel()
+        self._grace.clear()
         if crash:
             await self.broker.crash()
         else:
@@ -136,7 +157,11 @@ class ClusterNode:
             applied: Awaitable[None] = asyncio.sleep(0)
         else:
             self._counted.add((session.id, name))
-            applied = self.broker.presence_change(name, session.user, +1)
+            if self._take_over(name, session.user):  # its contribution never left
+                applied = asyncio.sleep(0)
+            else:
+                applied = self.broker.presence_change(name, session.user, +1)
+        self._hold_live(session, name)  # history channels: live messages wait for the position
         link = self.links.get(name)
         if link is None:
             link = self.links[name] = ChannelLink()
@@ -146,17 +171,52 @@ class ClusterNode:
     def left(self, session: Session, channel: Channel) -> None:
         """A local session left ``channel`` (the hub already removed it)."""
         name = channel.name
+        self._release_live(session, name)
         if (session.id, name) in self._counted:
             self._counted.discard((session.id, name))
-            self.broker.presence_change(name, session.user, -1)
+            grace = self.hub.options.presence_grace
+            if grace > 0 and not session.is_open and channel.presence:  # closed or timed out
+                self._delay_withdrawal(name, session.user, grace)
+            else:  # unsubscribed or kicked: at once
+                self.broker.presence_change(name, session.user, -1)
         if not channel.subscribers and self.links.pop(name, None) is not None:
             self.broker.unsubscribe(name)
             self._last_seq.pop(name, None)
+            self._last_offset.pop(name, None)
 
     def published(self, name: str, text: str) -> None:
         """The hub encoded a channel message (``text``): send it to the other nodes."""
         seq = self._seq[name] = self._seq.get(name, 0) + 1
         self.broker.publish(Envelope(self.node_id, seq, name, MESSAGE, text))
+
+    # ------------------------------------------------------------------ grace period
+
+    def _delay_withdrawal(self, name: str, user: str, grace: float) -> None:
+        """Withdraw one connection of ``user`` from ``name`` after ``grace`` seconds."""
+        key = (name, user)
+        timers = self._grace.setdefault(key, [])
+        handle = asyncio.get_running_loop().call_later(grace, self._withdraw_now, key)
+        timers.append(handle)
+
+    def _withdraw_now(self, key: tuple[str, str]) -> None:
+        timers = self._grace.get(key)
+        if not timers:
+            return
+        timers.pop(0)
+        if not timers:
+            del self._grace[key]
+        if not self._stopped:
+            self.broker.presence_change(key[0], key[1], -1)
+
+    def _take_over(self, name: str, user: str) -> bool:
+        """A connection of ``user`` arrives while one of its contributions waits: keep it."""
+        timers = self._grace.get((name, user))
+        if not timers:
+            return False
+        timers.pop(0).cancel()
+        if not timers:
+            del self._grace[(name, user)]
+        return True
 
     # ------------------------------------------------------------------ subscribe
 
@@ -184,16 +244,20 @@ class ClusterNode:
                       request_id: messages.RequestId, applied: Awaitable[None]) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.gather(applied, link.ready.wait()), SUBSCRIBE_WAIT)
+        read = await self._read_position(session, name)
         if name not in session.subscriptions or not session.is_open:
             return
         channel = self.hub.channels.get(name)
         reply = messages.subscribed_message(name, request_id)
         if channel is not None and channel.metadata:
             reply["meta"] = channel.metadata
+        if read is not None:
+            reply["offset"], reply["epoch"] = read.offset, read.epoch
         self.hub.send(session, reply)
         if channel is not None and channel.presence and self.links.get(name) is link:
             self.hub.send(session, messages.presence_state_message(
                 name, self._members_info(link, channel)))
+        self._finish_recovery(session, name, read)
 
     def _members_info(self, link: ChannelLink, channel: Channel) -> dict[str, dict[str, Any]]:
         members = dict(link.members)
@@ -213,6 +277,8 @@ class ClusterNode:
     def on_envelope(self, envelope: Envelope) -> None:
         if envelope.kind == MESSAGE:
             self._on_message(envelope)
+        elif envelope.kind == HISTORY:
+            self._on_numbered(envelope)
         elif envelope.kind == PRESENCE:
             self._on_presence(envelope)
 
@@ -261,8 +327,12 @@ class ClusterNode:
         self.stats.presence_diffs += 1
 
     def local_presence(self) -> Contributions:
-        return {(name, user): count for name, channel in self.hub.channels.items()
-                for user, count in channel.members.items()}
+        """Connections per (channel, user), counting those waiting out their grace."""
+        out = {(name, user): count for name, channel in self.hub.channels.items()
+               for user, count in channel.members.items()}
+        for key, timers in self._grace.items():
+            out[key] = out.get(key, 0) + len(timers)
+        return out
 
     def on_connection_change(self, connected: bool) -> None:
         if not connected or self._stopped:
@@ -330,5 +400,7 @@ class ClusterNode:
                 "missed": self.stats.missed,
                 "presence_diffs": self.stats.presence_diffs,
                 "published": sum(self._seq.values()),
+                "grace_pending": sum(len(t) for t in self._grace.values()),
+                "recoveries": self.stats.recoveries,
             },
         }

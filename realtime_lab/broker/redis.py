@@ -12,7 +12,15 @@
 ``ns:pn:{node}``       hash "channel\\nuser" -> connections of one node
 ``ns:node:{node}``     heartbeat key, expires after ``node_ttl``
 ``ns:nodes``           set of node ids that registered
+``ns:hm:{channel}``    hash of a history channel: ``e`` epoch, ``o`` offset
+``ns:hl:{channel}``    list of its last ``size`` messages, ``"ms\\ntext"``,
+                       expiring ``ttl`` after the last publish
 =====================  =====================================================
+
+A publish to a history channel runs one Lua script (``HPUB``) that increments
+the offset, appends the numbered message to the capped list and publishes it,
+so offsets follow the order in which Redis executes the publishes and every
+node, the publisher's included, delivers in that order.
 
 Every presence change runs one Lua script that updates ``pn``, ``pc``, ``pv``
 and publishes the presence envelope atomically, so join and leave are decided
@@ -36,6 +44,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 from collections.abc import Awaitable
 from typing import Any
 
@@ -44,6 +53,7 @@ from realtime_lab.broker.base import (
     BrokerListener,
     BrokerStats,
     Envelope,
+    HistoryRead,
 )
 from realtime_lab.errors import require
 
@@ -141,6 +151,45 @@ redis.call('DEL', ARGV[1] .. ':node:' .. ARGV[2])
 return 1
 """
 
+HPUB = """
+local ns, node, ch, text = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local size, ttl, cand, excl = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]
+local meta = ns .. ':hm:' .. ch
+redis.call('HSETNX', meta, 'e', cand)
+local e = redis.call('HGET', meta, 'e')
+local o = redis.call('HINCRBY', meta, 'o', 1)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local full = string.sub(text, 1, -2) .. ',"offset":' .. o .. ',"epoch":"' .. e .. '"}'
+local lk = ns .. ':hl:' .. ch
+redis.call('RPUSH', lk, string.format('%d', now) .. '\\n' .. full)
+redis.call('LTRIM', lk, -size, -1)
+if ttl > 0 then redis.call('PEXPIRE', lk, ttl) end
+redis.call('PUBLISH', ns .. ':ch:' .. ch,
+           node .. '\\n' .. o .. '\\nh\\n' .. ch .. '\\n' .. e .. '\\n' .. excl .. '\\n' .. full)
+return o
+"""
+
+HREAD = """
+local ns, ch, since, cand = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local meta = ns .. ':hm:' .. ch
+redis.call('HSETNX', meta, 'e', cand)
+local e = redis.call('HGET', meta, 'e')
+local o = tonumber(redis.call('HGET', meta, 'o') or '0')
+local lk = ns .. ':hl:' .. ch
+local len = redis.call('LLEN', lk)
+local first = o - len + 1
+local items = {}
+if since >= 0 then
+  local start = since + 1 - first
+  if start < 0 then start = 0 end
+  if start < len then items = redis.call('LRANGE', lk, start, -1) end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return {e, o, first, now, items}
+"""
+
 _Item = tuple[Any, ...]
 
 
@@ -184,6 +233,7 @@ class RedisBroker(Broker):
         self._ps_lock = asyncio.Lock()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closed = False
+        self._epoch = secrets.token_hex(4)
 
     def __repr__(self) -> str:
         return f"<RedisBroker {self.url} node={self.node_id} connected={self.connected}>"
@@ -230,8 +280,9 @@ class RedisBroker(Broker):
         """Connect, subscribe, sync presence, start reading and writing."""
         client = self._client = self._make_client(timeout=self.op_timeout)
         await client.ping()
+        self._epoch = secrets.token_hex(4)  # a new channel history's epoch (if none in Redis)
         for name, script in (("change", CHANGE), ("sync", SYNC), ("beat", BEAT),
-                             ("withdraw", WITHDRAW)):
+                             ("withdraw", WITHDRAW), ("hpub", HPUB), ("hread", HREAD)):
             self._shas[name] = await client.script_load(script)
         self._ps_client = self._make_client(timeout=None)
         pubsub = self._pubsub = self._ps_client.pubsub()
@@ -279,7 +330,7 @@ class RedisBroker(Broker):
     def _drop_outbox(self) -> None:
         outbox, self._outbox = self._outbox, []
         for item in outbox:
-            if item[0] == "m":
+            if item[0] in ("m", "h"):
                 self.stats.dropped_out += 1
             else:
                 if item[1] is not None:
@@ -355,6 +406,13 @@ class RedisBroker(Broker):
             return
         self._enqueue(("m", self._ch(envelope.channel), envelope.encode()))
 
+    def publish_numbered(self, channel: str, text: str, *, size: int, ttl: float | None,
+                         exclude: str = "") -> bool:
+        if not self._accepting or len(self._outbox) >= self.max_outbox:
+            return False
+        self._enqueue(("h", channel, text, size, int(ttl * 1000) if ttl else 0, exclude))
+        return True
+
     def presence_change(self, channel: str, user: str, delta: int) -> Awaitable[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if not self._accepting:
@@ -365,7 +423,7 @@ class RedisBroker(Broker):
         return fut
 
     async def _writer(self, client: Any) -> None:
-        sha = self._shas["change"]
+        sha, hpub = self._shas["change"], self._shas["hpub"]
         ns, node = self.namespace, self.node_id
         while True:
             await self._wake.wait()
@@ -376,6 +434,8 @@ class RedisBroker(Broker):
                 for item in batch:
                     if item[0] == "m":
                         pipe.publish(item[1], item[2])
+                    elif item[0] == "h":
+                        pipe.evalsha(hpub, 0, ns, node, *item[1:5], self._epoch, item[5])
                     elif item[1] is not None:
                         pipe.evalsha(sha, 0, ns, node, item[1], item[2], item[3])
                 try:
@@ -392,7 +452,7 @@ class RedisBroker(Broker):
                         self._drop_outbox()
                     return
                 for item in batch:
-                    if item[0] == "m":
+                    if item[0] in ("m", "h"):
                         self.stats.published += 1
                     else:
                         if item[1] is not None:
@@ -493,6 +553,31 @@ class RedisBroker(Broker):
         self.listener.on_connection_change(True)
 
     # ------------------------------------------------------------------ reads
+
+    async def history_since(self, channel: str, offset: int, *,
+                            ttl: float | None) -> HistoryRead | None:
+        client = self._client
+        if not self.stats.connected or client is None:
+            return None
+        try:
+            epoch, top, first, now, items = await client.evalsha(
+                self._shas["hread"], 0, self.namespace, channel, offset, self._epoch)
+        except Exception as exc:  # noqa: BLE001
+            self._lost(exc)
+            return None
+        top, first = int(top), int(first)
+        texts = []
+        expired = 0
+        cutoff = int(now) - int(ttl * 1000) if ttl else None
+        for item in items:
+            stamp, text = item.decode().split("\n", 1)
+            if cutoff is not None and int(stamp) < cutoff:
+                expired += 1  # older than ttl: as good as trimmed
+                continue
+            texts.append(text)
+        if expired:
+            first = max(first, offset + 1) + expired
+        return HistoryRead(epoch.decode(), top, first, texts)
 
     async def presence_snapshot(self, channel: str) -> tuple[int, dict[str, int]] | None:
         client = self._client

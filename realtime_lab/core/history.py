@@ -9,6 +9,12 @@ lost, e.g. after a server restart). A subscribe with ``since: {offset, epoch}``
 gets, right after ``subscribed``, every retained message after that offset, in
 order, then ``{"type": "recovered", "complete": ...}``; no live message can come
 between them (the hub handles the subscribe in one step).
+
+With a broker (several nodes) the broker numbers a history channel's messages
+and keeps its history, so offsets, epoch and recovery are the same on every
+node: :meth:`Recovery._publish_numbered` hands the message to the node
+(realtime_lab/broker/recovery.py), which delivers it when the broker sends it
+back, and :meth:`Recovery.recover` leaves the recovery to the node.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from realtime_lab.core import events as ev
 from realtime_lab.core.hub_base import HubBase
 from realtime_lab.core.outbound import Priority
 from realtime_lab.core.session import Session
+from realtime_lab.protocol import codec
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +106,29 @@ class Recovery(HubBase):
                 history = self._histories[name] = History(rule)
         return history
 
+    def _publish_numbered(self, name: str, msg: dict[str, Any], exclude: Session | None,
+                          priority: Priority) -> int | None:
+        """With a broker: let it number and deliver a history channel's message.
+
+        Returns the local subscriber count when the broker took the message, or
+        None when the hub must deliver it itself (no broker: numbered here by
+        :meth:`_record`; no history rule, or broker unreachable: unnumbered).
+        """
+        cluster = self.cluster
+        if cluster is None:
+            self._record(name, msg)
+            return None
+        if not cluster.publish_numbered(name, codec.encode(msg), exclude):
+            return None
+        channel = self.channels.get(name)
+        if self.bus.active:
+            self.bus.emit(ev.MessagePublished(at=self.clock(), channel=name,
+                                              user=msg.get("from"), priority=priority.label))
+        if channel is None:
+            return 0
+        return len(channel.subscribers) - (exclude is not None and exclude.id
+                                           in channel.subscribers)
+
     def _record(self, name: str, msg: dict[str, Any]) -> None:
         """Give a published message its offset and epoch, and keep it (history channels)."""
         history = self._history(name)
@@ -115,6 +146,9 @@ class Recovery(HubBase):
 
     def recover(self, session: Session, name: str, since: dict[str, Any]) -> None:
         """Send ``session`` what it missed in ``name`` since ``since``, then ``recovered``."""
+        if self.cluster is not None and self.history_rule(name) is not None:
+            self.cluster.recover(session, name, since)  # from the broker's history
+            return
         history = self._history(name)
         offset, epoch = since.get("offset"), since.get("epoch")
         missed: list[dict[str, Any]] = []

@@ -236,8 +236,10 @@ class Membership(HubBase):
         channel = self.channels.get(name)
         cluster = self.cluster  # the other nodes (realtime_lab.broker), usually None
         msg = messages.channel_message(name, data, sender)
-        if self.options.history:
-            self._record(name, msg)  # offset and epoch (core/history.py)
+        if self.options.history:  # offset and epoch (core/history.py; with a broker, its own)
+            numbered = self._publish_numbered(name, msg, exclude, priority)
+            if numbered is not None:
+                return numbered
         if channel is None:
             if cluster is not None:
                 cluster.published(name, codec.encode(msg))

@@ -61,3 +61,12 @@ class ClusterPort(Protocol):
 
     def published(self, name: str, text: str) -> None:
         """A channel message was encoded as ``text``: deliver it on the other nodes."""
+
+    def publish_numbered(self, name: str, text: str, exclude: Session | None = None) -> bool:
+        """A history channel's message: the broker numbers it and every node delivers it.
+
+        False when the channel has no history or the broker is unreachable.
+        """
+
+    def recover(self, session: Session, name: str, since: dict[str, Any]) -> None:
+        """Recover ``session``'s missed messages of ``name`` from the broker's history."""

@@ -23,6 +23,10 @@ from typing import Any
 
 import pytest
 
+import realtime_lab
+from realtime_lab import Client, LabServer
+from realtime_lab.broker import Broker, InMemoryBus
+
 REPO = Path(__file__).resolve().parents[2]
 REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_TIMEOUT = 10.0
@@ -119,20 +123,24 @@ async def presence_diffs(client: Any) -> list[dict[str, Any]]:
 
 
 class NodeProcess:
-    """``python -m realtime_lab.cli serve --port 0 --broker URL`` in its own process."""
+    """``python -m realtime_lab.cli serve --port 0 --broker URL`` in its own process
+    (or, with ``args``, ``python tests/broker/node_main.py URL *args``)."""
 
-    def __init__(self, broker: str, log: Path) -> None:
+    def __init__(self, broker: str, log: Path, args: tuple[str, ...] = ()) -> None:
         self.broker = broker
         self.log = log
+        self.args = args
         self.proc: asyncio.subprocess.Process | None = None
         self.url = ""
         self.http_url = ""
 
     async def start(self) -> NodeProcess:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
+        argv = [str(Path(__file__).with_name("node_main.py")), self.broker, *self.args] \
+            if self.args else ["-m", "realtime_lab.cli", "serve", "--port", "0",
+                               "--broker", self.broker]
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "realtime_lab.cli", "serve", "--port", "0",
-            "--broker", self.broker, cwd=str(REPO), env=env,
+            sys.executable, *argv, cwd=str(REPO), env=env,
             stdout=asyncio.subprocess.PIPE, stderr=self.log.open("wb"))
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(self.proc.stdout.readline(), START_TIMEOUT)
@@ -157,16 +165,17 @@ class NodeProcess:
             await self.proc.wait()
 
 
-NodeFactory = Callable[[str], Awaitable[NodeProcess]]
+NodeFactory = Callable[..., Awaitable[NodeProcess]]
 
 
 @pytest.fixture
 async def node_process(tmp_path: Path) -> AsyncIterator[NodeFactory]:
-    """``await node_process(broker_url)`` starts a server process; all stop at the end."""
+    """``await node_process(broker_url, *args)`` starts a server process (``args``: see
+    node_main.py); all stop at the end."""
     nodes: list[NodeProcess] = []
 
-    async def factory(broker: str) -> NodeProcess:
-        node = NodeProcess(broker, tmp_path / f"node{len(nodes)}.log")
+    async def factory(broker: str, *args: str) -> NodeProcess:
+        node = NodeProcess(broker, tmp_path / f"node{len(nodes)}.log", args)
         nodes.append(node)
         return await node.start()
 
@@ -174,3 +183,54 @@ async def node_process(tmp_path: Path) -> AsyncIterator[NodeFactory]:
     for node in nodes:
         with contextlib.suppress(Exception):
             await node.stop()
+
+
+# ---------------------------------------------------------------------- nodes in this process
+
+NODE_TTL = 1.5
+StartNodes = Callable[..., Awaitable[list[LabServer]]]
+Connect = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def new_broker(request: pytest.FixtureRequest) -> Callable[[], Broker | InMemoryBus]:
+    """A factory of one node's broker: on a shared InMemoryBus, or on a fresh redis-server."""
+    if request.param == "memory":
+        bus = InMemoryBus(node_ttl=NODE_TTL)
+        return lambda: bus
+    redis = request.getfixturevalue("redis")
+    from realtime_lab.broker.redis import RedisBroker
+
+    return lambda: RedisBroker(redis.url, node_ttl=NODE_TTL, op_timeout=2.0)
+
+
+@pytest.fixture
+async def start_nodes(new_broker: Callable[[], Any]) -> AsyncIterator[StartNodes]:
+    """``await start_nodes(n, **options)``: n servers (127.0.0.1, port 0) on the broker."""
+    servers: list[LabServer] = []
+
+    async def start(n: int, **options: Any) -> list[LabServer]:
+        for _ in range(n):
+            servers.append(await realtime_lab.serve(broker=new_broker(), **options))
+        return servers[-n:]
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[..., Awaitable[Client]]]:
+    """``await clients(server, user, *channels)``: a connected client; all closed at the end."""
+    made: list[Client] = []
+
+    async def connect(server: LabServer, user: str, *channels: str) -> Client:
+        client = await realtime_lab.connect(server.url, user=user)
+        made.append(client)
+        for channel in channels:
+            await client.subscribe(channel)
+        return client
+
+    yield connect
+    for client in made:
+        await client.close()
