@@ -8,6 +8,8 @@ A part of :class:`realtime_lab.core.hub.Hub` (a mixin); it shares the hub's stat
 from __future__ import annotations
 
 import logging
+from collections import deque
+from time import perf_counter
 from typing import Any
 
 from realtime_lab.core import events as ev
@@ -17,13 +19,48 @@ from realtime_lab.core.session import ConnectionState, Session
 from realtime_lab.protocol import codec
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.frames import text_frame
-from realtime_lab.protocol.wire import JSON_WIRE, frame_for
+from realtime_lab.protocol.wire import JSON_WIRE, FrameVariants, frame_for
 
 log = logging.getLogger("realtime_lab.core")
+
+#: Sessions (flush) or subscribers (fan-out) handled between two looks at the clock.
+SLICE_STEP = 32
+_OPEN = ConnectionState.OPEN
+_NORMAL = Priority.NORMAL
+
+
+class FanOut:
+    """What is left of one broadcast: the same frame for ``targets[index:]``."""
+
+    __slots__ = ("delivered", "frame", "index", "message", "priority", "targets", "variants")
+
+    def __init__(self, targets: list[Session], frame: bytes, priority: Priority,
+                 message: dict[str, Any] | None) -> None:
+        self.targets = targets
+        self.index = 0
+        self.delivered = 0
+        self.frame = frame
+        self.priority = priority
+        self.message = message
+        self.variants: FrameVariants | None = None
+
+    def frame_for(self, session: Session) -> bytes:
+        """This broadcast's frame in ``session``'s wire format (each built once)."""
+        if session.wire is JSON_WIRE:
+            return self.frame
+        if self.variants is None:
+            self.variants = FrameVariants(self.frame, self.message)
+        return self.variants.get(session.wire)
 
 
 class Delivery(HubBase):
     """Queues frames per connection and writes them once per turn (part of Hub)."""
+
+    # Made on first use, so Hub.__init__ (hub.py) needs no change.
+    _fanout_jobs: deque[FanOut] | None = None
+    _fanout_busy = False
+    _fanout_again = False
+    _urgent: list[Session] | None = None  # sessions with a control frame during a sliced flush
 
     def send(self, session: Session, message: dict[str, Any],
              priority: Priority = Priority.CONTROL) -> bool:
@@ -49,14 +86,138 @@ class Delivery(HubBase):
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._schedule(self.flush)
+        if priority == Priority.CONTROL and len(self._dirty) > self.options.fanout_slice_min:
+            if self._urgent is None:  # a sliced flush is under way: this one goes first
+                self._urgent = []
+            self._urgent.append(session)
         return True
 
+    # ------------------------------------------------------------------ fan-out
+
+    def _fan_out_to(self, targets: list[Session], frame: bytes, priority: Priority,
+                    message: dict[str, Any] | None = None) -> int:
+        """Queue ``frame`` for every session of ``targets``; return how many got it.
+
+        Up to ``fanout_slice_min`` targets are done at once. A larger fan-out is
+        done in slices of about ``fanout_slice_seconds`` per loop turn, the rest
+        in later turns; while one is unfinished, later broadcasts queue behind
+        it, so every connection still gets the broadcasts in publish order. The
+        count then includes the targets still to come.
+        """
+        job = FanOut(targets, frame, priority, message)
+        jobs = self._fanout_jobs
+        if jobs is None:
+            jobs = self._fanout_jobs = deque()
+        if not jobs and len(targets) <= self.options.fanout_slice_min:
+            self._enqueue_many(job, len(targets))
+            self.stats.deliveries += job.delivered
+            return job.delivered
+        jobs.append(job)
+        if len(jobs) == 1:
+            self._run_fan_outs()
+        return job.delivered + len(targets) - job.index
+
+    def _run_fan_outs(self) -> None:
+        """Work through the queued fan-outs for one slice; schedule the rest."""
+        jobs = self._fanout_jobs
+        if self._fanout_busy or not jobs:  # a scheduler that runs callbacks at once
+            self._fanout_again = True
+            return
+        self._fanout_busy = True
+        try:
+            deadline = perf_counter() + self.options.fanout_slice_seconds
+            while jobs:
+                job = jobs[0]
+                targets = job.targets
+                while job.index < len(targets):
+                    before = job.delivered
+                    self._enqueue_many(job, job.index + SLICE_STEP)
+                    self.stats.deliveries += job.delivered - before
+                    if perf_counter() >= deadline:
+                        self._fanout_again = False
+                        self._schedule(self._run_fan_outs)
+                        if not self._fanout_again:
+                            return  # the rest runs in a later turn
+                        deadline = perf_counter() + self.options.fanout_slice_seconds
+                jobs.popleft()
+        finally:
+            self._fanout_busy = False
+
+    def _enqueue_many(self, job: FanOut, stop: int) -> None:
+        """Queue ``job``'s frame for ``job.targets[job.index:stop]``; advance the index.
+
+        The common case (JSON connection, normal priority, room in the queue) is
+        inlined: two list operations and an add per subscriber, no call.
+        """
+        targets = job.targets
+        start = job.index
+        stop = min(stop, len(targets))
+        job.index = stop
+        frame = job.frame
+        size = len(frame)
+        priority = job.priority
+        room = self.options.max_outbound_bytes - size
+        simple = priority == _NORMAL
+        enqueue = self._enqueue
+        delivered = 0
+        for i in range(start, stop):
+            session = targets[i]
+            queue = session.pending
+            if (simple and session.wire is JSON_WIRE and queue.prios is None
+                    and session.state is _OPEN and queue.nbytes + session.backlog <= room):
+                queue.frames.append(frame)
+                queue.nbytes += size
+                delivered += 1
+                if not session.dirty:
+                    session.dirty = True
+                    self._dirty.append(session)
+                    if not self._flush_scheduled:
+                        self._flush_scheduled = True
+                        self._schedule(self.flush)
+            elif enqueue(session, job.frame_for(session), priority):
+                delivered += 1
+        job.delivered += delivered
+
+    # ------------------------------------------------------------------ flush
+
     def flush(self) -> None:
-        """Write every session's pending frames, one write per session."""
+        """Write every dirty session's pending frames, one write per session.
+
+        Up to ``fanout_slice_min`` sessions are written in this turn whatever it
+        takes; more are written for about ``fanout_slice_seconds``, then the rest
+        waits for the next loop turn (sessions with a control frame first), so
+        a broadcast to a huge group does not stall the loop.
+        """
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
-        for session in dirty:
-            self._flush_session(session)
+        urgent = self._urgent
+        if urgent:
+            self._urgent = None
+            for session in urgent:
+                if session.dirty:
+                    self._flush_session(session)
+        flush_session = self._flush_session
+        count = len(dirty)
+        if count <= self.options.fanout_slice_min:
+            for session in dirty:
+                if session.dirty:
+                    flush_session(session)
+            return
+        deadline = perf_counter() + self.options.fanout_slice_seconds
+        done = 0
+        while done < count:
+            for session in dirty[done:done + SLICE_STEP]:
+                if session.dirty:
+                    flush_session(session)
+            done += SLICE_STEP
+            if done < count and perf_counter() >= deadline:
+                rest = dirty[done:]
+                rest += self._dirty
+                self._dirty = rest
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self._schedule(self.flush)
+                return
 
     def _flush_session(self, session: Session, *, force: bool = False) -> None:
         """Write what fits of ``session``'s queue in one write, control first when it

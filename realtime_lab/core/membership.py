@@ -31,7 +31,6 @@ from realtime_lab.errors import (
 )
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.frames import text_frame
-from realtime_lab.protocol.wire import JSON_WIRE, FrameVariants
 
 if TYPE_CHECKING:
     from realtime_lab.core.hub import Hub
@@ -298,24 +297,13 @@ class Membership(HubBase):
 
         ``frame`` is the JSON text frame. Subscribers with another wire format
         (msgpack, compressed) get the frame of theirs, built once per broadcast.
+        A very large group is served over several loop turns (core/delivery.py).
         """
-        delivered = 0
-        enqueue = self._enqueue
-        variants: FrameVariants | None = None
-        for session in list(channel.subscribers.values()):
-            if session is exclude:
-                continue
-            wire = session.wire
-            if wire is JSON_WIRE:
-                out = frame
-            else:
-                if variants is None:
-                    variants = FrameVariants(frame, message)
-                out = variants.get(wire)
-            if enqueue(session, out, priority):
-                delivered += 1
-        self.stats.deliveries += delivered
-        return delivered
+        subscribers = channel.subscribers
+        targets = list(subscribers.values())
+        if exclude is not None and subscribers.get(exclude.id) is exclude:
+            targets.remove(exclude)
+        return self._fan_out_to(targets, frame, priority, message)
 
 
 def _with_rid(grant: Grant | Awaitable[Grant], rid: messages.RequestId) -> Any:

@@ -44,6 +44,11 @@ class ServerOptions:
         droppable_priority: highest priority dropped (oldest first) under pressure
             before the connection is closed as a slow consumer ("low" by default;
             "none" never drops).
+        fanout_slice_seconds, fanout_slice_min: a broadcast to at most
+            ``fanout_slice_min`` subscribers (and a flush of at most that many
+            connections) is done in the current loop turn; a larger one is done in
+            slices of about ``fanout_slice_seconds`` per turn, so a huge group does
+            not stall the loop (docs/performance.md). Tuning knobs; tests shrink them.
 
     Security (docs/security.md; each refusal has its own code):
         allowed_origins: Origin values allowed at the handshake: exact
@@ -132,6 +137,8 @@ class ServerOptions:
     # outbound queue
     write_buffer_bytes: int = 64 * 1024
     droppable_priority: str = "low"
+    fanout_slice_seconds: float = 0.005
+    fanout_slice_min: int = 1000
     # security
     allowed_origins: tuple[str, ...] | None = None
     max_connections: int = 50_000
@@ -250,6 +257,12 @@ def _check_issue4_options(opts: ServerOptions) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if opts.droppable_priority != "none":
         Priority.parse(opts.droppable_priority)
+    seconds, least = opts.fanout_slice_seconds, opts.fanout_slice_min
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
+            or not 0 <= seconds < math.inf:
+        raise ValueError(f"fanout_slice_seconds must be seconds >= 0, got {seconds!r}")
+    if isinstance(least, bool) or not isinstance(least, int) or least < 0:
+        raise ValueError(f"fanout_slice_min must be an integer >= 0, got {least!r}")
     for name in ("handshake_timeout", "idle_timeout", "heartbeat_min_interval",
                  "heartbeat_max_interval", "heartbeat_lag_threshold"):
         value = getattr(opts, name)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from realtime_lab.core.hooks import ConnectRequest
@@ -31,30 +31,51 @@ from realtime_lab.transports.ws_protocol import (
 )
 
 if TYPE_CHECKING:
-    from tornado.iostream import IOStream
-
     from realtime_lab.core.hub import Hub
     from realtime_lab.core.session import Session
 
 log = logging.getLogger("realtime_lab.transports")
 
 MAX_USER_ID_LENGTH = 128
+PING_FRAME = b"\x89\x00"  # FIN, opcode 9 (ping), unmasked, empty: what handler.ping(b"") sends
 
 
 class TornadoPort:
     """The :class:`~realtime_lab.core.ports.ConnectionPort` of one Tornado connection."""
 
-    __slots__ = ("handler", "remote", "stream", "wire")
+    __slots__ = ("direct", "handler", "remote", "stream", "wire")
 
     def __init__(self, handler: HubWebSocketHandler, stream: IOStream, remote: str) -> None:
         self.handler = handler
         self.stream = stream
         self.wire = JSON_WIRE  # set from the handshake (subprotocol, permessage-deflate)
         self.remote = remote
+        # Plain TCP streams only: TLS has its own buffering (SSLIOStream).
+        self.direct = type(stream) is IOStream and hasattr(stream, "_write_buffer")
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
+        """Send ``data`` now if the socket takes it; only the rest goes through IOStream.
+
+        While the stream has nothing buffered, one non-blocking ``send()`` on its
+        socket writes the bytes without IOStream's per-write Future and
+        bookkeeping; whatever the kernel did not take is handed to
+        ``IOStream.write``, behind nothing, so order and backpressure
+        (``buffered_bytes``, ``when_drained``) stay as before. On a socket error
+        the data goes to ``IOStream.write`` too, which meets the same error and
+        closes the stream (``on_close`` then tells the hub).
+        """
+        stream = self.stream
+        if self.direct and not stream._write_buffer and not stream.closed():
+            try:
+                sent = stream.socket.send(data)
+            except OSError:  # EAGAIN or a dead socket: IOStream deals with it
+                sent = 0
+            if sent >= len(data):
+                return
+            if sent:
+                data = memoryview(data)[sent:]
         with contextlib.suppress(StreamClosedError):  # on_close follows and tells the hub
-            self.stream.write(data)
+            stream.write(data)
 
     def buffered_bytes(self) -> int:
         # IOStream keeps unsent bytes in _write_buffer (a _StreamBuffer with __len__),
@@ -71,8 +92,14 @@ class TornadoPort:
         future.add_done_callback(lambda _f: callback())
 
     def ping(self) -> None:
-        with contextlib.suppress(WebSocketClosedError):
-            self.handler.ping(b"")
+        """An empty ping frame; on plain TCP written like any other bytes (see write)."""
+        if not self.direct:
+            with contextlib.suppress(WebSocketClosedError):
+                self.handler.ping(b"")
+            return
+        conn = self.handler.ws_connection
+        if conn is not None and not conn.is_closing():
+            self.write(PING_FRAME)
 
     def close(self, code: int, reason: str) -> None:
         self.handler.close(code, reason)
