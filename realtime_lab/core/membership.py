@@ -21,7 +21,7 @@ from realtime_lab.core.hub_base import HubBase
 from realtime_lab.core.options import ServerOptions
 from realtime_lab.core.outbound import Priority
 from realtime_lab.core.pipeline import Outbound
-from realtime_lab.core.presence import CLOSED, LEFT, TIMEOUT
+from realtime_lab.core.presence import CLOSED, KICKED, LEFT, TIMEOUT
 from realtime_lab.core.session import ConnectionState, Session
 from realtime_lab.errors import (
     PresenceFull,
@@ -216,7 +216,8 @@ class Membership(HubBase):
             self._announce_leave(channel, user, reason, session.id)
         elif remaining == 0:
             channel.drop_member(user)
-        elif remaining > 0 and channel.presence and self.options.presence_details:
+        elif remaining > 0 and channel.presence and self.options.presence_details \
+                and reason != KICKED:  # a kick takes every tab: only its leave is news
             self._announce_change(channel, user, ["connections"])
         if bus.active and not channel.subscribers:
             bus.emit(ev.ChannelVacated(at=self.clock(), session=session.id, user=user,

@@ -176,6 +176,65 @@ def test_idle_member_moves_to_idle_state_and_back_on_activity() -> None:
     assert changes == [("state",), ("state",)]
 
 
+@pytest.mark.parametrize(("options", "code"), [
+    ({"heartbeat_interval": 1.0, "heartbeat_timeout": 1.0}, 4101),  # no pong
+    ({"idle_timeout": 2.5}, 4105),  # no message
+])
+@pytest.mark.parametrize("grace", [0.0, 2.0])
+def test_timeout_close_is_a_leave_with_reason_timeout(options: dict[str, Any], code: int,
+                                                      grace: float) -> None:
+    lab = Lab(presence_grace=grace, **options)
+    watcher, ada = lab.open("w"), lab.open("ada")
+    lab.sub(watcher)
+    lab.sub(ada)
+    watcher.port.take()  # type: ignore[attr-defined]
+    lab.kinds()
+    for _ in range(3):  # the watcher answers and talks; ada is silent
+        lab.clock.now += 1.0
+        lab.hub.heartbeat_tick()
+        lab.hub.pong(watcher)
+        lab.send(watcher, {"type": "ping"})
+    assert ada.port.closes[-1][0] == code  # type: ignore[attr-defined]
+    assert watcher.port.closes == []  # type: ignore[attr-defined]
+    lab.hub.closed(ada)  # the transport reports the close
+    if grace:
+        assert "ada" in lab.hub.presence("room") and lab.events == []
+        lab.advance(grace)
+    diffs = [m for m in watcher.port.take() if m["type"] == "presence_diff"]  # type: ignore
+    assert diffs == [{"type": "presence_diff", "channel": "room", "joins": {},
+                      "leaves": {"ada": {"connections": 0, "reason": "timeout"}}}]
+    assert [(e.type, e.user, e.reason) for e in lab.events] == [
+        ("presence.timeout", "ada", "timeout")]
+
+
+def test_idle_moves_to_a_configured_state_on_the_heartbeat_tick_and_back() -> None:
+    lab = Lab(presence_states=("here", "idle", "dnd"), presence_idle_state="idle",
+              presence_idle_timeout=30.0, heartbeat_interval=1000.0)  # no pings here
+    watcher, ada = lab.open("w"), lab.open("ada")
+    lab.sub(watcher)
+    lab.sub(ada)
+    watcher.port.take()  # type: ignore[attr-defined]
+    lab.clock.now += 29.0
+    assert lab.send(watcher, {"type": "ping"}) == [{"type": "pong"}]
+    lab.hub.heartbeat_tick()
+    assert watcher.port.take() == []  # type: ignore[attr-defined]  # 29 s: not yet
+    lab.clock.now += 2.0
+    lab.hub.heartbeat_tick()  # ada: 31 s without a message; the watcher: 2 s
+    assert watcher.port.take() == [{  # type: ignore[attr-defined]
+        "type": "presence_diff", "channel": "room", "leaves": {},
+        "joins": {"ada": {"connections": 1, "state": "idle"}}, "changed": {"ada": ["state"]}}]
+    lab.clock.now += 20.0
+    lab.hub.heartbeat_tick()  # already idle: nothing more for ada
+    assert watcher.port.take() == []  # type: ignore[attr-defined]
+    lab.send(ada, {"type": "presence", "channel": "room", "state": "dnd"})
+    assert [d["joins"]["ada"].get("state") for d in watcher.port.take()  # type: ignore
+            if "ada" in d.get("joins", {})] == [None, "dnd"]  # woken, then its choice
+    lab.send(ada, {"type": "ping"})
+    assert lab.hub.presence("room")["ada"]["state"] == "dnd"
+    assert [(e.type, e.state) for e in lab.events if e.type == "presence.update"] == [
+        ("presence.update", "idle"), ("presence.update", "here"), ("presence.update", "dnd")]
+
+
 # ---------------------------------------------------------------------------- property
 
 USERS = ["u0", "u1", "u2", "u3"]
