@@ -175,3 +175,30 @@ async def test_browser_client_stops_on_4001_and_renews_its_token(browser: Any) -
                               "asked": 1, "state": "open"}
         finally:
             await page.close()
+
+
+async def test_demo_state_is_shown_to_others_and_kept_across_a_restart(
+        browser: Any, lab: RestartableServer) -> None:
+    """The room's state selector uses setPresence(); the state survives a restart."""
+    context = await browser.new_context()
+    pages = {"ada": await context.new_page(), "bob": await context.new_page()}
+    ada, bob = pages["ada"], pages["bob"]
+    try:
+        await join(ada, lab.http_url, "ada")
+        await join(bob, lab.http_url, "bob")
+        await ada.select_option("#my-state", "away")
+        ada_at_bob = bob.locator('#members li[data-user="ada"]')
+        await expect(ada_at_bob).to_have_attribute("data-state", "away", timeout=TIMEOUT_MS)
+        await expect(ada_at_bob).to_contain_text("away")
+        await expect(bob.locator("#log")).to_contain_text("ada: state changed")
+
+        await lab.restart()  # a new server: it knows nothing of ada's state
+        for page in (ada, bob):
+            await expect(page.locator("#reconnects")).to_have_text("1", timeout=TIMEOUT_MS)
+        await expect(ada_at_bob).to_have_attribute("data-state", "away", timeout=TIMEOUT_MS)
+        assert lab.current.presence("lab")["ada"].get("state") == "away"
+    except BaseException:
+        await screenshot_on_failure(pages, "demo_state")
+        raise
+    finally:
+        await context.close()
