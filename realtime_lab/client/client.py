@@ -12,78 +12,47 @@ the channels are subscribed again, the presence view is rebuilt from the new
 ``presence_state``, and messages sent meanwhile are buffered (bounded) and sent
 after the restore. :attr:`Client.history`, :meth:`Client.on_state` and
 :meth:`Client.state_changes` show every transition.
+
+This module is the public facade and the state machine. The parts:
+:mod:`~realtime_lab.client.connection` (the run loop: connect, restore, read,
+reconnect), :mod:`~realtime_lab.client.transport` (the socket),
+:mod:`~realtime_lab.client.replies` (request/reply matching),
+:mod:`~realtime_lab.client.outbox` (the send buffer),
+:mod:`~realtime_lab.client.subscriptions` (wanted channels, tokens, recovery
+offsets), :mod:`~realtime_lab.client.presence_restore` and
+:mod:`~realtime_lab.client.watchdog` (the client-side heartbeat).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-import itertools
 import logging
-import random
-import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlencode
 
-from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.iostream import StreamClosedError
-from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError
 
+from realtime_lab.client import transport
+from realtime_lab.client.connection import ConnectionLoop
 from realtime_lab.client.options import ClientOptions
+from realtime_lab.client.outbox import Outbox, SendBufferFull
 from realtime_lab.client.presence import PresenceView
-from realtime_lab.client.states import ClientState, StateChange
-from realtime_lab.errors import ClientError, ConnectionClosed, ProtocolError, RequestFailed
-from realtime_lab.protocol import codec
-from realtime_lab.protocol.close_codes import ReconnectAdvice, advice_for
+from realtime_lab.client.presence_restore import PresenceRestore
+from realtime_lab.client.replies import Replies
+from realtime_lab.client.state_machine import StateMachine
+from realtime_lab.client.states import ClientState
+from realtime_lab.client.subscriptions import ChannelAuth, Subscriptions
+from realtime_lab.client.transport import NotSent, TokenSource
+from realtime_lab.errors import ClientError, ConnectionClosed, RequestFailed
+
+__all__ = ["ChannelAuth", "Client", "SendBufferFull", "TokenSource", "connect"]
 
 log = logging.getLogger("realtime_lab.client")
 
-REPLY_TYPES = frozenset({"subscribed", "unsubscribed", "published", "pong", "error",
-                         "presence"})
-HISTORY_SIZE = 1000
 
-StateListener = Callable[[StateChange], object]
-TokenSource = str | Callable[[], "str | Awaitable[str]"] | None
-#: A channel token, or ``(session_id, channel) -> token`` (sync or async).
-ChannelAuth = str | Callable[[str, str], "str | Awaitable[str]"]
-Outgoing = tuple[dict[str, Any], "asyncio.Future[dict[str, Any]] | None"]
-
-
-class SendBufferFull(ClientError):
-    """A message was sent while reconnecting and the buffer already holds ``buffer_size``."""
-
-
-class _NotSent(Exception):
-    """A write failed because the connection is gone: the message never left."""
-
-
-class _Ended:
-    """How one connection ended: close code, reason, whether it reached OPEN.
-
-    ``fatal`` forces STOP advice (an HTTP 4xx refusal of the handshake);
-    ``error`` is the exception of a failed connection attempt.
-    """
-
-    def __init__(self, code: int | None, reason: str, opened: bool, *, fatal: bool = False,
-                 error: BaseException | None = None) -> None:
-        self.code, self.reason, self.opened = code, reason, opened
-        self.fatal, self.error = fatal, error
-
-
-def _abort(ws: WebSocketClientConnection) -> None:
-    """Tear the TCP connection down without a closing handshake (dead peer)."""
-    protocol = ws.protocol
-    stream = getattr(protocol, "stream", None)
-    if stream is not None:
-        stream.close()
-    else:
-        ws.close()
-
-
-class Client:
+class Client(StateMachine):
     """One logical connection to a realtime_lab server.
 
     Args:
@@ -102,44 +71,28 @@ class Client:
         opts = options or ClientOptions()
         if option_values:
             opts = opts.with_changes(**option_values)
+        super().__init__()
         self.url = url
         self.user = user
         self.token = token
         self.options = opts
-        self.state = ClientState.IDLE
         self.welcome: dict[str, Any] = {}
         self.presence = PresenceView()
         self.close_code: int | None = None
         self.close_reason: str | None = None
-        self.history: deque[StateChange] = deque(maxlen=HISTORY_SIZE)
         self.unsent: list[dict[str, Any]] = []
         self.connections = 0  # connections that reached OPEN
         self.reconnects = 0  # of which after a loss
         self._ws: WebSocketClientConnection | None = None
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._replies = Replies()
         self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(opts.inbox_size)
-        self._channels: dict[str, None] = {}  # wanted subscriptions, in order
-        #: presence state/meta this client set per channel, sent again after a reconnect
-        self._presence_wanted: dict[str, dict[str, Any]] = {}
-        self._auth: dict[str, ChannelAuth] = {}  # channel -> token or token factory
-        #: channel -> {"offset", "epoch"} of the last message seen (history channels);
-        #: sent as ``since`` when the channel is subscribed again after a reconnect.
-        self.positions: dict[str, dict[str, Any]] = {}
-        self._outbox: deque[Outgoing] = deque()
-        self._listeners: list[StateListener] = []
-        self._watchers: list[asyncio.Queue[StateChange | None]] = []
-        self._rng = random.Random(opts.seed)
+        self._subs = Subscriptions()
+        self._presence_restore = PresenceRestore()
+        self._outbox = Outbox(opts.buffer_size)
+        self._loop = ConnectionLoop(self)
         self._runner: asyncio.Task[None] | None = None
         self._first: asyncio.Future[None] | None = None
-        self._welcomed: asyncio.Future[dict[str, Any]] | None = None
-        self._open_event = asyncio.Event()
-        self._wake = asyncio.Event()
         self._closing = False
-        self._last_seen = 0.0
-        self._lost_at: float | None = None
-        self._local_reason: str | None = None
-        self._heartbeat_limit = 0.0
 
     # ------------------------------------------------------------------ properties
 
@@ -158,7 +111,13 @@ class Client:
     @property
     def subscriptions(self) -> list[str]:
         """Channels this client wants; they are subscribed again after a reconnection."""
-        return list(self._channels)
+        return list(self._subs.wanted)
+
+    @property
+    def positions(self) -> dict[str, dict[str, Any]]:
+        """channel -> ``{"offset", "epoch"}`` of the last message seen (history channels);
+        sent as ``since`` when the channel is subscribed again after a reconnect."""
+        return self._subs.positions
 
     @property
     def buffered(self) -> int:
@@ -166,42 +125,6 @@ class Client:
         return len(self._outbox)
 
     # ------------------------------------------------------------------ states
-
-    def on_state(self, listener: StateListener) -> Callable[[], None]:
-        """Call ``listener(change)`` on every transition; returns a function that removes it."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
-
-    async def state_changes(self) -> AsyncIterator[StateChange]:
-        """Yield transitions from now on; ends after ``CLOSED``."""
-        queue: asyncio.Queue[StateChange | None] = asyncio.Queue()
-        self._watchers.append(queue)
-        try:
-            while (change := await queue.get()) is not None:
-                yield change
-                if change.state is ClientState.CLOSED:
-                    return
-        finally:
-            self._watchers.remove(queue)
-
-    def _set_state(self, state: ClientState, **details: Any) -> StateChange:
-        change = StateChange(state, self.state, time.monotonic(), **details)
-        self.state = state
-        self.history.append(change)
-        if state is ClientState.OPEN:
-            self._open_event.set()
-        else:
-            self._open_event.clear()
-        for listener in list(self._listeners):
-            try:
-                listener(change)
-            except Exception:
-                log.exception("state listener %r failed", listener)
-        for queue in self._watchers:
-            queue.put_nowait(change)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("client %s: %s", self.user or self.session, change)
-        return change
 
     async def wait_open(self, timeout: float | None = None) -> None:
         """Wait until the client is OPEN (connected, resubscribed); raise if it closes."""
@@ -224,6 +147,47 @@ class Client:
             raise ConnectionClosed(self.close_code, self.close_reason)
         raise TimeoutError(f"client not open after {timeout}s (state {self.state.value})")
 
+    def _opened(self, attempt: int, downtime: float | None) -> None:
+        """The connection is restored: announce OPEN, then send what was buffered."""
+        if downtime is not None:
+            self.reconnects += 1
+        self.connections += 1
+        self._set_state(ClientState.OPEN, attempt=attempt, downtime=downtime)
+        first = self._first
+        if first is not None and not first.done():
+            first.set_result(None)
+        if self._ws is not None and self.state is ClientState.OPEN:
+            self._outbox.flush(self._ws, self._replies)
+
+    def _finish(self, code: int | None, reason: str, error: BaseException | None = None) -> None:
+        """Enter CLOSED for good: fail waiters, keep what was never sent.
+
+        ``error`` (a failed connection attempt) is what :meth:`connect` raises when
+        the client never opened; otherwise it raises :class:`ConnectionClosed`.
+        """
+        if self.state is ClientState.CLOSED:
+            return
+        self.close_code = code
+        self.close_reason = reason
+        closed = ConnectionClosed(code, reason)
+        self.unsent.extend(self._outbox.fail(closed))
+        if self.unsent:
+            log.warning("client closed with %d unsent message(s): see client.unsent",
+                        len(self.unsent))
+        self._set_state(ClientState.CLOSED, code=code, reason=reason, unsent=len(self.unsent))
+        first = self._first
+        if first is not None and not first.done():
+            first.set_exception(error if error is not None else closed)
+        for queue in self._watchers:
+            queue.put_nowait(None)
+        with contextlib.suppress(asyncio.QueueFull):
+            self._inbox.put_nowait(None)
+
+    def _notify(self, msg: dict[str, Any]) -> None:
+        """Put a notice of the client's own (a refused resubscribe...) in the inbox."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self._inbox.put_nowait(msg)
+
     # ------------------------------------------------------------------ lifecycle
 
     async def connect(self, timeout: float | None = None) -> Client:
@@ -236,7 +200,7 @@ class Client:
             raise ClientError(f"connect() called in state {self.state.value}")
         self._first = asyncio.get_running_loop().create_future()
         attempt_timeout = timeout if timeout is not None else self.options.connect_timeout
-        self._runner = asyncio.create_task(self._run(attempt_timeout))
+        self._runner = asyncio.create_task(self._loop.run(attempt_timeout))
         try:
             await asyncio.shield(self._first)
         except asyncio.CancelledError:
@@ -253,7 +217,7 @@ class Client:
         if not self._closing:
             self._closing = True
             self._set_state(ClientState.CLOSING, code=code, reason=reason)
-            self._wake.set()
+            self._loop.wake.set()
             if self._ws is not None:
                 self._ws.close(code, reason)
         runner = self._runner
@@ -261,7 +225,7 @@ class Client:
             await asyncio.wait_for(asyncio.shield(runner), 2.0)
         except TimeoutError:
             if self._ws is not None:
-                _abort(self._ws)  # the server does not answer the close frame
+                transport.abort(self._ws)  # the server does not answer the close frame
             try:
                 await asyncio.wait_for(asyncio.shield(runner), 1.0)
             except TimeoutError:
@@ -283,337 +247,24 @@ class Client:
             await asyncio.wait_for(asyncio.shield(self._runner), timeout)
         return self.close_code
 
-    # ------------------------------------------------------------------ the run loop
-
-    async def _run(self, timeout: float) -> None:
-        """Connect, serve the connection, and reconnect as the close code advises."""
-        attempt = 0
-        code: int | None = None
-        reason = ""
-        error: BaseException | None = None
-        try:
-            while True:
-                self._set_state(ClientState.CONNECTING, attempt=attempt)
-                ended = await self._connection(timeout, attempt)
-                code, reason, error = ended.code, ended.reason, ended.error
-                if self._closing:
-                    break
-                if ended.opened:
-                    attempt = 0
-                    self._lost_at = time.monotonic()
-                advice = ReconnectAdvice.STOP if ended.fatal else advice_for(code)
-                if not self.options.reconnect:
-                    break
-                if advice is ReconnectAdvice.STOP:
-                    reason = f"{reason} (close code {code}: not reconnecting)"
-                    break
-                attempt += 1
-                limit = self.options.max_attempts
-                if limit is not None and attempt > limit:
-                    reason = f"gave up after {limit} attempts; last: {reason}"
-                    break
-                if advice is ReconnectAdvice.RECONNECT_NOW and attempt == 1:
-                    delay = self._rng.uniform(0.0, self.options.reconnect_now_window)
-                else:
-                    delay = self.options.backoff.delay(attempt, self._rng)
-                self._set_state(ClientState.RECONNECTING, attempt=attempt, delay=delay,
-                                code=code, reason=reason)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                if self._closing:
-                    break
-        finally:
-            self._finish(code, reason, error)
-
-    async def _connection(self, timeout: float, attempt: int) -> _Ended:
-        """One connection from TCP connect to its end; never raises."""
-        try:
-            url = await self._attempt_url()
-        except Exception as exc:
-            return _Ended(None, f"token provider failed: {type(exc).__name__}: {exc}", False,
-                          fatal=True, error=exc)
-        request = HTTPRequest(url, connect_timeout=timeout, request_timeout=timeout)
-        try:
-            ws = await asyncio.wait_for(
-                websocket_connect(
-                    request, max_message_size=self.options.max_message_bytes,
-                    subprotocols=["realtime-lab.v1.msgpack"]
-                    if self.options.protocol == "msgpack" else None,
-                    compression_options={} if self.options.compression else None),
-                timeout + 1)
-        except HTTPClientError as exc:
-            fatal = 400 <= exc.code < 500
-            return _Ended(None, f"handshake refused: HTTP {exc.code} {exc.message}", False,
-                          fatal=fatal, error=exc)
-        except Exception as exc:  # refused, reset, timeout, a bad handshake response
-            return _Ended(None, f"connect failed: {type(exc).__name__}: {exc}", False, error=exc)
-        _honour_no_context_takeover(ws)
-        self._ws = ws
-        self._local_reason = None
-        self._last_seen = time.monotonic()
-        ws.on_ping = self._on_ping  # type: ignore[method-assign]
-        self._welcomed = asyncio.get_running_loop().create_future()
-        reader = asyncio.create_task(self._read_loop(ws))
-        watchdog: asyncio.Task[None] | None = None
-        opened = False
-        try:
-            self.welcome = await asyncio.wait_for(asyncio.shield(self._welcomed), timeout)
-            watchdog = self._start_watchdog(ws)
-            await asyncio.wait_for(self._restore(ws), timeout)
-            if self._closing:
-                raise ConnectionClosed(None, "closing")
-            opened = True
-            self._opened(attempt)
-            await asyncio.shield(reader)
-        except (TimeoutError, ConnectionClosed, RequestFailed, WebSocketClosedError):
-            if not reader.done() and self._local_reason is None and not self._closing:
-                self._local_reason = "no welcome or restore within the connect timeout"
-        finally:
-            if watchdog is not None:
-                watchdog.cancel()
-            if not reader.done():
-                _abort(ws)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(reader, 2)
-            self._ws = None
-        reason = self._local_reason or ws.close_reason or (
-            "connection lost" if ws.close_code is None else "")
-        return _Ended(None if self._local_reason else ws.close_code, reason, opened)
-
-    async def _attempt_url(self) -> str:
-        """The URL of one attempt: ``user`` and a fresh ``token`` in the query."""
-        query: dict[str, str] = {}
-        if self.user is not None:
-            query["user"] = self.user
-        token = self.token
-        if callable(token):
-            produced = token()
-            token = await produced if inspect.isawaitable(produced) else produced
-        if token is not None:
-            query["token"] = str(token)
-        if not query:
-            return self.url
-        return self.url + ("&" if "?" in self.url else "?") + urlencode(query)
-
-    def _opened(self, attempt: int) -> None:
-        """The connection is restored: announce OPEN, then send what was buffered."""
-        downtime = None
-        if self._lost_at is not None:
-            downtime = time.monotonic() - self._lost_at
-            self.reconnects += 1
-        self._lost_at = None
-        self.connections += 1
-        self._set_state(ClientState.OPEN, attempt=attempt, downtime=downtime)
-        first = self._first
-        if first is not None and not first.done():
-            first.set_result(None)
-        self._flush_outbox()
-
-    def _finish(self, code: int | None, reason: str, error: BaseException | None = None) -> None:
-        """Enter CLOSED for good: fail waiters, keep what was never sent.
-
-        ``error`` (a failed connection attempt) is what :meth:`connect` raises when
-        the client never opened; otherwise it raises :class:`ConnectionClosed`.
-        """
-        if self.state is ClientState.CLOSED:
-            return
-        self.close_code = code
-        self.close_reason = reason
-        closed = ConnectionClosed(code, reason)
-        while self._outbox:
-            message, fut = self._outbox.popleft()
-            if fut is None:
-                self.unsent.append(message)
-            elif not fut.done():
-                fut.set_exception(closed)
-        if self.unsent:
-            log.warning("client closed with %d unsent message(s): see client.unsent",
-                        len(self.unsent))
-        self._set_state(ClientState.CLOSED, code=code, reason=reason, unsent=len(self.unsent))
-        first = self._first
-        if first is not None and not first.done():
-            first.set_exception(error if error is not None else closed)
-        for queue in self._watchers:
-            queue.put_nowait(None)
-        with contextlib.suppress(asyncio.QueueFull):
-            self._inbox.put_nowait(None)
-
-    async def _restore(self, ws: WebSocketClientConnection) -> None:
-        """Subscribe again to every wanted channel (pipelined) and prune presence."""
-        channels = list(self._channels)
-        replies = [self._request_on(ws, await self._subscribe_message(c, recover=True))
-                   for c in channels]
-        results = await asyncio.gather(*replies, return_exceptions=True)
-        for channel, result in zip(channels, results, strict=True):
-            if isinstance(result, RequestFailed):
-                self._channels.pop(channel, None)
-                self.presence.forget(channel)
-                self._deliver({"type": "error", "code": result.code, "channel": channel,
-                               "message": f"resubscribe to {channel!r} refused: {result.message}"})
-            elif isinstance(result, BaseException):
-                raise result
-        for channel in list(self.presence.channels):
-            if channel not in self._channels:
-                self.presence.forget(channel)
-        await self._restore_presence(ws)
-
-    async def _restore_presence(self, ws: WebSocketClientConnection) -> None:
-        """Set again the presence state and metadata this client had set (new session)."""
-        wanted = [(c, w) for c, w in self._presence_wanted.items() if c in self._channels]
-        replies = [self._request_on(ws, {"type": "presence", "channel": c, **w})
-                   for c, w in wanted]
-        results = await asyncio.gather(*replies, return_exceptions=True)
-        for (channel, _), result in zip(wanted, results, strict=True):
-            if isinstance(result, RequestFailed):
-                self._deliver({"type": "error", "code": result.code, "channel": channel,
-                               "message": f"presence restore in {channel!r} refused: "
-                                          f"{result.message}"})
-            elif isinstance(result, BaseException):
-                raise result
-
-    # ------------------------------------------------------------------ reading
-
-    def _on_ping(self, data: bytes) -> None:
-        self._last_seen = time.monotonic()
-
-    def _start_watchdog(self, ws: WebSocketClientConnection) -> asyncio.Task[None] | None:
-        if not self.options.heartbeat:
-            return None
-        limit = self.options.heartbeat_timeout
-        if limit is None:
-            beat = self.welcome.get("heartbeat") or {}
-            if "interval" not in beat:
-                return None
-            limit = float(beat["interval"]) + float(beat.get("timeout", beat["interval"]))
-        self._heartbeat_limit = limit
-        return asyncio.create_task(self._watchdog(ws))
-
-    def _heartbeat_changed(self, msg: dict[str, Any]) -> None:
-        """An adaptive server announced a new ping interval: follow it."""
-        if self.options.heartbeat_timeout is None and "interval" in msg:
-            self._heartbeat_limit = float(msg["interval"]) + float(
-                msg.get("timeout", msg["interval"]))
-
-    async def _watchdog(self, ws: WebSocketClientConnection) -> None:
-        """Abort the connection when the server has been silent for the heartbeat limit."""
-        while True:
-            limit = self._heartbeat_limit
-            await asyncio.sleep(max(0.01, limit / 8))
-            now = time.monotonic()
-            if self._inbox.full():  # the reader waits for the user, not for the server
-                self._last_seen = now
-            elif now - self._last_seen > self._heartbeat_limit:
-                self._local_reason = (f"heartbeat timeout: nothing from the server "
-                                      f"for {now - self._last_seen:.2f}s (limit {limit:g}s)")
-                log.info("client %s: %s", self.user or self.session, self._local_reason)
-                _abort(ws)
-                return
-
-    async def _read_loop(self, ws: WebSocketClientConnection) -> None:
-        try:
-            while True:
-                raw = await ws.read_message()
-                if raw is None:
-                    break
-                self._last_seen = time.monotonic()
-                try:
-                    msg = codec.decode(raw) if isinstance(raw, str) else _unpack(raw)
-                except (ValueError, ProtocolError):
-                    log.warning("ignoring a frame that is not JSON: %.80r", raw)
-                    continue
-                await self._handle(msg)
-        finally:
-            closed = ConnectionClosed(ws.close_code, self._local_reason or ws.close_reason)
-            if self._welcomed is not None and not self._welcomed.done():
-                self._welcomed.set_exception(closed)
-            pending, self._pending = self._pending, {}
-            for fut in pending.values():
-                if not fut.done():
-                    fut.set_exception(closed)
-
-    async def _handle(self, msg: dict[str, Any]) -> None:
-        mtype = msg.get("type")
-        if mtype == "welcome":
-            if self._welcomed is not None and not self._welcomed.done():
-                self._welcomed.set_result(msg)
-            return
-        rid = msg.get("id")
-        if mtype in REPLY_TYPES and rid is not None:
-            fut = self._pending.pop(rid, None)
-            if fut is not None and not fut.done():
-                fut.set_result(msg)
-                return
-        if mtype == "message" and "offset" in msg:
-            self.positions[msg["channel"]] = {"offset": msg["offset"], "epoch": msg["epoch"]}
-        elif mtype == "recovered" and not msg.get("complete") and msg.get("epoch"):
-            # what could not be recovered is lost: go on from the server's position
-            self.positions[msg["channel"]] = {"offset": msg["offset"], "epoch": msg["epoch"]}
-        if mtype in ("presence_state", "presence_diff"):
-            self.presence.apply(msg)
-        elif mtype == "heartbeat":
-            self._heartbeat_changed(msg)
-        await self._inbox.put(msg)
-
-    def _deliver(self, msg: dict[str, Any]) -> None:
-        with contextlib.suppress(asyncio.QueueFull):
-            self._inbox.put_nowait(msg)
-
     # ------------------------------------------------------------------ sending
 
     def _can_buffer(self) -> bool:
         return (self.options.reconnect and not self._closing
                 and self.state in (ClientState.CONNECTING, ClientState.RECONNECTING))
 
-    def _buffer(self, message: dict[str, Any],
-                reply: bool) -> asyncio.Future[dict[str, Any]] | None:
-        if len(self._outbox) >= self.options.buffer_size:
-            raise SendBufferFull(
-                f"{len(self._outbox)} message(s) already wait for the connection to come back "
-                f"(buffer_size={self.options.buffer_size}); this one was not sent")
-        fut = asyncio.get_running_loop().create_future() if reply else None
-        self._outbox.append((message, fut))
-        return fut
-
-    def _flush_outbox(self) -> None:
-        ws = self._ws
-        while self._outbox and ws is not None and self.state is ClientState.OPEN:
-            message, fut = self._outbox.popleft()
-            if fut is not None and fut.done():
-                continue  # the caller timed out and gave up
-            if fut is not None:
-                rid = next(self._ids)
-                message = {**message, "id": rid}
-                self._pending[rid] = fut
-            try:
-                _write(ws, message)
-            except WebSocketClosedError:
-                if fut is not None:
-                    self._pending.pop(message["id"], None)
-                    message = {k: v for k, v in message.items() if k != "id"}
-                self._outbox.appendleft((message, fut))
-                return
+    def _reconnecting(self) -> bool:
+        return self.options.reconnect and not self._closing and self.state is not ClientState.CLOSED
 
     def _closed_error(self) -> ConnectionClosed:
         return ConnectionClosed(self.close_code, self.close_reason or f"state {self.state.value}")
 
-    async def _request_on(self, ws: WebSocketClientConnection,
-                          message: dict[str, Any]) -> dict[str, Any]:
-        """Send ``message`` with a fresh id on ``ws`` and wait for its reply.
-
-        Raises :class:`_NotSent` when the write fails (safe to send again) and
-        :class:`ConnectionClosed` when the connection ends before the reply.
-        """
-        rid = next(self._ids)
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        try:
-            try:
-                await _write(ws, {**message, "id": rid})
-            except (WebSocketClosedError, StreamClosedError):
-                raise _NotSent() from None
-            return await asyncio.wait_for(fut, self.options.request_timeout)
-        finally:
-            self._pending.pop(rid, None)
+    async def _until_not_open(self) -> None:
+        """After a write failed: wait for the reader to notice the loss (bounded)."""
+        for _ in range(200):
+            if self.state is not ClientState.OPEN:
+                return
+            await asyncio.sleep(0.01)
 
     async def request(self, message: dict[str, Any], *, retry: bool = False) -> dict[str, Any]:
         """Send a message with a fresh id and wait for the reply with that id.
@@ -626,8 +277,9 @@ class Client:
         while True:
             if self.state is ClientState.OPEN and self._ws is not None:
                 try:
-                    reply = await self._request_on(self._ws, message)
-                except _NotSent:
+                    reply = await self._replies.request_on(self._ws, message,
+                                                           self.options.request_timeout)
+                except NotSent:
                     if not self._reconnecting():
                         raise self._closed_error() from None
                     await self._until_not_open()
@@ -638,12 +290,12 @@ class Client:
                     await self._until_not_open()
                     continue
             elif self._can_buffer():
-                fut = self._buffer(message, reply=True)
+                fut = self._outbox.add(message, reply=True)
                 assert fut is not None
                 try:
                     reply = await asyncio.wait_for(fut, self.options.request_timeout)
                 except TimeoutError:
-                    self._drop_buffered(fut)
+                    self._outbox.drop(fut)
                     raise
             else:
                 raise self._closed_error()
@@ -651,26 +303,11 @@ class Client:
                 raise RequestFailed(reply.get("code", "error"), reply.get("message", ""))
             return reply
 
-    def _reconnecting(self) -> bool:
-        return self.options.reconnect and not self._closing and self.state is not ClientState.CLOSED
-
-    async def _until_not_open(self) -> None:
-        """After a write failed: wait for the reader to notice the loss (bounded)."""
-        for _ in range(200):
-            if self.state is not ClientState.OPEN:
-                return
-            await asyncio.sleep(0.01)
-
-    def _drop_buffered(self, fut: asyncio.Future[dict[str, Any]]) -> None:
-        for item in list(self._outbox):
-            if item[1] is fut:
-                self._outbox.remove(item)
-
     async def send(self, message: dict[str, Any]) -> None:
         """Send a raw protocol message without waiting for a reply (buffered while reconnecting)."""
         if self.state is ClientState.OPEN and self._ws is not None:
             try:
-                await _write(self._ws, message)
+                await transport.write(self._ws, message)
                 return
             except (WebSocketClosedError, StreamClosedError):
                 if not self._reconnecting():
@@ -678,7 +315,7 @@ class Client:
                 await self._until_not_open()
         if not self._can_buffer():
             raise self._closed_error()
-        self._buffer(message, reply=False)
+        self._outbox.add(message, reply=False)
 
     async def subscribe(self, channel: str, *, auth: ChannelAuth | None = None) -> dict[str, Any]:
         """Subscribe to ``channel``; it is subscribed again after every reconnection.
@@ -688,43 +325,26 @@ class Client:
         (re)subscribe: a token is bound to a session id, which changes on reconnect.
         """
         if auth is not None:
-            self._auth[channel] = auth
+            self._subs.auth[channel] = auth
         try:
-            reply = await self.request(await self._subscribe_message(channel), retry=True)
+            reply = await self.request(await self._subs.message(channel, self.session or ""),
+                                       retry=True)
         except RequestFailed:
-            if channel not in self._channels:
-                self._auth.pop(channel, None)
+            self._subs.refused(channel)
             raise
-        self._channels[channel] = None
-        if "epoch" in reply and channel not in self.positions:
-            self.positions[channel] = {"offset": reply["offset"], "epoch": reply["epoch"]}
+        self._subs.added(channel, reply)
         return reply
-
-    async def _subscribe_message(self, channel: str, *, recover: bool = False) -> dict[str, Any]:
-        msg: dict[str, Any] = {"type": "subscribe", "channel": channel}
-        position = self.positions.get(channel)
-        if recover and position is not None:
-            msg["since"] = dict(position)
-        auth = self._auth.get(channel)
-        if callable(auth):
-            produced = auth(self.session or "", channel)
-            auth = await produced if inspect.isawaitable(produced) else produced
-        if auth is not None:
-            msg["auth"] = auth
-        return msg
 
     async def unsubscribe(self, channel: str) -> dict[str, Any]:
         """Unsubscribe; while reconnecting this only forgets the channel locally."""
         self.presence.forget(channel)
-        if channel in self._channels and self.state is not ClientState.OPEN \
+        if channel in self._subs.wanted and self.state is not ClientState.OPEN \
                 and self._can_buffer():
-            self._channels.pop(channel, None)
+            self._subs.wanted.pop(channel, None)
             return {"type": "unsubscribed", "channel": channel}
         reply = await self.request({"type": "unsubscribe", "channel": channel})
-        self._channels.pop(channel, None)
-        self._auth.pop(channel, None)
-        self.positions.pop(channel, None)
-        self._presence_wanted.pop(channel, None)
+        self._subs.forget(channel)
+        self._presence_restore.forget(channel)
         self.presence.forget(channel)
         return reply
 
@@ -748,8 +368,7 @@ class Client:
         if meta is not None:
             msg["meta"] = meta
         reply = await self.request(msg)
-        wanted = self._presence_wanted.setdefault(channel, {})
-        wanted.update({k: v for k, v in msg.items() if k in ("state", "meta")})
+        self._presence_restore.remember(channel, msg)
         return reply
 
     async def ping(self) -> float:
@@ -805,39 +424,3 @@ async def connect(url: str, *, user: str | None = None, token: TokenSource = Non
                   timeout: float | None = None, **kwargs: Any) -> Client:
     """Connect to ``url`` and return an open :class:`Client` (options as keywords)."""
     return await Client(url, user=user, token=token, **kwargs).connect(timeout)
-
-
-def _write(ws: WebSocketClientConnection, message: dict[str, Any]) -> Any:
-    """Send one message in the protocol the server agreed (msgpack: a binary frame)."""
-    if ws.selected_subprotocol == "realtime-lab.v1.msgpack":
-        from realtime_lab.protocol import msgpack_codec
-
-        return ws.write_message(msgpack_codec.encode(message), binary=True)
-    return ws.write_message(codec.encode(message))
-
-
-def _unpack(raw: bytes) -> Any:
-    from realtime_lab.protocol import msgpack_codec
-
-    return msgpack_codec.decode(raw)
-
-
-def _honour_no_context_takeover(ws: WebSocketClientConnection) -> None:
-    """Apply the ``*_no_context_takeover`` answers Tornado's client does not see.
-
-    Tornado (6.6) drops extension parameters without a value when it parses the
-    server's answer, so its permessage-deflate keeps both contexts: a server
-    that asked for ``client_no_context_takeover`` then cannot inflate our second
-    message, and a 32 KiB inflate window is kept for nothing.
-    """
-    answer = (getattr(ws, "headers", None) or {}).get("Sec-WebSocket-Extensions", "")
-    proto = ws.protocol
-    if "permessage-deflate" not in answer or proto is None:
-        return
-    params = {p.strip().lower() for p in answer.split(";")}
-    compressor = getattr(proto, "_compressor", None)
-    if "client_no_context_takeover" in params and compressor is not None:
-        compressor._compressor = None  # a fresh zlib object per message
-    decompressor = getattr(proto, "_decompressor", None)
-    if "server_no_context_takeover" in params and decompressor is not None:
-        decompressor._decompressor = None

@@ -1,0 +1,204 @@
+"""The run loop of a client: connect, restore, read, and reconnect as the close code advises."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from tornado.httpclient import HTTPClientError
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError
+
+from realtime_lab.client import transport
+from realtime_lab.client.states import ClientState
+from realtime_lab.client.watchdog import Watchdog
+from realtime_lab.errors import ConnectionClosed, ProtocolError, RequestFailed
+from realtime_lab.protocol.close_codes import ReconnectAdvice, advice_for
+
+if TYPE_CHECKING:
+    from realtime_lab.client.client import Client
+
+log = logging.getLogger("realtime_lab.client")
+
+
+class Ended:
+    """How one connection ended: close code, reason, whether it reached OPEN.
+
+    ``fatal`` forces STOP advice (an HTTP 4xx refusal of the handshake);
+    ``error`` is the exception of a failed connection attempt.
+    """
+
+    def __init__(self, code: int | None, reason: str, opened: bool, *, fatal: bool = False,
+                 error: BaseException | None = None) -> None:
+        self.code, self.reason, self.opened = code, reason, opened
+        self.fatal, self.error = fatal, error
+
+
+class ConnectionLoop:
+    """Serves one :class:`Client`: one socket after another until the client stops."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.rng = random.Random(client.options.seed)
+        self.wake = asyncio.Event()
+        self.watchdog = Watchdog(client.options.heartbeat, client.options.heartbeat_timeout)
+        self.welcomed: asyncio.Future[dict[str, Any]] | None = None
+        self.lost_at: float | None = None
+        self.local_reason: str | None = None
+
+    async def run(self, timeout: float) -> None:
+        """Connect, serve the connection, and reconnect as the close code advises."""
+        client, options = self.client, self.client.options
+        attempt = 0
+        code: int | None = None
+        reason = ""
+        error: BaseException | None = None
+        try:
+            while True:
+                client._set_state(ClientState.CONNECTING, attempt=attempt)
+                ended = await self._connection(timeout, attempt)
+                code, reason, error = ended.code, ended.reason, ended.error
+                if client._closing:
+                    break
+                if ended.opened:
+                    attempt = 0
+                    self.lost_at = time.monotonic()
+                advice = ReconnectAdvice.STOP if ended.fatal else advice_for(code)
+                if not options.reconnect:
+                    break
+                if advice is ReconnectAdvice.STOP:
+                    reason = f"{reason} (close code {code}: not reconnecting)"
+                    break
+                attempt += 1
+                limit = options.max_attempts
+                if limit is not None and attempt > limit:
+                    reason = f"gave up after {limit} attempts; last: {reason}"
+                    break
+                if advice is ReconnectAdvice.RECONNECT_NOW and attempt == 1:
+                    delay = self.rng.uniform(0.0, options.reconnect_now_window)
+                else:
+                    delay = options.backoff.delay(attempt, self.rng)
+                client._set_state(ClientState.RECONNECTING, attempt=attempt, delay=delay,
+                                  code=code, reason=reason)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), delay)
+                if client._closing:
+                    break
+        finally:
+            client._finish(code, reason, error)
+
+    async def _connection(self, timeout: float, attempt: int) -> Ended:
+        """One connection from TCP connect to its end; never raises."""
+        client = self.client
+        try:
+            url = await transport.attempt_url(client.url, client.user, client.token)
+        except Exception as exc:
+            return Ended(None, f"token provider failed: {type(exc).__name__}: {exc}", False,
+                         fatal=True, error=exc)
+        try:
+            ws = await transport.open_socket(url, client.options, timeout)
+        except HTTPClientError as exc:
+            fatal = 400 <= exc.code < 500
+            return Ended(None, f"handshake refused: HTTP {exc.code} {exc.message}", False,
+                         fatal=fatal, error=exc)
+        except Exception as exc:  # refused, reset, timeout, a bad handshake response
+            return Ended(None, f"connect failed: {type(exc).__name__}: {exc}", False, error=exc)
+        client._ws = ws
+        self.local_reason = None
+        self.watchdog.seen()
+        ws.on_ping = self.watchdog.seen  # type: ignore[method-assign]
+        self.welcomed = asyncio.get_running_loop().create_future()
+        reader = asyncio.create_task(self._read_loop(ws))
+        watchdog: asyncio.Task[None] | None = None
+        opened = False
+        try:
+            client.welcome = await asyncio.wait_for(asyncio.shield(self.welcomed), timeout)
+            watchdog = self.watchdog.start(client.welcome, client._inbox.full,
+                                           lambda silence, limit: self._dead(ws, silence, limit))
+            await asyncio.wait_for(self._restore(ws), timeout)
+            if client._closing:
+                raise ConnectionClosed(None, "closing")
+            opened = True
+            downtime = None if self.lost_at is None else time.monotonic() - self.lost_at
+            self.lost_at = None
+            client._opened(attempt, downtime)
+            await asyncio.shield(reader)
+        except (TimeoutError, ConnectionClosed, RequestFailed, WebSocketClosedError):
+            if not reader.done() and self.local_reason is None and not client._closing:
+                self.local_reason = "no welcome or restore within the connect timeout"
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            if not reader.done():
+                transport.abort(ws)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(reader, 2)
+            client._ws = None
+        reason = self.local_reason or ws.close_reason or (
+            "connection lost" if ws.close_code is None else "")
+        return Ended(None if self.local_reason else ws.close_code, reason, opened)
+
+    def _dead(self, ws: WebSocketClientConnection, silence: float, limit: float) -> None:
+        """The watchdog heard nothing for ``limit`` seconds: abort the connection."""
+        self.local_reason = (f"heartbeat timeout: nothing from the server "
+                             f"for {silence:.2f}s (limit {limit:g}s)")
+        log.info("client %s: %s", self.client.user or self.client.session, self.local_reason)
+        transport.abort(ws)
+
+    async def _restore(self, ws: WebSocketClientConnection) -> None:
+        """Subscribe again to every wanted channel (pipelined), prune presence, set it again."""
+        client = self.client
+        timeout = client.options.request_timeout
+        refused = await client._subs.resubscribe(ws, client._replies, timeout,
+                                                 client.session or "")
+        for channel, failure in refused:
+            client.presence.forget(channel)
+            client._notify({"type": "error", "code": failure.code, "channel": channel,
+                            "message": f"resubscribe to {channel!r} refused: {failure.message}"})
+        for channel in list(client.presence.channels):
+            if channel not in client._subs.wanted:
+                client.presence.forget(channel)
+        refused = await client._presence_restore.restore(ws, client._replies, timeout,
+                                                         client._subs.wanted)
+        for channel, failure in refused:
+            client._notify({"type": "error", "code": failure.code, "channel": channel,
+                            "message": f"presence restore in {channel!r} refused: "
+                                       f"{failure.message}"})
+
+    async def _read_loop(self, ws: WebSocketClientConnection) -> None:
+        try:
+            while True:
+                raw = await ws.read_message()
+                if raw is None:
+                    break
+                self.watchdog.seen()
+                try:
+                    msg = transport.decode(raw)
+                except (ValueError, ProtocolError):
+                    log.warning("ignoring a frame that is not JSON: %.80r", raw)
+                    continue
+                await self._handle(msg)
+        finally:
+            closed = ConnectionClosed(ws.close_code, self.local_reason or ws.close_reason)
+            if self.welcomed is not None and not self.welcomed.done():
+                self.welcomed.set_exception(closed)
+            self.client._replies.fail_all(closed)
+
+    async def _handle(self, msg: dict[str, Any]) -> None:
+        client = self.client
+        mtype = msg.get("type")
+        if mtype == "welcome":
+            if self.welcomed is not None and not self.welcomed.done():
+                self.welcomed.set_result(msg)
+            return
+        if client._replies.resolve(msg):
+            return
+        client._subs.track(msg)
+        if mtype in ("presence_state", "presence_diff"):
+            client.presence.apply(msg)
+        elif mtype == "heartbeat":
+            self.watchdog.changed(msg)
+        await client._inbox.put(msg)
