@@ -115,6 +115,13 @@ class HubWebSocketHandler(WebSocketHandler):
         self.hub = hub
         self.session = None
 
+    def _detach_stream(self) -> IOStream:
+        # Tornado's version also replaces seven HTTP methods (write, finish, ...) by
+        # instance attributes that raise: that takes the handler over CPython's
+        # 29-attribute limit for compact instance dicts (+500 bytes per connection).
+        # The hub never calls them; the stream is detached as Tornado does it.
+        return self.detach()
+
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
         """``realtime-lab.v1.msgpack`` or ``realtime-lab.v1.json``; none means JSON."""
         return choose_subprotocol(subprotocols)
