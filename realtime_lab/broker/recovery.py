@@ -13,9 +13,11 @@ A subscribe to a history channel holds the session's live messages from the
 moment the hub adds it (``_hold_live``) until the node has the broker's position
 (one atomic read: epoch, offset, and with ``since`` the retained messages after
 it). Then the node sends ``subscribed`` with that position, the missed messages,
-``recovered``, and the held live messages whose offset is above the position:
-every message exactly once, in offset order, whichever node the client used
-before.
+``recovered``, and the held live messages whose offset is above the position.
+The read may be ahead of the messages Redis has still to deliver on the pub/sub
+connection; until those arrive, the session skips live messages at or below its
+position (its *floor*). So every message is sent exactly once, in offset order,
+whichever node the client used before.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class ClusterRecovery:
         self._waiting: dict[str, dict[str, list[Held]]] = {}  # channel -> session -> held
         self._since: dict[tuple[str, str], dict[str, Any]] = {}  # (session, channel) -> since
         self._last_offset: dict[str, tuple[str, int]] = {}  # channel -> (epoch, offset) delivered
+        self._floors: dict[str, dict[str, tuple[str, int]]] = {}  # channel -> session -> position
 
     def _rule(self, name: str) -> HistoryRule | None:
         return self.hub.history_rule(name) if self.hub.options.history else None
@@ -86,11 +89,12 @@ class ClusterRecovery:
             self._waiting.setdefault(name, {})[session.id] = []
 
     def _release_live(self, session: Session, name: str) -> None:
-        waiting = self._waiting.get(name)
-        if waiting is not None:
-            waiting.pop(session.id, None)
-            if not waiting:
-                del self._waiting[name]
+        for table in (self._waiting, self._floors):
+            per_channel = table.get(name)
+            if per_channel is not None:
+                per_channel.pop(session.id, None)
+                if not per_channel:
+                    del table[name]
         self._since.pop((session.id, name), None)
 
     async def _read_position(self, session: Session, name: str) -> HistoryRead | None:
@@ -134,6 +138,10 @@ class ClusterRecovery:
                 continue  # before the position, or already sent as recovered
             if exclude != session.id:
                 self._send_text(session, text)
+        last = self._last_offset.get(name)
+        if read is not None and (last is None or last[0] != read.epoch or last[1] < read.offset):
+            # the read is ahead of the pub/sub: skip what is still to arrive up to it
+            self._floors.setdefault(name, {})[session.id] = (read.epoch, read.offset)
 
     def _send_text(self, session: Session, text: str) -> None:
         frame = text_frame(text)
@@ -162,14 +170,31 @@ class ClusterRecovery:
             self.stats.unrouted += 1
             return
         channel.messages += 1
+        skip: set[str] = set()
         waiting = self._waiting.get(name)
         if waiting:
             for held in waiting.values():
                 held.append((epoch, env.seq, exclude, text))
-        self.stats.remote_deliveries += self._fan_out_except(
-            channel, text, waiting or {}, exclude)
+            skip.update(waiting)
+        floors = self._floors.get(name)
+        if floors:
+            skip.update(self._below_floor(name, floors, epoch, env.seq))
+        self.stats.remote_deliveries += self._fan_out_except(channel, text, skip, exclude)
 
-    def _fan_out_except(self, channel: Channel, text: str, skip: dict[str, Any],
+    def _below_floor(self, name: str, floors: dict[str, tuple[str, int]], epoch: str,
+                     offset: int) -> list[str]:
+        """Sessions whose position is at or above ``offset``; drop floors passed."""
+        below = []
+        for sid, (floor_epoch, floor) in list(floors.items()):
+            if floor_epoch == epoch and offset <= floor:
+                below.append(sid)  # already sent (recovered) or before its position
+            if floor_epoch != epoch or offset >= floor:
+                del floors[sid]
+        if not floors:
+            del self._floors[name]
+        return below
+
+    def _fan_out_except(self, channel: Channel, text: str, skip: set[str],
                         exclude: str) -> int:
         """Queue one frame for every subscriber but those in ``skip`` and ``exclude``."""
         frame = text_frame(text)
