@@ -31,10 +31,11 @@ export function changedFields(before, after) {
  * Apply a presence message to `members` (user -> info, or null before the first state).
  *
  * Returns {members, joined, updated, left}: `members` is a new object (the old one
- * is not modified), `joined` {user: info}, `updated` {user: {info, changed}} and
- * `left` {user: {reason}} say what changed. A `presence_state` replaces the map;
- * its differences from the previous map (everyone, on the first state) are
- * reported the same way, with `reason: null` for who left meanwhile.
+ * is not modified), `joined` {user: info}, `updated` {user: [changed fields]} and
+ * `left` {user: reason or null} say what changed, as the Python client's
+ * `PresenceView.apply()`. A `presence_state` replaces the map; its differences
+ * from the previous map (everyone, on the first state) are reported the same
+ * way, with reason null for who left meanwhile.
  */
 export function applyPresence(members, msg) {
   const before = members || {};
@@ -44,13 +45,13 @@ export function applyPresence(members, msg) {
   let after;
   if (msg.type === "presence_state") {
     after = { ...(msg.members || {}) };
-    for (const user of Object.keys(before)) if (!(user in after)) left[user] = { reason: null };
+    for (const user of Object.keys(before)) if (!(user in after)) left[user] = null;
   } else {
     after = { ...before };
     for (const [user, info] of Object.entries(msg.leaves || {})) {
       if (!(user in after)) continue;  // unknown here: nothing to take away
       delete after[user];
-      left[user] = { reason: (info && info.reason) || null };
+      left[user] = (info && info.reason) || null;
     }
   }
   const joins = msg.type === "presence_state" ? after : (msg.joins || {});
@@ -61,7 +62,7 @@ export function applyPresence(members, msg) {
       joined[user] = info;
     } else {
       const changed = hints[user] || changedFields(known, info);
-      if (changed.length) updated[user] = { info, changed: [...changed] };
+      if (changed.length) updated[user] = [...changed];
     }
     after[user] = info;
   }

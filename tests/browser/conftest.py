@@ -93,3 +93,12 @@ async def wait_page(page: Any, expression: str, arg: Any = None, timeout: float 
     handle = await page.wait_for_function(expression, arg=arg, timeout=timeout * 1000,
                                           polling=20)
     return await handle.json_value()
+
+
+async def eventually(condition: Any, timeout: float = 10) -> None:
+    """Wait until ``condition()`` holds on the server side (bounded, polled every 10 ms)."""
+    import asyncio
+
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
