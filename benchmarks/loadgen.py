@@ -309,7 +309,8 @@ class FanoutResult:
 
 async def fanout(port: int, server_pid: int, dialect: Dialect, subscribers: int, messages: int,
                  size: int, timeout: float, interval: float = 0.0,
-                 sample_every: int = 10, settle: float = 0.5) -> FanoutResult:
+                 sample_every: int = 10, settle: float = 0.5,
+                 deliver_timeout: float | None = None) -> FanoutResult:
     """N subscribers on one channel; one publisher sends a burst (or paced); count deliveries.
 
     With ``interval`` > 0 publishes are paced on an absolute schedule (message i
@@ -336,7 +337,7 @@ async def fanout(port: int, server_pid: int, dialect: Dialect, subscribers: int,
         t_last_publish = t0
         timed_out = False
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(deliver_timeout or timeout):
                 for i in range(messages):
                     if interval > 0:
                         delay = t0 / 1e9 + i * interval - time.monotonic()
@@ -435,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-every", type=int, default=10,
                         help="every k-th subscriber reads the latency stamp of all its "
                              "messages (0: none)")
+    parser.add_argument("--deliver-timeout", type=float, default=None,
+                        help="seconds for publishing and delivering (default: --timeout)")
     parser.add_argument("--settle", type=float, default=0.5,
                         help="seconds to wait after connecting, before measuring")
     parser.add_argument("--timeout", type=float, default=180.0,
@@ -446,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "fanout":
         result = asyncio.run(fanout(args.port, args.server_pid, dialect, args.subscribers,
                                     args.messages, args.size, args.timeout, args.interval,
-                                    args.sample_every, args.settle))
+                                    args.sample_every, args.settle, args.deliver_timeout))
     else:
         result = asyncio.run(idle(args.port, args.server_pid, dialect, args.idle, args.timeout,
                                   settle=args.settle))

@@ -61,7 +61,8 @@ class Config:
     rounds: int = 3
     paced_rate: float = 0.0  # deliveries/s; 0: half of realtime_lab's burst median
     paced_interval: float = 0.0  # seconds; overrides paced_rate when > 0
-    paced_seconds: float = 2.0
+    paced_seconds: float = 1.0
+    paced_grace: float = 20.0  # seconds after the last paced publish before it times out
     paced_messages: tuple[int, int] = (50, 4000)  # bounds on the paced message count
     sample_every: int = 10
     settle: float = 0.5
@@ -111,6 +112,7 @@ class Row:
     rss_after: int = 0
     connections: int = 0
     bytes_per_connection: float = float("nan")
+    load_avg: float = float("nan")  # the machine's 1-minute load average when it started
     code: str = ""
     error: str = ""
 
@@ -269,13 +271,17 @@ _FANOUT_FIELDS = ("subscribers", "messages", "size", "interval", "expected", "re
 
 def measure_fanout(spec: ServerSpec, cfg: Config, row: Row, src: Path | None) -> None:
     """A burst (``row.interval`` 0) or a paced run: deliveries, loss, CPU, latency, lag."""
+    deliver = cfg.timeout
+    if row.interval > 0:  # a peer that cannot keep up with the paced rate stops here
+        deliver = min(cfg.timeout, row.messages * row.interval + cfg.paced_grace)
     with server_process(spec, src) as srv:
         result = run_loadgen(
             ["fanout", "--port", str(srv.port), "--server-pid", str(srv.pid),
              "--dialect", spec.dialect, "--subscribers", str(row.subscribers),
              "--messages", str(row.messages), "--size", str(cfg.size),
              "--interval", str(row.interval), "--sample-every", str(cfg.sample_every),
-             "--settle", str(cfg.settle), "--timeout", str(cfg.timeout)],
+             "--settle", str(cfg.settle), "--timeout", str(cfg.timeout),
+             "--deliver-timeout", str(deliver)],
             timeout=3 * cfg.timeout + 30)
     for name in _FANOUT_FIELDS:
         setattr(row, name, result[name])
@@ -306,7 +312,7 @@ def measure_idle(spec: ServerSpec, cfg: Config, row: Row, src: Path | None) -> N
 def _new_row(cfg: Config, rnd: int, scenario: str, server: str, subscribers: int = 0,
              messages: int = 0, interval: float = 0.0) -> Row:
     return Row(rnd, scenario, server, subscribers=subscribers, messages=messages,
-               size=cfg.size, interval=interval, code=cfg.code)
+               size=cfg.size, interval=interval, load_avg=os.getloadavg()[0], code=cfg.code)
 
 
 def paced_plan(cfg: Config, rows: list[Row]) -> tuple[int, float, int]:
@@ -427,7 +433,7 @@ def parse_args(argv: list[str] | None) -> Config:
                         "median burst deliveries/s)")
     p.add_argument("--interval", type=float, default=0.0,
                    help="seconds between paced publishes (overrides --paced-rate)")
-    p.add_argument("--paced-seconds", type=float, default=2.0,
+    p.add_argument("--paced-seconds", type=float, default=1.0,
                    help="length of the paced run (sets the message count, 50..4000)")
     p.add_argument("--sample-every", type=int, default=10,
                    help="every k-th subscriber decodes the latency stamp of all its messages")

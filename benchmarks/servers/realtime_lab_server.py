@@ -1,7 +1,9 @@
 """realtime_lab under test: ``realtime_lab.serve`` with presence off.
 
 Presence is off (``presence_channels=None``) because the peers do no presence;
-``max_outbound_bytes`` is raised so a burst never trips the slow-consumer limit.
+``max_outbound_bytes`` is raised so a burst never trips the slow-consumer limit;
+``max_connections_per_ip`` (default 10,000) is raised because every benchmark
+connection comes from 127.0.0.1 and the large-group check opens 10,001.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from benchmarks.servers._common import HOST, Stop, server_main
 async def start(args: argparse.Namespace) -> tuple[int, Stop]:
     """Start realtime_lab on 127.0.0.1, ephemeral port."""
     server = await realtime_lab.serve(host=HOST, port=0, presence_channels=None,
-                                      max_outbound_bytes=args.max_outbound_bytes)
+                                      max_outbound_bytes=args.max_outbound_bytes,
+                                      max_connections_per_ip=100_000)
     return server.port, server.stop
 
 
