@@ -268,8 +268,12 @@ def render(cfg: Config, rows: list[Row], command: str, when: dt.datetime, took: 
     """The whole generated block: header, tables, target lines."""
     rs = Rows(rows, [s for s in cfg.servers if s not in cfg.skipped])
     v = versions()
-    data = (f"`{cfg.csv_path.relative_to(cfg.csv_path.parents[2])}`"
-            if cfg.csv_path is not None and len(cfg.csv_path.parents) > 2 else "not written")
+    root = Path(__file__).resolve().parent.parent
+    data = "not written"
+    if cfg.csv_path is not None:
+        path = cfg.csv_path.resolve()
+        data = f"`{path.relative_to(root) if path.is_relative_to(root) else path}`"
+
     out = [
         f"Measured {when:%Y-%m-%d %H:%M} UTC with `{command}` (took {took / 60:.1f} min).",
         "",
