@@ -22,10 +22,10 @@ import contextlib
 import datetime as dt
 import io
 import json
-import math
 import os
 import selectors
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -487,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks import report
 
     cfg = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the servers in finally blocks
     for name, why in cfg.skipped.items():
         print(f"{name} skipped: {why}", flush=True)
     command = "python -m benchmarks.run" + "".join(
@@ -511,9 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     return 2 if any(r.lost for r in rows) else 0
 
 
-def finite(value: float) -> bool:
-    """True for a real number (not NaN, not infinite)."""
-    return not (math.isnan(value) or math.isinf(value))
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":
