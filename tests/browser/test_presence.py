@@ -258,3 +258,21 @@ async def test_page_member_list_follows_the_server(
                 ("diff", [], {}, {"ada": None}),
             ]
         assert await page.evaluate("lab.errors") == []
+
+
+async def test_a_kicked_page_forgets_the_channel(context: Any) -> None:
+    async with RestartableServer(ServerOptions(presence_details=True)) as lab:
+        page: Page = await context.new_page()
+        await open_page_client(page, lab.http_url, "ada")
+        await page.evaluate("lab.c.subscribe('room')")
+        await page.evaluate("lab.c.setPresence('room', {state: 'busy'})")
+        assert lab.current.hub.kick("room", "ada") == 1
+        await wait_page(page, "lab.unsubscribed.length === 1")
+        assert await page.evaluate("lab.unsubscribed") == [{"channel": "room",
+                                                            "reason": "kicked"}]
+        state = await page.evaluate("""({subs: lab.c.subscriptions, members: lab.c.members('room'),
+                                          set: lab.c.presenceSet('room')})""")
+        assert state == {"subs": [], "members": [], "set": None}
+        await lab.restart()  # after a reconnection the kick is not undone
+        await wait_page(page, "lab.c.reconnects === 1 && lab.c.state === 'open'")
+        assert lab.current.channels() == []
