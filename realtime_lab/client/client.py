@@ -13,11 +13,13 @@ the channels are subscribed again, the presence view is rebuilt from the new
 after the restore. :attr:`Client.history`, :meth:`Client.on_state` and
 :meth:`Client.state_changes` show every transition.
 
-This module is the public facade and the state machine. The parts:
+This module is the public facade. The parts:
 :mod:`~realtime_lab.client.connection` (the run loop: connect, restore, read,
-reconnect), :mod:`~realtime_lab.client.transport` (the socket),
+reconnect), :mod:`~realtime_lab.client.state_machine` (states, history,
+listeners), :mod:`~realtime_lab.client.transport` (the socket),
 :mod:`~realtime_lab.client.replies` (request/reply matching),
 :mod:`~realtime_lab.client.outbox` (the send buffer),
+:mod:`~realtime_lab.client.inbox` (what ``recv()`` returns),
 :mod:`~realtime_lab.client.subscriptions` (wanted channels, tokens, recovery
 offsets), :mod:`~realtime_lab.client.presence_restore` and
 :mod:`~realtime_lab.client.watchdog` (the client-side heartbeat).
@@ -36,11 +38,12 @@ from tornado.websocket import WebSocketClientConnection, WebSocketClosedError
 
 from realtime_lab.client import transport
 from realtime_lab.client.connection import ConnectionLoop
+from realtime_lab.client.inbox import Inbox
 from realtime_lab.client.options import ClientOptions
 from realtime_lab.client.outbox import Outbox, SendBufferFull
 from realtime_lab.client.presence import PresenceView
 from realtime_lab.client.presence_restore import PresenceRestore
-from realtime_lab.client.replies import Replies
+from realtime_lab.client.replies import Replies, failure_of
 from realtime_lab.client.state_machine import StateMachine
 from realtime_lab.client.states import ClientState
 from realtime_lab.client.subscriptions import ChannelAuth, Subscriptions
@@ -85,7 +88,7 @@ class Client(StateMachine):
         self.reconnects = 0  # of which after a loss
         self._ws: WebSocketClientConnection | None = None
         self._replies = Replies()
-        self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(opts.inbox_size)
+        self._inbox = Inbox(opts.inbox_size)
         self._subs = Subscriptions()
         self._presence_restore = PresenceRestore()
         self._outbox = Outbox(opts.buffer_size)
@@ -184,9 +187,11 @@ class Client(StateMachine):
             self._inbox.put_nowait(None)
 
     def _notify(self, msg: dict[str, Any]) -> None:
-        """Put a notice of the client's own (a refused resubscribe...) in the inbox."""
-        with contextlib.suppress(asyncio.QueueFull):
-            self._inbox.put_nowait(msg)
+        """Put a notice of the client's own (a refused resubscribe...) in the inbox.
+
+        Never dropped, even when the inbox is full (see :mod:`~realtime_lab.client.inbox`).
+        """
+        self._inbox.put_notice(msg)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -299,8 +304,9 @@ class Client(StateMachine):
                     raise
             else:
                 raise self._closed_error()
-            if reply.get("type") == "error":
-                raise RequestFailed(reply.get("code", "error"), reply.get("message", ""))
+            failure = failure_of(reply)
+            if failure is not None:
+                raise failure
             return reply
 
     async def send(self, message: dict[str, Any]) -> None:

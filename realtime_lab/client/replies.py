@@ -74,15 +74,23 @@ class Replies:
 
 async def refusals(channels: Sequence[str], requests: Sequence[Awaitable[dict[str, Any]]],
                    ) -> list[tuple[str, RequestFailed]]:
-    """Await pipelined requests, one per channel; return the refused ones.
+    """Await pipelined requests, one per channel; return those answered with ``error``.
 
     Any other failure (the connection ended) is raised.
     """
     results = await asyncio.gather(*requests, return_exceptions=True)
     refused: list[tuple[str, RequestFailed]] = []
     for channel, result in zip(channels, results, strict=True):
-        if isinstance(result, RequestFailed):
-            refused.append((channel, result))
-        elif isinstance(result, BaseException):
+        if isinstance(result, BaseException):
             raise result
+        failure = failure_of(result)
+        if failure is not None:
+            refused.append((channel, failure))
     return refused
+
+
+def failure_of(reply: dict[str, Any]) -> RequestFailed | None:
+    """The :class:`RequestFailed` an ``error`` reply stands for; None for any other reply."""
+    if reply.get("type") != "error":
+        return None
+    return RequestFailed(reply.get("code", "error"), reply.get("message", ""))
