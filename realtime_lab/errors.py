@@ -83,6 +83,12 @@ class MessageTooBig(ProtocolError):
 
 
 class TooManyErrors(ProtocolError):
+    """A connection sent ``ServerOptions.error_limit`` invalid messages within its window.
+
+    Sent after the error of the last invalid message; the connection is then closed
+    with 4008 (advice STOP: sending the same input again would be refused again).
+    """
+
     code = "too_many_errors"
     close_code = 4008  # CloseCode.TOO_MANY_ERRORS
 

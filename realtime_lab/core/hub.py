@@ -29,6 +29,7 @@ from realtime_lab.core.authz import rule_for
 from realtime_lab.core.channel_meta import ChannelMeta
 from realtime_lab.core.channels import Channel
 from realtime_lab.core.delivery import Delivery
+from realtime_lab.core.error_limit import INVALID_INPUT_CODES, count_invalid
 from realtime_lab.core.events import EventBus
 from realtime_lab.core.heartbeat import HeartbeatPolicy
 from realtime_lab.core.history import History, Recovery
@@ -81,6 +82,7 @@ LIMIT_OF_ERROR = {
     "token_expired": "connect_token",
     "presence_full": "max_presence_members",
     "presence_meta_too_large": "max_presence_meta_bytes",
+    "too_many_errors": "error_limit",
 }
 TIMEOUT_CODES = (CloseCode.HEARTBEAT_TIMEOUT, CloseCode.IDLE_TIMEOUT)
 
@@ -452,6 +454,11 @@ class Hub(Membership, Presence, Recovery, ChannelMeta, Delivery, Liveness):
                     code=err.close_code or err.code, remote=session.remote))
         if err.close_code is not None:
             self.close(session, err.close_code, err.code)
+        elif err.code in INVALID_INPUT_CODES and self.options.error_limit is not None:
+            too_many = count_invalid(session, self.clock(), self.options.error_limit)
+            if too_many is not None:
+                self.stats.too_many_errors += 1
+                self.reject(session, too_many)
 
     def _dispatch(self, session: Session, msg: messages.ClientMessage) -> Any:
         if isinstance(msg, messages.Publish):

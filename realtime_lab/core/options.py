@@ -61,6 +61,10 @@ class ServerOptions:
         handshake_timeout: seconds a client has to send its HTTP upgrade request.
         idle_timeout: seconds without any message from a client before it is closed
             with 4105; None (default) leaves idle but live clients alone.
+        error_limit: ``(count, window)``: a connection that sends ``count`` invalid
+            messages (bad JSON, unknown type, missing or bad fields...) within
+            ``window`` seconds gets ``too_many_errors`` and is closed with 4008.
+            Default ``(20, 10.0)``; None never closes for that.
         token_secret: HMAC secret; when set every connection needs a valid, unexpired
             ``?token=`` (realtime_lab.core.security.make_token) or is closed with 4001.
         token_verifier: callback ``token -> user id | dict | None`` used instead of
@@ -146,6 +150,7 @@ class ServerOptions:
     publish_channels: str | tuple[str, ...] = "*"
     handshake_timeout: float = 10.0
     idle_timeout: float | None = None
+    error_limit: tuple[int, float] | None = (20, 10.0)
     token_secret: str | None = None
     token_verifier: Callable[[str], Any] | None = None
     certfile: str | None = None
@@ -193,6 +198,7 @@ class ServerOptions:
             raise ValueError(f"channel_pattern is not a valid regular expression: {exc}") from None
         object.__setattr__(self, "_channel_re", compiled)
         _check_issue4_options(self)
+        _check_error_limit(self)
         _check_presence_options(self)
         try:  # a CompressionPolicy, True or False
             object.__setattr__(self, "compression", as_policy(self.compression))
@@ -222,6 +228,24 @@ class ServerOptions:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls) if f.init]
+
+
+def _check_error_limit(opts: ServerOptions) -> None:
+    """``error_limit``: None, or (a positive integer count, a window in seconds > 0)."""
+    limit = opts.error_limit
+    if limit is None:
+        return
+    try:
+        count, window = limit
+    except (TypeError, ValueError):
+        raise ValueError("error_limit must be None or (count, window_seconds), "
+                         f"got {limit!r}") from None
+    if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+        raise ValueError(f"error_limit count must be a positive integer, got {count!r}")
+    if (isinstance(window, bool) or not isinstance(window, int | float)
+            or not 0 < window < math.inf):
+        raise ValueError(f"error_limit window must be a number of seconds > 0, got {window!r}")
+    object.__setattr__(opts, "error_limit", (count, float(window)))
 
 
 def _check_presence_options(opts: ServerOptions) -> None:

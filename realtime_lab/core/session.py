@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,8 @@ class Session:
     close_code: int | None = None
     close_reason: str = ""
     stats: SessionStats = field(default_factory=SessionStats)
+    #: times of recent invalid messages, for ``error_limit`` (core/error_limit.py)
+    invalid_times: deque[float] | None = None
     #: Codec and outbound compression agreed at the handshake (protocol/wire.py).
     wire: WireFormat = JSON_WIRE
 

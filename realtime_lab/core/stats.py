@@ -20,3 +20,4 @@ class HubStats:
     dropped: int = 0
     refused: int = 0
     idle_timeouts: int = 0
+    too_many_errors: int = 0

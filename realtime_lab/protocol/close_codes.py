@@ -40,7 +40,7 @@ class CloseCode(enum.IntEnum):
     FORBIDDEN_ORIGIN = 4003
     CONNECT_REFUSED = 4005  # the on_connect hook refused
     BAD_REQUEST = 4004
-    TOO_MANY_ERRORS = 4008
+    TOO_MANY_ERRORS = 4008  # error_limit invalid messages within its window
 
     # 4100-4199: reconnect after back-off.
     SLOW_CONSUMER = 4100

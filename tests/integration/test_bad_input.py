@@ -208,8 +208,11 @@ async def test_publishing_when_clients_may_not() -> None:
         await srv.stop()
 
 
+@pytest.mark.parametrize("options", [ServerOptions(max_message_bytes=MAX_MESSAGE,
+                                                   error_limit=None)], ids=["no_error_limit"])
 async def test_a_burst_of_garbage_does_not_disturb_others(server: LabServer,
                                                           healthy: Healthy) -> None:
+    """With ``error_limit=None`` a connection is never closed for its errors."""
     ws = await open_raw(server)
     for raw in [c[1] for c in CASES] * 5:
         await ws.write_message(raw, binary=isinstance(raw, bytes))
@@ -217,4 +220,40 @@ async def test_a_burst_of_garbage_does_not_disturb_others(server: LabServer,
     assert all(e["type"] == "error" for e in errors)
     assert [e["code"] for e in errors] == [c[2] for c in CASES] * 5
     await still_open(ws)
+    await healthy.check()
+
+
+async def test_invalid_messages_up_to_the_error_limit_close_with_4008(
+        server: LabServer, healthy: Healthy) -> None:
+    """Default ``error_limit=(20, 10.0)``: the 20th invalid message closes the connection."""
+    assert server.options.error_limit == (20, 10.0)
+    ws = await open_raw(server)
+    invalid = [c for c in CASES if c[2] != "not_subscribed"]  # a refusal, not bad input
+    sent = [invalid[n % len(invalid)] for n in range(19)]
+    for _, raw, code, _ in sent:
+        await ws.write_message(raw, binary=isinstance(raw, bytes))
+        assert (await reply(ws))["code"] == code
+    await still_open(ws)  # valid messages are answered as usual and do not reset the count
+    await ws.write_message('{"type":"shout"}')
+    assert (await reply(ws))["code"] == "unknown_type"
+    final = await reply(ws)
+    assert final["code"] == "too_many_errors" and "20 invalid messages" in final["message"]
+    assert await asyncio.wait_for(ws.read_message(), 5) is None
+    assert (ws.close_code, ws.close_reason) == (4008, "too_many_errors")
+    assert server.hub.stats.too_many_errors == 1
+    await healthy.check()
+
+
+async def test_the_python_client_stops_on_4008(server: LabServer, healthy: Healthy) -> None:
+    """4008 advises STOP: a reconnecting client does not come back to send the same input."""
+    opened = server.hub.stats.connections_opened
+    client = await realtime_lab.connect(server.url, user="broken", reconnect=True)
+    for _ in range(20):
+        await client.send({"type": "shout"})
+    assert await client.wait_closed(5) == 4008
+    assert "not reconnecting" in (client.close_reason or "")
+    codes = [m["code"] async for m in client]
+    assert codes == ["unknown_type"] * 20 + ["too_many_errors"]
+    assert client.connections == 1 and client.reconnects == 0
+    assert server.hub.stats.connections_opened == opened + 1
     await healthy.check()
