@@ -15,38 +15,20 @@ from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.testing import RecordingPort
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Lab:
-    """A hub with a manual clock and scheduler, and one recording connection."""
+    """A hub (frames written at once) with a manual clock and one recording connection."""
 
     def __init__(self, **options: Any) -> None:
-        self.clock = Clock()
-        self.callbacks: list[Any] = []
-        self.hub = Hub(ServerOptions(**options), clock=self.clock,
-                       schedule=self.callbacks.append)
+        self.now = 1000.0
+        self.hub = Hub(ServerOptions(**options), clock=lambda: self.now)
         self.events: list[ev.Event] = []
         self.hub.bus.subscribe(self.events.append)
         self.port = RecordingPort()
         self.session: Session = self.hub.open(self.port, user="ada")
-        self.flush()
         self.port.take()
-
-    def flush(self) -> None:
-        callbacks = list(self.callbacks)
-        self.callbacks.clear()
-        for cb in callbacks:
-            cb()
 
     def send(self, raw: str) -> list[dict[str, Any]]:
         self.hub.receive_text(self.session, raw)
-        self.flush()
         return self.port.take()
 
 
@@ -86,10 +68,10 @@ def test_errors_older_than_the_window_do_not_count() -> None:
     for _ in range(20):
         lab.send("{bad")
         lab.send("{bad")
-        lab.clock.now += 10.0  # two per window, never three
+        lab.now += 10.0  # two per window, never three
     assert lab.port.closes == []
     lab.send("{bad")
-    lab.clock.now += 9.9
+    lab.now += 9.9
     lab.send("{bad")
     assert [m["code"] for m in lab.send("{bad")] == ["bad_json", "too_many_errors"]
 
@@ -109,7 +91,6 @@ def test_binary_frames_on_json_count() -> None:
     lab = Lab(error_limit=(2, 10.0))
     lab.hub.receive_binary(lab.session, b"\x00")
     lab.hub.receive_binary(lab.session, b"\x00")
-    lab.flush()
     assert [m["code"] for m in lab.port.take()] == [
         "binary_not_supported", "binary_not_supported", "too_many_errors"]
     assert lab.port.closes == [(4008, "too_many_errors")]
