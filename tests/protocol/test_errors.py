@@ -44,6 +44,7 @@ EXPECTED = {
     errors.PresenceFull: ("presence_full", None),
     errors.BadPresenceState: ("bad_presence_state", None),
     errors.PresenceMetaTooLarge: ("presence_meta_too_large", None),
+    errors.PresenceRefused: ("presence_refused", None),
 }
 
 
