@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -51,8 +50,6 @@ from realtime_lab.client.transport import NotSent, TokenSource
 from realtime_lab.errors import ClientError, ConnectionClosed, RequestFailed
 
 __all__ = ["ChannelAuth", "Client", "SendBufferFull", "TokenSource", "connect"]
-
-log = logging.getLogger("realtime_lab.client")
 
 
 class Client(StateMachine):
@@ -150,42 +147,6 @@ class Client(StateMachine):
             raise ConnectionClosed(self.close_code, self.close_reason)
         raise TimeoutError(f"client not open after {timeout}s (state {self.state.value})")
 
-    def _opened(self, attempt: int, downtime: float | None) -> None:
-        """The connection is restored: announce OPEN, then send what was buffered."""
-        if downtime is not None:
-            self.reconnects += 1
-        self.connections += 1
-        self._set_state(ClientState.OPEN, attempt=attempt, downtime=downtime)
-        first = self._first
-        if first is not None and not first.done():
-            first.set_result(None)
-        if self._ws is not None and self.state is ClientState.OPEN:
-            self._outbox.flush(self._ws, self._replies)
-
-    def _finish(self, code: int | None, reason: str, error: BaseException | None = None) -> None:
-        """Enter CLOSED for good: fail waiters, keep what was never sent.
-
-        ``error`` (a failed connection attempt) is what :meth:`connect` raises when
-        the client never opened; otherwise it raises :class:`ConnectionClosed`.
-        """
-        if self.state is ClientState.CLOSED:
-            return
-        self.close_code = code
-        self.close_reason = reason
-        closed = ConnectionClosed(code, reason)
-        self.unsent.extend(self._outbox.fail(closed))
-        if self.unsent:
-            log.warning("client closed with %d unsent message(s): see client.unsent",
-                        len(self.unsent))
-        self._set_state(ClientState.CLOSED, code=code, reason=reason, unsent=len(self.unsent))
-        first = self._first
-        if first is not None and not first.done():
-            first.set_exception(error if error is not None else closed)
-        for queue in self._watchers:
-            queue.put_nowait(None)
-        with contextlib.suppress(asyncio.QueueFull):
-            self._inbox.put_nowait(None)
-
     def _notify(self, msg: dict[str, Any]) -> None:
         """Put a notice of the client's own (a refused resubscribe...) in the inbox.
 
@@ -217,7 +178,7 @@ class Client(StateMachine):
         """Close for good (idempotent): no more reconnection; wait for the end."""
         if self._runner is None or self.state is ClientState.CLOSED:
             if self.state is ClientState.IDLE:
-                self._finish(None, "closed before connecting")
+                self._loop.finish(None, "closed before connecting")
             return
         if not self._closing:
             self._closing = True

@@ -88,7 +88,7 @@ class ConnectionLoop:
                 if client._closing:
                     break
         finally:
-            client._finish(code, reason, error)
+            self.finish(code, reason, error)
 
     async def _connection(self, timeout: float, attempt: int) -> Ended:
         """One connection from TCP connect to its end; never raises."""
@@ -124,7 +124,7 @@ class ConnectionLoop:
             opened = True
             downtime = None if self.lost_at is None else time.monotonic() - self.lost_at
             self.lost_at = None
-            client._opened(attempt, downtime)
+            self._opened(attempt, downtime)
             await asyncio.shield(reader)
         except (TimeoutError, ConnectionClosed, RequestFailed, WebSocketClosedError):
             if not reader.done() and self.local_reason is None and not client._closing:
@@ -140,6 +140,44 @@ class ConnectionLoop:
         reason = self.local_reason or ws.close_reason or (
             "connection lost" if ws.close_code is None else "")
         return Ended(None if self.local_reason else ws.close_code, reason, opened)
+
+    def _opened(self, attempt: int, downtime: float | None) -> None:
+        """The connection is restored: announce OPEN, then send what was buffered."""
+        client = self.client
+        if downtime is not None:
+            client.reconnects += 1
+        client.connections += 1
+        client._set_state(ClientState.OPEN, attempt=attempt, downtime=downtime)
+        first = client._first
+        if first is not None and not first.done():
+            first.set_result(None)
+        if client._ws is not None and client.state is ClientState.OPEN:
+            client._outbox.flush(client._ws, client._replies)
+
+    def finish(self, code: int | None, reason: str, error: BaseException | None = None) -> None:
+        """Enter CLOSED for good: fail waiters, keep what was never sent.
+
+        ``error`` (a failed connection attempt) is what :meth:`connect` raises when
+        the client never opened; otherwise it raises :class:`ConnectionClosed`.
+        """
+        client = self.client
+        if client.state is ClientState.CLOSED:
+            return
+        client.close_code = code
+        client.close_reason = reason
+        closed = ConnectionClosed(code, reason)
+        client.unsent.extend(client._outbox.fail(closed))
+        if client.unsent:
+            log.warning("client closed with %d unsent message(s): see client.unsent",
+                        len(client.unsent))
+        client._set_state(ClientState.CLOSED, code=code, reason=reason, unsent=len(client.unsent))
+        first = client._first
+        if first is not None and not first.done():
+            first.set_exception(error if error is not None else closed)
+        for queue in client._watchers:
+            queue.put_nowait(None)
+        with contextlib.suppress(asyncio.QueueFull):
+            client._inbox.put_nowait(None)
 
     def _dead(self, ws: WebSocketClientConnection, silence: float, limit: float) -> None:
         """The watchdog heard nothing for ``limit`` seconds: abort the connection."""
