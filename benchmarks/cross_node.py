@@ -16,6 +16,13 @@ Scenarios:
 Figures per scenario: deliveries, lost, CPU microseconds per delivery on each
 node (that node's CPU / deliveries to that node's subscribers), the same for
 the whole cluster (all nodes + redis-server) and the wall time of the burst.
+
+``--history-cost``: what broker-numbered history adds per publish. Two nodes on
+Redis, ``--subscribers`` split over them (default here 10), a burst of
+``--messages`` to a plain channel and to a history channel (size 1000, ttl 300 s),
+interleaved rounds (which channel goes first alternates); CPU microseconds
+(schedstat) per published message on node A (the publisher's), node B,
+redis-server and in total, medians.
 """
 
 from __future__ import annotations
@@ -53,6 +60,17 @@ def _cpu(proc: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
+def _sched_cpu(proc: psutil.Process) -> float:
+    """CPU seconds of every thread of ``proc`` from /proc/PID/task/*/schedstat (ns resolution)."""
+    total = 0
+    for task in Path(f"/proc/{proc.pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):  # a thread that just ended
+            continue
+    return total / 1e9
+
+
 class Redis:
     def __init__(self) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -83,12 +101,29 @@ class Redis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+HISTORY_CHANNEL = "bench-h"
+
+
+async def _serve_node(broker: str) -> None:
+    """A node with a history rule for HISTORY_CHANNEL (the CLI has no history flag)."""
+    import realtime_lab
+    from realtime_lab.core.history import HistoryRule
+
+    server = await realtime_lab.serve(
+        broker=broker, heartbeat_interval=600, heartbeat_timeout=600, presence_channels=None,
+        history=(HistoryRule(HISTORY_CHANNEL, size=1000, ttl=300),))
+    print(f"realtime_lab serving {server.url} (HTTP {server.http_url})", flush=True)
+    await server.serve_forever()
+
+
 class Node:
-    def __init__(self, broker: str | None) -> None:
+    def __init__(self, broker: str | None, *, history: bool = False) -> None:
         # a load generator far behind must not make the server close it for a late pong
         cmd = [sys.executable, "-m", "realtime_lab.cli", "serve", "--port", "0",
                "--heartbeat-interval", "600", "--heartbeat-timeout", "600"]
-        if broker:
+        if history and broker:
+            cmd = [sys.executable, "-m", "benchmarks.cross_node", "--serve-node", broker]
+        elif broker:
             cmd += ["--broker", broker]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL,
@@ -110,9 +145,9 @@ class Node:
             self.proc.wait()
 
 
-async def _subscriber(url: str) -> WebSocketClientConnection:
+async def _subscriber(url: str, channel: str = CHANNEL) -> WebSocketClientConnection:
     ws = await websocket_connect(url, max_message_size=16 * 1024 * 1024)
-    await ws.write_message(json.dumps({"type": "subscribe", "channel": CHANNEL, "id": 1}))
+    await ws.write_message(json.dumps({"type": "subscribe", "channel": channel, "id": 1}))
     while True:
         msg = await asyncio.wait_for(ws.read_message(), 30)
         if msg is None:
@@ -194,6 +229,95 @@ async def _run(scenario: str, subscribers: int, messages: int, size: int,
             redis.close()
 
 
+@dataclass
+class CostRow:
+    channel: str
+    node_a: float  # CPU us per published message
+    node_b: float
+    redis: float
+    wall_s: float
+    lost: int
+
+    @property
+    def total(self) -> float:
+        return self.node_a + self.node_b + self.redis
+
+
+async def _history_cost(redis: Redis, nodes: list[Node], channel: str, subscribers: int,
+                        messages: int, size: int, timeout: float) -> CostRow:
+    split = [subscribers - subscribers // 2, subscribers // 2]
+    subs = [[await _subscriber(node.url, channel) for _ in range(n)]
+            for node, n in zip(nodes, split, strict=True)]
+    publisher = await websocket_connect(nodes[0].url)
+    await publisher.read_message()  # welcome
+    payload = "x" * size
+    counts = [[0] * len(group) for group in subs]
+    cpu0 = [_sched_cpu(n.ps) for n in nodes] + [_sched_cpu(redis.ps)]
+    t0 = time.perf_counter()
+    readers = [asyncio.ensure_future(_count(ws, messages, counts[g], i))
+               for g, group in enumerate(subs) for i, ws in enumerate(group)]
+    for i in range(messages):
+        await publisher.write_message(json.dumps(
+            {"type": "publish", "channel": channel, "data": {"i": i, "p": payload}}))
+    _done, pending = await asyncio.wait(readers, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    wall = time.perf_counter() - t0
+    cpu = [_sched_cpu(p) - c for p, c in zip([n.ps for n in nodes] + [redis.ps], cpu0,
+                                             strict=True)]
+    publisher.close()
+    for group in subs:
+        for ws in group:
+            ws.close()
+    lost = subscribers * messages - sum(sum(c) for c in counts)
+    per = [c / messages * 1e6 for c in cpu]
+    return CostRow(channel, per[0], per[1], per[2], wall, lost)
+
+
+async def _history_cost_round(subscribers: int, messages: int, size: int, timeout: float,
+                              first: str) -> dict[str, CostRow]:
+    redis = Redis()
+    nodes: list[Node] = []
+    try:
+        nodes = [Node(redis.url, history=True) for _ in range(2)]
+        order = [CHANNEL, HISTORY_CHANNEL] if first == CHANNEL else [HISTORY_CHANNEL, CHANNEL]
+        await _history_cost(redis, nodes, order[0], subscribers, 200, size, timeout)  # warm up
+        return {ch: await _history_cost(redis, nodes, ch, subscribers, messages, size, timeout)
+                for ch in order}
+    finally:
+        for node in nodes:
+            node.close()
+        redis.close()
+
+
+def history_cost(args: argparse.Namespace) -> int:
+    rows: dict[str, list[CostRow]] = {CHANNEL: [], HISTORY_CHANNEL: []}
+    for r in range(args.rounds):
+        first = CHANNEL if r % 2 == 0 else HISTORY_CHANNEL  # alternate which goes first
+        got = asyncio.run(_history_cost_round(args.subscribers, args.messages, args.size,
+                                              args.timeout, first))
+        for ch, row in got.items():
+            rows[ch].append(row)
+            print(f"  {ch}: A {row.node_a:.1f} B {row.node_b:.1f} redis {row.redis:.1f} "
+                  f"us/publish, lost {row.lost}, {row.wall_s:.2f} s", file=sys.stderr, flush=True)
+    med = statistics.median
+    print(f"history cost per publish through Redis: 2 nodes, {args.subscribers} subscribers, "
+          f"{args.messages} messages of {args.size} bytes, median of {args.rounds} rounds, "
+          f"{os.cpu_count()} CPUs")
+    print(f"{'channel':<10}{'node A us':>10}{'node B us':>10}{'redis us':>10}{'total us':>10}"
+          f"{'lost':>6}{'wall s':>8}")
+    for ch, label in ((CHANNEL, "plain"), (HISTORY_CHANNEL, "history")):
+        rs = rows[ch]
+        print(f"{label:<10}{med(r.node_a for r in rs):>10.1f}{med(r.node_b for r in rs):>10.1f}"
+              f"{med(r.redis for r in rs):>10.1f}{med(r.total for r in rs):>10.1f}"
+              f"{max(r.lost for r in rs):>6}{med(r.wall_s for r in rs):>8.2f}")
+    diffs = [h.total - p.total for p, h in zip(rows[CHANNEL], rows[HISTORY_CHANNEL],
+                                                strict=True)]
+    print(f"history adds {med(diffs):.1f} us per publish in total (per-round differences: "
+          f"{', '.join(f'{d:.1f}' for d in diffs)})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--subscribers", type=int, default=1000)
@@ -202,7 +326,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--smoke", action="store_true", help="tiny run: 100 x 20, 1 round")
+    parser.add_argument("--history-cost", action="store_true",
+                        help="what broker-numbered history adds per publish (see above)")
+    parser.add_argument("--serve-node", metavar="BROKER", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_node:
+        asyncio.run(_serve_node(args.serve_node))
+        return 0
+    if args.history_cost:
+        if args.subscribers == parser.get_default("subscribers"):
+            args.subscribers = 10
+        if args.messages == parser.get_default("messages"):
+            args.messages = 5000
+        if args.smoke:
+            args.messages, args.rounds = 200, 1
+        return history_cost(args)
     if args.smoke:
         args.subscribers, args.messages, args.rounds = 100, 20, 1
     scenarios = ["single", "single+redis", "cross-node"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from realtime_lab.broker.base import Broker, BrokerStats, Envelope, PresenceEvent
+from realtime_lab.broker.base import Broker, BrokerStats, Envelope, HistoryRead, PresenceEvent
 from realtime_lab.broker.memory import InMemoryBus, MemoryBroker
 from realtime_lab.broker.node import ClusterNode
 
@@ -68,6 +68,7 @@ __all__ = [
     "BrokerStats",
     "ClusterNode",
     "Envelope",
+    "HistoryRead",
     "InMemoryBus",
     "MemoryBroker",
     "PresenceEvent",

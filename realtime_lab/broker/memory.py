@@ -3,8 +3,9 @@
 ``bus = InMemoryBus()`` then ``serve(broker=bus)`` twice gives two servers (two
 nodes) in one kernel that behave like two processes on Redis: envelopes are
 delivered on a later event-loop turn, presence is a cluster-wide table with
-per-node contributions, and a node that stops heartbeating (see
-:meth:`MemoryBroker.crash`) is reaped by the others after ``node_ttl``.
+per-node contributions, a history channel's offsets, epoch and capped history
+live on the bus (:class:`ChannelHistory`), and a node that stops heartbeating
+(see :meth:`MemoryBroker.crash`) is reaped by the others after ``node_ttl``.
 
 With one node on the bus nothing is sent anywhere: a publish with no other node
 subscribed to the channel returns at once. (Without ``broker=...`` a server has

@@ -1,0 +1,137 @@
+"""The Lua scripts of the Redis broker (realtime_lab/broker/redis.py; docs/scaling.md).
+
+Each runs atomically in Redis: presence changes (``CHANGE``), a node's resync
+(``SYNC``), heartbeat and reaping (``BEAT``), a clean withdrawal (``WITHDRAW``),
+and a history channel's publish (``HPUB``) and read (``HREAD``).
+"""
+
+_CHANGE_FN = """
+local function change(ns, node, ch, user, delta, origin)
+  local pn = ns .. ':pn:' .. node
+  local f = ch .. '\\n' .. user
+  local cur = tonumber(redis.call('HGET', pn, f) or '0')
+  local new = cur + delta
+  if new < 0 then new = 0 end
+  local eff = new - cur
+  if eff == 0 then return 0 end
+  if new > 0 then redis.call('HSET', pn, f, new) else redis.call('HDEL', pn, f) end
+  local pc = ns .. ':pc:' .. ch
+  local before = tonumber(redis.call('HGET', pc, user) or '0')
+  local after = before + eff
+  if after > 0 then
+    redis.call('HSET', pc, user, after)
+    redis.call('SADD', ns .. ':chans', ch)
+  else
+    after = 0
+    redis.call('HDEL', pc, user)
+    if redis.call('EXISTS', pc) == 0 then redis.call('SREM', ns .. ':chans', ch) end
+  end
+  local v = redis.call('INCR', ns .. ':pv:' .. ch)
+  local e = 'count'
+  if before <= 0 and after > 0 then e = 'join' elseif before > 0 and after <= 0 then e = 'leave' end
+  local payload = cjson.encode({u = user, n = after, v = v, e = e})
+  redis.call('PUBLISH', ns .. ':ch:' .. ch, origin .. '\\n0\\np\\n' .. ch .. '\\n' .. payload)
+  return 1
+end
+
+local function withdraw(ns, node)
+  local have = redis.call('HGETALL', ns .. ':pn:' .. node)
+  for i = 1, #have, 2 do
+    local f = have[i]
+    local sep = string.find(f, '\\n', 1, true)
+    local n = -tonumber(have[i + 1])
+    change(ns, node, string.sub(f, 1, sep - 1), string.sub(f, sep + 1), n, node)
+  end
+  redis.call('DEL', ns .. ':pn:' .. node)
+  redis.call('SREM', ns .. ':nodes', node)
+end
+"""
+
+CHANGE = _CHANGE_FN + """
+return change(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[2])
+"""
+
+SYNC = _CHANGE_FN + """
+local ns, node, ttl = ARGV[1], ARGV[2], ARGV[3]
+local want = {}
+for i = 4, #ARGV, 3 do
+  want[ARGV[i] .. '\\n' .. ARGV[i + 1]] = {ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])}
+end
+local pn = ns .. ':pn:' .. node
+local have = redis.call('HGETALL', pn)
+for i = 1, #have, 2 do
+  local f = have[i]
+  if not want[f] then
+    local sep = string.find(f, '\\n', 1, true)
+    local n = -tonumber(have[i + 1])
+    change(ns, node, string.sub(f, 1, sep - 1), string.sub(f, sep + 1), n, node)
+  end
+end
+for f, w in pairs(want) do
+  local cur = tonumber(redis.call('HGET', pn, f) or '0')
+  if cur ~= w[3] then change(ns, node, w[1], w[2], w[3] - cur, node) end
+end
+redis.call('SET', ns .. ':node:' .. node, '1', 'PX', ttl)
+redis.call('SADD', ns .. ':nodes', node)
+return 1
+"""
+
+BEAT = _CHANGE_FN + """
+local ns, node, ttl = ARGV[1], ARGV[2], ARGV[3]
+local alive = redis.call('EXISTS', ns .. ':node:' .. node)
+redis.call('SET', ns .. ':node:' .. node, '1', 'PX', ttl)
+redis.call('SADD', ns .. ':nodes', node)
+local reaped = 0
+for _, other in ipairs(redis.call('SMEMBERS', ns .. ':nodes')) do
+  if redis.call('EXISTS', ns .. ':node:' .. other) == 0 then
+    withdraw(ns, other)
+    reaped = reaped + 1
+  end
+end
+return {alive, reaped}
+"""
+
+WITHDRAW = _CHANGE_FN + """
+withdraw(ARGV[1], ARGV[2])
+redis.call('DEL', ARGV[1] .. ':node:' .. ARGV[2])
+return 1
+"""
+
+HPUB = """
+local ns, node, ch, text = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local size, ttl, cand, excl = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]
+local meta = ns .. ':hm:' .. ch
+redis.call('HSETNX', meta, 'e', cand)
+local e = redis.call('HGET', meta, 'e')
+local o = redis.call('HINCRBY', meta, 'o', 1)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local full = string.sub(text, 1, -2) .. ',"offset":' .. o .. ',"epoch":"' .. e .. '"}'
+local lk = ns .. ':hl:' .. ch
+redis.call('RPUSH', lk, string.format('%d', now) .. '\\n' .. full)
+redis.call('LTRIM', lk, -size, -1)
+if ttl > 0 then redis.call('PEXPIRE', lk, ttl) end
+redis.call('PUBLISH', ns .. ':ch:' .. ch,
+           node .. '\\n' .. o .. '\\nh\\n' .. ch .. '\\n' .. e .. '\\n' .. excl .. '\\n' .. full)
+return o
+"""
+
+HREAD = """
+local ns, ch, since, cand = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local meta = ns .. ':hm:' .. ch
+redis.call('HSETNX', meta, 'e', cand)
+local e = redis.call('HGET', meta, 'e')
+local o = tonumber(redis.call('HGET', meta, 'o') or '0')
+local lk = ns .. ':hl:' .. ch
+local len = redis.call('LLEN', lk)
+local first = o - len + 1
+local items = {}
+if since >= 0 then
+  local start = since + 1 - first
+  if start < 0 then start = 0 end
+  if start < len then items = redis.call('LRANGE', lk, start, -1) end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return {e, o, first, now, items}
+"""
