@@ -337,6 +337,35 @@ async def test_presence_message_hook_failure_refuses_with_its_code(hook: Any,
     assert hub.presence("room")["ada"] == {"connections": 1} and ada.is_open
 
 
+async def test_member_kicked_while_an_async_on_presence_runs_gets_not_subscribed() -> None:
+    release = asyncio.Event()
+
+    async def slow(session: Session, channel: str, change: dict[str, Any]) -> Any:
+        if change["event"] == "update":
+            await release.wait()
+        return None
+
+    hub = Hub(ServerOptions(), hooks=Hooks(timeout=5.0, on_presence=slow))
+    ada, pada = await open_session(hub, "ada")
+    watcher, pw = await open_session(hub, "w")
+    await send(hub, watcher, {"type": "subscribe", "channel": "room"})
+    await send(hub, ada, {"type": "subscribe", "channel": "room"})
+    pada.take()
+    pending = hub.receive_text(ada, json.dumps(
+        {"type": "presence", "channel": "room", "state": "away", "id": 4}))
+    assert pending is not None  # the hook is still running
+    await asyncio.sleep(0)
+    hub.kick("room", "ada")
+    pw.take()
+    release.set()
+    await pending
+    assert pada.take() == [
+        {"type": "unsubscribed", "channel": "room", "reason": "kicked"},
+        {"type": "error", "code": "not_subscribed", "id": 4,
+         "message": "not subscribed to 'room'"}]
+    assert pw.take() == [] and "ada" not in hub.presence("room") and ada.is_open
+
+
 async def test_server_side_changes_do_not_run_on_presence() -> None:
     hub, ada, pada, pw, events, calls = await presence_pair(presence_rules)
     assert hub.set_member("room", "ada", state="busy", meta={"status": "dnd"}) == [
