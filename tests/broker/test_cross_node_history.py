@@ -13,7 +13,7 @@ from realtime_lab import Client, LabServer
 from realtime_lab.broker.memory import ChannelHistory
 from realtime_lab.core.history import HistoryRule
 
-from .conftest import Connect, StartNodes, eventually
+from .conftest import Connect, RedisProcess, StartNodes, eventually
 
 N = 1000
 PUBLISHERS = 4  # on nodes a, b, c, a: 250 messages each
@@ -197,3 +197,36 @@ async def test_no_broker_history_path_unchanged() -> None:
         await client.close()
     finally:
         await server.stop()
+
+
+async def test_redis_restarted_empty_gives_a_new_epoch(redis: RedisProcess,
+                                                      clients: Connect) -> None:
+    import realtime_lab
+    from realtime_lab.broker.redis import RedisBroker
+
+    servers = [await realtime_lab.serve(
+        broker=RedisBroker(redis.url, node_ttl=1.5, backoff_initial=0.05, backoff_max=0.3,
+                           op_timeout=1.0), **history(100)) for _ in range(2)]
+    try:
+        a, b = servers
+        first = await clients(a, "sub", "feed")
+        pub = await clients(a, "pub")
+        await pub.publish("feed", "before")
+        msg = await first.recv_message("feed", timeout=10)
+        since = {"offset": msg["offset"], "epoch": msg["epoch"]}
+        await first.close()
+        redis.stop()
+        await eventually(lambda: all(s.cluster is not None and not s.cluster.broker.connected
+                                     for s in servers), what="the outage to be noticed")
+        redis.start()  # empty: the history and its epoch are gone
+        await eventually(lambda: all(s.cluster is not None and s.cluster.broker.connected
+                                     for s in servers), timeout=10, what="the reconnection")
+        await pub.publish("feed", "after", ack=True)
+        again = await clients(b, "sub")
+        reply, got, flags = await recover_on(again, since, 0)
+        assert reply["epoch"] != since["epoch"]
+        assert flags[0]["complete"] is False and flags[0]["epoch"] == reply["epoch"]
+        assert all(m["epoch"] == reply["epoch"] for m in got)
+    finally:
+        for server in servers:
+            await server.stop()
