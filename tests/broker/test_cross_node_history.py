@@ -13,7 +13,7 @@ from realtime_lab import Client, LabServer
 from realtime_lab.broker.memory import ChannelHistory
 from realtime_lab.core.history import HistoryRule
 
-from .conftest import Connect, RedisProcess, StartNodes, eventually
+from .conftest import Connect, RedisProcess, StartNodes, eventually, presence_diffs
 
 N = 1000
 PUBLISHERS = 4  # on nodes a, b, c, a: 250 messages each
@@ -230,3 +230,59 @@ async def test_redis_restarted_empty_gives_a_new_epoch(redis: RedisProcess,
     finally:
         for server in servers:
             await server.stop()
+
+
+@pytest.mark.parametrize("round_", range(int(os.environ.get("RL_REPEAT", "1"))))
+async def test_client_moved_to_another_node_recovers_by_itself_with_no_presence_flap(
+        start_nodes: StartNodes, clients: Connect, round_: int) -> None:
+    """A load balancer (the fault proxy) cuts the client and sends it to node b: the
+    Python client reconnects, resubscribes with its position, gets every message
+    once, in order, and the other members see neither leave nor join (grace)."""
+    import realtime_lab
+    from realtime_lab.client import Backoff
+    from realtime_lab.testing import FaultProxy
+
+    from .test_cross_node_grace import about
+
+    a, b = await start_nodes(2, presence_grace=5.0,
+                             history=(HistoryRule("feed", size=2 * N, ttl=60),))
+    watcher = await clients(b, "watcher", "feed")
+    pub = await clients(a, "pub")
+    proxy = await FaultProxy(a.port).start()
+    sub = await realtime_lab.connect(proxy.url(), user="sub", reconnect=True,
+                                     backoff=Backoff(initial=0.01, max_delay=0.05, jitter="none"))
+    try:
+        await sub.subscribe("feed")
+        await eventually(lambda: "sub" in watcher.presence.members("feed"))
+        assert about(await presence_diffs(watcher), "sub") == ["join"]
+        got: list[dict[str, Any]] = []
+        flags: list[dict[str, Any]] = []
+
+        async def receive() -> None:
+            while len(got) < N:
+                msg = await sub.recv()
+                if msg["type"] == "message":
+                    got.append(msg)
+                elif msg["type"] == "recovered":
+                    flags.append(msg)
+
+        receiving = asyncio.ensure_future(receive())
+        async def publish() -> None:
+            for i in range(N):  # one after the other: still publishing when the cut comes
+                await pub.publish("feed", i, ack=True)
+
+        publishing = asyncio.ensure_future(publish())
+        await eventually(lambda: len(got) >= N // 4, timeout=30, what="a quarter delivered")
+        proxy.target_port = b.port  # the balancer now sends this client to node b
+        proxy.cut()
+        await publishing
+        await asyncio.wait_for(receiving, 30)
+        assert sub.reconnects >= 1
+        offsets = [m["offset"] for m in got]
+        assert offsets == list(range(offsets[0], offsets[0] + N)), "gaps, duplicates or disorder"
+        assert sorted(m["data"] for m in got) == list(range(N))
+        assert flags and all(f["complete"] for f in flags)
+        assert about(await presence_diffs(watcher), "sub") == []
+    finally:
+        await sub.close()
+        await proxy.stop()
