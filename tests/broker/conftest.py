@@ -122,6 +122,17 @@ async def presence_diffs(client: Any) -> list[dict[str, Any]]:
             out.append(msg)
 
 
+def about(diffs: list[dict[str, Any]], user: str) -> list[str]:
+    """The joins and leaves of ``user`` in a client's presence diffs, in order."""
+    out = []
+    for diff in diffs:
+        if user in diff.get("joins", {}) and user not in diff.get("changed", {}):
+            out.append("join")
+        if user in diff.get("leaves", {}):
+            out.append("leave")
+    return out
+
+
 class NodeProcess:
     """``python -m realtime_lab.cli serve --port 0 --broker URL`` in its own process
     (or, with ``args``, ``python tests/broker/node_main.py URL *args``)."""

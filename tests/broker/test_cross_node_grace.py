@@ -10,20 +10,17 @@ import pytest
 import realtime_lab
 from realtime_lab import Client, LabServer
 
-from .conftest import Connect, NodeFactory, RedisProcess, StartNodes, eventually, presence_diffs
+from .conftest import (
+    Connect,
+    NodeFactory,
+    RedisProcess,
+    StartNodes,
+    about,
+    eventually,
+    presence_diffs,
+)
 
 GRACE = 1.0
-
-
-def about(diffs: list[dict[str, Any]], user: str) -> list[str]:
-    """The joins and leaves of ``user`` in a client's presence diffs, in order."""
-    out = []
-    for diff in diffs:
-        if user in diff.get("joins", {}) and user not in diff.get("changed", {}):
-            out.append("join")
-        if user in diff.get("leaves", {}):
-            out.append("leave")
-    return out
 
 
 def cluster_count(server: LabServer, channel: str, user: str) -> int:

@@ -13,7 +13,7 @@ from realtime_lab import Client, LabServer
 from realtime_lab.broker.memory import ChannelHistory
 from realtime_lab.core.history import HistoryRule
 
-from .conftest import Connect, RedisProcess, StartNodes, eventually, presence_diffs
+from .conftest import Connect, RedisProcess, StartNodes, about, eventually, presence_diffs
 
 N = 1000
 PUBLISHERS = 4  # on nodes a, b, c, a: 250 messages each
@@ -241,8 +241,6 @@ async def test_client_moved_to_another_node_recovers_by_itself_with_no_presence_
     import realtime_lab
     from realtime_lab.client import Backoff
     from realtime_lab.testing import FaultProxy
-
-    from .test_cross_node_grace import about
 
     a, b = await start_nodes(2, presence_grace=5.0,
                              history=(HistoryRule("feed", size=2 * N, ttl=60),))
