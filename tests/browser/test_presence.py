@@ -108,7 +108,8 @@ async def test_presence_state_and_meta_are_restored_after_a_cut(
         ]
         assert bob.presence.channels["room"]["ada"] == wanted
         assert lab.current.presence("room")["ada"] == wanted
-        assert await page.evaluate("lab.c.reconnects") == 1
+        # the page is OPEN once the restore's reply is in: bob may see the diff first
+        await wait_page(page, "lab.c.reconnects === 1 && lab.c.state === 'open'")
         assert await page.evaluate("lab.c.presenceSet('room')") == {"state": "away",
                                                                     "meta": {"desk": 8}}
         await wait_page(page, "(want) => lab.canon(lab.c.presence.get('room')?.ada) === want",
