@@ -1,6 +1,8 @@
 """Where the bytes of an idle WebSocket connection go (issue 7, target 4).
 
 ``python -m benchmarks.memory_breakdown [-n 2000] [--server realtime_lab|tornado]``
+``python -m benchmarks.memory_breakdown --hold -n 10000`` (hold n subscribed
+connections in this process, broadcast one message, count who got it)
 
 The server runs in this process (so its heap can be inspected); the clients run
 in a child process (``benchmarks.loadgen``'s minimal client, each connection
@@ -57,9 +59,18 @@ async def _client_main(port: int) -> None:
     clients: list[WSClient] = []
     while True:
         line = (await reader.readline()).decode().split()
-        if not line or line[0] != "open":
+        if not line or line[0] not in ("open", "subscribe", "expect"):
             break
-        clients += await open_clients(int(line[1]), port, counters, 300.0, subscribe=False)
+        if line[0] == "expect":  # wait until every client counted one message more
+            counters.expected = counters.received + len(clients)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(counters.done.wait(), float(line[1]))
+            counts = [c.count for c in clients]
+            print(f"got {sum(counts)} min {min(counts, default=0)} "
+                  f"open {sum(not c.closed for c in clients)}", flush=True)
+            continue
+        clients += await open_clients(int(line[1]), port, counters, 300.0,
+                                      subscribe=line[0] == "subscribe")
         print("ok", flush=True)
     for client in clients:
         client.close()
@@ -73,13 +84,19 @@ class Clients:
             [sys.executable, "-m", "benchmarks.memory_breakdown", "--client", str(port)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    async def open(self, count: int) -> None:
+    async def command(self, line: str) -> str:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(f"open {count}\n")
+        self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
-        line = await asyncio.to_thread(self.proc.stdout.readline)
-        if line.strip() != "ok":
-            raise RuntimeError(f"client process failed: {line!r}")
+        answer: str = await asyncio.to_thread(self.proc.stdout.readline)
+        if not answer:
+            raise RuntimeError(f"client process failed on {line!r}")
+        return answer.strip()
+
+    async def open(self, count: int, *, subscribe: bool = False) -> None:
+        answer = await self.command(f"{'subscribe' if subscribe else 'open'} {count}")
+        if answer != "ok":
+            raise RuntimeError(f"client process failed: {answer!r}")
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -378,6 +395,34 @@ def print_report(r: Report) -> None:
         p(f"{size:8.1f} {count:6.2f}  {name}")
 
 
+async def hold(n: int) -> dict[str, Any]:
+    """``n`` subscribed connections held by this process, one broadcast to all of them."""
+    import realtime_lab
+
+    server = await realtime_lab.serve(host=HOST, port=0, presence_channels=None,
+                                      max_outbound_bytes=64 << 20)
+    clients = Clients(server.port)
+    loop = asyncio.get_running_loop()
+    try:
+        await clients.open(WARMUP)
+        await asyncio.sleep(0.5)
+        before = rss()
+        started = loop.time()
+        await clients.open(n, subscribe=True)
+        opened = loop.time() - started
+        await asyncio.sleep(1.0)
+        after = rss()
+        sessions = len(server.hub.sessions)
+        recipients = server.publish("bench", {"hold": n})
+        answer = await clients.command("expect 60")
+    finally:
+        clients.close()
+        await server.stop()
+    return {"connections": n, "sessions": sessions, "recipients": recipients,
+            "open_seconds": round(opened, 1), "rss_per_connection": (after - before) / n,
+            "rss_mib": round(after / 2**20, 1), "clients": answer}
+
+
 async def run_phase(kind: str, n: int, phase: str) -> Report:
     report = Report(kind, n)
     if phase == "rss":
@@ -409,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--connections", type=int, default=2000)
     parser.add_argument("--server", choices=("realtime_lab", "tornado"), action="append")
     parser.add_argument("--json", type=str, default=None, help="also write the report here")
+    parser.add_argument("--hold", action="store_true",
+                        help="only hold n subscribed connections and broadcast once to them")
     parser.add_argument("--client", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--phase", choices=("rss", "trace"), default=None,
                         help=argparse.SUPPRESS)
@@ -416,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile_limit(3 * args.connections + 1024)
     if args.client is not None:
         asyncio.run(_client_main(args.client))
+        return 0
+    if args.hold:
+        print(json.dumps(asyncio.run(hold(args.connections))))
         return 0
     kinds = args.server or ["realtime_lab"]
     if args.phase is not None:

@@ -15,6 +15,7 @@ has the measured effect.
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from tornado.httputil import HTTPHeaders
@@ -80,5 +81,24 @@ def slim_stream(stream: Any) -> None:
         buffer._buffers = ListDeque(chunks)  # type: ignore[union-attr]
 
 
-__all__ = ["RELEASED_HEADERS", "ListDeque", "ReleasedHeaders", "release_http_state",
-           "slim_stream"]
+def prime_instance_keys(cls: type, names: Iterable[str]) -> None:
+    """Enter ``names`` in ``cls``'s shared instance-dict keys before any real instance exists.
+
+    CPython 3.11 keeps an instance's attributes in a compact array indexed by
+    keys shared by all instances of the class (about 8 bytes per attribute).
+    The shared table takes at most 30 names and shrinks its free room by one
+    for every instance created, so a name first set late in an instance's life
+    (a handler's ``path_args``, set during the request, while 64 other
+    handshakes were creating handlers) may find no room left; that instance
+    (and every later one setting it) then gets a full dict, 830 bytes for a
+    handler, 1.6 KB for the protocol. Which connections were hit depended on
+    how handshakes interleaved. Setting every name once on a throwaway instance
+    at import fixes the table. Harmless on other Python versions.
+    """
+    probe: Any = object.__new__(cls)
+    for name in names:
+        object.__setattr__(probe, name, None)
+
+
+__all__ = ["RELEASED_HEADERS", "ListDeque", "ReleasedHeaders", "prime_instance_keys",
+           "release_http_state", "slim_stream"]

@@ -22,6 +22,7 @@ from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.codec import encode
 from realtime_lab.protocol.messages import error_message
 from realtime_lab.protocol.wire import JSON_WIRE
+from realtime_lab.transports.slim import prime_instance_keys
 from realtime_lab.transports.ws_protocol import (
     LabWebSocketProtocol,
     choose_subprotocol,
@@ -193,3 +194,13 @@ class HubWebSocketHandler(WebSocketHandler):
     def on_close(self) -> None:
         if self.session is not None:
             self.hub.closed(self.session, self.close_code, self.close_reason or "")
+
+
+# The attributes Tornado (6.x) and this class give a handler, in the class's shared
+# instance keys from the start (see transports/slim.py prime_instance_keys).
+HANDLER_ATTRIBUTES = (
+    "application", "request", "_headers_written", "_finished", "_auto_finish",
+    "_prepared_future", "ui", "_headers", "_write_buffer", "_status_code", "_reason", "hub",
+    "session", "ws_connection", "close_code", "close_reason", "_on_close_called", "_transforms",
+    "path_args", "path_kwargs", "open_args", "open_kwargs")
+prime_instance_keys(HubWebSocketHandler, HANDLER_ATTRIBUTES)

@@ -59,7 +59,7 @@ from realtime_lab.protocol.wire import (
     WireFormat,
     wire_format,
 )
-from realtime_lab.transports.slim import release_http_state, slim_stream
+from realtime_lab.transports.slim import prime_instance_keys, release_http_state, slim_stream
 
 if TYPE_CHECKING:
     from tornado.httputil import HTTPHeaders
@@ -448,6 +448,17 @@ class LabWebSocketProtocol(WebSocketProtocol13):
             self._received_pong = True
             self._run_callback(self.handler.on_pong, data)
         return None
+
+
+# Every attribute a connection's protocol may get, in the class's shared keys
+# from the start (see slim.prime_instance_keys): 27, under the 29 that stay compact.
+PROTOCOL_ATTRIBUTES = (
+    "handler", "stream", "client_terminated", "server_terminated", "mask_outgoing", "params",
+    "_waiting", "_compression_options", "_compressor", "_message_bytes_in",
+    "_message_bytes_out", "_wire_bytes_in", "_wire_bytes_out", "_received_pong",
+    "_pong_future", "_pending_pong", "close_code", "close_reason", "_ping_coroutine", "policy",
+    "_selected_subprotocol", "_msg", "_failed", "deflate_params", "_inflater")
+prime_instance_keys(LabWebSocketProtocol, PROTOCOL_ATTRIBUTES)
 
 
 def compression_policy(hub: Any) -> CompressionPolicy:
