@@ -1,0 +1,163 @@
+"""The Spanish pages in docs/es/ against their English originals.
+
+Each translated page must open with a link to its English original and the commit
+it translates, keep every fenced code block byte for byte, keep every inline code
+span (option names, wire fields, error codes), have as many sections, and every
+relative link in docs/es/ must resolve to a file (and to a heading, for an anchor).
+When an English page changes, update its translation and the commit in its header.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+ES = DOCS / "es"
+
+# Spanish page -> English original.
+PAIRS = {
+    "canales.md": "channels.md",
+    "presencia.md": "presence.md",
+    "cliente.md": "client.md",
+    "escalado.md": "scaling.md",
+}
+
+FENCE = re.compile(r"^\s*(```+|~~~+)")
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+HEADER = re.compile(
+    r"^> Traducción de \[docs/([\w.-]+)\]\(\.\./([\w.-]+)\) en `([0-9a-f]{7,40})`\."
+)
+
+
+def code_blocks(text: str) -> list[str]:
+    """Fenced code blocks, fences and indentation included, in order."""
+    blocks: list[str] = []
+    cur: list[str] | None = None
+    fence = ""
+    for line in text.splitlines():
+        m = FENCE.match(line)
+        if cur is None and m:
+            cur, fence = [line], m.group(1)
+        elif cur is not None:
+            cur.append(line)
+            if line.strip() == fence:
+                blocks.append("\n".join(cur))
+                cur = None
+    assert cur is None, "unclosed code fence"
+    return blocks
+
+
+def prose(text: str) -> str:
+    """The text outside fenced code blocks."""
+    out: list[str] = []
+    inside, fence = False, ""
+    for line in text.splitlines():
+        m = FENCE.match(line)
+        if not inside and m:
+            inside, fence = True, m.group(1)
+        elif inside and line.strip() == fence:
+            inside = False
+        elif not inside:
+            out.append(line)
+    return "\n".join(out)
+
+
+def inline_code(text: str) -> set[str]:
+    """Inline code spans (they may wrap over lines), whitespace collapsed."""
+    return {" ".join(s.split()) for s in re.findall(r"`([^`]+)`", prose(text))}
+
+
+def headings(text: str) -> list[str]:
+    return [line for line in prose(text).splitlines() if re.match(r"^#{1,6} ", line)]
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to '-'."""
+    title = heading.lstrip("#").strip().lower()
+    title = re.sub(r"[^\w\- ]", "", title)
+    return title.replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    seen: dict[str, int] = {}
+    out: set[str] = set()
+    for h in headings(text):
+        s = slug(h)
+        n = seen.get(s, 0)
+        seen[s] = n + 1
+        out.add(s if n == 0 else f"{s}-{n}")
+    return out
+
+
+@pytest.mark.parametrize("es,en", sorted(PAIRS.items()))
+def test_header_links_the_original_and_names_a_commit(es: str, en: str) -> None:
+    first = (ES / es).read_text().splitlines()[0]
+    m = HEADER.match(first)
+    expected = f"> Traducción de [docs/{en}](../{en}) en `<commit>`."
+    assert m, f"docs/es/{es}: the first line must be '{expected}'"
+    assert m.group(1) == en and m.group(2) == en, f"docs/es/{es} must name docs/{en}"
+    git = shutil.which("git")
+    if git and (ROOT / ".git").exists():
+        shallow = subprocess.run(
+            [git, "rev-parse", "--is-shallow-repository"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        if shallow == "false":
+            found = subprocess.run(
+                [git, "cat-file", "-e", f"{m.group(3)}^{{commit}}"], cwd=ROOT, capture_output=True
+            )
+            assert found.returncode == 0, f"docs/es/{es}: commit {m.group(3)} does not exist"
+
+
+@pytest.mark.parametrize("es,en", sorted(PAIRS.items()))
+def test_code_blocks_are_identical(es: str, en: str) -> None:
+    en_blocks = code_blocks((DOCS / en).read_text())
+    es_blocks = code_blocks((ES / es).read_text())
+    assert len(es_blocks) == len(en_blocks), (
+        f"docs/es/{es} has {len(es_blocks)} code blocks, docs/{en} has {len(en_blocks)}: "
+        "update the translation and the commit in its header"
+    )
+    for i, (a, b) in enumerate(zip(en_blocks, es_blocks, strict=True)):
+        assert a == b, f"code block {i} of docs/es/{es} differs from docs/{en}:\n{a}\n---\n{b}"
+
+
+@pytest.mark.parametrize("es,en", sorted(PAIRS.items()))
+def test_inline_code_is_kept(es: str, en: str) -> None:
+    missing = inline_code((DOCS / en).read_text()) - inline_code((ES / es).read_text())
+    assert not missing, f"docs/es/{es} lacks these code spans of docs/{en}: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("es,en", sorted(PAIRS.items()))
+def test_same_sections(es: str, en: str) -> None:
+    def levels(text: str) -> list[int]:
+        return [len(h) - len(h.lstrip("#")) for h in headings(text)]
+
+    assert levels((ES / es).read_text()) == levels((DOCS / en).read_text()), (
+        f"docs/es/{es} and docs/{en} have different sections"
+    )
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in ES.glob("*.md")))
+def test_relative_links_resolve(page: str) -> None:
+    path = ES / page
+    for target in LINK.findall(prose(path.read_text())):
+        if re.match(r"^[a-z]+:", target):
+            continue
+        file_part, _, anchor = target.partition("#")
+        dest = (path.parent / file_part).resolve() if file_part else path
+        assert dest.exists(), f"docs/es/{page}: broken link {target}"
+        if anchor and dest.suffix == ".md":
+            assert anchor in anchors(dest.read_text()), f"docs/es/{page}: no heading for {target}"
+
+
+def test_every_spanish_page_is_linked_from_both_indexes() -> None:
+    es_index = (ES / "index.md").read_text()
+    en_index = (DOCS / "index.md").read_text()
+    for page in sorted(p.name for p in ES.glob("*.md") if p.name != "index.md"):
+        assert f"]({page})" in es_index, f"docs/es/index.md does not link {page}"
+        assert f"](es/{page})" in en_index, f"docs/index.md does not link es/{page}"
