@@ -293,27 +293,37 @@ class Client(StateMachine):
         """
         if auth is not None:
             self._subs.auth[channel] = auth
+        pending = self._subs.pending
+        pending[channel] = pending.get(channel, 0) + 1
         try:
-            reply = await self.request(await self._subs.message(channel, self.session or ""),
-                                       retry=True)
+            # the reader marks the channel wanted when the reply arrives (in wire order)
+            return await self.request(await self._subs.message(channel, self.session or ""),
+                                      retry=True)
         except RequestFailed:
             self._subs.refused(channel)
             raise
-        self._subs.added(channel, reply)
-        return reply
+        finally:
+            pending[channel] -= 1
+            if not pending[channel]:
+                del pending[channel]
 
     async def unsubscribe(self, channel: str) -> dict[str, Any]:
         """Unsubscribe; while reconnecting this only forgets the channel locally."""
         self.presence.forget(channel)
         if channel in self._subs.wanted and self.state is not ClientState.OPEN \
                 and self._can_buffer():
-            self._subs.wanted.pop(channel, None)
+            self._forget(channel)
             return {"type": "unsubscribed", "channel": channel}
         reply = await self.request({"type": "unsubscribe", "channel": channel})
+        self._forget(channel)
+        return reply
+
+    def _forget(self, channel: str) -> None:
+        """Drop everything kept for ``channel``: unsubscribed, refused on resubscribe,
+        or removed by the server (an ``unsubscribed`` that answers no request: a kick)."""
         self._subs.forget(channel)
         self._presence_restore.forget(channel)
         self.presence.forget(channel)
-        return reply
 
     async def publish(self, channel: str, data: Any, *, ack: bool = False) -> dict[str, Any] | None:
         """Publish ``data``; with ``ack=True`` wait for the server's ``published`` reply.

@@ -193,7 +193,7 @@ class ConnectionLoop:
         refused = await client._subs.resubscribe(ws, client._replies, timeout,
                                                  client.session or "")
         for channel, failure in refused:
-            client.presence.forget(channel)
+            client._forget(channel)
             client._notify({"type": "error", "code": failure.code, "channel": channel,
                             "message": f"resubscribe to {channel!r} refused: {failure.message}"})
         for channel in list(client.presence.channels):
@@ -233,10 +233,19 @@ class ConnectionLoop:
                 self.welcomed.set_result(msg)
             return
         if client._replies.resolve(msg):
+            if mtype == "subscribed":
+                client._subs.confirmed(msg)
             return
-        client._subs.track(msg)
-        if mtype in ("presence_state", "presence_diff"):
-            client.presence.apply(msg)
+        channel = msg.get("channel")
+        if mtype == "unsubscribed":
+            # answers no request: the server removed this connection (hub.kick, any
+            # reason); forget the channel and hand the notice to recv()
+            if isinstance(channel, str):
+                client._forget(channel)
         elif mtype == "heartbeat":
             self.watchdog.changed(msg)
+        elif not client._subs.is_left(channel):  # not a straggler of a channel left
+            client._subs.track(msg)
+            if mtype in ("presence_state", "presence_diff"):
+                client.presence.apply(msg)
         await client._inbox.put(msg)

@@ -21,17 +21,26 @@ class Subscriptions:
     ``positions`` maps a history channel to the ``{"offset", "epoch"}`` of the last
     message seen; it is sent as ``since`` when the channel is subscribed again after
     a reconnect, so the server replays what was missed.
+
+    ``left`` holds the channels forgotten on the current connection (unsubscribed,
+    or removed by the server). The server sends its ``unsubscribed`` before
+    messages of lower priority that were already queued for the channel, so a
+    few may still arrive: they are not tracked. ``pending`` counts the
+    ``subscribe()`` calls waiting for their reply, per channel.
     """
 
     def __init__(self) -> None:
         self.wanted: dict[str, None] = {}
         self.auth: dict[str, ChannelAuth] = {}
         self.positions: dict[str, dict[str, Any]] = {}
+        self.left: set[str] = set()
+        self.pending: dict[str, int] = {}
 
     async def message(self, channel: str, session: str, *,
                       recover: bool = False) -> dict[str, Any]:
         """The ``subscribe`` request for ``channel`` (a fresh token, ``since`` to recover)."""
         msg: dict[str, Any] = {"type": "subscribe", "channel": channel}
+        self.left.discard(channel)
         position = self.positions.get(channel)
         if recover and position is not None:
             msg["since"] = dict(position)
@@ -49,16 +58,31 @@ class Subscriptions:
         if "epoch" in reply and channel not in self.positions:
             self.positions[channel] = {"offset": reply["offset"], "epoch": reply["epoch"]}
 
+    def confirmed(self, reply: dict[str, Any]) -> None:
+        """The reader got a ``subscribed`` reply: if ``subscribe()`` waits for it, want it.
+
+        Done by the reader, in wire order, so that a removal by the server right
+        after the reply (a kick) is applied after it, not undone by it.
+        """
+        channel = reply.get("channel")
+        if isinstance(channel, str) and self.pending.get(channel):
+            self.added(channel, reply)
+
     def refused(self, channel: str) -> None:
         """A first subscribe was refused: forget its token unless it was wanted before."""
         if channel not in self.wanted:
             self.auth.pop(channel, None)
 
     def forget(self, channel: str) -> None:
-        """After an unsubscribe: the channel, its token and its position."""
+        """The channel is no longer subscribed: drop it, its token and its position."""
         self.wanted.pop(channel, None)
         self.auth.pop(channel, None)
         self.positions.pop(channel, None)
+        self.left.add(channel)
+
+    def is_left(self, channel: object) -> bool:
+        """True for a channel forgotten on this connection and not subscribed since."""
+        return channel in self.left
 
     def track(self, msg: dict[str, Any]) -> None:
         """Follow the offsets of ``message`` and incomplete ``recovered`` messages."""
@@ -76,6 +100,7 @@ class Subscriptions:
         A channel the server now refuses is no longer wanted; the refusals are
         returned. Any other failure (the connection ended) is raised.
         """
+        self.left.clear()  # a new connection: nothing from the old one arrives on it
         channels = list(self.wanted)
         requests = [replies.request_on(ws, await self.message(c, session, recover=True), timeout)
                     for c in channels]
