@@ -65,15 +65,20 @@ async def _client_main(port: int) -> None:
             counters.expected = counters.received + len(clients)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(counters.done.wait(), float(line[1]))
-            counts = [c.count for c in clients]
-            print(f"got {sum(counts)} min {min(counts, default=0)} "
-                  f"open {sum(not c.closed for c in clients)}", flush=True)
+            counts = [c.count for c in clients if c.counting]  # the subscribed ones
+            print(f"subscribed {len(counts)} got {sum(counts)} min {min(counts, default=0)} "
+                  f"open {sum(_is_open(c) for c in clients)}", flush=True)
             continue
         clients += await open_clients(int(line[1]), port, counters, 300.0,
                                       subscribe=line[0] == "subscribe")
         print("ok", flush=True)
     for client in clients:
         client.close()
+
+
+def _is_open(client: WSClient) -> bool:
+    transport = client.transport
+    return transport is not None and not transport.is_closing()
 
 
 class Clients:
@@ -126,7 +131,8 @@ async def start_server(kind: str) -> Server:
         from realtime_lab.transports.tornado_ws import HubWebSocketHandler
 
         server = await realtime_lab.serve(host=HOST, port=0, presence_channels=None,
-                                          max_outbound_bytes=64 << 20)
+                                          max_outbound_bytes=64 << 20,
+                                      max_connections_per_ip=100_000)
         return Server(server.port, server.stop, lambda: _instances(HubWebSocketHandler))
     from benchmarks.servers import tornado_server
 
@@ -400,7 +406,8 @@ async def hold(n: int) -> dict[str, Any]:
     import realtime_lab
 
     server = await realtime_lab.serve(host=HOST, port=0, presence_channels=None,
-                                      max_outbound_bytes=64 << 20)
+                                      max_outbound_bytes=64 << 20,
+                                      max_connections_per_ip=100_000)
     clients = Clients(server.port)
     loop = asyncio.get_running_loop()
     try:
