@@ -48,6 +48,24 @@ async def test_protocol_error_1009_stops_without_retry(
     assert await attempts_after(proxy) == 1
 
 
+async def test_too_many_errors_4008_stops_without_retry(
+        lab: RestartableServer, proxy: FaultProxy) -> None:
+    """``error_limit`` invalid messages (default 20 within 10 s): closed with 4008, STOP."""
+    client = await realtime_lab.connect(proxy.url(), user="noisy", reconnect=True, backoff=EAGER)
+    count, _window = lab.current.options.error_limit or (20, 10.0)
+    for _ in range(count):
+        await client.send({"type": "no_such_type"})
+    assert await client.wait_closed(5) == 4008
+    assert "not reconnecting" in (client.close_reason or "")
+    assert not any(c.state is ClientState.RECONNECTING for c in client.history)
+    codes = []
+    with pytest.raises(ConnectionClosed):
+        while True:
+            codes.append((await client.recv(2))["code"])
+    assert codes == ["unknown_type"] * count + ["too_many_errors"]
+    assert await attempts_after(proxy) == 1
+
+
 class Refuse(RequestHandler):
     def get(self) -> None:
         self.set_status(403)
