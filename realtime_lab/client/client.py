@@ -11,7 +11,9 @@ jitter, as the close code advises (:func:`realtime_lab.protocol.advice_for`):
 the channels are subscribed again, the presence view is rebuilt from the new
 ``presence_state``, and messages sent meanwhile are buffered (bounded) and sent
 after the restore. :attr:`Client.history`, :meth:`Client.on_state` and
-:meth:`Client.state_changes` show every transition.
+:meth:`Client.state_changes` show every transition. A channel the server
+removes the client from (an ``unsubscribed`` without ``id``: a kick) or refuses
+on a resubscribe is forgotten and reported in ``recv()`` (docs/client.md).
 
 This module is the public facade. The parts:
 :mod:`~realtime_lab.client.connection` (the run loop: connect, restore, read,
@@ -358,7 +360,11 @@ class Client(StateMachine):
     # ------------------------------------------------------------------ receiving
 
     async def recv(self, timeout: float | None = None) -> dict[str, Any]:
-        """The next message that is not a reply (channel message, presence, error).
+        """The next message that is not a reply (channel message, presence, error, notice).
+
+        Notices: ``unsubscribed`` without ``id`` (the server removed this client
+        from the channel, which is then forgotten) and the client's own ``error``
+        for a channel refused on resubscribe or a presence restore refused.
 
         Raises :class:`ConnectionClosed` once the client is closed for good and
         the inbox is empty, and :class:`asyncio.TimeoutError` after ``timeout``.
