@@ -141,8 +141,8 @@ async def test_a_kick_right_after_the_subscribed_reply_wins(lab: RestartableServ
 
 async def test_messages_queued_before_the_kick_are_not_tracked(lab: RestartableServer) -> None:
     """The notice is control priority: on a backed-up connection it overtakes channel
-    messages already queued. Those still reach ``recv()`` but revive no position and no
-    presence list."""
+    messages and presence diffs already queued. Those still reach ``recv()`` but revive
+    no position and no presence list."""
     ada = await realtime_lab.connect(lab.url, user="ada", reconnect=True, backoff=EAGER,
                                      inbox_size=2)
     try:
@@ -151,14 +151,18 @@ async def test_messages_queued_before_the_kick_are_not_tracked(lab: RestartableS
         blob = "x" * 60_000
         for n in range(200):  # 12 MB: more than the socket buffers while ada does not read
             lab.current.publish("room", {"n": n, "blob": blob})
+        # a presence diff (high priority) queued in the same turn, also overtaken
+        assert lab.current.hub.set_member("room", "ada", state="busy") == ["state"]
         assert session.pending, "the frames wait in the server's queue (same loop turn)"
         assert lab.current.hub.kick("room", "ada") == 1
         got: list[str] = []
         async with asyncio.timeout(20):
-            while "unsubscribed" not in got or got.count("message") < 200:
+            while "unsubscribed" not in got or got.count("message") < 200 \
+                    or "presence_diff" not in got:
                 got.append((await ada.recv())["type"])
-        after = got[got.index("unsubscribed"):].count("message")
-        assert after > 0, f"the notice did not overtake queued messages: {got}"
+        after = got[got.index("unsubscribed"):]
+        assert after.count("message") > 0, f"the notice did not overtake queued messages: {got}"
+        assert "presence_diff" in after, f"the notice did not overtake the diff: {got}"
         assert ada.subscriptions == []
         assert "room" not in ada.positions, "a straggler revived the recovery position"
         assert "room" not in ada.presence.channels
