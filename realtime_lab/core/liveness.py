@@ -1,17 +1,27 @@
 """Liveness: heartbeat pings and timeouts, idle timeouts, adaptive interval announcements.
 
 A part of :class:`realtime_lab.core.hub.Hub` (a mixin); it shares the hub's state.
+
+A tick's walk over the sessions (a *sweep*) is time-sliced like the fan-out
+(core/delivery.py): up to ``fanout_slice_min`` sessions are checked in the tick
+itself; a bigger server is checked for about ``fanout_slice_seconds`` per loop
+turn and the sweep continues in the next turn, so 10,000 connections do not
+hold the loop for one long call. A tick that finds the previous sweep still
+running leaves it alone (the sessions it has not reached yet are checked by
+it); the ping budget belongs to the sweep, not to a slice.
 """
 
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from time import perf_counter
 
 from realtime_lab.core import events as ev
 from realtime_lab.core.hub_base import HubBase
 from realtime_lab.core.outbound import Priority
-from realtime_lab.core.session import ConnectionState
+from realtime_lab.core.session import ConnectionState, Session
 from realtime_lab.errors import (
     IdleTimeout,
 )
@@ -21,9 +31,26 @@ from realtime_lab.protocol.frames import text_frame
 
 log = logging.getLogger("realtime_lab.core")
 
+SWEEP_STEP = 32  # sessions checked between two looks at the slice deadline
+
+
+@dataclass(slots=True)
+class Sweep:
+    """One tick's walk over the sessions: where it is and the pings it may still send."""
+
+    sessions: list[Session]
+    budget: int
+    index: int = 0
+    turns: int = 1
+
 
 class Liveness(HubBase):
     """Heartbeat and idle checks, run by the server every tick (part of Hub)."""
+
+    _sweep: Sweep | None = None
+    _sweep_busy = False
+    _sweep_again = False
+    sweeps_sliced = 0  # sweeps that took more than one loop turn (for tests and benchmarks)
 
     def heartbeat_tick(self) -> None:
         """Ping connections whose interval is due and close those that did not answer.
@@ -31,6 +58,7 @@ class Liveness(HubBase):
         Also: measures event-loop lag and adapts the interval (core/heartbeat.py),
         spreads pings (a per-tick budget), closes idle connections (4105) and
         retries queued frames for ports that cannot report a drained buffer.
+        The walk over the sessions is sliced over loop turns on a big server.
         """
         now = self.clock()
         hb = self.heartbeat
@@ -39,13 +67,56 @@ class Liveness(HubBase):
         self._last_tick = now
         if hb.update(len(self.sessions)):
             self._announce_heartbeat()
+        if self.options.presence_idle_timeout is not None:
+            self.check_presence_idle(now)  # core/presence.py
+        if self._sweep is not None:
+            return  # the previous sweep is still going; it reaches everyone
+        sessions = list(self.sessions.values())
+        self._sweep = Sweep(sessions, hb.budget(len(sessions), self.tick_period))
+        self._run_sweep()
+
+    def _run_sweep(self) -> None:
+        """Check sessions of the current sweep for one slice; schedule the rest."""
+        sweep = self._sweep
+        if self._sweep_busy or sweep is None:  # a scheduler that runs callbacks at once
+            self._sweep_again = True
+            return
+        self._sweep_busy = True
+        try:
+            sessions = sweep.sessions
+            if len(sessions) - sweep.index <= self.options.fanout_slice_min:
+                self._check_sessions(sweep, len(sessions))
+                self._sweep = None
+                return
+            slice_seconds = self.options.fanout_slice_seconds
+            deadline = perf_counter() + slice_seconds
+            while sweep.index < len(sessions):
+                self._check_sessions(sweep, sweep.index + SWEEP_STEP)
+                if sweep.index < len(sessions) and perf_counter() >= deadline:
+                    self._sweep_again = False
+                    self._schedule(self._run_sweep)
+                    if not self._sweep_again:
+                        sweep.turns += 1
+                        if sweep.turns == 2:
+                            self.sweeps_sliced += 1
+                        return  # the rest runs in a later turn
+                    deadline = perf_counter() + slice_seconds
+            self._sweep = None
+        finally:
+            self._sweep_busy = False
+
+    def _check_sessions(self, sweep: Sweep, stop: int) -> None:
+        """Idle, timeout and ping checks for ``sweep.sessions[sweep.index:stop]``."""
+        now = self.clock()
+        hb = self.heartbeat
         interval = hb.interval
         timeout = hb.timeout
         idle = self.options.idle_timeout
-        budget = hb.budget(len(self.sessions), self.tick_period)
-        if self.options.presence_idle_timeout is not None:
-            self.check_presence_idle(now)  # core/presence.py
-        for session in list(self.sessions.values()):
+        sessions = sweep.sessions
+        stop = min(stop, len(sessions))
+        start, sweep.index = sweep.index, stop
+        for i in range(start, stop):
+            session = sessions[i]
             if session.state is not ConnectionState.OPEN:
                 continue
             if session.pending and not session.dirty and not session.awaiting_drain:
@@ -65,8 +136,8 @@ class Liveness(HubBase):
                     continue
                 # Traffic since the ping counts as an answer; ping again when due.
                 session.ping_sent_at = None
-            if budget > 0 and now - session.last_ping_at >= interval * session.ping_factor:
-                budget -= 1
+            if sweep.budget > 0 and now - session.last_ping_at >= interval * session.ping_factor:
+                sweep.budget -= 1
                 session.ping_sent_at = now
                 session.last_ping_at = now
                 session.ping_factor = hb.ping_factor()
