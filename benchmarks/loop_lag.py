@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import gc
 import json
@@ -120,20 +121,38 @@ def _time_calls(hub: Any, names: tuple[str, ...]) -> dict[str, list[Any]]:
     return spans
 
 
-def _time_gc() -> list[Any]:
-    """Count garbage collections and keep the longest (gc.callbacks)."""
+def _time_gc() -> tuple[list[Any], list[Any]]:
+    """Count garbage collections and keep the longest (gc.callbacks): all, and full (gen 2)."""
     span: list[Any] = [0, 0.0]
+    full: list[Any] = [0, 0.0]
     started = [0.0]
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             started[0] = time.perf_counter()
         else:
-            span[0] += 1
-            span[1] = max(span[1], time.perf_counter() - started[0])
+            took = time.perf_counter() - started[0]
+            for s in (span, full) if info.get("generation") == 2 else (span,):
+                s[0] += 1
+                s[1] = max(s[1], took)
 
     gc.callbacks.append(on_gc)
-    return span
+    return span, full
+
+
+def gc_probe(repeat: int = 3) -> dict[str, float]:
+    """What a full collection costs now: gc-tracked objects, median wall and CPU time."""
+    walls, cpus = [], []
+    for _ in range(repeat):
+        t, c = time.perf_counter(), time.thread_time()
+        gc.collect()
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.thread_time() - c)
+    kinds = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+    return {"gc_objects": sum(kinds.values()), "frozen": gc.get_freeze_count(),
+            "top_kinds": dict(kinds.most_common(12)),
+            "full_gc_ms": statistics.median(walls) * 1e3,
+            "full_gc_cpu_ms": statistics.median(cpus) * 1e3}
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -143,13 +162,13 @@ async def serve(args: argparse.Namespace) -> None:
     server = await realtime_lab.serve(
         host="127.0.0.1", port=0, presence_channels=None,
         max_outbound_bytes=64 * 1024 * 1024, heartbeat_interval=args.heartbeat,
-        heartbeat_timeout=max(args.heartbeat * 4, 5.0), max_connections_per_ip=100_000)
+        heartbeat_timeout=max(args.heartbeat * 4, 5.0), max_connections_per_ip=100_000,
+        **({"gc_freeze": True} if args.gc_freeze else {}))
     loop = asyncio.get_running_loop()
     timer = LagTimer(loop)
     timer.start()
     spans = _time_calls(server.hub, ("flush", "_fan_out", "heartbeat_tick"))
-    gc_span = _time_gc()
-    spans["gc"] = gc_span
+    spans["gc"], spans["gc2"] = _time_gc()
     heartbeat = getattr(server, "_heartbeat", None)  # the PeriodicCallback holds the method
     if heartbeat is not None:
         heartbeat.callback = server.hub.heartbeat_tick
@@ -167,9 +186,8 @@ async def serve(args: argparse.Namespace) -> None:
                 timer.reset()
                 for span in spans.values():
                     span[:] = [0, 0.0]
-            elif command == "gc-freeze":  # what a long-running server does after warm-up
-                gc.collect()
-                gc.freeze()
+            elif command == "gc-probe":
+                print(json.dumps(gc_probe()), flush=True)
             elif command == "report":
                 calls = {f"{name.strip('_')}_calls": n for name, (n, _) in spans.items()}
                 longest = {f"{name.strip('_')}_max_ms": t * 1e3 for name, (_, t) in spans.items()}
@@ -222,12 +240,14 @@ async def _keep_pinging(watchers: list[Watcher]) -> None:
 
 
 @contextlib.contextmanager
-def server_process(src: Path | None, heartbeat: float) -> Iterator[subprocess.Popen[bytes]]:
+def server_process(src: Path | None, heartbeat: float,
+                   gc_freeze: bool = False) -> Iterator[subprocess.Popen[bytes]]:
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(src), str(ROOT)])
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.loop_lag", "server",
-                             "--heartbeat", str(heartbeat)], cwd=src or ROOT, env=env,
+                             "--heartbeat", str(heartbeat),
+                             *(["--gc-freeze"] if gc_freeze else [])], cwd=src or ROOT, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         yield proc
@@ -257,7 +277,7 @@ async def _command(proc: subprocess.Popen[bytes], command: str) -> None:
 
 async def run(args: argparse.Namespace, src: Path | None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    with server_process(src, args.heartbeat) as proc:
+    with server_process(src, args.heartbeat, args.gc_freeze) as proc:
         assert proc.stdout is not None
         port = int((await _line(proc.stdout, 30)).split()[1])
         counters = Counters()
@@ -275,7 +295,13 @@ async def run(args: argparse.Namespace, src: Path | None) -> list[dict[str, Any]
         print(f"# {args.subscribers} subscribers connected in {time.perf_counter() - t:.1f} s",
               file=sys.stderr)
         if args.gc_freeze:
-            await _command(proc, "gc-freeze")
+            await asyncio.sleep(1.5)  # the server's GcFreezer checks every second
+        await _command(proc, "gc-probe")
+        probe = json.loads(await _line(proc.stdout, 120))
+        print(f"# server: {probe['gc_objects']} gc-tracked objects ({probe['frozen']} frozen),"
+              f" full collection {probe['full_gc_ms']:.1f} ms wall,"
+              f" {probe['full_gc_cpu_ms']:.1f} ms CPU (median of 3); most: {probe['top_kinds']}",
+              file=sys.stderr)
         pinger = asyncio.ensure_future(_keep_pinging(watchers))
         try:
             plan = [0] + [1] * args.rounds + [args.burst] * args.rounds
@@ -338,7 +364,8 @@ def _fmt_row(r: dict[str, Any]) -> str:
             f"  longest flush call {r['flush_max_ms']:.1f} ms"
             f" ({r['flush_calls']} calls), longest fan-out {r['fan_out_max_ms']:.1f} ms,"
             f" longest heartbeat tick {r['heartbeat_tick_max_ms']:.1f} ms,"
-            f" longest gc {r['gc_max_ms']:.1f} ms ({r['gc_calls']})")
+            f" longest gc {r['gc_max_ms']:.1f} ms ({r['gc_calls']}),"
+            f" longest full gc {r['gc2_max_ms']:.1f} ms ({r['gc2_calls']})")
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
@@ -354,6 +381,9 @@ def summary(rows: list[dict[str, Any]]) -> str:
                    f" pings/watcher >= {min(r['pings_min'] for r in rs)},"
                    f" longest ping gap {max(r['ping_gap_max_ms'] for r in rs):.0f} ms,"
                    f" longest pong wait {max(r['pong_rtt_max_ms'] for r in rs):.1f} ms,"
+                   f" longest heartbeat tick {max(r['heartbeat_tick_max_ms'] for r in rs):.1f} ms,"
+                   f" longest gc {max(r['gc_max_ms'] for r in rs):.1f} ms"
+                   f" (full: {sum(r['gc2_calls'] for r in rs)}),"
                    f" lost {sum(r['expected'] - r['received'] for r in rs)}")
     return "\n".join(out)
 
@@ -371,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--ref", default=None, help="measure this git revision of realtime_lab/")
     p.add_argument("--gc-freeze", action="store_true",
-                   help="have the server gc.collect() and gc.freeze() once everyone is connected")
+                   help="run the server with ServerOptions(gc_freeze=True)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON lines")
     args = p.parse_args(argv)
     if args.mode == "server":

@@ -37,6 +37,9 @@ def _add_server_args(parser: argparse.ArgumentParser, default_port: int) -> None
                         help="close clients silent for this many seconds (default: never)")
     parser.add_argument("--certfile", default=None, help="PEM certificate: serve wss:// (TLS)")
     parser.add_argument("--keyfile", default=None, help="PEM private key for --certfile")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="gc.freeze() connection objects so full garbage collections stay "
+                             "short with many connections (ServerOptions.gc_freeze)")
 
 
 def _options(args: argparse.Namespace) -> ServerOptions:
@@ -53,6 +56,7 @@ def _options(args: argparse.Namespace) -> ServerOptions:
         idle_timeout=args.idle_timeout,
         certfile=args.certfile,
         keyfile=args.keyfile,
+        gc_freeze=args.gc_freeze,
     )
 
 

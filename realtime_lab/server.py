@@ -29,6 +29,7 @@ from realtime_lab.core.hooks import Hooks
 from realtime_lab.core.hub import Hub
 from realtime_lab.core.options import ServerOptions
 from realtime_lab.errors import PortInUseError, ServerNotRunning
+from realtime_lab.gc_freeze import GcFreezer
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.transports.http_api import (
     ChannelHandler,
@@ -66,6 +67,8 @@ class LabServer:
         self._heartbeat: PeriodicCallback | None = None
         self._port: int | None = None
         self._stopping: asyncio.Future[None] | None = None
+        self._gc_freezer: GcFreezer | None = None  # ServerOptions.gc_freeze
+        self._gc_check: PeriodicCallback | None = None
 
     # ------------------------------------------------------------------ properties
 
@@ -160,6 +163,11 @@ class LabServer:
         self.hub.tick_period = period
         self._heartbeat = PeriodicCallback(self.hub.heartbeat_tick, period * 1000)
         self._heartbeat.start()
+        if opts.gc_freeze:
+            self._gc_freezer = GcFreezer(lambda: len(self.hub.sessions))
+            self._gc_freezer.start()
+            self._gc_check = PeriodicCallback(self._gc_freezer.check, 1000)
+            self._gc_check.start()
         log.info("realtime_lab listening on %s", self.url)
         return self
 
@@ -175,6 +183,8 @@ class LabServer:
             self._http.stop()
             if self._heartbeat is not None:
                 self._heartbeat.stop()
+            if self._gc_check is not None:
+                self._gc_check.stop()
             self.hub.close_all(CloseCode.GOING_AWAY, "server stopping")
             deadline = time.monotonic() + self.options.close_timeout
             while self.hub.sessions and time.monotonic() < deadline:
@@ -185,6 +195,8 @@ class LabServer:
             if self.cluster is not None:
                 await self.cluster.stop()
         finally:
+            if self._gc_freezer is not None:
+                self._gc_freezer.stop()
             self._stopping.set_result(None)
         log.info("realtime_lab stopped")
 

@@ -49,6 +49,11 @@ class ServerOptions:
             connections) is done in the current loop turn; a larger one is done in
             slices of about ``fanout_slice_seconds`` per turn, so a huge group does
             not stall the loop (docs/performance.md). Tuning knobs; tests shrink them.
+        gc_freeze: ``gc.freeze()`` after start-up and as connections grow, so a full
+            garbage collection does not walk every connection's objects (a
+            120-230 ms pause at 10,000 connections). Process-wide, so off by default
+            (a notebook kernel's own objects would be frozen too); see
+            realtime_lab/gc_freeze.py and docs/performance.md.
 
     Security (docs/security.md; each refusal has its own code):
         allowed_origins: Origin values allowed at the handshake: exact
@@ -143,6 +148,7 @@ class ServerOptions:
     droppable_priority: str = "low"
     fanout_slice_seconds: float = 0.005
     fanout_slice_min: int = 1000
+    gc_freeze: bool = False
     # security
     allowed_origins: tuple[str, ...] | None = None
     max_connections: int = 50_000
