@@ -107,4 +107,10 @@ class Subscriptions:
         refused = await refusals(channels, requests)
         for channel, _ in refused:
             self.wanted.pop(channel, None)
+        # unsubscribed (or removed by the server) while the resubscribe was in flight:
+        # the server subscribed it again, so leave it; a refusal here means already gone
+        gone = {c for c, _ in refused}
+        stale = [c for c in channels if c not in self.wanted and c not in gone]
+        await refusals(stale, [replies.request_on(ws, {"type": "unsubscribe", "channel": c},
+                                                  timeout) for c in stale])
         return refused

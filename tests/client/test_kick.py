@@ -17,7 +17,7 @@ import realtime_lab
 from realtime_lab import ServerOptions
 from realtime_lab.client import Backoff, Client, ClientState
 from realtime_lab.core.history import HistoryRule
-from realtime_lab.testing import RestartableServer
+from realtime_lab.testing import FaultProxy, RestartableServer
 
 EAGER = Backoff(initial=0.01, max_delay=0.05, jitter="none")
 
@@ -168,3 +168,37 @@ async def test_messages_queued_before_the_kick_are_not_tracked(lab: RestartableS
         assert "room" not in ada.presence.channels
     finally:
         await ada.close()
+
+
+async def test_unsubscribed_while_its_resubscribe_is_in_flight_is_left_at_the_server(
+        lab: RestartableServer) -> None:
+    """``unsubscribe()`` while reconnecting only forgets the channel locally; if the
+    resubscribe had already reached the server, the restore unsubscribes it there."""
+    async with FaultProxy(lab.port) as proxy:
+        ada = await realtime_lab.connect(proxy.url(), user="ada", reconnect=True,
+                                         backoff=EAGER)
+        try:
+            await ada.subscribe("room")
+            await ada.subscribe("lobby")
+            proxy.refuse = True
+            await lab.restart()
+            unsubscribed: list[asyncio.Future[Any]] = []
+            states: list[ClientState] = []
+
+            def unsubscribe_now(event: Any) -> None:
+                # the server took the resubscribe; its reply is still in the slow proxy
+                if event.channel == "room" and not unsubscribed:
+                    states.append(ada.state)
+                    unsubscribed.append(asyncio.ensure_future(ada.unsubscribe("room")))
+
+            lab.current.on("channel.subscribed", unsubscribe_now)
+            proxy.delay = 0.2
+            proxy.refuse = False
+            await reopened(ada, 1)
+            assert states == [ClientState.CONNECTING], "not unsubscribed during the restore"
+            await asyncio.wait_for(unsubscribed[0], 5)
+            assert ada.subscriptions == ["lobby"]
+            assert subscribed_at(lab, "lobby", ada.session)
+            assert not subscribed_at(lab, "room", ada.session), "left subscribed at the server"
+        finally:
+            await ada.close()
