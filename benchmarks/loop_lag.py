@@ -97,24 +97,28 @@ class LagTimer:
 
 
 def _time_calls(hub: Any, names: tuple[str, ...]) -> dict[str, list[Any]]:
-    """Wrap hub methods (on the instance) to count calls and keep the longest one."""
-    spans: dict[str, list[Any]] = {name: [0, 0.0] for name in names}
+    """Wrap hub methods (on the instance): calls, longest call wall and CPU (thread) time.
+
+    A name the measured revision does not have is left out (``--ref`` of an old one).
+    """
+    spans: dict[str, list[Any]] = {name: [0, 0.0, 0.0] for name in names}
 
     def wrap(name: str) -> None:
-        method = getattr(hub, name)
-        span = spans[name]
+        method = getattr(hub, name, None)
+        if method is None:
+            return
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             try:
                 return method(*args, **kwargs)
             finally:
                 span = spans[name]
                 span[0] += 1
                 span[1] = max(span[1], time.perf_counter() - t)
+                span[2] = max(span[2], time.thread_time() - c)
 
         setattr(hub, name, timed)
-        del span
 
     for name in names:
         wrap(name)
@@ -122,19 +126,21 @@ def _time_calls(hub: Any, names: tuple[str, ...]) -> dict[str, list[Any]]:
 
 
 def _time_gc() -> tuple[list[Any], list[Any]]:
-    """Count garbage collections and keep the longest (gc.callbacks): all, and full (gen 2)."""
-    span: list[Any] = [0, 0.0]
-    full: list[Any] = [0, 0.0]
-    started = [0.0]
+    """Garbage collections (gc.callbacks): count, longest wall and CPU; all, and full (gen 2)."""
+    span: list[Any] = [0, 0.0, 0.0]
+    full: list[Any] = [0, 0.0, 0.0]
+    started = [0.0, 0.0]
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            started[0] = time.perf_counter()
+            started[:] = [time.perf_counter(), time.thread_time()]
         else:
             took = time.perf_counter() - started[0]
+            cpu = time.thread_time() - started[1]
             for s in (span, full) if info.get("generation") == 2 else (span,):
                 s[0] += 1
                 s[1] = max(s[1], took)
+                s[2] = max(s[2], cpu)
 
     gc.callbacks.append(on_gc)
     return span, full
@@ -167,7 +173,7 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     timer = LagTimer(loop)
     timer.start()
-    spans = _time_calls(server.hub, ("flush", "_fan_out", "heartbeat_tick"))
+    spans = _time_calls(server.hub, ("flush", "_fan_out", "heartbeat_tick", "_run_sweep"))
     spans["gc"], spans["gc2"] = _time_gc()
     heartbeat = getattr(server, "_heartbeat", None)  # the PeriodicCallback holds the method
     if heartbeat is not None:
@@ -185,13 +191,16 @@ async def serve(args: argparse.Namespace) -> None:
             if command == "reset":
                 timer.reset()
                 for span in spans.values():
-                    span[:] = [0, 0.0]
+                    span[:] = [0, 0.0, 0.0]
             elif command == "gc-probe":
                 print(json.dumps(gc_probe()), flush=True)
             elif command == "report":
-                calls = {f"{name.strip('_')}_calls": n for name, (n, _) in spans.items()}
-                longest = {f"{name.strip('_')}_max_ms": t * 1e3 for name, (_, t) in spans.items()}
-                print(json.dumps({**timer.report(), **calls, **longest}), flush=True)
+                calls = {f"{name.strip('_')}_calls": n for name, (n, _, _) in spans.items()}
+                longest = {f"{name.strip('_')}_max_ms": t * 1e3
+                           for name, (_, t, _) in spans.items()}
+                cpu = {f"{name.strip('_')}_max_cpu_ms": c * 1e3
+                       for name, (_, _, c) in spans.items()}
+                print(json.dumps({**timer.report(), **calls, **longest, **cpu}), flush=True)
     finally:
         if timer.handle is not None:
             timer.handle.cancel()
@@ -363,9 +372,13 @@ def _fmt_row(r: dict[str, Any]) -> str:
             f"  received {r['received']}/{r['expected']}"
             f"  longest flush call {r['flush_max_ms']:.1f} ms"
             f" ({r['flush_calls']} calls), longest fan-out {r['fan_out_max_ms']:.1f} ms,"
-            f" longest heartbeat tick {r['heartbeat_tick_max_ms']:.1f} ms,"
-            f" longest gc {r['gc_max_ms']:.1f} ms ({r['gc_calls']}),"
-            f" longest full gc {r['gc2_max_ms']:.1f} ms ({r['gc2_calls']})")
+            f" longest heartbeat tick {r['heartbeat_tick_max_ms']:.1f} ms"
+            f" (CPU {r['heartbeat_tick_max_cpu_ms']:.1f}), sweep slice"
+            f" {r.get('run_sweep_max_ms', 0.0):.1f} ms"
+            f" (CPU {r.get('run_sweep_max_cpu_ms', 0.0):.1f}),"
+            f" longest gc {r['gc_max_ms']:.1f} ms (CPU {r['gc_max_cpu_ms']:.1f}, {r['gc_calls']}),"
+            f" longest full gc {r['gc2_max_ms']:.1f} ms"
+            f" (CPU {r['gc2_max_cpu_ms']:.1f}, {r['gc2_calls']})")
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
@@ -381,9 +394,12 @@ def summary(rows: list[dict[str, Any]]) -> str:
                    f" pings/watcher >= {min(r['pings_min'] for r in rs)},"
                    f" longest ping gap {max(r['ping_gap_max_ms'] for r in rs):.0f} ms,"
                    f" longest pong wait {max(r['pong_rtt_max_ms'] for r in rs):.1f} ms,"
-                   f" longest heartbeat tick {max(r['heartbeat_tick_max_ms'] for r in rs):.1f} ms,"
+                   f" longest heartbeat tick {max(r['heartbeat_tick_max_ms'] for r in rs):.1f} ms"
+                   f" (CPU {max(r['heartbeat_tick_max_cpu_ms'] for r in rs):.1f}),"
                    f" longest gc {max(r['gc_max_ms'] for r in rs):.1f} ms"
-                   f" (full: {sum(r['gc2_calls'] for r in rs)}),"
+                   f" (CPU {max(r['gc_max_cpu_ms'] for r in rs):.1f};"
+                   f" full: {sum(r['gc2_calls'] for r in rs)},"
+                   f" longest {max(r['gc2_max_cpu_ms'] for r in rs):.1f} ms CPU),"
                    f" lost {sum(r['expected'] - r['received'] for r in rs)}")
     return "\n".join(out)
 
