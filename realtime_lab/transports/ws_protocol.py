@@ -123,6 +123,11 @@ class LabWebSocketProtocol(WebSocketProtocol13):
     _inflater: Inflater | None = None
     _failed = False
     _msg: _Message | None = None  # the data message being received
+    # Tornado 6.4's pinging state (6.5 replaced it by _ping_coroutine and
+    # _received_pong): class defaults, so close() finds ping_callback; set on the
+    # instance only by its start_pinging (websocket_ping_interval configured).
+    ping_callback: Any = None
+    last_ping = last_pong = 0.0
 
     def __init__(self, handler: Any, params: _WebSocketParams,
                  policy: CompressionPolicy) -> None:
@@ -415,6 +420,15 @@ class LabWebSocketProtocol(WebSocketProtocol13):
         msg.parts.append(data)
         return b"".join(msg.parts) if fin else None
 
+    if not hasattr(WebSocketProtocol13, "_send_pong"):  # Tornado < 6.6: answer every ping
+        def _send_pong(self, data: bytes) -> None:
+            if self.server_terminated:
+                return  # no frames after a close frame
+            try:
+                self._write_frame(True, 0xA, data)
+            except StreamClosedError:
+                self._abort()
+
     def _control(self, opcode: int, data: bytes) -> None:
         if opcode == 0x8:
             # The peer's close frame ends its side whatever we think of it, so
@@ -446,6 +460,8 @@ class LabWebSocketProtocol(WebSocketProtocol13):
             self._run_callback(self.handler.on_ping, data)
         else:
             self._received_pong = True
+            if self.ping_callback is not None:  # Tornado 6.4 pinging: it reads last_pong
+                self.last_pong = IOLoop.current().time()
             self._run_callback(self.handler.on_pong, data)
         return None
 
