@@ -8,7 +8,8 @@ itself; a bigger server is checked for about ``fanout_slice_seconds`` per loop
 turn and the sweep continues in the next turn, so 10,000 connections do not
 hold the loop for one long call. A tick that finds the previous sweep still
 running leaves it alone (the sessions it has not reached yet are checked by
-it); the ping budget belongs to the sweep, not to a slice.
+it); the ping budget belongs to the sweep, not to a slice. A slice also ends
+after ``PINGS_PER_SLICE`` pings, so the pongs come back spread over turns.
 """
 
 
@@ -32,6 +33,10 @@ from realtime_lab.protocol.frames import text_frame
 log = logging.getLogger("realtime_lab.core")
 
 SWEEP_STEP = 32  # sessions checked between two looks at the slice deadline
+# Pings one slice of a sliced sweep may send. Each ping brings back a pong that
+# the loop reads in one of the next turns (every ready socket in one turn), so
+# sending 2,000 in one 5 ms slice would make a 30-40 ms turn of pong reads.
+PINGS_PER_SLICE = 128
 
 
 @dataclass(slots=True)
@@ -42,6 +47,7 @@ class Sweep:
     budget: int
     index: int = 0
     turns: int = 1
+    slice_pings: int | None = None  # pings left in this slice; None: no cap (unsliced)
 
 
 class Liveness(HubBase):
@@ -84,15 +90,17 @@ class Liveness(HubBase):
         self._sweep_busy = True
         try:
             sessions = sweep.sessions
-            if len(sessions) - sweep.index <= self.options.fanout_slice_min:
-                self._check_sessions(sweep, len(sessions))
+            if sweep.index == 0 and len(sessions) <= self.options.fanout_slice_min:
+                self._check_sessions(sweep, len(sessions))  # a small server: unsliced
                 self._sweep = None
                 return
             slice_seconds = self.options.fanout_slice_seconds
             deadline = perf_counter() + slice_seconds
+            sweep.slice_pings = PINGS_PER_SLICE
             while sweep.index < len(sessions):
                 self._check_sessions(sweep, sweep.index + SWEEP_STEP)
-                if sweep.index < len(sessions) and perf_counter() >= deadline:
+                if sweep.index < len(sessions) and (
+                        not sweep.slice_pings or perf_counter() >= deadline):
                     self._sweep_again = False
                     self._schedule(self._run_sweep)
                     if not self._sweep_again:
@@ -101,12 +109,16 @@ class Liveness(HubBase):
                             self.sweeps_sliced += 1
                         return  # the rest runs in a later turn
                     deadline = perf_counter() + slice_seconds
+                    sweep.slice_pings = PINGS_PER_SLICE
             self._sweep = None
         finally:
             self._sweep_busy = False
 
     def _check_sessions(self, sweep: Sweep, stop: int) -> None:
-        """Idle, timeout and ping checks for ``sweep.sessions[sweep.index:stop]``."""
+        """Idle, timeout and ping checks for ``sweep.sessions[sweep.index:stop]``.
+
+        Stops early, after the session it pinged, when the slice's pings are used up.
+        """
         now = self.clock()
         hb = self.heartbeat
         interval = hb.interval
@@ -142,6 +154,11 @@ class Liveness(HubBase):
                 session.last_ping_at = now
                 session.ping_factor = hb.ping_factor()
                 session.port.ping()
+                if sweep.slice_pings is not None:
+                    sweep.slice_pings -= 1
+                    if not sweep.slice_pings:
+                        sweep.index = i + 1  # this slice's pings are used up
+                        return
 
     def _announce_heartbeat(self) -> None:
         """Tell every client the new interval (one frame, encoded once)."""

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from realtime_lab.core import Hub, ServerOptions, Session
-from realtime_lab.core.liveness import SWEEP_STEP
+from realtime_lab.core.liveness import PINGS_PER_SLICE, SWEEP_STEP
 
 
 class Clock:
@@ -192,3 +192,30 @@ def test_a_scheduler_that_runs_callbacks_at_once_still_finishes_the_sweep() -> N
     hub.heartbeat_tick()
     assert hub._sweep is None
     assert all(len(p.pings) == 1 for p in ports)
+
+
+def test_a_slice_ends_after_its_share_of_pings_so_pongs_come_back_spread() -> None:
+    loop = Loop(heartbeat_interval=10, heartbeat_timeout=5, fanout_slice_seconds=60,
+                fanout_slice_min=10)  # time is no limit here: only the ping cap
+    clients = loop.open(1000)
+    loop.hub.tick_period = 0
+    loop.clock.now = 10.0
+    loop.tick()
+    per_turn: dict[int, int] = {}
+    for _, port in clients:
+        assert len(port.pings) == 1
+        per_turn[port.pings[0][1]] = per_turn.get(port.pings[0][1], 0) + 1
+    assert max(per_turn.values()) == PINGS_PER_SLICE
+    assert len(per_turn) == math.ceil(1000 / PINGS_PER_SLICE)
+
+
+def test_the_tail_of_a_sliced_sweep_is_not_cut_short() -> None:
+    # 1100 sessions, slices of 128 pings: the last 1000 are below fanout_slice_min
+    # but belong to a sliced sweep, so they are still checked (and pinged) in slices.
+    loop = Loop(heartbeat_interval=10, heartbeat_timeout=5, fanout_slice_seconds=60,
+                fanout_slice_min=1000)
+    clients = loop.open(1100)
+    loop.hub.tick_period = 0
+    loop.clock.now = 10.0
+    loop.tick()
+    assert all(len(p.pings) == 1 for _, p in clients)
