@@ -35,7 +35,7 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check realtime_lab tests benchmarks
 	$(VENV)/bin/mypy realtime_lab
 
-# Issue 7 benchmark (about 25 min on a 2-core machine); BENCH_ARGS="--rounds 5" etc.
+# Issue 7 benchmark (about 35 min on a 2-core machine); BENCH_ARGS="--rounds 5" etc.
 # The Node.js ws peer is installed here only (npm ci); without npm it is skipped.
 bench: $(VENV)/.installed-test
 	@if command -v npm >/dev/null 2>&1; then \
