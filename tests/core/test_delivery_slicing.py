@@ -184,7 +184,72 @@ def test_run_now_scheduler_delivers_a_huge_group_without_recursing() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"fanout_slice_seconds": -1}, {"fanout_slice_min": -1},
-                                 {"fanout_slice_min": 1.5}, {"fanout_slice_seconds": "1"}])
+                                 {"fanout_slice_min": 1.5}, {"fanout_slice_seconds": "1"},
+                                 {"fanout_flush_delay": -0.1}, {"fanout_flush_delay": True}])
 def test_slice_options_are_checked(bad: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="fanout_slice"):
+    with pytest.raises(ValueError, match="fanout_"):
         ServerOptions(**bad)
+
+
+# ---------------------------------------------------------------- fanout_flush_delay
+
+
+def test_writes_wait_for_the_sliced_fan_outs_and_carry_every_frame() -> None:
+    t = Turns(fanout_slice_seconds=0, fanout_slice_min=10, fanout_flush_delay=60)
+    clients = t.open(100)
+    t.turn = 0
+    for i in range(5):
+        t.hub.publish("room", i)
+    t.run()
+    for _, port in clients:
+        assert port.data() == [0, 1, 2, 3, 4]
+        assert len(port.writes) == 1  # every frame of the burst in one write
+
+
+def test_without_a_flush_delay_writes_follow_each_slice() -> None:
+    t = Turns(fanout_slice_seconds=0, fanout_slice_min=10, fanout_flush_delay=0)
+    clients = t.open(100)
+    for i in range(5):
+        t.hub.publish("room", i)
+    t.run()
+    assert all(port.data() == [0, 1, 2, 3, 4] for _, port in clients)
+    assert max(len(port.writes) for _, port in clients) > 1
+
+
+def test_a_put_off_flush_goes_out_once_it_has_waited_the_delay(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr("realtime_lab.core.delivery.perf_counter", lambda: now[0])
+    t = Turns(fanout_slice_seconds=0, fanout_slice_min=10, fanout_flush_delay=0.05)
+    clients = t.open(100)
+    for i in range(5):
+        t.hub.publish("room", i)
+    for _ in range(4):  # the clock stands still: fan-out slices only, writes put off
+        t.step()
+    assert all(port.writes == [] for _, port in clients)
+    now[0] = 0.06  # the put-off flush has now waited longer than the delay
+    for _ in range(3):
+        t.step()
+    assert t.hub._fanout_jobs  # fan-outs still queued ...
+    assert any(port.writes for _, port in clients)  # ... and writes went out anyway
+    t.run()
+    for _, port in clients:
+        assert port.data() == [0, 1, 2, 3, 4]
+
+
+def test_a_control_message_is_not_held_behind_a_sliced_fan_out() -> None:
+    t = Turns(fanout_slice_seconds=0, fanout_slice_min=10, fanout_flush_delay=60)
+    clients = t.open(100)
+    t.turn = 0
+    for i in range(5):
+        t.hub.publish("room", i)
+    t.step()  # the first slice is queued, the writes are put off
+    session, port = clients[-1]
+    assert port.writes == []
+    assert t.hub.send(session, {"type": "notice", "text": "now"}, Priority.CONTROL)
+    t.step()
+    assert port.writes and port.writes[0][0] == 2  # written in the next turn
+    t.run()
+    messages = port.messages()
+    assert [m.get("data") for m in messages if m["type"] == "message"] == [0, 1, 2, 3, 4]
+    assert any(m["type"] == "notice" for m in messages)
