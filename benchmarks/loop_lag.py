@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from tornado.ioloop import PeriodicCallback
+
 from benchmarks.loadgen import (
     CHANNEL,
     OP_PING,
@@ -125,18 +127,38 @@ def _time_calls(hub: Any, names: tuple[str, ...]) -> dict[str, list[Any]]:
     return spans
 
 
+DIAG = os.environ.get("LOOP_LAG_GC_DIAG") == "1"
+LONGEST_GC: list[int] = [-1, 0, 0]
+KINDS: dict[str, int] = {}  # generation and objects collected of the longest collection
+
+
 def _time_gc() -> tuple[list[Any], list[Any]]:
     """Garbage collections (gc.callbacks): count, longest wall and CPU; all, and full (gen 2)."""
     span: list[Any] = [0, 0.0, 0.0]
     full: list[Any] = [0, 0.0, 0.0]
     started = [0.0, 0.0]
+    longest = LONGEST_GC
+    size = [0]
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             started[:] = [time.perf_counter(), time.thread_time()]
+            if DIAG:
+                gen = info.get("generation", 0)
+                young = [o for g in range(gen + 1) for o in gc.get_objects(g)]
+                size[0] = len(young)
+                if len(young) > 20_000 and gen < 2 and not KINDS:
+                    kinds = collections.Counter(type(o).__qualname__ for o in young)
+                    KINDS.update(kinds.most_common(8))
+                    print(f"# young generation {gen}: {len(young)} objects: {KINDS}",
+                          file=sys.stderr, flush=True)
+                del young
+                started[:] = [time.perf_counter(), time.thread_time()]
         else:
             took = time.perf_counter() - started[0]
             cpu = time.thread_time() - started[1]
+            if cpu > span[2]:  # the longest so far: which generation, how much garbage
+                longest[:] = [info.get("generation", -1), info.get("collected", 0), size[0]]
             for s in (span, full) if info.get("generation") == 2 else (span,):
                 s[0] += 1
                 s[1] = max(s[1], took)
@@ -175,6 +197,9 @@ async def serve(args: argparse.Namespace) -> None:
     timer.start()
     spans = _time_calls(server.hub, ("flush", "_fan_out", "heartbeat_tick", "_run_sweep"))
     spans["gc"], spans["gc2"] = _time_gc()
+    if args.young_gc_every > 0:  # experiment: keep the young generations small
+        young_gc = PeriodicCallback(lambda: gc.collect(1), args.young_gc_every * 1000)
+        young_gc.start()
     heartbeat = getattr(server, "_heartbeat", None)  # the PeriodicCallback holds the method
     if heartbeat is not None:
         heartbeat.callback = server.hub.heartbeat_tick
@@ -192,6 +217,7 @@ async def serve(args: argparse.Namespace) -> None:
                 timer.reset()
                 for span in spans.values():
                     span[:] = [0, 0.0, 0.0]
+                LONGEST_GC[:] = [-1, 0, 0]
             elif command == "gc-probe":
                 print(json.dumps(gc_probe()), flush=True)
             elif command == "report":
@@ -200,7 +226,11 @@ async def serve(args: argparse.Namespace) -> None:
                            for name, (_, t, _) in spans.items()}
                 cpu = {f"{name.strip('_')}_max_cpu_ms": c * 1e3
                        for name, (_, _, c) in spans.items()}
-                print(json.dumps({**timer.report(), **calls, **longest, **cpu}), flush=True)
+                gc_info = {"longest_gc_generation": LONGEST_GC[0],
+                           "longest_gc_collected": LONGEST_GC[1],
+                           "longest_gc_objects": LONGEST_GC[2]}
+                print(json.dumps({**timer.report(), **calls, **longest, **cpu, **gc_info}),
+                      flush=True)
     finally:
         if timer.handle is not None:
             timer.handle.cancel()
@@ -249,14 +279,15 @@ async def _keep_pinging(watchers: list[Watcher]) -> None:
 
 
 @contextlib.contextmanager
-def server_process(src: Path | None, heartbeat: float,
-                   gc_freeze: bool = False) -> Iterator[subprocess.Popen[bytes]]:
+def server_process(src: Path | None, heartbeat: float, gc_freeze: bool = False,
+                   young_gc_every: float = 0.0) -> Iterator[subprocess.Popen[bytes]]:
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(src), str(ROOT)])
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.loop_lag", "server",
                              "--heartbeat", str(heartbeat),
-                             *(["--gc-freeze"] if gc_freeze else [])], cwd=src or ROOT, env=env,
+                             *(["--gc-freeze"] if gc_freeze else []),
+                             "--young-gc-every", str(young_gc_every)], cwd=src or ROOT, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         yield proc
@@ -286,7 +317,7 @@ async def _command(proc: subprocess.Popen[bytes], command: str) -> None:
 
 async def run(args: argparse.Namespace, src: Path | None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    with server_process(src, args.heartbeat, args.gc_freeze) as proc:
+    with server_process(src, args.heartbeat, args.gc_freeze, args.young_gc_every) as proc:
         assert proc.stdout is not None
         port = int((await _line(proc.stdout, 30)).split()[1])
         counters = Counters()
@@ -378,7 +409,9 @@ def _fmt_row(r: dict[str, Any]) -> str:
             f" (CPU {r.get('run_sweep_max_cpu_ms', 0.0):.1f}),"
             f" longest gc {r['gc_max_ms']:.1f} ms (CPU {r['gc_max_cpu_ms']:.1f}, {r['gc_calls']}),"
             f" longest full gc {r['gc2_max_ms']:.1f} ms"
-            f" (CPU {r['gc2_max_cpu_ms']:.1f}, {r['gc2_calls']})")
+            f" (CPU {r['gc2_max_cpu_ms']:.1f}, {r['gc2_calls']}); longest gc: generation"
+            f" {r.get('longest_gc_generation', -1)}, {r.get('longest_gc_collected', 0)} collected"
+            f" of {r.get('longest_gc_objects', 0)} (LOOP_LAG_GC_DIAG=1)")
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
@@ -418,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ref", default=None, help="measure this git revision of realtime_lab/")
     p.add_argument("--gc-freeze", action="store_true",
                    help="run the server with ServerOptions(gc_freeze=True)")
+    p.add_argument("--young-gc-every", type=float, default=0.0, metavar="S",
+                   help="experiment: the server runs gc.collect(1) every S seconds")
     p.add_argument("--json", action="store_true", help="print the rows as JSON lines")
     args = p.parse_args(argv)
     if args.mode == "server":
