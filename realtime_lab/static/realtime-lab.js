@@ -18,12 +18,15 @@
 // Differences: reconnection is ON by default here, and the heartbeat uses
 // protocol-level {"type":"ping"} messages, because browsers hide WebSocket pings.
 
+import { ConnectionClosed, RequestFailed, SendBufferFull } from "./errors.js";
+import { Watchdog } from "./heartbeat.js";
 import * as msgpack from "./msgpack.js";
 import { applyPresence, memberIds } from "./presence.js";
-import { Advice, DEFAULT_BACKOFF, State, adviceFor, backoffDelay } from "./rules.js";
+import { DEFAULT_BACKOFF, State, reconnectPlan } from "./rules.js";
 
+export { ConnectionClosed, RequestFailed, SendBufferFull } from "./errors.js";
 export { applyPresence, changedFields, memberIds } from "./presence.js";
-export { Advice, DEFAULT_BACKOFF, State, adviceFor, backoffDelay } from "./rules.js";
+export { Advice, DEFAULT_BACKOFF, State, adviceFor, backoffDelay, reconnectPlan } from "./rules.js";
 
 export const VERSION = "1";
 
@@ -44,26 +47,6 @@ export const DEFAULTS = Object.freeze({
   heartbeatTimeout: null,
   protocol: "json",  // or "msgpack" (binary frames; bytes travel as Uint8Array)
 });
-
-/** Raised by sends while reconnecting once `bufferSize` messages wait. */
-export class SendBufferFull extends Error {}
-
-/** The connection is closed (for good, or before a reply came). */
-export class ConnectionClosed extends Error {
-  constructor(code, reason) {
-    super(`connection closed (code=${code}, reason=${JSON.stringify(reason)})`);
-    this.code = code;
-    this.reason = reason;
-  }
-}
-
-/** The server answered a request with an error message. */
-export class RequestFailed extends Error {
-  constructor(code, message) {
-    super(`${code}: ${message}`);
-    this.code = code;
-  }
-}
 
 /** The default endpoint of the page's own server: ws(s)://HOST/ws. */
 export function defaultUrl(loc = globalThis.location) {
@@ -108,8 +91,8 @@ export class RealtimeClient extends EventTarget {
     this._attempt = 0;
     this._lostAt = null;
     this._timer = null;
-    this._watchdog = null;
-    this._lastSeen = 0;
+    this._watchdog = null;  // a Watchdog (heartbeat.js) while a socket is open
+    this._left = new Set();  // channels forgotten on this connection: stragglers are not tracked
     this._first = null;
   }
 
@@ -320,7 +303,7 @@ export class RealtimeClient extends EventTarget {
       this._detach(ws, null, localReason, false);
     }, this.options.connectTimeout * 1000);
     ws.onmessage = (event) => {
-      this._lastSeen = now();
+      if (this._watchdog) this._watchdog.seen();
       let msg;
       try {
         msg = typeof event.data === "string" ? JSON.parse(event.data)
@@ -350,7 +333,7 @@ export class RealtimeClient extends EventTarget {
   _detach(ws, code, reason, opened) {
     if (this._ws !== ws) return;
     this._ws = null;
-    clearTimeout(this._watchdog);
+    if (this._watchdog) this._watchdog.stop();
     ws.onmessage = ws.onclose = null;
     const lost = new ConnectionClosed(code, reason);
     for (const entry of this._pending.values()) { clearTimeout(entry.timer); entry.reject(lost); }
@@ -361,15 +344,9 @@ export class RealtimeClient extends EventTarget {
   _ended(code, reason, opened) {
     if (this._closing) { this._finish(code, reason); return; }
     if (opened) { this._attempt = 0; this._lostAt = now(); }
-    const advice = adviceFor(code);
-    if (!this.options.reconnect) { this._finish(code, reason); return; }
-    if (advice === Advice.STOP) { this._finish(code, `${reason} (close code ${code}: not reconnecting)`); return; }
     this._attempt += 1;
-    const max = this.options.maxAttempts;
-    if (max !== null && this._attempt > max) { this._finish(code, `gave up after ${max} attempts; last: ${reason}`); return; }
-    const delay = advice === Advice.RECONNECT_NOW && this._attempt === 1
-      ? Math.random() * this.options.reconnectNowWindow
-      : backoffDelay(this._attempt, this.options.backoff);
+    const { delay, stop } = reconnectPlan(code, reason, this._attempt, this.options);
+    if (stop !== undefined) { this._finish(code, stop); return; }
     this._setState(State.RECONNECTING, { attempt: this._attempt, delay, code, reason });
     this._timer = setTimeout(() => this._open(), delay * 1000);
   }
@@ -378,6 +355,7 @@ export class RealtimeClient extends EventTarget {
    * a promise of it when `auth` is a function. */
   _subscribeMessage(channel, recover) {
     const message = { type: "subscribe", channel };
+    this._left.delete(channel);
     const position = this.positions.get(channel);
     if (recover && position) message.since = { ...position };  // what was missed (history channels)
     const auth = this._auth.get(channel);
@@ -416,9 +394,16 @@ export class RealtimeClient extends EventTarget {
   /** After a (re)connection: subscribe again (recovering), then set presence again. */
   async _restore() {
     const ws = this._ws;
+    this._left.clear();  // a new connection: nothing from the old one arrives on it
     const channels = [...this._channels];
     const messages = await Promise.all(channels.map((channel) => this._subscribeMessage(channel, true)));
-    this._refusals(await this._requestAll(ws, messages), channels, "resubscribe", true);
+    const results = await this._requestAll(ws, messages);
+    this._refusals(results, channels, "resubscribe", true);
+    // unsubscribed (or removed by the server) while its resubscribe was in flight: the
+    // server subscribed it again, so leave it there (a refusal means it is already gone)
+    const stale = channels.filter((c, i) => results[i].status === "fulfilled" && !this._channels.has(c));
+    const left = await this._requestAll(ws, stale.map((channel) => ({ type: "unsubscribe", channel })));
+    left.forEach((r) => { if (r.status === "rejected" && !(r.reason instanceof RequestFailed)) throw r.reason; });
     for (const channel of [...this.presence.keys()]) if (!this._channels.has(channel)) this.presence.delete(channel);
     const wanted = [...this._presenceWanted].filter(([channel]) => this._channels.has(channel));
     const sets = wanted.map(([channel, values]) => ({ type: "presence", channel, ...values }));
@@ -427,6 +412,7 @@ export class RealtimeClient extends EventTarget {
 
   /** Drop everything kept for `channel` (unsubscribed, refused or removed by the server). */
   _forget(channel) {
+    this._left.add(channel);
     this._channels.delete(channel);
     this._auth.delete(channel);
     this.positions.delete(channel);
@@ -452,7 +438,7 @@ export class RealtimeClient extends EventTarget {
   _finish(code, reason) {
     if (this.state === State.CLOSED) return;
     clearTimeout(this._timer);
-    clearTimeout(this._watchdog);
+    if (this._watchdog) this._watchdog.stop();
     this.closeCode = code;
     this.closeReason = reason;
     const closed = new ConnectionClosed(code, reason);
@@ -473,18 +459,19 @@ export class RealtimeClient extends EventTarget {
       else entry.resolve(msg);
       return;
     }
-    if (msg.type === "heartbeat" && this._beat && msg.interval) {
-      this._beat = { interval: msg.interval, timeout: msg.timeout ?? msg.interval };
-    }
-    if (msg.type === "message" && msg.offset !== undefined) {
+    if (msg.type === "heartbeat" && this._watchdog) this._watchdog.changed(msg);
+    // a channel left on this connection: the server's notice (control priority) may
+    // overtake frames already queued for it; they revive no position nor member list
+    const left = this._left.has(msg.channel);
+    if (msg.type === "message" && msg.offset !== undefined && !left) {
       this.positions.set(msg.channel, { offset: msg.offset, epoch: msg.epoch });
     } else if (msg.type === "recovered") {
-      if (!msg.complete && msg.epoch) this.positions.set(msg.channel, { offset: msg.offset, epoch: msg.epoch });
+      if (!msg.complete && msg.epoch && !left) this.positions.set(msg.channel, { offset: msg.offset, epoch: msg.epoch });
       this.dispatchEvent(new CustomEvent("recovered", { detail: msg }));
     }
     if (msg.type === "presence_state" || msg.type === "presence_diff") {
       // a diff without a state first is for a channel being left: nothing to apply it to
-      if (msg.type === "presence_diff" && !this.presence.has(msg.channel)) return;
+      if (left || (msg.type === "presence_diff" && !this.presence.has(msg.channel))) return;
       const change = applyPresence(this.presence.get(msg.channel) || null, msg);
       this.presence.set(msg.channel, change.members);
       this.dispatchEvent(new CustomEvent("presence", { detail: { channel: msg.channel,
@@ -500,31 +487,17 @@ export class RealtimeClient extends EventTarget {
   }
 
   _startWatchdog(ws, setReason) {
-    clearTimeout(this._watchdog);
-    if (!this.options.heartbeat) return;
-    const beat = (this.welcome && this.welcome.heartbeat) || null;
-    if (this.options.heartbeatTimeout === null && !beat) return;
-    this._beat = beat ? { interval: beat.interval, timeout: beat.timeout } : null;
-    const limit = () => this.options.heartbeatTimeout ?? (this._beat.interval + this._beat.timeout);
-    const interval = () => (this._beat ? this._beat.interval : limit() / 2);
-    let lastPing = now();
-    this._lastSeen = now();
-    const check = () => {
-      const t = now();
-      if (t - this._lastSeen > limit()) {
-        const reason = `heartbeat timeout: nothing from the server for ${(t - this._lastSeen).toFixed(2)}s (limit ${limit()}s)`;
-        setReason(reason);
-        ws.close(4000, reason);  // the browser may wait for the dead peer: detach at once
-        this._detach(ws, null, reason, this.state === State.OPEN);
-        return;
-      }
-      if (t - lastPing >= interval() && t - this._lastSeen >= interval() && ws.readyState === WebSocket.OPEN) {
-        lastPing = t;  // browsers hide WebSocket pings: ask for a pong instead
-        ws.send(this._encode({ type: "ping" }));
-      }
-      this._watchdog = setTimeout(check, Math.max(10, (limit() * 1000) / 8));
+    if (this._watchdog) this._watchdog.stop();
+    const ping = () => {  // browsers hide WebSocket pings: ask for a pong instead
+      if (ws.readyState !== WebSocket.OPEN) return false;
+      ws.send(this._encode({ type: "ping" }));
+      return true;
     };
-    this._watchdog = setTimeout(check, Math.max(10, (limit() * 1000) / 8));
+    this._watchdog = Watchdog.start(this.welcome, this.options, ping, (reason) => {
+      setReason(reason);
+      ws.close(4000, reason);  // the browser may wait for the dead peer: detach at once
+      this._detach(ws, null, reason, this.state === State.OPEN);
+    });
   }
 }
 

@@ -1,6 +1,7 @@
 // rules.js: the reconnection rules of the browser client (docs/client.md): its
 // states, the close-code advice (the same table as realtime_lab/protocol/close_codes.py;
-// a browser test checks they agree) and the backoff with jitter.
+// a browser test checks they agree), the backoff with jitter and what to do after
+// a lost connection.
 
 export const State = Object.freeze({
   IDLE: "idle",
@@ -45,4 +46,20 @@ export function backoffDelay(attempt, backoff = DEFAULT_BACKOFF, random = Math.r
   if (b.jitter === "equal") return ceiling / 2 + random() * (ceiling / 2);
   if (b.jitter === "none") return ceiling;
   throw new Error(`unknown jitter ${b.jitter}: use full, equal or none`);
+}
+
+/**
+ * After a lost connection, before attempt number `attempt` (1, 2, ...): `{delay}`
+ * (seconds) to try again, or `{stop}` (the close reason) when the client gives up:
+ * reconnection is off, the close code says stop, or `maxAttempts` are used up.
+ * `options`: the client's (reconnect, maxAttempts, reconnectNowWindow, backoff).
+ */
+export function reconnectPlan(code, reason, attempt, options, random = Math.random) {
+  if (!options.reconnect) return { stop: reason };
+  const advice = adviceFor(code);
+  if (advice === Advice.STOP) return { stop: `${reason} (close code ${code}: not reconnecting)` };
+  const max = options.maxAttempts;
+  if (max !== null && max !== undefined && attempt > max) return { stop: `gave up after ${max} attempts; last: ${reason}` };
+  if (advice === Advice.RECONNECT_NOW && attempt === 1) return { delay: random() * options.reconnectNowWindow };
+  return { delay: backoffDelay(attempt, options.backoff, random) };
 }
