@@ -63,6 +63,7 @@ class Delivery(HubBase):
     _urgent: list[Session] | None = None  # sessions with a control frame during a sliced flush
     _flush_deferred_at: float | None = None  # first flush put off behind a sliced fan-out
     _flush_partial = False  # a sliced flush has sessions left for the next turn
+    _fanout_deadline: float | None = None  # end of this turn's time for large fan-outs
 
     def send(self, session: Session, message: dict[str, Any],
              priority: Priority = Priority.CONTROL) -> bool:
@@ -126,9 +127,12 @@ class Delivery(HubBase):
         if self._fanout_busy or not jobs:  # a scheduler that runs callbacks at once
             self._fanout_again = True
             return
+        deadline = self._turn_deadline()
+        if deadline is None:  # this turn's fan-out time is spent: go on in the next one
+            self._schedule(self._run_fan_outs)
+            return
         self._fanout_busy = True
         try:
-            deadline = perf_counter() + self.options.fanout_slice_seconds
             while jobs:
                 job = jobs[0]
                 targets = job.targets
@@ -147,6 +151,19 @@ class Delivery(HubBase):
             self._flush_if_waited_enough(done=True)
         finally:
             self._fanout_busy = False
+
+    def _turn_deadline(self) -> float | None:
+        """When this loop turn's fan-out time ends (``fanout_slice_seconds`` for all
+        the large broadcasts of the turn together); None once it has passed."""
+        deadline = self._fanout_deadline
+        if deadline is None:
+            deadline = self._fanout_deadline = perf_counter() + self.options.fanout_slice_seconds
+            self._schedule(self._end_fanout_turn)
+            return deadline  # at least one step, even with no time at all
+        return deadline if perf_counter() < deadline else None
+
+    def _end_fanout_turn(self) -> None:
+        self._fanout_deadline = None
 
     def _flush_if_waited_enough(self, *, done: bool = False) -> None:
         """Schedule the flush put off behind the fan-outs once they are ``done`` or

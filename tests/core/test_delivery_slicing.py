@@ -253,3 +253,21 @@ def test_a_control_message_is_not_held_behind_a_sliced_fan_out() -> None:
     messages = port.messages()
     assert [m.get("data") for m in messages if m["type"] == "message"] == [0, 1, 2, 3, 4]
     assert any(m["type"] == "notice" for m in messages)
+
+
+def test_the_large_broadcasts_of_one_turn_share_one_time_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each fan-out alone fits in its slice; a publisher's burst read in one turn must
+    # not get a fresh slice per message (that stalled the loop for 165 ms at 5000 x 200).
+    now = [0.0]
+    monkeypatch.setattr("realtime_lab.core.delivery.perf_counter", lambda: now[0])
+    t = Turns(fanout_slice_seconds=0.005, fanout_slice_min=10)
+    clients = t.open(40)
+    t.hub.publish("room", 0)  # done at once: the turn's budget is not spent
+    assert all(len(session.pending.frames) == 1 for session, _ in clients)
+    now[0] = 0.01  # the turn's 5 ms are used up
+    t.hub.publish("room", 1)
+    assert all(len(session.pending.frames) == 1 for session, _ in clients)  # waits a turn
+    t.run()
+    for _, port in clients:
+        assert port.data() == [0, 1]
