@@ -151,7 +151,7 @@ class ServerOptions:
     droppable_priority: str = "low"
     fanout_slice_seconds: float = 0.005
     fanout_slice_min: int = 1000
-    fanout_flush_delay: float = 0.05
+    fanout_flush_delay: float = 0.2
     gc_freeze: bool = False
     # security
     allowed_origins: tuple[str, ...] | None = None
