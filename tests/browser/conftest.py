@@ -13,6 +13,20 @@ import pytest
 from realtime_lab import ServerOptions
 from realtime_lab.testing import RestartableServer
 
+try:
+    from playwright.async_api import Page, expect
+    PLAYWRIGHT_MISSING = ""
+except ImportError as exc:  # pragma: no cover - the test extra installs playwright
+    if os.environ.get("CI") == "true":
+        raise ImportError("the playwright package is missing: pip install -e '.[test]'") from exc
+    Page = Any
+    expect = None
+    PLAYWRIGHT_MISSING = "the playwright package is missing: pip install -e '.[test]'"
+
+#: Every browser test module carries this mark: skipped locally without playwright.
+needs_playwright = pytest.mark.skipif(bool(PLAYWRIGHT_MISSING),
+                                      reason=PLAYWRIGHT_MISSING or "playwright is installed")
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
 import pytest
 
-try:
-    from playwright.async_api import Page, expect
-except ImportError:  # pragma: no cover - the test extra installs playwright
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip("the playwright package is missing: pip install -e '.[test]'",
-                allow_module_level=True)
-
 from realtime_lab import ServerOptions
 from realtime_lab.testing import FaultProxy, RestartableServer
 
-from .conftest import ARTIFACTS, eventually
+from .conftest import ARTIFACTS, Page, eventually, expect, needs_playwright
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.browser, needs_playwright, pytest.mark.timeout(90)]
 TIMEOUT_MS = 10_000
 
 

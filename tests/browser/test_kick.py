@@ -12,28 +12,19 @@ checks for the Python client).
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-
-try:
-    from playwright.async_api import Page
-except ImportError:  # pragma: no cover - the test extra installs playwright
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip("the playwright package is missing: pip install -e '.[test]'",
-                allow_module_level=True)
 
 from realtime_lab import ServerOptions
 from realtime_lab.core.history import HistoryRule
 from realtime_lab.protocol.deflate import CompressionPolicy
 from realtime_lab.testing import FaultProxy, RestartableServer
 
-from .conftest import open_page_client, wait_page
+from .conftest import Page, needs_playwright, open_page_client, wait_page
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.browser, needs_playwright, pytest.mark.timeout(90)]
 
 # without compression (Chromium offers it): the kick notice then overtakes queued frames
 OPTIONS = ServerOptions(heartbeat_interval=2, heartbeat_timeout=2,

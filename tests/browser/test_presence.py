@@ -11,27 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-try:
-    from playwright.async_api import Page
-except ImportError:  # pragma: no cover - the test extra installs playwright
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip("the playwright package is missing: pip install -e '.[test]'",
-                allow_module_level=True)
-
 import realtime_lab
 from realtime_lab import Client, ServerOptions
 from realtime_lab.testing import FaultProxy, RestartableServer
 
-from .conftest import eventually, open_page_client, wait_page
+from .conftest import Page, eventually, needs_playwright, open_page_client, wait_page
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.browser, needs_playwright, pytest.mark.timeout(90)]
 Members = dict[str, dict[str, Any]]
 
 

@@ -13,20 +13,11 @@ client's PresenceView.apply(), and after every step the map must equal the hub's
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-
-try:
-    from playwright.async_api import Page
-except ImportError:  # pragma: no cover - the test extra installs playwright
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip("the playwright package is missing: pip install -e '.[test]'",
-                allow_module_level=True)
 
 from realtime_lab import ServerOptions
 from realtime_lab.client.presence import PresenceView
@@ -35,7 +26,9 @@ from realtime_lab.core.hub import Hub
 from realtime_lab.core.session import Session
 from realtime_lab.testing import RecordingPort, RestartableServer
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
+from .conftest import Page, needs_playwright
+
+pytestmark = [pytest.mark.browser, needs_playwright, pytest.mark.timeout(120)]
 USERS = ["u0", "u1", "u2", "u3"]
 SEQUENCES = 60  # per wire shape and grace setting
 Members = dict[str, dict[str, Any]]

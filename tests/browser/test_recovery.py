@@ -10,27 +10,18 @@ it (a new epoch: incomplete, nothing replayed).
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-try:
-    from playwright.async_api import Page
-except ImportError:  # pragma: no cover - the test extra installs playwright
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip("the playwright package is missing: pip install -e '.[test]'",
-                allow_module_level=True)
-
 from realtime_lab import ServerOptions
 from realtime_lab.core.history import HistoryRule
 from realtime_lab.testing import FaultProxy, RestartableServer
 
-from .conftest import open_page_client, wait_page
+from .conftest import Page, needs_playwright, open_page_client, wait_page
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.browser, needs_playwright, pytest.mark.timeout(90)]
 GAP = 200  # published while the page is down
 DURING = 200  # published while it reconnects
 
