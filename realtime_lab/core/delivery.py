@@ -83,12 +83,7 @@ class Delivery(HubBase):
                 and not self._make_room(session, size, priority)):
             return False
         queue.push(frame, priority)
-        if not session.dirty:
-            session.dirty = True
-            self._dirty.append(session)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self._schedule(self.flush)
+        self._mark_dirty(session)
         if priority == Priority.CONTROL and (len(self._dirty) > self.options.fanout_slice_min
                                              or self._fanout_jobs):
             if self._urgent is None:  # a sliced flush is under way: this one goes first
