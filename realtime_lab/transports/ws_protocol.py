@@ -5,7 +5,8 @@ connection without a close frame on invalid UTF-8 (and only notices it once a
 fragmented message is complete), lets an exception escape on corrupt compressed
 data, and negotiates permessage-deflate by echoing whatever the client offered.
 :class:`LabWebSocketProtocol` keeps Tornado's handshake, writer, ping and close
-machinery and replaces the reader and the negotiation:
+machinery and replaces the reader (:class:`~realtime_lab.transports.frame_reader.FrameReaderMixin`,
+frame_reader.py) and the negotiation:
 
 * every protocol violation fails the connection with a close frame and its code:
   1002 (reserved bits or opcodes, unmasked or malformed frames, bad close
@@ -19,17 +20,8 @@ machinery and replaces the reader and the negotiation:
 
 from __future__ import annotations
 
-import codecs
-import functools
-import logging
-import struct
-import sys
-from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from tornado.ioloop import IOLoop
-from tornado.iostream import StreamClosedError
-from tornado.util import _websocket_mask
 from tornado.websocket import (
     WebSocketHandler,
     WebSocketProtocol,
@@ -38,13 +30,10 @@ from tornado.websocket import (
 )
 
 from realtime_lab.protocol import msgpack_codec
-from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.deflate import (
     CompressionPolicy,
-    DeflateError,
     DeflateParams,
     Inflater,
-    InflateTooBig,
     as_policy,
     deflater_for,
     negotiate,
@@ -59,25 +48,11 @@ from realtime_lab.protocol.wire import (
     WireFormat,
     wire_format,
 )
-from realtime_lab.transports.slim import prime_instance_keys, release_http_state, slim_stream
+from realtime_lab.transports.frame_reader import FrameReaderMixin, valid_close_code
+from realtime_lab.transports.slim import prime_instance_keys
 
 if TYPE_CHECKING:
     from tornado.httputil import HTTPHeaders
-
-log = logging.getLogger("realtime_lab.transports")
-
-_FIN, _RSV1, _RSV_MASK = 0x80, 0x40, 0x70
-_DATA_OPCODES = (0x0, 0x1, 0x2)
-_CONTROL_OPCODES = (0x8, 0x9, 0xA)
-# As Tornado's reader: yield to the event loop after this much work (bytes, plus a
-# fixed cost per frame) read without waiting, so one flooding client cannot hog it.
-_YIELD_THRESHOLD = 256 * 1024
-_FRAME_YIELD_COST = 1024
-
-
-def valid_close_code(code: int) -> bool:
-    """Close codes a peer may send (RFC 6455 7.4 and the IANA registry)."""
-    return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
 def choose_subprotocol(offered: list[str], *, binary: bool | None = None) -> str | None:
@@ -91,20 +66,7 @@ def choose_subprotocol(offered: list[str], *, binary: bool | None = None) -> str
     return None
 
 
-class _Message:
-    """A data message being received (its first frame arrived, its last not yet)."""
-
-    __slots__ = ("compressed", "opcode", "parts", "utf8", "wire")
-
-    def __init__(self, opcode: int, compressed: bool) -> None:
-        self.opcode = opcode
-        self.compressed = compressed
-        self.parts: list[Any] = []
-        self.wire = 0
-        self.utf8: codecs.IncrementalDecoder | None = None
-
-
-class LabWebSocketProtocol(WebSocketProtocol13):
+class LabWebSocketProtocol(FrameReaderMixin, WebSocketProtocol13):
     """Tornado's protocol with a strict reader and policy-driven permessage-deflate.
 
     Small per connection: an idle connection keeps no coroutine or Task, only the
@@ -113,21 +75,9 @@ class LabWebSocketProtocol(WebSocketProtocol13):
     instance dicts (330 bytes instead of 1.6 KB).
     """
 
-    # Tornado's frame reader state (its reader is replaced): class defaults, never set.
-    _final_frame = False
-    _frame_opcode = _masked_frame = _frame_mask = _frame_length = None
-    _fragmented_message_buffer = _fragmented_message_opcode = None
-    _frame_compressed = _decompressor = None
-    # Ours, set on the instance only when they change.
+    # Set on the instance only by the server handshake (the reader's state and
+    # Tornado's replaced reader state are class defaults of FrameReaderMixin).
     deflate_params: DeflateParams | None = None
-    _inflater: Inflater | None = None
-    _failed = False
-    _msg: _Message | None = None  # the data message being received
-    # Tornado 6.4's pinging state (6.5 replaced it by _ping_coroutine and
-    # _received_pong): class defaults, so close() finds ping_callback; set on the
-    # instance only by its start_pinging (websocket_ping_interval configured).
-    ping_callback: Any = None
-    last_ping = last_pong = 0.0
 
     def __init__(self, handler: Any, params: _WebSocketParams,
                  policy: CompressionPolicy) -> None:
@@ -151,10 +101,6 @@ class LabWebSocketProtocol(WebSocketProtocol13):
         self.close_reason: str | None = None
         self._ping_coroutine = None
         self.policy = policy
-
-    def _reset_message(self) -> None:
-        if self._msg is not None:
-            self._msg = None
 
     # ------------------------------------------------------------------ handshake
 
@@ -181,289 +127,6 @@ class LabWebSocketProtocol(WebSocketProtocol13):
         if params is None:
             return JSON_WIRE if kind == JSON else wire_format(kind)
         return wire_format(kind, deflater_for(params, self.policy))
-
-    # ------------------------------------------------------------------ reading
-
-    def _fail(self, code: int, reason: str, *, in_sync: bool = False) -> None:
-        """Fail the connection: send a close frame with ``code`` and deliver nothing more.
-
-        When the frame was read whole (``in_sync``) the reader goes on until the
-        client's close frame (a clean closing handshake, Tornado's close timer
-        as the bound); otherwise the stream position is lost and the socket is
-        closed at once after the close frame.
-        """
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("failing WebSocket connection: %s %s", code, reason)
-        self._failed = True
-        self._reset_message()
-        if self.close_code is None:
-            self.close_code = code
-            self.close_reason = reason
-        self.close(code, reason)
-        if not in_sync:
-            self._abort()
-
-    # The reader. Tornado awaits each frame in a coroutine running for the whole
-    # connection (with the handler's request coroutines above it and a Task):
-    # about 3.5 KB per idle connection. Here an idle connection waits with a
-    # done-callback on the read Future of the next frame header; the rest of
-    # the frame runs as a coroutine stepped by _step, usually to completion at
-    # once (the frame is already buffered), otherwise resumed by callbacks.
-
-    async def _receive_frame_loop(self) -> None:
-        """Called by Tornado after ``open()``: start reading and return at once."""
-        release_http_state(self.handler)
-        slim_stream(self.stream)
-        self._read_next()
-
-    def _read_next(self) -> None:
-        """Handle the frames already buffered, then wait for the next header."""
-        work = 0
-        while not self.client_terminated:
-            try:
-                future = self._stream().read_bytes(2)
-            except StreamClosedError:
-                self._abort()
-                break
-            if not future.done():
-                future.add_done_callback(self._on_header)
-                return
-            start = self._wire_bytes_in
-            if not self._start_frame(future):
-                return  # the frame waits for bytes (or an async on_message)
-            work += _FRAME_YIELD_COST + self._wire_bytes_in - start
-            if work >= _YIELD_THRESHOLD:
-                IOLoop.current().add_callback(self._read_next)
-                return
-        self._reader_done()
-
-    def _on_header(self, future: Any) -> None:
-        if self._start_frame(future):
-            self._read_next()
-
-    def _start_frame(self, future: Any) -> bool:
-        """Run one frame from its two header bytes; True when it is already done."""
-        try:
-            head = future.result()
-        except StreamClosedError:
-            self._abort()
-            head = None
-        except Exception:  # the read itself failed: log like an uncaught reader error
-            self.handler.log_exception(*sys.exc_info())
-            self._abort()
-            head = None
-        if head is None:
-            self._reader_done()
-            return False
-        self._wire_bytes_in += 2
-        return self._step(self._frame(head))
-
-    def _step(self, coro: Coroutine[Any, Any, None], _done: Any = None) -> bool:
-        """Run ``coro`` until it waits (resumed later by a callback) or ends (True)."""
-        try:
-            waiting = coro.send(None)
-        except StopIteration:
-            return True
-        except StreamClosedError:
-            self._abort()
-        except Exception:
-            self.handler.log_exception(*sys.exc_info())
-            self._abort()
-        else:
-            resume = functools.partial(self._resume, coro)
-            if waiting is None:  # a bare yield (asyncio.sleep(0))
-                IOLoop.current().add_callback(resume)
-            else:  # an asyncio Future, as a Task would see it
-                waiting._asyncio_future_blocking = False
-                waiting.add_done_callback(resume)
-            return False
-        self._reader_done()
-        return False
-
-    def _resume(self, coro: Coroutine[Any, Any, None], _done: Any = None) -> None:
-        if self._step(coro):
-            self._read_next()
-
-    def _reader_done(self) -> None:
-        """The reader stopped (closing handshake over, or the socket is gone)."""
-        self.handler.on_ws_connection_close(self.close_code, self.close_reason)
-
-    def _stream(self) -> Any:
-        stream = self.stream
-        assert stream is not None
-        return stream
-
-    async def _receive_frame(self) -> None:
-        """Read and handle one frame (the reader above reads the header itself)."""
-        await self._frame(await self._read_bytes(2))
-
-    async def _frame(self, head: bytes) -> None:
-        b0, b1 = head[0], head[1]
-        fin = bool(b0 & _FIN)
-        rsv = b0 & _RSV_MASK
-        opcode = b0 & 0x0F
-        if opcode not in _DATA_OPCODES and opcode not in _CONTROL_OPCODES:
-            return self._fail(CloseCode.PROTOCOL_ERROR, "reserved opcode")
-        control = opcode >= 0x8
-        compressed = False
-        if rsv:
-            if rsv == _RSV1 and self._inflater is not None and opcode in (OP_TEXT, OP_BINARY):
-                compressed = True
-            else:
-                return self._fail(CloseCode.PROTOCOL_ERROR, "reserved bits set")
-        if not b1 & 0x80:
-            return self._fail(CloseCode.PROTOCOL_ERROR, "client frames must be masked")
-        length = b1 & 0x7F
-        if control and (length > 125 or not fin):
-            return self._fail(CloseCode.PROTOCOL_ERROR, "bad control frame")
-        if length == 126:
-            length = struct.unpack("!H", await self._read_bytes(2))[0]
-        elif length == 127:
-            length = struct.unpack("!Q", await self._read_bytes(8))[0]
-        msg = self._msg
-        if not control:
-            if opcode == 0 and msg is None:
-                return self._fail(CloseCode.PROTOCOL_ERROR, "continuation without a message")
-            if opcode != 0 and msg is not None:
-                return self._fail(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
-            if (msg.wire if msg else 0) + length > self.params.max_message_size:
-                return self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
-        mask = await self._read_bytes(4)
-        if (not control and not compressed and not self._failed and not self.server_terminated
-                and (opcode == OP_TEXT or (opcode == 0 and msg is not None
-                                           and msg.opcode == OP_TEXT and not msg.compressed))):
-            return await self._text_frame(opcode == 0, mask, length, fin)
-        data = _websocket_mask(mask, await self._read_bytes(length)) if length else b""
-        if control:
-            return self._control(opcode, data)
-        if self._failed or self.server_terminated:
-            return None  # closing: data frames are read but not delivered
-        if opcode != 0:
-            msg = self._msg = _Message(opcode, compressed)
-            if opcode == OP_TEXT and not (fin and not compressed):
-                msg.utf8 = codecs.getincrementaldecoder("utf-8")()
-        assert msg is not None
-        msg.wire += length
-        try:
-            message = self._data(msg, data, fin)
-        except DeflateError as exc:
-            return self._fail(CloseCode.PROTOCOL_ERROR, str(exc)[:100], in_sync=True)
-        except InflateTooBig:
-            return self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big after decompression",
-                              in_sync=True)
-        except UnicodeDecodeError:
-            return self._fail(CloseCode.INVALID_PAYLOAD, "invalid UTF-8 in a text message",
-                              in_sync=True)
-        if message is None:
-            return None
-        return await self._deliver(msg, message)
-
-    async def _deliver(self, msg: _Message, message: str | bytes) -> None:
-        self._message_bytes_in += msg.wire
-        self._reset_message()
-        future = self._run_callback(self.handler.on_message, message)
-        if future is not None:
-            await future
-
-    async def _text_frame(self, continuation: bool, mask: bytes, length: int, fin: bool) -> None:
-        """An uncompressed text frame, UTF-8 checked as its bytes arrive.
-
-        Invalid UTF-8 fails the connection (1007) at once, even in the middle of a
-        frame still arriving; the rest of that frame is read and dropped so the
-        closing handshake can finish cleanly.
-        """
-        msg = self._msg
-        if not continuation or msg is None:
-            msg = self._msg = _Message(OP_TEXT, False)
-        if msg.utf8 is None:
-            msg.utf8 = codecs.getincrementaldecoder("utf-8")()
-        decoder = msg.utf8
-        stream = self._stream()
-        got = 0
-        bad = False
-        while got < length or (length == 0 and not bad and got == 0 and fin):
-            if length:
-                chunk = await stream.read_bytes(length - got, partial=True)
-                self._wire_bytes_in += len(chunk)
-                rot = got % 4
-                chunk = _websocket_mask(mask[rot:] + mask[:rot], chunk)
-                got += len(chunk)
-            else:
-                chunk, got = b"", 1
-            if bad:
-                continue
-            try:
-                msg.parts.append(decoder.decode(chunk, final=fin and got >= length))
-            except UnicodeDecodeError:
-                bad = True
-                self._fail(CloseCode.INVALID_PAYLOAD, "invalid UTF-8 in a text message",
-                           in_sync=True)
-        if bad or self._failed:
-            return None
-        msg.wire += length
-        if not fin:
-            return None
-        return await self._deliver(msg, "".join(msg.parts))
-
-    def _data(self, msg: _Message, data: bytes, fin: bool) -> str | bytes | None:
-        """Add one data frame to the current message; return the message once complete."""
-        if msg.compressed:
-            assert self._inflater is not None
-            data = self._inflater.feed(data)
-            if fin:
-                data += self._inflater.finish()
-        if msg.opcode == OP_TEXT:
-            if msg.utf8 is None:  # single uncompressed frame: decode at once
-                return data.decode("utf-8")
-            msg.parts.append(msg.utf8.decode(data, final=fin))
-            return "".join(msg.parts) if fin else None
-        msg.parts.append(data)
-        return b"".join(msg.parts) if fin else None
-
-    if not hasattr(WebSocketProtocol13, "_send_pong"):  # Tornado < 6.6: answer every ping
-        def _send_pong(self, data: bytes) -> None:
-            if self.server_terminated:
-                return  # no frames after a close frame
-            try:
-                self._write_frame(True, 0xA, data)
-            except StreamClosedError:
-                self._abort()
-
-    def _control(self, opcode: int, data: bytes) -> None:
-        if opcode == 0x8:
-            # The peer's close frame ends its side whatever we think of it, so
-            # a failure below closes the socket right after our answer.
-            self.client_terminated = True
-            if len(data) == 1:
-                return self._fail(CloseCode.PROTOCOL_ERROR, "close frame of one byte", in_sync=True)
-            code: int | None = None
-            reason = ""
-            if len(data) >= 2:
-                code = struct.unpack("!H", data[:2])[0]
-                if not valid_close_code(code):
-                    return self._fail(CloseCode.PROTOCOL_ERROR, f"invalid close code {code}",
-                                      in_sync=True)
-                try:
-                    reason = data[2:].decode("utf-8")
-                except UnicodeDecodeError:
-                    return self._fail(CloseCode.INVALID_PAYLOAD, "close reason is not UTF-8",
-                                      in_sync=True)
-            if self.close_code is None or not self._failed:
-                self.close_code = code
-                self.close_reason = reason
-            self.close(code)
-            return None
-        if self._failed:
-            return None
-        if opcode == 0x9:
-            self._send_pong(data)
-            self._run_callback(self.handler.on_ping, data)
-        else:
-            self._received_pong = True
-            if self.ping_callback is not None:  # Tornado 6.4 pinging: it reads last_pong
-                self.last_pong = IOLoop.current().time()
-            self._run_callback(self.handler.on_pong, data)
-        return None
 
 
 # Every attribute a connection's protocol may get, in the class's shared keys

@@ -1,6 +1,6 @@
 """The Tornado internals the transport relies on: an upgrade that changes them fails here.
 
-realtime_lab/transports/ws_protocol.py, slim.py and tornado_ws.py override or read
+realtime_lab/transports/ws_protocol.py, frame_reader.py, slim.py and tornado_ws.py override or read
 private parts of Tornado (see docs/deploy.md, "Supported Tornado versions").
 Private names can change in any minor release, so pyproject.toml pins a range of
 minors that pass the suite, and these tests name what changed when a Tornado
@@ -29,7 +29,7 @@ from tornado.iostream import IOStream
 from tornado.websocket import WebSocketHandler, WebSocketProtocol13
 
 from realtime_lab.protocol.deflate import as_policy
-from realtime_lab.transports import slim, tornado_ws, ws_protocol
+from realtime_lab.transports import frame_reader, slim, tornado_ws, ws_protocol
 from realtime_lab.transports.tornado_ws import HubWebSocketHandler
 from realtime_lab.transports.ws_protocol import PROTOCOL_ATTRIBUTES, LabWebSocketProtocol
 
@@ -40,11 +40,11 @@ PROTOCOL13_METHODS = {
     "_accept_connection": "runs the handshake that calls our overrides (ws_protocol.py)",
     "_parse_extensions_header": "overridden: permessage-deflate negotiation (ws_protocol.py)",
     "_create_compressors": "overridden: our Inflater instead of Tornado's (ws_protocol.py)",
-    "_receive_frame_loop": "overridden: the callback-stepped reader (ws_protocol.py)",
-    "_receive_frame": "overridden (ws_protocol.py)",
-    "_read_bytes": "called by the reader (ws_protocol.py)",
-    "_abort": "called by the reader on errors (ws_protocol.py)",
-    "_run_callback": "delivers on_message/on_ping/on_pong (ws_protocol.py)",
+    "_receive_frame_loop": "overridden: the callback-stepped reader (frame_reader.py)",
+    "_receive_frame": "overridden (frame_reader.py)",
+    "_read_bytes": "called by the reader (frame_reader.py)",
+    "_abort": "called by the reader on errors (frame_reader.py)",
+    "_run_callback": "delivers on_message/on_ping/on_pong (frame_reader.py)",
     "_write_frame": "the writer we keep (pongs on Tornado < 6.6, close frames)",
     "close": "the closing handshake we keep (ws_protocol.py)",
     "is_closing": "used by EchoHandler and TornadoPort.ping",
@@ -112,18 +112,25 @@ def _self_calls(module: Any, class_name: str) -> set[str]:
 
 
 def test_every_method_our_classes_call_on_self_exists() -> None:
-    """E.g. ``_send_pong`` (Tornado 6.6 only; ws_protocol.py defines it for older ones)."""
-    for module, cls in ((ws_protocol, LabWebSocketProtocol),
-                        (tornado_ws, HubWebSocketHandler)):
-        gone = sorted(n for n in _self_calls(module, cls.__name__) if not hasattr(cls, n))
-        assert not gone, (f"Tornado {tornado.version}: {cls.__name__} calls {gone} on self, "
-                          f"which neither it nor Tornado defines ({module.__name__})")
+    """E.g. ``_send_pong`` (Tornado 6.6 only; frame_reader.py defines it for older ones).
+
+    LabWebSocketProtocol's reader methods live in its FrameReaderMixin
+    (frame_reader.py): their calls are looked up on LabWebSocketProtocol too.
+    """
+    assert issubclass(LabWebSocketProtocol, frame_reader.FrameReaderMixin)
+    for module, class_name, cls in (
+            (ws_protocol, "LabWebSocketProtocol", LabWebSocketProtocol),
+            (frame_reader, "FrameReaderMixin", LabWebSocketProtocol),
+            (tornado_ws, "HubWebSocketHandler", HubWebSocketHandler)):
+        gone = sorted(n for n in _self_calls(module, class_name) if not hasattr(cls, n))
+        assert not gone, (f"Tornado {tornado.version}: {class_name} calls {gone} on self, "
+                          f"which neither {cls.__name__} nor Tornado defines ({module.__name__})")
 
 
 def test_websocket_mask_and_params() -> None:
     mask = getattr(tornado.util, "_websocket_mask", None)
     assert mask is not None, (f"Tornado {tornado.version}: tornado.util._websocket_mask is gone "
-                              "(ws_protocol.py unmasks frames with it)")
+                              "(frame_reader.py unmasks frames with it)")
     assert mask(b"\x01\x02\x03\x04", b"\x01\x02\x03\x04\x05") == b"\x00\x00\x00\x00\x04"
     params_cls = getattr(tornado.websocket, "_WebSocketParams", None)
     assert params_cls is not None, f"Tornado {tornado.version}: websocket._WebSocketParams is gone"
