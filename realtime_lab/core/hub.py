@@ -25,20 +25,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from realtime_lab.core import events as ev
-from realtime_lab.core.authz import rule_for
 from realtime_lab.core.channel_meta import ChannelMeta
 from realtime_lab.core.channels import Channel
 from realtime_lab.core.delivery import Delivery
-from realtime_lab.core.error_limit import INVALID_INPUT_CODES, count_invalid
+from realtime_lab.core.dispatch import LIMIT_OF_ERROR, Dispatch
 from realtime_lab.core.events import EventBus
 from realtime_lab.core.heartbeat import HeartbeatPolicy
 from realtime_lab.core.history import History, Recovery
-from realtime_lab.core.hooks import ConnectRequest, Hooks, refused, then
+from realtime_lab.core.hooks import ConnectRequest, Hooks, refused
 from realtime_lab.core.liveness import Liveness
-from realtime_lab.core.membership import Membership, validate_channel_for
+from realtime_lab.core.membership import Membership
 from realtime_lab.core.options import ServerOptions
 from realtime_lab.core.outbound import Priority
-from realtime_lab.core.pipeline import Inbound, compose
+from realtime_lab.core.pipeline import compose
 from realtime_lab.core.ports import (
     BroadcastProbe,
     Clock,
@@ -51,39 +50,17 @@ from realtime_lab.core.security import Admission, verify_token
 from realtime_lab.core.session import ConnectionState, Session
 from realtime_lab.core.stats import HubStats
 from realtime_lab.errors import (
-    BinaryNotSupported,
     ConnectRefused,
-    Forbidden,
-    InternalError,
-    MessageRefused,
-    NotSubscribed,
     ProtocolError,
     Unauthorized,
-    UnsubscribeRefused,
 )
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.frames import text_frame
-from realtime_lab.protocol.wire import JSON_WIRE, MSGPACK
+from realtime_lab.protocol.wire import JSON_WIRE
 
 log = logging.getLogger("realtime_lab.core")
 
-#: error code -> the option (limit) it enforces, for ``limit.exceeded`` events.
-LIMIT_OF_ERROR = {
-    "too_many_subscriptions": "max_subscriptions",
-    "bad_channel": "channel_name",
-    "forbidden": "publish_channels",
-    "rate_limited": "rate_limit",
-    "rate_limit_abuse": "rate_limit",
-    "server_full": "max_connections",
-    "too_many_connections_from_ip": "max_connections_per_ip",
-    "idle_timeout": "idle_timeout",
-    "unauthorized": "connect_token",
-    "token_expired": "connect_token",
-    "presence_full": "max_presence_members",
-    "presence_meta_too_large": "max_presence_meta_bytes",
-    "too_many_errors": "error_limit",
-}
 TIMEOUT_CODES = (CloseCode.HEARTBEAT_TIMEOUT, CloseCode.IDLE_TIMEOUT)
 
 
@@ -91,12 +68,13 @@ def _run_now(callback: Callable[[], None]) -> None:
     callback()
 
 
-class Hub(Membership, Presence, Recovery, ChannelMeta, Delivery, Liveness):
+class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery, Liveness):
     """Channels, presence and broadcast for a set of connections.
 
-    The hub is split by concern: this module holds admission, the inbound path
-    and lifecycle; :mod:`~realtime_lab.core.membership` channels, presence and
-    broadcast; :mod:`~realtime_lab.core.delivery` the outbound queues and writes;
+    The hub is split by concern: this module holds admission and lifecycle;
+    :mod:`~realtime_lab.core.dispatch` the inbound path;
+    :mod:`~realtime_lab.core.membership` channels, presence and broadcast;
+    :mod:`~realtime_lab.core.delivery` the outbound queues and writes;
     :mod:`~realtime_lab.core.liveness` heartbeat and idle checks.
     """
 
@@ -333,193 +311,6 @@ class Hub(Membership, Presence, Recovery, ChannelMeta, Delivery, Liveness):
     def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server stopping") -> None:
         for session in list(self.sessions.values()):
             self.close(session, code, reason)
-
-    # ------------------------------------------------------------------ inbound
-
-    def receive_text(self, session: Session, text: str | bytes, *,
-                     decode: Callable[[Any], Any] = codec.decode) -> Awaitable[None] | None:
-        """Handle one inbound text message (or binary one, with the msgpack ``decode``).
-
-        Returns None when done, or an awaitable when an async middleware or hook
-        is still working; the transport awaits it before the next message of this
-        connection, so each connection's messages are handled in order.
-        """
-        if session.state is not ConnectionState.OPEN:
-            return None
-        now = self.clock()
-        session.last_seen = now
-        session.last_activity = now
-        if self._idle_users and session.user in self._idle_users:
-            self._wake(session)  # an idled presence member is back
-        session.stats.messages_in += 1
-        session.stats.bytes_in += len(text)
-        self.stats.messages_in += 1
-        obj: Any = None
-        try:
-            obj = decode(text)
-            inbound = self._inbound
-            if inbound is None:
-                result = self._handle(session, obj)
-            else:
-                result = inbound(Inbound(session, obj, len(text), now, self))
-            if inspect.isawaitable(result):
-                return self._finish(session, obj, result)
-        except ProtocolError as err:
-            self._reject_for(session, obj, err)
-        except Exception:
-            log.exception("failed to handle a message from %s", session.id)
-            self._reject_for(session, obj, InternalError("the server failed on this message"))
-        return None
-
-    async def _finish(self, session: Session, obj: Any, result: Awaitable[Any]) -> None:
-        try:
-            await result
-        except ProtocolError as err:
-            self._reject_for(session, obj, err)
-        except Exception:
-            log.exception("failed to handle a message from %s", session.id)
-            self._reject_for(session, obj, InternalError("the server failed on this message"))
-
-    def _reject_for(self, session: Session, obj: Any, err: ProtocolError) -> None:
-        if session.state is not ConnectionState.OPEN:
-            return
-        if err.request_id is None and isinstance(obj, dict):
-            rid = obj.get("id")
-            if isinstance(rid, int | str) and not isinstance(rid, bool):
-                err.request_id = rid
-        self.reject(session, err)
-
-    def _inbound_endpoint(self, ctx: Inbound) -> Any:
-        return self._handle(ctx.session, ctx.message)
-
-    def _handle(self, session: Session, obj: Any) -> Any:
-        msg = messages.parse_client_message(obj)
-        if self.hooks.on_message is None:
-            return self._dispatch(session, msg)
-        result = self.hooks.run("on_message", session, obj)
-        return then(result, lambda r: self._after_message_hook(session, msg, r))
-
-    def _after_message_hook(self, session: Session, msg: messages.ClientMessage,
-                            result: Any) -> Any:
-        if session.state is not ConnectionState.OPEN:
-            return None
-        verdict = refused(result)
-        if verdict is not None:
-            self._drop(session, Priority.NORMAL, 0, "hook", getattr(msg, "channel", None))
-            if msg.id is not None:
-                err = MessageRefused(verdict.reason, request_id=msg.id)
-                if isinstance(verdict.code, str):
-                    err.code = verdict.code  # type: ignore[misc]
-                raise err
-            return None
-        if isinstance(result, dict):
-            msg = messages.parse_client_message(result)
-        return self._dispatch(session, msg)
-
-    def receive_binary(self, session: Session, data: bytes) -> Awaitable[None] | None:
-        """A MessagePack message on the msgpack protocol; on JSON, an error."""
-        if session.wire.codec == MSGPACK:
-            from realtime_lab.protocol import msgpack_codec
-
-            return self.receive_text(session, data, decode=msgpack_codec.decode)
-        if session.state is not ConnectionState.OPEN:
-            return None
-        session.last_seen = self.clock()
-        self.reject(session, BinaryNotSupported(
-            "binary frames are not accepted on the JSON protocol; send JSON text frames"))
-        return None
-
-    def pong(self, session: Session) -> None:
-        now = self.clock()
-        if session.ping_sent_at is not None:
-            session.rtt = now - session.ping_sent_at
-            session.ping_sent_at = None
-        session.last_seen = now
-
-    def reject(self, session: Session, err: ProtocolError) -> None:
-        """Answer a bad request with an error message, and close when the error is fatal."""
-        session.stats.errors += 1
-        self.stats.errors_sent += 1
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("session %s: %s %s", session.id, err.code, err.message)
-        self.send(session, messages.error_message(err.code, err.message, err.request_id))
-        if self.bus.active:
-            now = self.clock()
-            self.bus.emit(ev.ErrorEvent(at=now, session=session.id, user=session.user,
-                                        code=err.code, message=err.message))
-            limit = LIMIT_OF_ERROR.get(err.code)
-            if limit is not None:
-                self.bus.emit(ev.LimitExceeded(
-                    at=now, session=session.id, user=session.user, limit=limit,
-                    code=err.close_code or err.code, remote=session.remote))
-        if err.close_code is not None:
-            self.close(session, err.close_code, err.code)
-        elif err.code in INVALID_INPUT_CODES and self.options.error_limit is not None:
-            too_many = count_invalid(session, self.clock(), self.options.error_limit)
-            if too_many is not None:
-                self.stats.too_many_errors += 1
-                self.reject(session, too_many)
-
-    def _dispatch(self, session: Session, msg: messages.ClientMessage) -> Any:
-        if isinstance(msg, messages.Publish):
-            if not self.options.client_publish:
-                raise Forbidden("clients may not publish on this server", request_id=msg.id)
-            validate_channel_for(msg.channel, self.options, msg.id)
-            if self._publish_re is not None and self._publish_re.match(msg.channel) is None:
-                raise Forbidden(f"clients may not publish to {msg.channel!r}", request_id=msg.id)
-            if self._channel_rules:
-                self._check_publish_rule(session, msg.channel, msg.id)
-            sender = None if self.options.echo_to_sender else session
-            prio = Priority.NORMAL if msg.priority is None else Priority.parse(msg.priority)
-            recipients = self._broadcast(msg.channel, msg.data, session.user, exclude=sender,
-                                         priority=prio)
-            if msg.id is not None:
-                self.send(session, messages.published_message(msg.channel, msg.id, recipients))
-        elif isinstance(msg, messages.Subscribe):
-            result = self.subscribe(session, msg.channel, msg.id, msg.auth)
-            if msg.since is None:
-                return result
-            since = msg.since  # recovery runs in the same step as the join: no gap
-            return then(result, lambda _: self._recover_if_joined(session, msg.channel, since))
-        elif isinstance(msg, messages.Unsubscribe):
-            if msg.channel not in session.subscriptions:
-                raise NotSubscribed(f"not subscribed to {msg.channel!r}", request_id=msg.id)
-            if self.hooks.on_unsubscribe is None:
-                return self._unsubscribe(session, msg.channel, msg.id, None)
-            result = self.hooks.run("on_unsubscribe", session, msg.channel)
-            return then(result, lambda r: self._unsubscribe(session, msg.channel, msg.id, r))
-        elif isinstance(msg, messages.SetPresence):  # on_presence, then the reply
-            validate_channel_for(msg.channel, self.options, msg.id)
-            return self.presence_message(session, msg)
-        else:  # Ping
-            self.send(session, messages.pong_message(msg.id))
-        return None
-
-    def _recover_if_joined(self, session: Session, name: str, since: dict[str, Any]) -> None:
-        if session.state is ConnectionState.OPEN and name in session.subscriptions:
-            self.recover(session, name, since)
-
-    def _check_publish_rule(self, session: Session, channel: str,
-                            rid: messages.RequestId) -> None:
-        """Raise :class:`Forbidden` unless the channel's rule lets this client publish."""
-        who = rule_for(channel, self._channel_rules).publish
-        if who == "none":
-            raise Forbidden(f"clients may not publish to {channel!r}", request_id=rid)
-        if who == "subscribers" and channel not in session.subscriptions:
-            raise Forbidden(f"only subscribers may publish to {channel!r}", request_id=rid)
-
-    def _unsubscribe(self, session: Session, name: str, rid: messages.RequestId,
-                     verdict: Any) -> None:
-        if session.state is not ConnectionState.OPEN or name not in session.subscriptions:
-            return
-        refusal = refused(verdict)
-        if refusal is not None:
-            err = UnsubscribeRefused(refusal.reason, request_id=rid)
-            if isinstance(refusal.code, str):
-                err.code = refusal.code  # type: ignore[misc]
-            raise err
-        self._leave(session, name)
-        self.send(session, messages.unsubscribed_message(name, rid))
 
     # ------------------------------------------------------------------ views
 

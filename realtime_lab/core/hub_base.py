@@ -1,7 +1,7 @@
 """The state and methods that the hub's parts share (see core/hub.py).
 
 :class:`~realtime_lab.core.hub.Hub` is one class split by concern into mixins
-(membership, delivery, liveness); each inherits this base, which only declares
+(dispatch, membership, delivery, liveness...); each inherits this base, which only declares
 what ``Hub.__init__`` sets and which methods live in another part, so that each
 module type-checks on its own.
 """
@@ -21,11 +21,12 @@ if TYPE_CHECKING:
     from realtime_lab.core.heartbeat import HeartbeatPolicy
     from realtime_lab.core.hooks import Hooks
     from realtime_lab.core.options import ServerOptions
-    from realtime_lab.core.pipeline import Outbound
+    from realtime_lab.core.pipeline import Inbound, Outbound
     from realtime_lab.core.ports import BroadcastProbe, Clock, ClusterPort, Scheduler
     from realtime_lab.core.session import Session
     from realtime_lab.core.stats import HubStats
     from realtime_lab.errors import ProtocolError
+    from realtime_lab.protocol import messages
 
 
 class HubBase:
@@ -51,9 +52,11 @@ class HubBase:
     _schedule: Scheduler
     _dirty: list[Session]
     _flush_scheduled: bool
+    _inbound: Callable[[Inbound], Any] | None
     _outbound: Callable[[Outbound], Any] | None
+    _idle_users: dict[str, set[str]]  # core/presence.py
 
-    if TYPE_CHECKING:  # implemented in hub.py, delivery.py and membership.py
+    if TYPE_CHECKING:  # implemented in hub.py, dispatch.py, delivery.py and membership.py
         def close(self, session: Session, code: int, reason: str) -> None: ...
         def reject(self, session: Session, err: ProtocolError) -> None: ...
         def send(self, session: Session, message: dict[str, Any],
@@ -61,6 +64,13 @@ class HubBase:
         def _enqueue(self, session: Session, frame: bytes,
                      priority: Priority = Priority.NORMAL) -> bool: ...
         def _mark_dirty(self, session: Session) -> None: ...
+        def _drop(self, session: Session, priority: int, size: int, reason: str = "queue_full",
+                  channel: str | None = None) -> None: ...
+        def subscribe(self, session: Session, name: str, request_id: messages.RequestId = None,
+                      auth: str | None = None) -> Any: ...
+        def _broadcast(self, name: str, data: Any, sender: str | None,
+                       exclude: Session | None = None,
+                       priority: Priority = Priority.NORMAL) -> int: ...
         def _leave(self, session: Session, name: str, *, timed_out: bool = False,
                    reason: str | None = None) -> None: ...
         # core/presence.py
@@ -73,8 +83,11 @@ class HubBase:
         def _hold(self, channel: Channel, session: Session, reason: str) -> None: ...
         def _drop_if_empty(self, channel: Channel) -> None: ...
         def check_presence_idle(self, now: float | None = None) -> int: ...
+        def _wake(self, session: Session) -> None: ...
+        def presence_message(self, session: Session, msg: messages.SetPresence) -> Any: ...
         # core/history.py
         def _record(self, name: str, msg: dict[str, Any]) -> None: ...
+        def recover(self, session: Session, name: str, since: dict[str, Any]) -> None: ...
         def _publish_numbered(self, name: str, msg: dict[str, Any], exclude: Session | None,
                               priority: Priority) -> int | None: ...
         def _position(self, name: str, reply: dict[str, Any]) -> None: ...
