@@ -151,13 +151,16 @@ class FrameReaderMixin(_ProtocolBase):
 
     def _start_frame(self, future: Any) -> bool:
         """Run one frame from its two header bytes; True when it is already done."""
-        try:
+        # Not future.result(): re-raising the read's error here would chain this
+        # frame into its traceback, which the future keeps: a cycle (future ->
+        # error -> traceback -> frame -> future) that holds the whole connection
+        # until the cycle collector runs, or forever with gc_freeze.
+        error = future.exception()
+        if error is None:
             head = future.result()
-        except StreamClosedError:
-            self._abort()
-            head = None
-        except Exception:  # the read itself failed: log like an uncaught reader error
-            self.handler.log_exception(*sys.exc_info())
+        else:
+            if not isinstance(error, StreamClosedError):  # log like an uncaught reader error
+                self.handler.log_exception(type(error), error, error.__traceback__)
             self._abort()
             head = None
         if head is None:

@@ -192,8 +192,9 @@ class HubWebSocketHandler(WebSocketHandler):
             self.hub.pong(self.session)
 
     def on_close(self) -> None:
-        if self.session is not None:
-            self.hub.closed(self.session, self.close_code, self.close_reason or "")
+        session, self.session = self.session, None  # break handler -> session -> port -> handler
+        if session is not None:
+            self.hub.closed(session, self.close_code, self.close_reason or "")
 
 
 # The attributes Tornado (6.x) and this class give a handler, in the class's shared

@@ -164,3 +164,35 @@ async def test_server_side_bytes_per_connection_are_bounded(server: LabServer,
     assert max(h for h, _ in sizes.values()) < 600, sizes
     assert max(p for _, p in sizes.values()) < 600, sizes
     assert len(first) == 5
+
+
+def _count(kind: type) -> int:
+    return sum(1 for obj in gc.get_objects() if type(obj) is kind)
+
+
+async def test_a_closed_connection_is_freed_without_the_cycle_collector(
+        server: LabServer, raw_ws, wait_until) -> None:
+    """No reference cycle outlives a connection: with ``gc_freeze`` (or gc off), a cycle
+    among frozen objects would never be collected, so churn would leak connections."""
+    from realtime_lab.core.session import Session
+    from realtime_lab.transports.tornado_ws import HubWebSocketHandler
+
+    gc.collect()
+    gc.disable()
+    try:
+        handlers, sessions = _count(HubWebSocketHandler), _count(Session)
+        raws = [await raw_ws(server.port) for _ in range(20)]
+        for raw in raws:
+            await raw.recv_json()  # welcome
+        await raws[0].send_json({"type": "subscribe", "channel": "room", "id": 1})
+        assert (await raws[0].recv_json())["type"] == "subscribed"
+        await wait_until(lambda: len(server.hub.sessions) == 20, what="20 sessions")
+        assert _count(HubWebSocketHandler) == handlers + 20
+        for raw in raws:
+            raw.close()
+        await wait_until(lambda: not server.hub.sessions, what="every session closed")
+        await wait_until(lambda: _count(HubWebSocketHandler) == handlers
+                         and _count(Session) == sessions,
+                         what="closed connections freed by reference counting", timeout=5)
+    finally:
+        gc.enable()
