@@ -1,5 +1,7 @@
-"""Tools for tests and lessons: a TCP fault proxy, a restartable server, socketless ports."""
+"""Tools for tests and lessons: a TCP fault proxy, a restartable server, socketless ports,
+a manual clock and a turn-by-turn scheduler for a socketless hub."""
 
+from realtime_lab.testing.clock import ManualClock, TurnScheduler
 from realtime_lab.testing.fault_proxy import FaultProxy
 from realtime_lab.testing.ports import NullPort, RecordingPort
 from realtime_lab.testing.restartable import RestartableServer
@@ -7,10 +9,12 @@ from realtime_lab.testing.storm import StormReport, max_window_share, storm_repo
 
 __all__ = [
     "FaultProxy",
+    "ManualClock",
     "NullPort",
     "RecordingPort",
     "RestartableServer",
     "StormReport",
+    "TurnScheduler",
     "max_window_share",
     "storm_report",
 ]

@@ -24,7 +24,7 @@ from realtime_lab.client.presence import PresenceView
 from realtime_lab.core.hooks import ConnectRequest
 from realtime_lab.core.hub import Hub
 from realtime_lab.core.session import Session
-from realtime_lab.testing import RecordingPort, RestartableServer
+from realtime_lab.testing import ManualClock, RecordingPort, RestartableServer
 
 from .conftest import Page, needs_playwright
 
@@ -34,20 +34,12 @@ SEQUENCES = 60  # per wire shape and grace setting
 Members = dict[str, dict[str, Any]]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Scenario:
     """A hub with fake ports; records what a watcher receives and the hub's view per step."""
 
     def __init__(self, rng: random.Random, details: bool, grace: float) -> None:
         self.rng = rng
-        self.clock = Clock()
+        self.clock = ManualClock(1000.0)
         self.hub = Hub(ServerOptions(presence_details=details, presence_grace=grace,
                                      presence_idle_timeout=10.0), clock=self.clock)
         self.live: list[Session] = []

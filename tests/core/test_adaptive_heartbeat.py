@@ -10,14 +10,7 @@ import pytest
 from realtime_lab.core import Hub, ServerOptions
 from realtime_lab.core.heartbeat import HeartbeatPolicy
 from realtime_lab.protocol.frames import parse_frames
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from realtime_lab.testing import ManualClock
 
 
 class Port:
@@ -26,7 +19,7 @@ class Port:
     def __init__(self) -> None:
         self.pings: list[float] = []
         self.writes: list[bytes] = []
-        self.clock: Clock | None = None
+        self.clock: ManualClock | None = None
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
@@ -78,8 +71,8 @@ def test_budget_spreads_pings_over_ticks() -> None:
     assert hb.budget(3, 0.0) == 3
 
 
-def make(n: int, **opts: Any) -> tuple[Hub, Clock, list[Port]]:
-    clock = Clock()
+def make(n: int, **opts: Any) -> tuple[Hub, ManualClock, list[Port]]:
+    clock = ManualClock()
     hub = Hub(ServerOptions(**opts), clock=clock)
     ports = []
     for _ in range(n):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from realtime_lab.core import Hub, ServerOptions, Session
 from realtime_lab.core.delivery import SLICE_STEP
 from realtime_lab.core.outbound import Priority
 from realtime_lab.protocol.frames import parse_frames, text_frame
+from realtime_lab.testing import TurnScheduler
 
 _seq = itertools.count()
 
@@ -53,30 +53,13 @@ class TaggedPort:
         return [m["data"] for m in self.messages() if m["type"] == "message"]
 
 
-class Turns:
-    """A fake event loop: callbacks scheduled during a turn run in the next one."""
+class Turns(TurnScheduler):
+    """A hub on a fake event loop: callbacks scheduled during a turn run in the next one."""
 
     def __init__(self, **opts: Any) -> None:
-        self.turn = 0
-        self.callbacks: list[Callable[[], None]] = []
+        super().__init__()
         options = {"presence_channels": None, **opts}
-        self.hub = Hub(ServerOptions(**options), schedule=self.callbacks.append)
-
-    def step(self) -> None:
-        """One loop turn: the callbacks scheduled so far."""
-        self.turn += 1
-        callbacks = self.callbacks[:]
-        self.callbacks.clear()
-        for cb in callbacks:
-            cb()
-
-    def run(self, limit: int = 10_000) -> int:
-        """Run turns until nothing is scheduled; return how many it took."""
-        start = self.turn
-        while self.callbacks:
-            assert self.turn - start < limit, "the hub never stops scheduling"
-            self.step()
-        return self.turn - start
+        self.hub = Hub(ServerOptions(**options), schedule=self)
 
     def open(self, count: int, channel: str = "room") -> list[tuple[Session, TaggedPort]]:
         out = []

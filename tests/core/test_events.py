@@ -13,20 +13,12 @@ from realtime_lab.core import Hub, ServerOptions, Session
 from realtime_lab.core import events as ev
 from realtime_lab.core.events import STOP, EventBus, EventFilter, make_filter
 from realtime_lab.protocol.close_codes import CloseCode
-from realtime_lab.testing import RecordingPort
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from realtime_lab.testing import ManualClock, RecordingPort
 
 
 def make_hub(**opts: Any) -> tuple[Hub, list[Callable[[], None]]]:
     pending: list[Callable[[], None]] = []
-    hub = Hub(ServerOptions(**opts), clock=Clock(), schedule=pending.append)
+    hub = Hub(ServerOptions(**opts), clock=ManualClock(100.0), schedule=pending.append)
     return hub, pending
 
 
@@ -254,7 +246,7 @@ def test_heartbeat_timeout_emits_and_presence_times_out() -> None:
     send(hub, s, {"type": "subscribe", "channel": "room"})
     send(hub, other, {"type": "subscribe", "channel": "room"})
     clock = hub.clock
-    assert isinstance(clock, Clock)
+    assert isinstance(clock, ManualClock)
     clock.now += 10
     hub.heartbeat_tick()
     hub.pong(other)

@@ -10,18 +10,11 @@ import pytest
 from realtime_lab.core import Hub, ServerOptions, Session
 from realtime_lab.core.history import HistoryRule
 from realtime_lab.core.hooks import ConnectRequest
-from realtime_lab.testing import RecordingPort
+from realtime_lab.testing import ManualClock, RecordingPort
 
 
-class Clock:
-    now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make(*rules: HistoryRule) -> tuple[Hub, Clock]:
-    clock = Clock()
+def make(*rules: HistoryRule) -> tuple[Hub, ManualClock]:
+    clock = ManualClock(100.0)
     return Hub(ServerOptions(history=rules, presence_channels=None), clock=clock), clock
 
 

@@ -13,6 +13,7 @@ from realtime_lab.core import membership as broadcast_module
 from realtime_lab.errors import BadChannel, MessageTooBig, TooManyErrors
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.frames import OP_TEXT, parse_frames
+from realtime_lab.testing import ManualClock
 
 # ---------------------------------------------------------------------------- fakes
 
@@ -53,17 +54,6 @@ class FakePort:
         return msgs
 
 
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 class ManualScheduler:
     """Collects the callbacks the hub schedules; ``run()`` plays the end of a loop turn."""
 
@@ -81,7 +71,7 @@ class ManualScheduler:
 
 class Harness:
     def __init__(self, options: ServerOptions | None = None) -> None:
-        self.clock = FakeClock()
+        self.clock = ManualClock(1000.0)
         self.scheduler = ManualScheduler()
         self.hub = Hub(options or ServerOptions(), clock=self.clock, schedule=self.scheduler)
 

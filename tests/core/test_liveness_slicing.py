@@ -8,19 +8,11 @@ far (one loop turn).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 from realtime_lab.core import Hub, ServerOptions, Session
 from realtime_lab.core.liveness import PINGS_PER_SLICE, SWEEP_STEP
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from realtime_lab.testing import ManualClock, TurnScheduler
 
 
 class Port:
@@ -44,30 +36,15 @@ class Port:
         self.closed = code
 
 
-class Loop:
-    """A fake event loop: callbacks scheduled during a turn run in the next one."""
+class Loop(TurnScheduler):
+    """A hub on a fake event loop (callbacks scheduled during a turn run in the next
+    one) and a manual clock."""
 
     def __init__(self, **opts: Any) -> None:
-        self.clock = Clock()
-        self.turn = 0
-        self.callbacks: list[Callable[[], None]] = []
+        super().__init__()
+        self.clock = ManualClock()
         options = {"presence_channels": None, **opts}
-        self.hub = Hub(ServerOptions(**options), clock=self.clock,
-                       schedule=self.callbacks.append)
-
-    def step(self) -> None:
-        self.turn += 1
-        callbacks = self.callbacks[:]
-        self.callbacks.clear()
-        for cb in callbacks:
-            cb()
-
-    def run(self, limit: int = 10_000) -> int:
-        start = self.turn
-        while self.callbacks:
-            assert self.turn - start < limit, "the hub never stops scheduling"
-            self.step()
-        return self.turn - start
+        self.hub = Hub(ServerOptions(**options), clock=self.clock, schedule=self)
 
     def open(self, count: int) -> list[tuple[Session, Port]]:
         out = []

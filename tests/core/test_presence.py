@@ -13,22 +13,14 @@ from hypothesis import strategies as st
 from realtime_lab.client.presence import PresenceView
 from realtime_lab.core import Hub, ServerOptions, Session
 from realtime_lab.core.hooks import ConnectRequest
-from realtime_lab.testing import RecordingPort
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from realtime_lab.testing import ManualClock, RecordingPort
 
 
 class Lab:
     """A hub with fake ports and a fake clock, and an event log."""
 
     def __init__(self, **options: Any) -> None:
-        self.clock = FakeClock()
+        self.clock = ManualClock(1000.0)
         self.hub = Hub(ServerOptions(**options), clock=self.clock)
         self.events: list[Any] = []
         self.hub.bus.subscribe(self.events.append, "presence.*")

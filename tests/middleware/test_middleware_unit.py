@@ -21,19 +21,11 @@ from realtime_lab.middleware import (
     RateLimit,
 )
 from realtime_lab.protocol.close_codes import CloseCode
-from realtime_lab.testing import RecordingPort
+from realtime_lab.testing import ManualClock, RecordingPort
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make(*middleware: Any) -> tuple[Hub, Clock]:
-    clock = Clock()
+def make(*middleware: Any) -> tuple[Hub, ManualClock]:
+    clock = ManualClock(50.0)
     return Hub(ServerOptions(), clock=clock, middleware=middleware), clock
 
 
