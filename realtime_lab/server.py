@@ -41,6 +41,8 @@ from realtime_lab.transports.http_api import (
 from realtime_lab.transports.tornado_ws import HubWebSocketHandler
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
+
     from realtime_lab.broker import ClusterNode
     from realtime_lab.instrument import Recorder
     from realtime_lab.widgets import Dashboard
@@ -69,6 +71,9 @@ class LabServer:
         self._stopping: asyncio.Future[None] | None = None
         self._gc_freezer: GcFreezer | None = None  # ServerOptions.gc_freeze
         self._gc_check: PeriodicCallback | None = None
+        #: The prometheus_client registry served at GET /metrics (ServerOptions.metrics),
+        #: else None. Built here, so a missing prometheus_client fails before binding.
+        self.metrics_registry: CollectorRegistry | None = metrics_registry(self)
 
     # ------------------------------------------------------------------ properties
 
@@ -119,6 +124,11 @@ class LabServer:
             websocket_max_message_size=self.options.max_message_bytes,
             log_function=redacted_access_log,
         )
+        if self.metrics_registry is not None:  # GET /metrics (docs/deploy.md)
+            from realtime_lab.transports.metrics_http import MetricsHandler
+
+            app.wildcard_router.add_rules([(r"/metrics", MetricsHandler, {
+                "registry": self.metrics_registry, "token": self.options.api_token})])
         if self.options.conformance_echo:  # /echo for Autobahn cases (tests/conformance)
             from realtime_lab.transports.ws_protocol import EchoHandler, compression_policy
 
@@ -301,6 +311,15 @@ def redacted_access_log(handler: RequestHandler) -> None:
     uri = _SECRET_QUERY.sub(r"\1<redacted>", req.uri or "")
     method("%d %s %s (%s) %.2fms", status, req.method, uri, req.remote_ip,
            1000.0 * req.request_time())
+
+
+def metrics_registry(server: LabServer) -> CollectorRegistry | None:
+    """The registry of ``GET /metrics`` when ``server.options.metrics`` is on, else None."""
+    if not server.options.metrics:
+        return None
+    from realtime_lab.instrument.prometheus import server_registry
+
+    return server_registry(server)
 
 
 def tls_context(options: ServerOptions) -> ssl.SSLContext | None:

@@ -321,6 +321,8 @@ class Delivery(HubBase):
               channel: str | None = None) -> None:
         session.stats.dropped += 1
         self.stats.dropped += 1
+        if reason == "hook":
+            self.stats.dropped_by_hook += 1
         if self.bus.active:
             self.bus.emit(ev.MessageDropped(at=self.clock(), session=session.id, user=session.user,
                                             channel=channel, priority=Priority(priority).label,

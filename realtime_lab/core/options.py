@@ -114,6 +114,11 @@ class ServerOptions:
             ttl), first match wins; channels no rule matches keep no history (the
             default: none do). Their messages carry ``offset`` and ``epoch``.
 
+    Operations (docs/deploy.md):
+        metrics: serve Prometheus metrics at ``GET /metrics`` (needs the
+            ``prometheus`` extra); guarded by ``api_token`` when one is set. Off by
+            default.
+
     Binary protocol and compression (docs/compression.md, docs/protocol.md):
         compression: the permessage-deflate policy (a
             :class:`~realtime_lab.protocol.deflate.CompressionPolicy`; True/False for
@@ -180,6 +185,8 @@ class ServerOptions:
     max_presence_meta_bytes: int = 1024
     # history and recovery (docs/channels.md)
     history: tuple[Any, ...] = ()
+    # operations (docs/deploy.md)
+    metrics: bool = False
     # adaptive heartbeat
     heartbeat_min_interval: float | None = None
     heartbeat_max_interval: float | None = None

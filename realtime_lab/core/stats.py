@@ -17,7 +17,8 @@ class HubStats:
     errors_sent: int = 0
     slow_consumers: int = 0
     heartbeat_timeouts: int = 0
-    dropped: int = 0
+    dropped: int = 0  # messages not delivered, for any reason (MessageDropped events)
     refused: int = 0
     idle_timeouts: int = 0
     too_many_errors: int = 0
+    dropped_by_hook: int = 0  # the part of ``dropped`` an on_message hook refused
