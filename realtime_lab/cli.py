@@ -1,45 +1,97 @@
-"""``realtime-lab serve | demo``: the command-line entry points."""
+"""The command line: ``realtime-lab serve`` and ``realtime-lab demo``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import platform
 import sys
 from collections.abc import Sequence
 
+import tornado
+
+from realtime_lab._version import read_version
 from realtime_lab.core.options import ServerOptions
-from realtime_lab.errors import PortInUseError
+from realtime_lab.errors import MissingDependency, PortInUseError
+from realtime_lab.shutdown import ShutdownSignals
+
+DESCRIPTION = """\
+realtime_lab: a realtime WebSocket server on Tornado (channels, presence,
+heartbeat) that is also a lab you can watch and measure.
+
+Both commands stop gracefully on SIGTERM or SIGINT (Ctrl-C): clients are closed with
+1001 (going away), what was recorded is written, and the exit status is 0.
+"""
+
+EPILOG = """\
+examples:
+  realtime-lab serve --port 8765
+  realtime-lab serve --host 0.0.0.0 --broker redis://127.0.0.1:6379/0 --metrics
+  realtime-lab demo --duration 60 --clients 30
+  python -m realtime_lab --version
+
+docs: docs/reference.md ("Command line") and docs/deploy.md
+"""
+
+
+def version_line() -> str:
+    """What ``--version`` prints: this package's, Tornado's and Python's versions."""
+    return (f"realtime-lab {read_version()} (tornado {tornado.version}, "
+            f"Python {platform.python_version()})")
 
 
 def _add_server_args(parser: argparse.ArgumentParser, default_port: int) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    d = ServerOptions()
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind; 0.0.0.0 for every interface (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=default_port,
                         help=f"port to bind, 0 for any free port (default {default_port})")
-    parser.add_argument("--heartbeat-interval", type=float,
-                        default=ServerOptions.heartbeat_interval)
-    parser.add_argument("--heartbeat-timeout", type=float, default=ServerOptions.heartbeat_timeout)
-    parser.add_argument("--api-token", default=None,
-                        help="enable POST /api/channels/{name}/messages with this bearer token")
+    parser.add_argument("--heartbeat-interval", type=float, default=d.heartbeat_interval,
+                        metavar="SECONDS",
+                        help="seconds between the server's pings to each client "
+                             f"(default {d.heartbeat_interval:g})")
+    parser.add_argument("--heartbeat-timeout", type=float, default=d.heartbeat_timeout,
+                        metavar="SECONDS",
+                        help="seconds a client has to answer a ping before it is closed "
+                             f"with 4101 (default {d.heartbeat_timeout:g})")
+    parser.add_argument("--api-token", default=None, metavar="TOKEN",
+                        help="enable POST /api/channels/{name}/messages with this bearer token; "
+                             "it also guards /metrics")
     parser.add_argument("--no-client-publish", action="store_true",
-                        help="refuse publish requests from clients")
+                        help="refuse publish requests from clients (server-side publish still "
+                             "works)")
     parser.add_argument("--allowed-origin", action="append", default=None, metavar="ORIGIN",
                         dest="allowed_origins",
                         help="allow browsers from this Origin (repeat; wildcards like "
                              "https://*.example.org); default: same origin only")
-    parser.add_argument("--token-secret", default=None,
+    parser.add_argument("--token-secret", default=None, metavar="SECRET",
                         help="require an HMAC connect token signed with this secret")
-    parser.add_argument("--max-connections", type=int, default=ServerOptions.max_connections)
+    parser.add_argument("--max-connections", type=int, default=d.max_connections, metavar="N",
+                        help="open connections in total; more are refused with 4103 "
+                             f"(default {d.max_connections})")
     parser.add_argument("--max-connections-per-ip", type=int,
-                        default=ServerOptions.max_connections_per_ip)
-    parser.add_argument("--max-message-bytes", type=int, default=ServerOptions.max_message_bytes)
-    parser.add_argument("--idle-timeout", type=float, default=None,
-                        help="close clients silent for this many seconds (default: never)")
-    parser.add_argument("--certfile", default=None, help="PEM certificate: serve wss:// (TLS)")
-    parser.add_argument("--keyfile", default=None, help="PEM private key for --certfile")
+                        default=d.max_connections_per_ip, metavar="N",
+                        help="open connections from one client IP; more are refused with 4104 "
+                             f"(default {d.max_connections_per_ip})")
+    parser.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
+                        metavar="BYTES",
+                        help="largest inbound message or HTTP body; larger messages close "
+                             f"the connection with 1009 (default {d.max_message_bytes})")
+    parser.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
+                        help="close clients silent for this many seconds with 4105 "
+                             "(default: never)")
+    parser.add_argument("--certfile", default=None, metavar="PEM",
+                        help="PEM certificate: serve wss:// and https:// (needs --keyfile)")
+    parser.add_argument("--keyfile", default=None, metavar="PEM",
+                        help="PEM private key for --certfile")
     parser.add_argument("--gc-freeze", action="store_true",
                         help="gc.freeze() connection objects so full garbage collections stay "
-                             "short with many connections (ServerOptions.gc_freeze)")
+                             "short with many connections")
+    parser.add_argument("--metrics", action="store_true",
+                        help="serve Prometheus metrics at GET /metrics (needs "
+                             "pip install 'realtime_lab[prometheus]'; guarded by --api-token "
+                             "when one is set)")
 
 
 def _options(args: argparse.Namespace) -> ServerOptions:
@@ -57,53 +109,89 @@ def _options(args: argparse.Namespace) -> ServerOptions:
         certfile=args.certfile,
         keyfile=args.keyfile,
         gc_freeze=args.gc_freeze,
+        metrics=args.metrics,
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="realtime-lab", description=__doc__)
+def build_parser(prog: str = "realtime-lab") -> argparse.ArgumentParser:
+    """The argument parser of ``realtime-lab`` (and ``python -m realtime_lab``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_line(),
+                        help="print the versions of realtime_lab, Tornado and Python, and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve_p = sub.add_parser("serve", help="run a server until Ctrl-C")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                title="commands")
+    serve_p = sub.add_parser(
+        "serve", help="run a server until Ctrl-C or SIGTERM",
+        description="Run a realtime_lab server until Ctrl-C (SIGINT) or SIGTERM; then close "
+                    "every client with 1001 (going away) and exit with status 0.")
     _add_server_args(serve_p, 8765)
     serve_p.add_argument("--broker", default=None, metavar="URL",
                          help="link several servers: redis://HOST:PORT/DB "
                               "(options in the query: ?node_ttl=10&namespace=rl)")
-    demo_p = sub.add_parser("demo", help="a server with simulated clients and a live summary")
+    demo_p = sub.add_parser(
+        "demo", help="a server with simulated clients, a live summary and a recorded report",
+        description="Run a server with simulated clients chatting in rooms, show a live "
+                    "summary, and write the recorded metrics (CSV tables and a PNG report) "
+                    "under --out. SIGTERM or Ctrl-C ends the run early; what was recorded "
+                    "is still written.")
     _add_server_args(demo_p, 8765)
-    demo_p.add_argument("--duration", type=float, default=20.0, help="seconds to run (default 20)")
-    demo_p.add_argument("--clients", type=int, default=12, help="simulated clients (default 12)")
-    demo_p.add_argument("--out", default="data", help="folder for the metrics CSV (default data)")
+    demo_p.add_argument("--duration", type=float, default=20.0, metavar="SECONDS",
+                        help="seconds to run (default 20)")
+    demo_p.add_argument("--clients", type=int, default=12, metavar="N",
+                        help="simulated clients (default 12)")
+    demo_p.add_argument("--out", default="data", metavar="DIR",
+                        help="folder for demo_metrics.csv and demo_run/ (default data)")
     return parser
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace, shutdown: ShutdownSignals) -> None:
     from realtime_lab.server import LabServer
 
     server = await LabServer(_options(args), host=args.host, port=args.port,
                              broker=getattr(args, "broker", None)).start()
-    print(f"realtime_lab serving {server.url} (HTTP {server.http_url}); Ctrl-C to stop",
-          flush=True)
-    await server.serve_forever()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
+        print(f"realtime_lab serving {server.url} (HTTP {server.http_url}); "
+              "Ctrl-C or SIGTERM to stop", flush=True)
+        sig = await shutdown.wait()
+        print(f"{sig.name if sig else 'stop'} received: closing clients with 1001 "
+              "(send it again to stop at once)", flush=True)
+    finally:
+        await server.stop()
+
+
+async def _run(args: argparse.Namespace) -> ShutdownSignals:
+    async with ShutdownSignals() as shutdown:
         if args.command == "serve":
-            asyncio.run(_serve(args))
+            await _serve(args, shutdown)
         else:
             from realtime_lab.demo import run_demo
 
-            asyncio.run(run_demo(_options(args), host=args.host, port=args.port,
-                                 duration=args.duration, clients=args.clients, out=args.out))
-    except (PortInUseError, ValueError) as exc:
-        print(f"realtime-lab: {exc}", file=sys.stderr)
+            await run_demo(_options(args), host=args.host, port=args.port,
+                           duration=args.duration, clients=args.clients, out=args.out,
+                           stop=shutdown.event)
+    return shutdown
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "realtime-lab") -> int:
+    """Run the command line; return the exit status (0, or 2 for a refused start)."""
+    args = build_parser(prog).parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        shutdown = asyncio.run(_run(args))
+    except (PortInUseError, MissingDependency, ValueError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # where the loop has no signal handlers (Windows)
         print("\nstopped", file=sys.stderr)
+        return 0
+    except asyncio.CancelledError:  # a second signal cut the graceful stop short
+        print("stopped without waiting for clients (second signal)", file=sys.stderr)
+        return 1
+    if shutdown.received is not None:
+        print(f"stopped ({shutdown.received.name})", flush=True)
     return 0
 
 

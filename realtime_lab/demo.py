@@ -144,25 +144,35 @@ def write_report(rec: Recorder, out: Path) -> tuple[dict[str, Path], Path | None
 
 
 async def run_demo(options: ServerOptions, *, host: str = "127.0.0.1", port: int = 8765,
-                   duration: float = 20.0, clients: int = 12, out: str = "data") -> Path:
-    """Run the demo for ``duration`` seconds; return the path of the metrics CSV."""
+                   duration: float = 20.0, clients: int = 12, out: str = "data",
+                   stop: asyncio.Event | None = None) -> Path:
+    """Run the demo for ``duration`` seconds; return the path of the metrics CSV.
+
+    Setting ``stop`` (the command line sets it on SIGTERM or SIGINT) ends the run
+    early; the server is stopped and what was recorded is written all the same.
+    """
     server = await LabServer(options, host=host, port=port).start()
     print(f"realtime_lab demo: server at {server.url} (HTTP {server.http_url}), "
           f"{clients} simulated clients, {duration:.0f} s", flush=True)
-    print(f"open {server.http_url}/ in a browser to watch; Ctrl-C stops early", flush=True)
+    print(f"open {server.http_url}/ in a browser to watch; Ctrl-C or SIGTERM stops early",
+          flush=True)
     rec = server.record(interval=0.5)
-    stop = asyncio.Event()
+    stopped = stop or asyncio.Event()  # set from outside: end early
+    halt = asyncio.Event()  # tells the simulated clients to leave
     rng = random.Random(7)
     names = [NAMES[i % len(NAMES)] + ("" if i < len(NAMES) else str(i)) for i in range(clients)]
-    tasks = [asyncio.create_task(simulated_client(server.url, n, stop, rng, rec)) for n in names]
+    tasks = [asyncio.create_task(simulated_client(server.url, n, halt, rng, rec)) for n in names]
     started = time.monotonic()
     rows: list[dict[str, float | int]] = []
     progress = _Progress(duration)
     last = (started, 0)
     next_row = started + 1.0
+    row: dict[str, float | int] | None = None
     try:
-        while (now := time.monotonic()) - started < duration:
-            await asyncio.sleep(min(0.5, max(0.0, duration - (now - started))))
+        while (now := time.monotonic()) - started < duration and not stopped.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopped.wait(),
+                                       min(0.5, max(0.0, duration - (now - started))))
             now = time.monotonic()
             row = _summary_row(server, started)
             rate = (int(row["deliveries"]) - last[1]) / max(1e-9, now - last[0])
@@ -171,9 +181,11 @@ async def run_demo(options: ServerOptions, *, host: str = "127.0.0.1", port: int
                 rows.append(row)
                 next_row += 1.0
             progress.update(now - started, _summary_line(row, rate, rec))
+        if row is not None and (not rows or rows[-1] is not row):
+            rows.append(row)  # the last summary, also when stopped between two rows
     finally:
         progress.close()
-        stop.set()
+        halt.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         rec.stop()
         await server.stop()
