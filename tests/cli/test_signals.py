@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from tests.cli.conftest import CliProcess
+CliProcess = Any  # tests/cli/conftest.py: the ``cli_process`` fixture's class
 
 STOP_BOUND = 10.0  # seconds from the signal to the exit of `serve` (close_timeout is 2 s)
 
