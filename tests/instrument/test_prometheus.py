@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -206,3 +208,21 @@ async def test_a_wrong_token_is_not_a_server_error() -> None:
         assert err.value.code == 401
     finally:
         await server.stop()
+
+
+async def test_every_metric_is_documented_in_metrics_md() -> None:
+    """docs/metrics.md lists every name the collector exposes, and no other."""
+    from realtime_lab.instrument.prometheus import LabCollector
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    server = await realtime_lab.serve(port=0, broker="memory", metrics=True)
+    try:
+        exposed = set()
+        for family in LabCollector(server).collect():
+            suffix = {"counter": "_total", "info": "_info"}.get(family.type, "")
+            exposed.add(family.name + suffix)  # the sample name, as Prometheus shows it
+    finally:
+        await server.stop()
+    documented = set(re.findall(r"\| `(realtime_lab_\w+)` \|", doc))
+    assert exposed - documented == set(), "exposed but not in docs/metrics.md"
+    assert documented - exposed == set(), "in docs/metrics.md but not exposed"
