@@ -41,20 +41,39 @@ def version_line() -> str:
             f"Python {platform.python_version()})")
 
 
+#: Options given as ``--flag VALUE``: (flag, type, metavar, help; the default is appended).
+#: Each flag names the ServerOptions field it sets (``--max-connections`` ->
+#: ``max_connections``), and its default is that field's default.
+VALUE_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
+    ("--heartbeat-interval", float, "SECONDS", "seconds between the server's pings to each "
+                                               "client"),
+    ("--heartbeat-timeout", float, "SECONDS", "seconds a client has to answer a ping before it "
+                                              "is closed with 4101"),
+    ("--max-connections", int, "N", "open connections in total; more are refused with 4103"),
+    ("--max-connections-per-ip", int, "N", "open connections from one client IP; more are "
+                                           "refused with 4104"),
+    ("--max-message-bytes", int, "BYTES", "largest inbound message or HTTP body; larger "
+                                          "messages close the connection with 1009"),
+    ("--idle-timeout", float, "SECONDS", "close clients silent for this many seconds with "
+                                         "4105"),
+)
+
+
+def _field(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
+
+
 def _add_server_args(parser: argparse.ArgumentParser, default_port: int) -> None:
-    d = ServerOptions()
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind; 0.0.0.0 for every interface (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=default_port,
                         help=f"port to bind, 0 for any free port (default {default_port})")
-    parser.add_argument("--heartbeat-interval", type=float, default=d.heartbeat_interval,
-                        metavar="SECONDS",
-                        help="seconds between the server's pings to each client "
-                             f"(default {d.heartbeat_interval:g})")
-    parser.add_argument("--heartbeat-timeout", type=float, default=d.heartbeat_timeout,
-                        metavar="SECONDS",
-                        help="seconds a client has to answer a ping before it is closed "
-                             f"with 4101 (default {d.heartbeat_timeout:g})")
+    defaults = ServerOptions()
+    for flag, kind, metavar, text in VALUE_OPTIONS:
+        default = getattr(defaults, _field(flag))
+        shown = "never" if default is None else f"{default:g}"
+        parser.add_argument(flag, type=kind, default=default, metavar=metavar,
+                            help=f"{text} (default {shown})")
     parser.add_argument("--api-token", default=None, metavar="TOKEN",
                         help="enable POST /api/channels/{name}/messages with this bearer token; "
                              "it also guards /metrics")
@@ -67,20 +86,6 @@ def _add_server_args(parser: argparse.ArgumentParser, default_port: int) -> None
                              "https://*.example.org); default: same origin only")
     parser.add_argument("--token-secret", default=None, metavar="SECRET",
                         help="require an HMAC connect token signed with this secret")
-    parser.add_argument("--max-connections", type=int, default=d.max_connections, metavar="N",
-                        help="open connections in total; more are refused with 4103 "
-                             f"(default {d.max_connections})")
-    parser.add_argument("--max-connections-per-ip", type=int,
-                        default=d.max_connections_per_ip, metavar="N",
-                        help="open connections from one client IP; more are refused with 4104 "
-                             f"(default {d.max_connections_per_ip})")
-    parser.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
-                        metavar="BYTES",
-                        help="largest inbound message or HTTP body; larger messages close "
-                             f"the connection with 1009 (default {d.max_message_bytes})")
-    parser.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
-                        help="close clients silent for this many seconds with 4105 "
-                             "(default: never)")
     parser.add_argument("--certfile", default=None, metavar="PEM",
                         help="PEM certificate: serve wss:// and https:// (needs --keyfile)")
     parser.add_argument("--keyfile", default=None, metavar="PEM",
@@ -96,16 +101,11 @@ def _add_server_args(parser: argparse.ArgumentParser, default_port: int) -> None
 
 def _options(args: argparse.Namespace) -> ServerOptions:
     return ServerOptions(
-        heartbeat_interval=args.heartbeat_interval,
-        heartbeat_timeout=args.heartbeat_timeout,
+        **{_field(flag): getattr(args, _field(flag)) for flag, *_ in VALUE_OPTIONS},
         api_token=args.api_token,
         client_publish=not args.no_client_publish,
         allowed_origins=tuple(args.allowed_origins) if args.allowed_origins else None,
         token_secret=args.token_secret,
-        max_connections=args.max_connections,
-        max_connections_per_ip=args.max_connections_per_ip,
-        max_message_bytes=args.max_message_bytes,
-        idle_timeout=args.idle_timeout,
         certfile=args.certfile,
         keyfile=args.keyfile,
         gc_freeze=args.gc_freeze,
