@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import tornado
 
-from realtime_lab._version import read_version
+from realtime_lab import __version__
 from realtime_lab.core.options import ServerOptions
 from realtime_lab.errors import MissingDependency, PortInUseError
 from realtime_lab.shutdown import ShutdownSignals
@@ -37,7 +37,7 @@ docs: docs/reference.md ("Command line") and docs/deploy.md
 
 def version_line() -> str:
     """What ``--version`` prints: this package's, Tornado's and Python's versions."""
-    return (f"realtime-lab {read_version()} (tornado {tornado.version}, "
+    return (f"realtime-lab {__version__} (tornado {tornado.version}, "
             f"Python {platform.python_version()})")
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from realtime_lab.errors import require
+from realtime_lab.protocol.close_codes import CloseCode
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -32,10 +33,10 @@ PREFIX = "realtime_lab"
 
 #: Server-initiated closes counted by the hub: reason label -> (HubStats field, close code).
 CLOSE_REASONS: dict[str, tuple[str, int]] = {
-    "slow_consumer": ("slow_consumers", 4100),
-    "heartbeat_timeout": ("heartbeat_timeouts", 4101),
-    "idle_timeout": ("idle_timeouts", 4105),
-    "too_many_errors": ("too_many_errors", 4008),
+    "slow_consumer": ("slow_consumers", CloseCode.SLOW_CONSUMER),
+    "heartbeat_timeout": ("heartbeat_timeouts", CloseCode.HEARTBEAT_TIMEOUT),
+    "idle_timeout": ("idle_timeouts", CloseCode.IDLE_TIMEOUT),
+    "too_many_errors": ("too_many_errors", CloseCode.TOO_MANY_ERRORS),
 }
 
 #: Counters: metric name (``_total`` is added) -> (HubStats field, help text).
@@ -148,7 +149,7 @@ class LabCollector:
             f"{PREFIX}_server_closes", "connections the server closed because a limit was "
             "reached, by reason and close code", labels=["reason", "code"])
         for reason, (key, code) in CLOSE_REASONS.items():
-            closes.add_metric([reason, str(code)], c.stats[key])
+            closes.add_metric([reason, str(int(code))], c.stats[key])
         yield closes
         if c.cluster is not None:
             yield from _cluster_metrics(c.cluster)
@@ -187,7 +188,7 @@ def server_registry(server: LabServer) -> CollectorRegistry:
     from prometheus_client.registry import CollectorRegistry
 
     registry = CollectorRegistry()
-    registry.register(LabCollector(server))  # type: ignore[arg-type]
+    registry.register(LabCollector(server))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
