@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
     from realtime_lab.broker import ClusterNode
+    from realtime_lab.inspection import ServerSnapshot
     from realtime_lab.instrument import Recorder
     from realtime_lab.widgets import Dashboard
 
@@ -210,6 +211,25 @@ class LabServer:
             self._stopping.set_result(None)
         log.info("realtime_lab stopped")
 
+    async def restart(self) -> LabServer:
+        """Stop (clients get 1001, *going away*) and listen again on the same port.
+
+        The lab's "restart the server" control. The same hub carries on: counters,
+        event handlers (``server.on``), an attached recorder and channel history
+        survive, which a process restart would lose; every connection, subscription
+        and presence member is gone, so clients reconnect and subscribe again.
+        """
+        if self._port is None:
+            raise ServerNotRunning("the server has not been started; await server.start()")
+        self.requested_port = self._port
+        await self.stop()
+        self._http = None
+        self._stopping = None
+        self._heartbeat = self._gc_check = None
+        self._gc_freezer = None
+        self.cluster = None
+        return await self.start()
+
     async def __aenter__(self) -> LabServer:
         if self._http is None:
             await self.start()
@@ -262,6 +282,17 @@ class LabServer:
         if self.cluster is not None:  # cluster-wide members
             return self.cluster.presence(channel)
         return self.hub.presence(channel)
+
+    def inspect(self, *, connections: bool | int = True) -> ServerSnapshot:
+        """A read-only snapshot of this server: counters, queue totals and connections.
+
+        ``connections``: True for every connection, an integer ``n`` for the ``n``
+        with the largest outbound queues, False for none (the totals are always
+        there). See :mod:`realtime_lab.inspection`.
+        """
+        from realtime_lab.inspection import inspect
+
+        return inspect(self.hub, connections=connections)
 
     def record(self, **options: Any) -> Recorder:
         """Start recording metrics (realtime_lab.instrument.Recorder options); return it."""
