@@ -33,16 +33,15 @@ ROOMS = ("lobby", "physics", "history")
 NAMES = ("ada", "bob", "cleo", "dan", "eve", "fay", "gus", "hal", "ivy", "jon", "kim", "lea")
 
 
-async def _listen(client: Any, recorder: Recorder | None) -> None:
-    """Read what the room sends; the recorder measures each message's delivery latency."""
+async def _listen(client: Any) -> None:
+    """Read what the room sends (the client reports latencies to the recorder by itself)."""
     with contextlib.suppress(RealtimeLabError, asyncio.CancelledError):
-        async for msg in client:
-            if recorder is not None and msg.get("type") == "message":
-                recorder.observe(msg)
+        async for _ in client:
+            pass
 
 
-async def simulated_client(url: str, name: str, stop: asyncio.Event, rng: random.Random,
-                           recorder: Recorder | None = None) -> None:
+async def simulated_client(url: str, name: str, stop: asyncio.Event,
+                           rng: random.Random) -> None:
     """Join a room, chat, sometimes leave and come back, until ``stop`` is set."""
     while not stop.is_set():
         try:
@@ -50,7 +49,7 @@ async def simulated_client(url: str, name: str, stop: asyncio.Event, rng: random
         except (TimeoutError, OSError, RealtimeLabError):
             await asyncio.sleep(0.5)
             continue
-        reader = asyncio.create_task(_listen(client, recorder))
+        reader = asyncio.create_task(_listen(client))
         try:
             room = rng.choice(ROOMS)
             await client.subscribe(room)
@@ -161,7 +160,7 @@ async def run_demo(options: ServerOptions, *, host: str = "127.0.0.1", port: int
     halt = asyncio.Event()  # tells the simulated clients to leave
     rng = random.Random(7)
     names = [NAMES[i % len(NAMES)] + ("" if i < len(NAMES) else str(i)) for i in range(clients)]
-    tasks = [asyncio.create_task(simulated_client(server.url, n, halt, rng, rec)) for n in names]
+    tasks = [asyncio.create_task(simulated_client(server.url, n, halt, rng)) for n in names]
     started = time.monotonic()
     rows: list[dict[str, float | int]] = []
     progress = _Progress(duration)

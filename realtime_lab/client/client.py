@@ -316,6 +316,8 @@ class Client(StateMachine):
                 and self._can_buffer():
             self._forget(channel)
             return {"type": "unsubscribed", "channel": channel}
+        if self._loop.receipts is not None:
+            self._loop.receipts.forget(channel)
         reply = await self.request({"type": "unsubscribe", "channel": channel})
         self._forget(channel)
         return reply

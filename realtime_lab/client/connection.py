@@ -13,6 +13,7 @@ from tornado.httpclient import HTTPClientError
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError
 
 from realtime_lab.client import transport
+from realtime_lab.client.receipts import ReceiptBatcher
 from realtime_lab.client.states import ClientState
 from realtime_lab.client.watchdog import Watchdog
 from realtime_lab.errors import ConnectionClosed, ProtocolError, RequestFailed
@@ -48,6 +49,8 @@ class ConnectionLoop:
         self.welcomed: asyncio.Future[dict[str, Any]] | None = None
         self.lost_at: float | None = None
         self.local_reason: str | None = None
+        #: latency receipts of this connection (client/receipts.py), when both sides want them
+        self.receipts: ReceiptBatcher | None = None
 
     async def run(self, timeout: float) -> None:
         """Connect, serve the connection, and reconnect as the close code advises."""
@@ -116,6 +119,9 @@ class ConnectionLoop:
         opened = False
         try:
             client.welcome = await asyncio.wait_for(asyncio.shield(self.welcomed), timeout)
+            if client.options.receipts:
+                self.receipts = ReceiptBatcher.for_welcome(
+                    client.welcome, lambda msg: _write_quietly(ws, msg))
             watchdog = self.watchdog.start(client.welcome, client._inbox.full,
                                            lambda silence, limit: self._dead(ws, silence, limit))
             await asyncio.wait_for(self._restore(ws), timeout)
@@ -130,6 +136,9 @@ class ConnectionLoop:
             if not reader.done() and self.local_reason is None and not client._closing:
                 self.local_reason = "no welcome or restore within the connect timeout"
         finally:
+            if self.receipts is not None:
+                self.receipts.close()
+                self.receipts = None
             if watchdog is not None:
                 watchdog.cancel()
             if not reader.done():
@@ -246,6 +255,17 @@ class ConnectionLoop:
             self.watchdog.changed(msg)
         elif not client._subs.is_left(channel):  # not a straggler of a channel left
             client._subs.track(msg)
+            if mtype == "message" and self.receipts is not None:
+                self.receipts.note(msg)
             if mtype in ("presence_state", "presence_diff"):
                 client.presence.apply(msg)
         await client._inbox.put(msg)
+
+
+def _write_quietly(ws: WebSocketClientConnection, message: dict[str, Any]) -> None:
+    """Send a message nobody waits for (a receipt); a closed socket just drops it."""
+    try:
+        future = transport.write(ws, message)
+    except WebSocketClosedError:
+        return
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())

@@ -38,6 +38,10 @@ class ClientOptions:
             for with the ``realtime-lab.v1.msgpack`` subprotocol; needs ``msgpack``).
         compression: offer permessage-deflate (the server compresses a broadcast
             once for every connection that accepted it).
+        receipts: report the delivery latency of messages stamped by a recording
+            server (``ts``) back to it in small batches, so ``server.record()``
+            fills its ``latency`` table (only to servers that announce ``receipts``
+            in their welcome; docs/protocol.md).
     """
 
     reconnect: bool = False
@@ -54,6 +58,7 @@ class ClientOptions:
     seed: int | None = None
     protocol: str = "json"
     compression: bool = False
+    receipts: bool = True
 
     def __post_init__(self) -> None:
         if self.protocol not in ("json", "msgpack"):

@@ -217,6 +217,12 @@ class Dispatch(HubBase):
         elif isinstance(msg, messages.SetPresence):  # on_presence, then the reply
             validate_channel_for(msg.channel, self.options, msg.id)
             return self.presence_message(session, msg)
+        elif isinstance(msg, messages.Receipts):  # no reply; kept only while recording
+            if msg.channel not in session.subscriptions:
+                raise NotSubscribed(f"receipts for {msg.channel!r}, which this connection is "
+                                    "not subscribed to", request_id=msg.id)
+            if self.recorder is not None:
+                self.recorder.latency_ms(msg.channel, msg.latency_ms)
         else:  # Ping
             self.send(session, messages.pong_message(msg.id))
         return None

@@ -5,7 +5,7 @@ Transports implement :class:`ConnectionPort`; unit tests use fakes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -45,6 +45,9 @@ class BroadcastProbe(Protocol):
     def end(self, channel: Channel, frame_bytes: int, delivered: int, t0: float, t1: float,
             exclude: Session | None) -> None:
         """After fan-out: ``t1`` is when encoding ended."""
+
+    def latency_ms(self, channel: str, values_ms: Sequence[float]) -> None:
+        """Delivery latencies a client reported for ``channel`` (``receipts`` messages)."""
 
 
 class ClusterPort(Protocol):

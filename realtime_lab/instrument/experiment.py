@@ -20,7 +20,7 @@ import sys
 import time
 import tracemalloc
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,6 @@ from realtime_lab.instrument.frames import pandas
 if TYPE_CHECKING:
     import pandas as pd
 
-    from realtime_lab.instrument.recorder import Recorder
     from realtime_lab.server import LabServer
 
 
@@ -115,25 +114,37 @@ class BurstResult:
 async def measured_burst(server: LabServer, load: LoadProcess, count: int,
                          size: int, pace: float = 0.0, latency: bool = True) -> BurstResult:
     """Send one burst and measure this thread's CPU until the clients have everything."""
-    stats = server.hub.stats
-    d0 = stats.deliveries
+    d0 = server.inspect(connections=False).counters["deliveries"]
     c0, w0 = time.thread_time(), time.perf_counter()
     reply = await load.burst(count, size, pace=pace, latency=latency)
     cpu, wall = time.thread_time() - c0, time.perf_counter() - w0
-    return BurstResult(stats.deliveries - d0, cpu, wall, int(reply["received"]),
+    d1 = server.inspect(connections=False).counters["deliveries"]
+    return BurstResult(d1 - d0, cpu, wall, int(reply["received"]),
                        int(reply["expected"]), list(reply["latency_ms"]))
+
+
+def _progress(steps: Sequence[int], show: bool) -> Iterable[int]:
+    """``steps`` wrapped in a tqdm.auto bar (when wanted and installed)."""
+    if not show:
+        return steps
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is in the notebook extra
+        return steps
+    return tqdm(steps, desc="fan-out sweep", unit="step", leave=True)
 
 
 async def _settle(server: LabServer, subscribers: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while len(server.hub.sessions) > subscribers and time.monotonic() < deadline:
+    while (server.inspect(connections=False).connection_count > subscribers
+           and time.monotonic() < deadline):
         await asyncio.sleep(0.02)
 
 
 async def fanout_sweep(server: LabServer, subscribers: Sequence[int] = (10, 100, 500, 1000, 2000),
                        *, burst: int = 20, size: int = 100, bursts: int = 2,
-                       recorder: Recorder | None = None,
-                       trace_memory: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+                       trace_memory: bool = True,
+                       progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run the sweep; return ``(summary, latencies)`` DataFrames.
 
     ``summary`` has one row per subscriber count: ``subscribers``, ``deliveries``,
@@ -141,8 +152,10 @@ async def fanout_sweep(server: LabServer, subscribers: Sequence[int] = (10, 100,
     ``latency_p50_ms`` / ``p90`` / ``p99``, ``heap_bytes_per_connection`` (traced
     Python heap growth while they connected; NaN when ``trace_memory`` is off) and
     ``rss_bytes_per_connection``. ``latencies`` has ``subscribers`` and ``latency_ms``
-    (a sample of up to 2000 deliveries per burst). With ``recorder`` the client
-    latencies are also added to its ``latency`` table.
+    (a sample of up to 2000 deliveries per burst). A recorder attached to the
+    server gets a sample of the same latencies by itself: the load generator
+    reports them with ``receipts``. ``progress`` shows a ``tqdm.auto`` bar (a
+    widget in a notebook, text elsewhere) when tqdm is installed.
     """
     pdm = pandas()
     pattern = server.options.presence_channels
@@ -153,9 +166,9 @@ async def fanout_sweep(server: LabServer, subscribers: Sequence[int] = (10, 100,
     raise_fd_limit(2 * max(subscribers) + 512)
     rows: list[dict[str, Any]] = []
     lat_rows: list[pd.DataFrame] = []
-    for n in subscribers:
+    for n in _progress(subscribers, progress):
         channel = f"fanout-{n}"
-        base = len(server.hub.sessions)
+        base = server.inspect(connections=False).connection_count
         rss0 = memory.rss_bytes()
         traced = trace_memory and not tracemalloc.is_tracing()
         if traced:
@@ -167,14 +180,12 @@ async def fanout_sweep(server: LabServer, subscribers: Sequence[int] = (10, 100,
             if traced:
                 tracemalloc.stop()
             rss1 = memory.rss_bytes()
-            grown = max(1, len(server.hub.sessions) - base)
+            grown = max(1, server.inspect(connections=False).connection_count - base)
             results = [await measured_burst(server, load, burst, size) for _ in range(bursts)]
         finally:
             await load.close()
             await _settle(server, base)
         lat = [x for r in results for x in r.latency_ms]
-        if recorder is not None:
-            recorder.latency_ms(channel, lat)
         s = pdm.Series(lat, dtype="float64")
         deliveries = sum(r.deliveries for r in results)
         cpu = pdm.Series([r.cpu_us_per_delivery for r in results])
@@ -206,7 +217,7 @@ async def record_sweep(out: str, subscribers: Sequence[int], *, burst: int, size
     rec = server.record()
     try:
         summary, latency = await fanout_sweep(server, subscribers, burst=burst, size=size,
-                                              bursts=bursts, recorder=rec)
+                                              bursts=bursts)
     finally:
         rec.stop()
         await server.stop()

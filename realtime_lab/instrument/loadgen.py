@@ -14,6 +14,13 @@ answers, once every subscriber has them all (or after ``timeout``),
 ``{"event": "done", "received": ..., "expected": ..., "latency_ms": [...], ...}``;
 ``{"cmd": "quit"}`` closes everything. Latency is the client's receive time minus
 the server's ``ts`` stamp (the recorder's ``timestamps`` option).
+
+Receipts: every ``RECEIPT_INTERVAL`` seconds the load sends the server a
+``receipts`` message (docs/protocol.md) with a random sample of at most
+``max_samples`` of the latencies measured since the last one, on the first
+subscriber's connection, so a recording server fills its ``latency`` table with
+no call in the experiment (``--no-receipts`` turns it off). One small message
+four times a second, whatever the fan-out.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from realtime_lab.client import Client, connect
 from realtime_lab.errors import ConnectionClosed
 
 LATENCY_SAMPLES = 2000
+RECEIPT_INTERVAL = 0.25
 _MSG = b'{"type":"message"'
 _TS = b'"ts":'
 
@@ -60,6 +68,7 @@ class RawSubscriber(asyncio.Protocol):
                         "Sec-WebSocket-Version: 13\r\n\r\n").encode()
         self.buf = bytearray()
         self.upgraded = False
+        self.receipts_offered = 0  # max_samples from the welcome's "receipts", 0: none
         self.subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
 
@@ -116,8 +125,12 @@ class RawSubscriber(asyncio.Protocol):
                             stop += 1
                         load.latencies.append((time.time() - float(buf[at + 5:stop])) * 1e3)
                     load.count()
-                elif not self.subscribed.done() and b'"subscribed"' in buf[start:start + n]:
-                    self.subscribed.set_result(None)
+                elif not self.subscribed.done():
+                    frame = bytes(buf[start:start + n])
+                    if frame.startswith(b'{"type":"welcome"'):
+                        self.receipts_offered = _offered(frame)
+                    elif b'"subscribed"' in frame:
+                        self.subscribed.set_result(None)
             elif opcode == 0x9 and self.transport is not None:
                 self.transport.write(_masked(0xA, bytes(buf[start:start + n])))
             pos = start + n
@@ -125,11 +138,26 @@ class RawSubscriber(asyncio.Protocol):
             del buf[:pos]
 
 
+def _offered(welcome: bytes) -> int:
+    """``receipts.max_samples`` of a welcome frame (0 when absent or malformed)."""
+    try:
+        offer = json.loads(welcome).get("receipts")
+    except ValueError:
+        return 0
+    limit = offer.get("max_samples") if isinstance(offer, dict) else None
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) else 0
+
+
 class Load:
     """Subscribers counting what they receive, and the latencies of stamped messages."""
 
-    def __init__(self, url: str, channel: str, subscribers: int, raw: bool = True) -> None:
+    def __init__(self, url: str, channel: str, subscribers: int, raw: bool = True,
+                 receipts: bool = True) -> None:
         self.url = url
+        self.receipts = receipts
+        self.reported = 0  # latencies[:reported] were sampled into receipts already
+        self.rng = random.Random(1)
+        self.reporter: asyncio.Task[None] | None = None
         self.raw = raw
         self.raw_subs: list[asyncio.Transport] = []
         self.measure_latency = True
@@ -147,7 +175,7 @@ class Load:
 
         async def one(i: int) -> Client:
             async with gate:
-                client = await connect(self.url, user=f"sub{i}", timeout=30)
+                client = await connect(self.url, user=f"sub{i}", timeout=30, receipts=False)
                 await client.subscribe(self.channel)
                 return client
 
@@ -171,6 +199,38 @@ class Load:
         # the publisher only writes frames: a raw connection (answers pings, reads nothing)
         self.publisher = await raw("publisher", subscribe=False)
         self.raw_subs.append(self.publisher)
+        if self.receipts and self.n:
+            self.reporter = asyncio.create_task(self._report())
+
+    def _offered(self) -> int:
+        """max_samples of the server's receipts offer (0 when it made none)."""
+        if self.clients:
+            offer = self.clients[0].welcome.get("receipts")
+            return int(offer.get("max_samples", 0)) if isinstance(offer, dict) else 0
+        first = self.raw_subs[0].get_protocol() if self.raw_subs else None
+        return first.receipts_offered if isinstance(first, RawSubscriber) else 0
+
+    async def _report(self) -> None:
+        """Send a sample of the new latencies as ``receipts``, every RECEIPT_INTERVAL."""
+        while True:
+            await asyncio.sleep(RECEIPT_INTERVAL)
+            await self.report()
+
+    async def report(self) -> None:
+        """Send the server a sample of the latencies measured since the last report."""
+        limit = self._offered() if self.receipts and self.n else 0
+        new = self.latencies[self.reported:]
+        self.reported = len(self.latencies)
+        if not limit or not new:
+            return
+        sample = new if len(new) <= limit else self.rng.sample(new, limit)
+        msg = {"type": "receipts", "channel": self.channel,
+               "latency_ms": [round(v, 3) for v in sample]}
+        if self.clients:
+            with contextlib.suppress(ConnectionClosed):
+                await self.clients[0].send(msg)
+        elif self.raw_subs:
+            self.raw_subs[0].write(_masked(0x1, json.dumps(msg).encode()))
 
     async def _read(self, client: Client) -> None:
         lat = self.latencies
@@ -196,9 +256,11 @@ class Load:
 
         ``latency=False``: raw subscribers do not read the ``ts`` stamps.
         """
+        await self.report()  # what the previous burst left
         self.measure_latency = latency
         self.received = 0
         self.latencies.clear()
+        self.reported = 0
         self.target = count * self.n
         self.reached.clear()
         payload = "x" * size
@@ -221,6 +283,9 @@ class Load:
                 "elapsed_s": elapsed, "latency_ms": sample, "latency_count": len(lat)}
 
     async def close(self) -> None:
+        if self.reporter is not None:
+            self.reporter.cancel()
+        await self.report()
         for task in self.readers:
             task.cancel()
         for transport in self.raw_subs:
@@ -234,7 +299,8 @@ def _emit(obj: dict[str, Any]) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    load = Load(args.url, args.channel, args.subscribers, raw=args.client == "raw")
+    load = Load(args.url, args.channel, args.subscribers, raw=args.client == "raw",
+                receipts=args.receipts)
     await load.start()
     _emit({"event": "ready", "subscribers": args.subscribers})
     loop = asyncio.get_running_loop()
@@ -262,6 +328,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--channel", default="fanout")
     parser.add_argument("--client", choices=("raw", "lab"), default="raw")
+    parser.add_argument("--no-receipts", dest="receipts", action="store_false",
+                        help="do not report latencies to the server (receipts)")
     asyncio.run(main_async(parser.parse_args(argv)))
 
 

@@ -16,7 +16,7 @@ import dataclasses
 import math
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,8 +176,9 @@ class Recorder:
         """Record one delivery latency from a client (times in epoch seconds)."""
         self.tables["latency"].append(self.now(), channel, (received_ts - sent_ts) * 1e3)
 
-    def latency_ms(self, channel: str, values_ms: list[float] | tuple[float, ...]) -> None:
-        """Record latencies (ms) measured elsewhere, e.g. by a load-generator process."""
+    def latency_ms(self, channel: str, values_ms: Sequence[float]) -> None:
+        """Record latencies (ms) measured elsewhere: the ``receipts`` the lab's clients
+        send (the hub calls this), or values from a load-generator process."""
         t = self.now()
         table = self.tables["latency"]
         for value in values_ms:

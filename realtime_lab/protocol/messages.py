@@ -57,9 +57,42 @@ class Ping:
     id: RequestId = None
 
 
-ClientMessage = Subscribe | Unsubscribe | Publish | Ping | SetPresence
+#: Most latency samples in one ``receipts`` message (announced in ``welcome``).
+MAX_RECEIPTS = 64
+#: Accepted range of one latency sample, in ms: clocks of two machines may differ
+#: a little (negative values), and anything beyond ten minutes is not a latency.
+RECEIPT_RANGE_MS = (-60_000.0, 600_000.0)
 
-CLIENT_TYPES = ("subscribe", "unsubscribe", "publish", "ping", "presence")
+
+@dataclass(frozen=True, slots=True)
+class Receipts:
+    """``receipts``: delivery latencies (ms) of stamped messages of one channel.
+
+    Sent by the lab's clients while the server records metrics (``ts`` stamps);
+    the server adds them to its recorder's ``latency`` table (docs/protocol.md).
+    """
+
+    channel: str
+    latency_ms: tuple[float, ...]
+    id: RequestId = None
+
+
+ClientMessage = Subscribe | Unsubscribe | Publish | Ping | SetPresence | Receipts
+
+CLIENT_TYPES = ("subscribe", "unsubscribe", "publish", "ping", "presence", "receipts")
+
+
+def _latencies(obj: dict[str, Any], rid: RequestId) -> tuple[float, ...]:
+    if "latency_ms" not in obj:
+        raise MissingField("'latency_ms' is required", request_id=rid)
+    values = obj["latency_ms"]
+    low, high = RECEIPT_RANGE_MS
+    if (not isinstance(values, list) or not 1 <= len(values) <= MAX_RECEIPTS
+            or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                       and low <= v <= high for v in values)):
+        raise BadField(f"'latency_ms' must be a list of 1 to {MAX_RECEIPTS} numbers "
+                       f"between {low:g} and {high:g}", request_id=rid)
+    return tuple(float(v) for v in values)
 
 
 def _request_id(obj: dict[str, Any]) -> RequestId:
@@ -128,6 +161,8 @@ def parse_client_message(obj: object) -> ClientMessage:
         if state is None and meta is None:
             raise MissingField("'state' or 'meta' is required", request_id=rid)
         return SetPresence(channel, state, meta, rid)
+    if mtype == "receipts":
+        return Receipts(_channel(obj, rid), _latencies(obj, rid), rid)
     raise UnknownType(
         f"unknown message type {mtype!r}; expected one of {', '.join(CLIENT_TYPES)}",
         request_id=rid,
@@ -151,6 +186,7 @@ def welcome_message(
         "user": user,
         "heartbeat": {"interval": heartbeat_interval, "timeout": heartbeat_timeout},
         "limits": limits,
+        "receipts": {"max_samples": MAX_RECEIPTS},
     }
 
 

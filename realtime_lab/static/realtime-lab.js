@@ -22,6 +22,7 @@ import { ConnectionClosed, RequestFailed, SendBufferFull } from "./errors.js";
 import { Watchdog } from "./heartbeat.js";
 import * as msgpack from "./msgpack.js";
 import { applyPresence, memberIds } from "./presence.js";
+import { Receipts } from "./receipts.js";
 import { DEFAULT_BACKOFF, State, reconnectPlan } from "./rules.js";
 
 export { ConnectionClosed, RequestFailed, SendBufferFull } from "./errors.js";
@@ -46,6 +47,7 @@ export const DEFAULTS = Object.freeze({
   heartbeat: true,
   heartbeatTimeout: null,
   protocol: "json",  // or "msgpack" (binary frames; bytes travel as Uint8Array)
+  receipts: true,  // report latencies of messages a recording server stamped (docs/protocol.md)
 });
 
 /** The default endpoint of the page's own server: ws(s)://HOST/ws. */
@@ -92,6 +94,7 @@ export class RealtimeClient extends EventTarget {
     this._lostAt = null;
     this._timer = null;
     this._watchdog = null;  // a Watchdog (heartbeat.js) while a socket is open
+    this._receipts = null;  // a Receipts batcher (receipts.js) while a recording server stamps
     this._left = new Set();  // channels forgotten on this connection: stragglers are not tracked
     this._first = null;
   }
@@ -152,6 +155,7 @@ export class RealtimeClient extends EventTarget {
 
   /** Unsubscribe; while reconnecting this only forgets the channel locally. */
   unsubscribe(channel) {
+    if (this._receipts) this._receipts.forget(channel);
     this.presence.delete(channel);
     this._presenceWanted.delete(channel);
     if (this.state !== State.OPEN && this._canBuffer()) {
@@ -311,6 +315,9 @@ export class RealtimeClient extends EventTarget {
       } catch { return; }
       if (msg.type === "welcome") {
         this.welcome = msg;
+        this._receipts = this.options.receipts
+          ? Receipts.forWelcome(msg, (m) => { if (this._ws === ws) ws.send(this._encode(m)); })
+          : null;
         this._startWatchdog(ws, (reason) => { localReason = reason; });
         this._restore().then(() => {
           clearTimeout(giveUp);
@@ -334,6 +341,7 @@ export class RealtimeClient extends EventTarget {
     if (this._ws !== ws) return;
     this._ws = null;
     if (this._watchdog) this._watchdog.stop();
+    if (this._receipts) { this._receipts.stop(); this._receipts = null; }
     ws.onmessage = ws.onclose = null;
     const lost = new ConnectionClosed(code, reason);
     for (const entry of this._pending.values()) { clearTimeout(entry.timer); entry.reject(lost); }
@@ -480,6 +488,7 @@ export class RealtimeClient extends EventTarget {
       this._forget(msg.channel);
       this.dispatchEvent(new CustomEvent("unsubscribed", { detail: { channel: msg.channel, reason: msg.reason || null } }));
     } else if (msg.type === "message") {
+      if (this._receipts && !left) this._receipts.note(msg);
       this.dispatchEvent(new CustomEvent("message", { detail: msg }));
     } else if (msg.type === "error") {
       this.dispatchEvent(new CustomEvent("error", { detail: msg }));

@@ -14,7 +14,7 @@ async def test_fanout_sweep_small() -> None:
     server = await realtime_lab.serve(port=0, presence_channels=None)
     rec = server.record()
     try:
-        summary, latency = await fanout_sweep(server, [3, 12], burst=5, bursts=2, recorder=rec)
+        summary, latency = await fanout_sweep(server, [3, 12], burst=5, bursts=2)
     finally:
         rec.stop()
         await server.stop()

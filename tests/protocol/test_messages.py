@@ -78,7 +78,8 @@ def test_unknown_type_lists_the_known_ones() -> None:
 def test_server_message_builders() -> None:
     assert messages.welcome_message("s1", "ada", 25.0, 20.0, {"max_subscriptions": 3}) == {
         "type": "welcome", "version": PROTOCOL_VERSION, "session": "s1", "user": "ada",
-        "heartbeat": {"interval": 25.0, "timeout": 20.0}, "limits": {"max_subscriptions": 3}}
+        "heartbeat": {"interval": 25.0, "timeout": 20.0}, "limits": {"max_subscriptions": 3},
+        "receipts": {"max_samples": messages.MAX_RECEIPTS}}
     assert messages.subscribed_message("c", 1) == {"type": "subscribed", "channel": "c", "id": 1}
     assert messages.subscribed_message("c", None) == {"type": "subscribed", "channel": "c"}
     assert messages.unsubscribed_message("c", "z") == {
@@ -155,3 +156,16 @@ def test_encode_refuses_unknown_types() -> None:
         encode({"x": {1, 2}})
     with pytest.raises(errors.BadJSON):
         decode(b"\xff\xfe")
+
+
+def test_receipts_are_validated() -> None:
+    msg = parse_client_message({"type": "receipts", "channel": "c", "latency_ms": [1, 2.5]})
+    assert msg == messages.Receipts("c", (1.0, 2.5))
+    too_many = [1.0] * (messages.MAX_RECEIPTS + 1)
+    for bad in ([], too_many, [True], ["1"], [1e9], [-1e9], {"a": 1}, "1", None, [[1]]):
+        with pytest.raises(errors.BadField, match="latency_ms"):
+            parse_client_message({"type": "receipts", "channel": "c", "latency_ms": bad, "id": 4})
+    with pytest.raises(errors.MissingField, match="latency_ms"):
+        parse_client_message({"type": "receipts", "channel": "c"})
+    with pytest.raises(errors.MissingField, match="channel"):
+        parse_client_message({"type": "receipts", "latency_ms": [1]})
