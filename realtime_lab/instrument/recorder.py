@@ -283,10 +283,17 @@ class Recorder:
             "overwritten": {n: t.overwritten for n, t in self.tables.items()},
         }
 
-    def save(self, directory: str | Path = "data/runs/latest", *,
-             format: str = "auto") -> dict[str, Path]:
-        """Write every table (Parquet when pyarrow is present, else CSV) and meta.json."""
-        return frames.save(self.frames(), directory, meta=self.summary(), format=format)
+    def save(self, directory: str | Path | None = None, *,
+             format: str = "csv") -> dict[str, Path]:
+        """Write every table and ``meta.json`` into one run folder; return the paths.
+
+        ``format``: ``"csv"`` (default) or ``"parquet"`` (needs pyarrow), never chosen
+        for you. ``directory`` defaults to a new ``data/runs/run-YYYYmmdd-HHMMSS``; an
+        earlier run folder given again is replaced whole (no stale files). Read it
+        back with :func:`realtime_lab.instrument.load`.
+        """
+        folder = frames.new_run_folder() if directory is None else directory
+        return frames.save(self.frames(), folder, meta=self.summary(), format=format)
 
     def __repr__(self) -> str:
         rows = ", ".join(f"{n}={len(t)}" for n, t in self.tables.items())

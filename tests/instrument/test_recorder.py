@@ -188,31 +188,53 @@ def test_to_frame_dtypes_match_schema() -> None:
     rec.stop()
 
 
-def test_save_csv_and_load(tmp_path: Path) -> None:
+def _recorded() -> Recorder:
     hub, _ = make_hub(2)
     rec = Recorder(hub).start()
     hub.publish("room", 1)
-    rec.stop()
-    paths = rec.save(tmp_path / "run", format="csv")
-    assert paths["broadcasts"].suffix == ".csv"
+    hub.publish("room", "x" * 50)
+    rec.latency_ms("room", [1.25, 3.5])
+    rec.sample()
+    return rec.stop()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_save_and_load_round_trip(tmp_path: Path, fmt: str) -> None:
+    rec = _recorded()
+    paths = rec.save(tmp_path / "run", format=fmt)
+    assert paths["broadcasts"].suffix == f".{fmt}" and paths["broadcasts"].is_file()
     meta = json.loads(paths["meta"].read_text())
-    assert meta["rows"]["broadcasts"] == 1
+    assert meta["rows"]["broadcasts"] == 2 and meta["format"] == fmt
     loaded = load(tmp_path / "run")
     assert set(loaded) == set(rec.tables)
-    assert loaded["broadcasts"]["fanout"].tolist() == [2]
-    assert str(loaded["broadcasts"]["time"].dtype).startswith("datetime64")
-    with pytest.raises(ValueError):
-        rec.save(tmp_path / "x", format="xml")
+    for name, original in rec.frames().items():
+        pd.testing.assert_frame_equal(loaded[name], original, check_exact=True, obj=name)
 
 
-def test_save_parquet_when_available(tmp_path: Path) -> None:
-    pytest.importorskip("pyarrow", reason="pyarrow not installed: pip install -e '.[test]'")
-    hub, _ = make_hub(2)
-    rec = Recorder(hub).start()
-    hub.publish("room", 1)
-    paths = rec.save(tmp_path)
-    assert paths["broadcasts"].suffix == ".parquet"
-    assert load(tmp_path)["broadcasts"]["fanout"].tolist() == [2]
+def test_format_is_explicit_and_runs_do_not_mix(tmp_path: Path) -> None:
+    rec = _recorded()
+    run = tmp_path / "run"
+    rec.save(run, format="parquet")
+    rec.save(run, format="csv")  # the same run folder again: replaced whole
+    assert sorted(p.suffix for p in run.iterdir()) == [".csv"] * 6 + [".json"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
+    with pytest.raises(ValueError, match="csv' or 'parquet"):
+        rec.save(tmp_path / "x", format="auto")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a run folder"):
+        rec.save(tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    (run / "stray.csv").write_text("a\n1\n")  # a file that is not one of the run's tables
+    assert set(load(run)) == set(rec.tables)
+
+
+def test_default_folder_is_new_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    rec = _recorded()
+    first = rec.save()["meta"].parent
+    second = rec.save()["meta"].parent
+    assert first != second and first.parent == second.parent == Path("data/runs")
 
 
 async def test_recorder_on_a_live_server() -> None:
