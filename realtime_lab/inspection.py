@@ -18,6 +18,7 @@ import heapq
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -65,7 +66,9 @@ class ServerSnapshot:
         counters: the hub's counters since it started (``HubStats`` fields).
         connection_count: open connections.
         channel_count: channels with at least one subscriber here.
-        queued_bytes: bytes waiting to be sent, all connections together.
+        queued_bytes: bytes waiting to be sent, all connections together (None when
+            the snapshot was taken with ``connections=False``: then nothing is
+            computed per connection, and the snapshot costs the same at any size).
         queued_frames: frames waiting in the hub's queues, all connections together.
         max_queue_fill: the fullest queue, as a share of ``max_outbound_bytes``.
         at_risk: connections whose queue holds at least ``AT_RISK_FILL`` of the limit.
@@ -79,10 +82,10 @@ class ServerSnapshot:
     counters: Mapping[str, int]
     connection_count: int
     channel_count: int
-    queued_bytes: int
-    queued_frames: int
-    max_queue_fill: float
-    at_risk: int
+    queued_bytes: int | None
+    queued_frames: int | None
+    max_queue_fill: float | None
+    at_risk: int | None
     max_outbound_bytes: int
     connections: tuple[ConnectionSnapshot, ...] = ()
     recorder: BroadcastProbe | None = None
@@ -116,30 +119,28 @@ def inspect(hub: Hub, *, connections: bool | int = True) -> ServerSnapshot:
     """A :class:`ServerSnapshot` of ``hub``.
 
     ``connections``: True for every connection (in the hub's order), an integer
-    ``n`` for the ``n`` with the largest queues (largest first), False for none.
-    The queue totals are computed in every case (one pass, no object per
-    connection unless asked for).
+    ``n`` for the queue totals and the ``n`` connections with the largest queues
+    (largest first; 0 for the totals only), False for neither (counters only: a
+    constant cost however many connections there are).
     """
     limit = max(1, hub.options.max_outbound_bytes)
     sessions = list(hub.sessions.values())
+    base = partial(ServerSnapshot, at=time.monotonic(), counters=counters(hub),
+                   connection_count=len(sessions), channel_count=len(hub.channels),
+                   max_outbound_bytes=hub.options.max_outbound_bytes, recorder=hub.recorder)
+    if connections is False:
+        return base(queued_bytes=None, queued_frames=None, max_queue_fill=None, at_risk=None)
     queued = [_queued(s) for s in sessions]
-    total = sum(queued)
-    frames = sum(len(s.pending) for s in sessions)
-    fullest = max(queued, default=0)
-    at_risk = sum(1 for q in queued if q >= AT_RISK_FILL * limit)
     if connections is True:
         chosen = list(zip(queued, sessions, strict=True))
-    elif connections:
+    else:
         chosen = heapq.nlargest(int(connections), zip(queued, sessions, strict=True),
                                 key=lambda pair: pair[0])
-    else:
-        chosen = []
-    return ServerSnapshot(
-        at=time.monotonic(), counters=counters(hub), connection_count=len(sessions),
-        channel_count=len(hub.channels), queued_bytes=total, queued_frames=frames,
-        max_queue_fill=fullest / limit, at_risk=at_risk,
-        max_outbound_bytes=hub.options.max_outbound_bytes,
-        connections=tuple(_snapshot(s, q, limit) for q, s in chosen), recorder=hub.recorder)
+    return base(
+        queued_bytes=sum(queued), queued_frames=sum(len(s.pending) for s in sessions),
+        max_queue_fill=max(queued, default=0) / limit,
+        at_risk=sum(1 for q in queued if q >= AT_RISK_FILL * limit),
+        connections=tuple(_snapshot(s, q, limit) for q, s in chosen))
 
 
 __all__ = ["AT_RISK_FILL", "ConnectionSnapshot", "ServerSnapshot", "counters", "inspect"]

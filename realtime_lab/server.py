@@ -286,9 +286,9 @@ class LabServer:
     def inspect(self, *, connections: bool | int = True) -> ServerSnapshot:
         """A read-only snapshot of this server: counters, queue totals and connections.
 
-        ``connections``: True for every connection, an integer ``n`` for the ``n``
-        with the largest outbound queues, False for none (the totals are always
-        there). See :mod:`realtime_lab.inspection`.
+        ``connections``: True for every connection, an integer ``n`` for the queue
+        totals and the ``n`` connections with the largest outbound queues, False for
+        the counters alone (constant cost). See :mod:`realtime_lab.inspection`.
         """
         from realtime_lab.inspection import inspect
 

@@ -44,7 +44,11 @@ def test_top_n_by_queue_and_totals() -> None:
         [c.user for c in snap.connections] == ["u4", "u3"]
     assert snap.queued_bytes == sum(c.queued_bytes for c in inspect(hub).connections)
     assert snap.queued_bytes > 2000 and snap.max_queue_fill > 0
-    assert inspect(hub, connections=False).connections == ()
+    assert inspect(hub, connections=0).connections == ()
+    assert inspect(hub, connections=0).queued_bytes == snap.queued_bytes
+    counters_only = inspect(hub, connections=False)
+    assert counters_only.connections == () and counters_only.queued_bytes is None
+    assert counters_only.connection_count == 5
 
 
 async def test_server_inspect_and_restart_keep_the_hub() -> None:
