@@ -184,6 +184,16 @@ class Recorder:
         for value in values_ms:
             table.append(t, channel, float(value))
 
+    def latencies_since(self, mark: int) -> tuple[int, list[float]]:
+        """Latencies (ms) recorded after ``mark`` (a previous return value; 0 at first),
+        oldest first, and the new mark: how a live view reads the table incrementally."""
+        table = self.tables["latency"]
+        count = table.count
+        new = min(count - mark, table.capacity) if count > mark else 0
+        column = table.data["latency_ms"]
+        values = [column[(count - new + i) % table.capacity] for i in range(new)]
+        return count, values
+
     def observe(self, message: dict[str, Any], received_at: float | None = None) -> float | None:
         """Record the latency of a channel message a client received; return it in ms.
 

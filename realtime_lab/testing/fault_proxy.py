@@ -8,7 +8,12 @@ Put it between clients and a server, then break things on purpose::
     proxy.stall()        # nothing forwarded, nothing closed: a half-open connection
     proxy.resume()       # forward again (stalled connections are cut: their bytes are gone)
     proxy.delay = 0.2    # add 200 ms to every chunk, both ways
+    proxy.bandwidth = 2000  # at most 2000 bytes/s per connection and direction (slow link)
     proxy.refuse = True  # accept then close new connections at once (server "down")
+
+A slow link pushes back: at most ``QUEUE_CHUNKS`` chunks wait in the proxy per
+direction, then it stops reading, so the sender's socket buffers fill, exactly
+as behind a slow network (a server sees a slow consumer).
 
 ``accept_times`` records when each connection arrived (``time.monotonic()``), so a
 test can count attempts and measure how a reconnect storm is spread.
@@ -26,6 +31,7 @@ log = logging.getLogger("realtime_lab.testing")
 
 LOCALHOST = "127.0.0.1"
 CHUNK = 65536
+QUEUE_CHUNKS = 16
 
 
 @dataclass(eq=False)
@@ -52,16 +58,18 @@ class FaultProxy:
         target_port: the port of the server behind the proxy.
         port: where to listen (0: any free port).
         delay: seconds added to every chunk in each direction.
+        bandwidth: bytes per second per connection and direction (None: unlimited).
     """
 
     def __init__(self, target_port: int, *, port: int = 0, delay: float = 0.0,
-                 target_host: str = LOCALHOST) -> None:
+                 bandwidth: float | None = None, target_host: str = LOCALHOST) -> None:
         if target_host not in (LOCALHOST, "localhost"):
             raise ValueError("the fault proxy only forwards to 127.0.0.1")
         self.target_host = target_host
         self.target_port = target_port
         self.requested_port = port
         self.delay = delay
+        self.bandwidth = bandwidth
         self.refuse = False
         self.accept_times: list[float] = []
         self.cuts = 0
@@ -168,7 +176,7 @@ class FaultProxy:
         if link not in self._links:  # cut while connecting
             link.abort()
             return
-        link.tasks = [
+        link.tasks += [
             asyncio.create_task(self._pump(reader, up_writer, link)),
             asyncio.create_task(self._pump(up_reader, writer, link)),
         ]
@@ -176,18 +184,22 @@ class FaultProxy:
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     link: _Link) -> None:
         """Copy one direction; a delay keeps order through a queue of due chunks."""
-        queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(QUEUE_CHUNKS)
         sender = asyncio.create_task(self._send_due(queue, writer, link))
+        link.tasks.append(sender)  # cut() cancels it with the pumps
         try:
             while data := await reader.read(CHUNK):
                 if link.stalled:
                     continue
-                queue.put_nowait((time.monotonic() + self.delay, data))
+                await queue.put((time.monotonic() + self.delay, data))
         except (ConnectionError, OSError):
             pass
         finally:
-            queue.put_nowait(None)
-            with contextlib.suppress(Exception):
+            if not sender.done():  # let it send what is queued, then end
+                marker = asyncio.ensure_future(queue.put(None))
+                await asyncio.wait({marker, sender}, return_when=asyncio.FIRST_COMPLETED)
+                marker.cancel()
+            with contextlib.suppress(BaseException):
                 await asyncio.shield(sender)
             if not link.stalled:
                 self._links.discard(link)
@@ -207,3 +219,5 @@ class FaultProxy:
                 await writer.drain()
             except (ConnectionError, OSError):
                 return
+            if self.bandwidth:
+                await asyncio.sleep(len(data) / self.bandwidth)

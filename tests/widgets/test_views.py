@@ -17,6 +17,7 @@ from realtime_lab.widgets import (
     MetricsView,
     PresenceView,
 )
+from realtime_lab.widgets.views import STOP_AFTER
 
 
 def join(hub: Hub, user: str, channel: str):
@@ -114,8 +115,9 @@ async def test_dashboard_updates_from_the_loop_and_is_throttled() -> None:
         await client.close()
     finally:
         await server.stop()
-        await asyncio.sleep(0.6)
-        assert not dash.running
+        async with asyncio.timeout(STOP_AFTER + 3):
+            while dash.running:  # a stopped (not restarting) server: the task ends
+                await asyncio.sleep(0.05)
         dash.stop()
 
 
@@ -144,3 +146,71 @@ def test_member_state_and_metadata() -> None:
     assert "role=&lt;b&gt;teacher&lt;/b&gt;" in html
     assert _info_html({"connections": 1}) == "1 conn"
     assert 'data-state="busy"' in _info_html({"state": "busy", "x": 1})
+
+
+def test_dashboard_charts_log_and_connections_from_a_hub() -> None:
+    hub = Hub()
+    dash = Dashboard(hub, autostart=False)
+    assert dash.controls is None  # no server to control
+    charts = dash.charts.value
+    for key in ("throughput", "latency", "connections", "memory", "queues", "slow"):
+        assert f'data-chart="{key}"' in charts
+    assert "not recording" in charts
+    s = join(hub, "ada", "room")
+    for i in range(20):
+        hub.publish("room", i)
+    dash.refresh()
+    assert 'data-user="ada"' in dash.connections.value
+    assert "room" in dash.connections.value
+    kinds = [row.kind for row in dash.events.event_log.rows]
+    assert kinds[:2] == ["connect", "join"]
+    hub.closed(s)
+    dash.refresh()
+    assert [row.kind for row in dash.events.event_log.rows][-2:] == ["leave", "disconnect"]
+    assert 'data-kind="leave"' in dash.events.value
+
+
+def test_an_idle_dashboard_renders_nothing() -> None:
+    hub = Hub()
+    join(hub, "ada", "room")
+    dash = Dashboard(hub, autostart=False)
+    dash.refresh()  # the rates of the first interval
+    dash.refresh()
+    updates = [v.updates for v in dash.views]
+    skipped = dash.skipped
+    for _ in range(5):
+        assert dash.refresh() == 0
+    assert dash.skipped == skipped + 5
+    assert [v.updates for v in dash.views] == updates
+    hub.publish("room", "x")
+    assert dash.refresh() > 0
+
+
+def test_static_picture_for_renderers_without_a_kernel() -> None:
+    hub = Hub()
+    join(hub, "ada", "room")
+    dash = Dashboard(hub, autostart=False)
+    bundle = dash._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert '<svg class="rtl-chart"' in bundle["text/html"]
+    assert 'data-user="ada"' in bundle["text/html"]
+    assert 'data-chart="throughput"' in dash.snapshot()._repr_html_()
+
+
+def test_event_log_merges_storms_and_finds_reconnects() -> None:
+    from realtime_lab.core import events as ev
+    from realtime_lab.widgets.live import EventLog
+
+    now = [100.0]
+    log = EventLog(size=50, clock=lambda: now[0])
+    for i in range(300):
+        log(ev.Disconnected(at=0, user=f"u{i}", code=None, reason="connection lost"))
+    now[0] += 0.4
+    for i in range(300):
+        log(ev.Connected(at=0, user=f"u{i}"))
+    rows = list(log.rows)
+    assert [(r.kind, r.count) for r in rows] == [("disconnect", 300), ("reconnect", 300)]
+    assert rows[1].detail == "back (down 0.40 s)"
+    now[0] += 60
+    log(ev.Connected(at=0, user="u1"))
+    assert log.rows[-1].kind == "connect"  # too late to call it a reconnect
