@@ -31,6 +31,16 @@ def _figure(width: float = 7.0, height: float = 4.0, ncols: int = 1) -> tuple[Fi
     return fig, axes
 
 
+def _legend_outside(ax: Axes, handles: Any = None, labels: Any = None) -> None:
+    """The legend to the right of the plot area, never over the data."""
+    kwargs: dict[str, Any] = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0),
+                              "borderaxespad": 0.0, "fontsize": "small"}
+    if handles is not None:
+        ax.legend(handles, labels, **kwargs)
+    else:
+        ax.legend(**kwargs)
+
+
 def _empty(ax: Axes, what: str) -> None:
     ax.text(0.5, 0.5, f"no {what} recorded", ha="center", va="center",
             transform=ax.transAxes, color="gray")
@@ -49,7 +59,7 @@ def draw_fanout_latency(ax: Axes, latency: pd.DataFrame, *, by: str | None = Non
     ax.boxplot([v for _, v in groups], tick_labels=[str(k) for k, _ in groups],
                showfliers=False, whis=(1, 99))
     ax.set_yscale("log")
-    ax.set_xlabel("subscribers" if by == "subscribers" else by)
+    ax.set_xlabel("subscribers (connections)" if by == "subscribers" else by)
     ax.set_ylabel("latency (ms, log scale)")
     if by != "subscribers" and title == "Delivery latency by fan-out":
         title = f"Delivery latency by {by}"
@@ -74,12 +84,22 @@ def draw_throughput(ax: Axes, frame: pd.DataFrame, *, bin_s: float = 1.0,
     if frame.empty:
         _empty(ax, "broadcasts")
         return
+    note = ""
     if "delivered" in frame.columns:
-        bins = (frame["t"] // bin_s) * bin_s
-        grouped = frame.groupby(bins)
-        t = grouped.size().index.to_numpy()
-        deliveries = grouped["delivered"].sum().to_numpy() / bin_s
-        publishes = grouped.size().to_numpy() / bin_s
+        pdm: Any = require("pandas", "notebook")
+        bins = (frame["t"] // bin_s).astype("int64")
+        last = int(frame["t"].max() // bin_s)
+        complete = bins < last  # the last bin is cut short by the end of the recording
+        grouped = frame[complete].groupby(bins[complete])
+        index = pdm.RangeIndex(int(bins.min()), last)
+        deliveries = grouped["delivered"].sum().reindex(index, fill_value=0) / bin_s
+        publishes = grouped.size().reindex(index, fill_value=0) / bin_s
+        t = index.to_numpy() * bin_s
+        note = " (last, partial bin left out)"
+        if not len(index):
+            _empty(ax, f"complete {bin_s:g} s bin of broadcasts")
+            return
+        deliveries, publishes = deliveries.to_numpy(), publishes.to_numpy()
     else:
         dt = frame["t"].diff()
         t = frame["t"].to_numpy()
@@ -88,9 +108,10 @@ def draw_throughput(ax: Axes, frame: pd.DataFrame, *, bin_s: float = 1.0,
     ax.plot(t, deliveries, drawstyle="steps-post", label="deliveries/s")
     ax.plot(t, publishes, drawstyle="steps-post", label="publishes/s")
     ax.set_xlabel("time since recording started (s)")
-    ax.set_ylabel("per second")
-    ax.set_title(title)
-    ax.legend(loc="upper left")
+    ax.set_ylabel("messages per second (1/s)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title + note, fontsize="medium")
+    _legend_outside(ax)
     ax.grid(True, alpha=0.3)
 
 
@@ -99,7 +120,8 @@ def throughput(frame: pd.DataFrame, *, bin_s: float = 1.0,
     """Deliveries and publishes per second over time.
 
     Takes the ``broadcasts`` table (binned by ``bin_s``) or the ``events`` table
-    (differences of the cumulative counters).
+    (differences of the cumulative counters). With ``broadcasts``, the last bin,
+    cut short by the end of the recording, is left out (it would plunge).
     """
     fig, ax = _figure()
     draw_throughput(ax, frame, bin_s=bin_s, title=title)
@@ -116,13 +138,15 @@ def draw_memory(ax: Axes, mem: pd.DataFrame, *, title: str = "Memory over time")
         heap = mem["heap_bytes"].where(mem["heap_bytes"] >= 0)
         ax.plot(mem["t"], heap / MB, label="Python heap (tracemalloc)")
     ax.set_xlabel("time since recording started (s)")
-    ax.set_ylabel("MiB")
+    ax.set_ylabel("memory (MiB)")
     ax2 = ax.twinx()
     ax2.plot(mem["t"], mem["connections"], color="tab:gray", linestyle="--",
-             label="connections")
-    ax2.set_ylabel("connections")
+             label="connections (right axis)")
+    ax2.set_ylabel("open connections (count)")
+    ax2.set_ylim(bottom=0)
     lines = ax.get_lines() + ax2.get_lines()
-    ax.legend(lines, [str(ln.get_label()) for ln in lines], loc="upper left")
+    ax.legend(lines, [str(ln.get_label()) for ln in lines], loc="upper center",
+              bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize="small", frameon=False)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
 
@@ -145,9 +169,9 @@ def draw_presence(ax: Axes, channels: pd.DataFrame, *, title: str = "Presence ov
         g = channels[channels["channel"] == name]
         ax.plot(g["t"], g["members"], drawstyle="steps-post", label=str(name))
     ax.set_xlabel("time since recording started (s)")
-    ax.set_ylabel("members")
+    ax.set_ylabel("presence members (users)")
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize="small")
+    _legend_outside(ax)
     ax.grid(True, alpha=0.3)
 
 
@@ -166,7 +190,7 @@ def fanout_cost(summary: pd.DataFrame, *,
     x = summary["subscribers"]
     ax1.plot(x, summary["cpu_us_per_delivery"], marker="o")
     ax1.set_xscale("log")
-    ax1.set_xlabel("subscribers (log)")
+    ax1.set_xlabel("subscribers (connections, log scale)")
     ax1.set_ylabel("server CPU per delivery (us)")
     ax1.set_ylim(bottom=0)
     ax1.set_title("Server CPU per delivery")
@@ -177,10 +201,10 @@ def fanout_cost(summary: pd.DataFrame, *,
             ax2.plot(x, summary[col], marker="o", label=label)
     ax2.set_xscale("log")
     ax2.set_yscale("log")
-    ax2.set_xlabel("subscribers (log)")
-    ax2.set_ylabel("delivery latency (ms, log)")
+    ax2.set_xlabel("subscribers (connections, log scale)")
+    ax2.set_ylabel("delivery latency (ms, log scale)")
     ax2.set_title("Delivery latency")
-    ax2.legend()
+    _legend_outside(ax2)
     ax2.grid(True, alpha=0.3)
     fig.suptitle(title)
     return fig
@@ -196,11 +220,11 @@ def memory_per_connection(summary: pd.DataFrame, *,
         if col in summary.columns:
             ax.plot(x, summary[col] / 1024, marker="o", label=label)
     ax.set_xscale("log")
-    ax.set_xlabel("subscribers (log)")
-    ax.set_ylabel("KiB per connection")
+    ax.set_xlabel("subscribers (connections, log scale)")
+    ax.set_ylabel("memory per connection (KiB)")
     ax.set_ylim(bottom=0)
     ax.set_title(title)
-    ax.legend()
+    _legend_outside(ax)
     ax.grid(True, alpha=0.3)
     return fig
 

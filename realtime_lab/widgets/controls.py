@@ -158,7 +158,7 @@ class Controls(widgets.VBox):  # type: ignore[misc]
             text += f" — {message}"
         self.status.value = f'<span class="rtl-controls-text">{escape(text)}</span>'
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Stop the simulated clients and any action still running."""
         for task in list(self._tasks):
             task.cancel()

@@ -80,7 +80,7 @@ def test_sweep_plots(tmp_path: Path) -> None:
     _renders(plot.memory_per_connection(summary), tmp_path, "mpc")
     lat = pd.DataFrame({"subscribers": [10, 10, 100, 100], "latency_ms": [1, 2, 3, 4.0]})
     fig = plot.fanout_latency(lat)
-    assert fig.axes[0].get_xlabel() == "subscribers"
+    assert fig.axes[0].get_xlabel() == "subscribers (connections)"
 
 
 def test_report_writes_png(frames: dict[str, pd.DataFrame], tmp_path: Path) -> None:
@@ -89,3 +89,40 @@ def test_report_writes_png(frames: dict[str, pd.DataFrame], tmp_path: Path) -> N
     assert len(fig.axes) >= 4
     assert out.stat().st_size > 10_000
     assert len(plot.report({}).axes) >= 4
+
+
+def test_last_partial_bin_is_left_out() -> None:
+    # 100 broadcasts a second for 3.2 s: the bin starting at 3 s holds 0.2 s of traffic
+    t = [i / 100 for i in range(320)]
+    frame = pd.DataFrame({"t": t, "delivered": [10] * len(t)})
+    fig = plot.throughput(frame)
+    deliveries = fig.axes[0].get_lines()[0].get_ydata()
+    assert list(deliveries) == [1000.0, 1000.0, 1000.0]  # no plunge at the end
+    assert "partial bin left out" in fig.axes[0].get_title()
+    gap = pd.DataFrame({"t": [0.1, 0.2, 2.5, 3.5], "delivered": [1, 1, 1, 1]})
+    assert list(plot.throughput(gap).axes[0].get_lines()[0].get_ydata()) == [2.0, 0.0, 1.0]
+
+
+def test_legends_outside_the_data_and_units_on_every_axis(
+        frames: dict[str, pd.DataFrame]) -> None:
+    summary = pd.DataFrame({"subscribers": [10, 100], "cpu_us_per_delivery": [2.0, 1.0],
+                            "latency_p50_ms": [1.0, 2.0], "latency_p90_ms": [2.0, 3.0],
+                            "latency_p99_ms": [3.0, 4.0], "heap_bytes_per_connection": [1e4, 9e3],
+                            "rss_bytes_per_connection": [2e4, 1e4]})
+    figures = [plot.throughput(frames["broadcasts"], bin_s=0.001), plot.memory(frames["memory"]),
+               plot.presence(frames["channels"]), plot.fanout_cost(summary),
+               plot.memory_per_connection(summary), plot.fanout_latency(frames["latency"])]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for fig in figures:
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        for ax in fig.axes:
+            assert "(" in ax.get_ylabel(), (ax.get_title(), ax.get_ylabel())  # a unit
+            if ax.get_xlabel():
+                assert "(" in ax.get_xlabel() or ax.get_xlabel() == "channel"
+            legend = ax.get_legend()
+            if legend is not None:
+                box = legend.get_window_extent(renderer)
+                assert not box.overlaps(ax.get_window_extent(renderer)), ax.get_title()
