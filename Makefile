@@ -1,11 +1,12 @@
-# Two commands do all the set-up: `make demo` and `make test`.
+# Three commands do all the set-up: `make demo`, `make lab` and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DURATION ?= 20
 PORT ?= 8765
+LAB_PORT ?= 8888
 
-.PHONY: demo test lint bench conformance install install-test clean
+.PHONY: demo lab test lint bench conformance install install-test clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +20,21 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[test,notebook,bench]'
 	touch $@ $(VENV)/.installed
 
+# The lessons in JupyterLab: the `lab` extra, a kernel named "realtime-lab" registered
+# for this user (for Jupyter front ends outside .venv), then JupyterLab on notebooks/.
+$(VENV)/.installed-lab: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[lab]'
+	$(PY) -m ipykernel install --user --name realtime-lab --display-name "Python (realtime_lab)"
+	touch $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/realtime-lab demo --duration $(DURATION) --port $(PORT)
+
+lab: $(VENV)/.installed-lab
+	cd notebooks && ../$(VENV)/bin/jupyter lab --port=$(LAB_PORT)
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check realtime_lab tests benchmarks

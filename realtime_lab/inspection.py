@@ -103,7 +103,7 @@ def _queued(session: Session) -> int:
         buffered = session.port.buffered_bytes()
     except Exception:  # noqa: BLE001 - a closing transport may fail here
         buffered = 0
-    return session.pending_bytes + buffered
+    return session.pending.nbytes + buffered
 
 
 def _snapshot(s: Session, queued: int, limit: int) -> ConnectionSnapshot:
@@ -130,16 +130,23 @@ def inspect(hub: Hub, *, connections: bool | int = True) -> ServerSnapshot:
                    max_outbound_bytes=hub.options.max_outbound_bytes, recorder=hub.recorder)
     if connections is False:
         return base(queued_bytes=None, queued_frames=None, max_queue_fill=None, at_risk=None)
-    queued = [_queued(s) for s in sessions]
+    queued: list[int] = []
+    frames = at_risk = 0
+    risky = AT_RISK_FILL * limit
+    for s in sessions:  # one pass, no object per connection
+        q = _queued(s)
+        queued.append(q)
+        frames += len(s.pending)
+        if q >= risky:
+            at_risk += 1
     if connections is True:
         chosen = list(zip(queued, sessions, strict=True))
     else:
         chosen = heapq.nlargest(int(connections), zip(queued, sessions, strict=True),
                                 key=lambda pair: pair[0])
     return base(
-        queued_bytes=sum(queued), queued_frames=sum(len(s.pending) for s in sessions),
-        max_queue_fill=max(queued, default=0) / limit,
-        at_risk=sum(1 for q in queued if q >= AT_RISK_FILL * limit),
+        queued_bytes=sum(queued), queued_frames=frames,
+        max_queue_fill=max(queued, default=0) / limit, at_risk=at_risk,
         connections=tuple(_snapshot(s, q, limit) for q, s in chosen))
 
 

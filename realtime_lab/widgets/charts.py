@@ -107,7 +107,7 @@ def line_chart(key: str, title: str, y_unit: str, series: Sequence[Series], *,
         if not pts:
             continue
         points += len(pts)
-        coords = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in pts)
+        coords = " ".join(f"{x(t):.0f},{y(v):.0f}" for t, v in pts)
         parts.append(f'<polyline points="{coords}" fill="none" stroke="{s.color}" '
                      'stroke-width="1.6"/>')
     if points == 0 and note:

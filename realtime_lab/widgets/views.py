@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 widgets: Any = require("ipywidgets", "notebook")
 
 MIN_INTERVAL = 0.25  # seconds: at most 4 updates per second
-DEFAULT_INTERVAL = 0.5
+DEFAULT_INTERVAL = 1.0  # the dashboard's cost is measured at this (docs/widgets.md)
 TOP_CONNECTIONS = 12  # rows of the per-connection view
 STOP_AFTER = 3.0  # seconds a server must stay stopped before the refresh task ends
 
@@ -71,17 +71,45 @@ class ChannelsView(_LiveHTML):
 
 
 class PresenceView(_LiveHTML):
-    """The roster: members of each presence channel (or of ``channel``), with states."""
+    """The roster: members of each presence channel (or of ``channel``), with states.
+
+    Reading presence costs one entry per member, so the roster is read again only
+    when presence changed (a ``presence.*`` event, a channel appeared or went away)
+    or ``reread`` seconds passed (members of other nodes, with a broker).
+    """
 
     css_class = "rtl-presence"
 
-    def __init__(self, source: Any, *, channel: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, source: Any, *, channel: str | None = None, reread: float = 5.0,
+                 **kwargs: Any) -> None:
         self.channel = channel
-        super().__init__(source, **kwargs)
+        self.reread = reread
+        self.changes = 0
+        src = source if isinstance(source, Source) else Source(source)
+        self.subscription = src.on(("presence.*", "channel.occupied", "channel.vacated"),
+                                   self._changed)
+        self._seen: tuple[int, float] | None = None
+        self._html = ""
+        super().__init__(src, **kwargs)
+
+    def _changed(self, _event: object) -> None:
+        self.changes += 1
 
     def render(self, now: float, snap: ServerSnapshot | None = None) -> str:
-        return render.presence_html(self.src.channels(), self.src.presence,
-                                    channel=self.channel, default_state=self.src.default_state)
+        if self._seen is not None and self._seen[0] == self.changes \
+                and now - self._seen[1] < self.reread:
+            return self._html
+        self._seen = (self.changes, now)
+        self._html = render.presence_html(self.src.channels(), self.src.presence,
+                                          channel=self.channel,
+                                          default_state=self.src.default_state)
+        return self._html
+
+    def close(self) -> None:
+        subscription = getattr(self, "subscription", None)
+        if subscription is not None:
+            subscription.cancel()
+        super().close()
 
 
 class MetricsView(_LiveHTML):
@@ -91,7 +119,11 @@ class MetricsView(_LiveHTML):
 
     def render(self, now: float, snap: ServerSnapshot | None = None) -> str:
         snap = snap or self.src.inspect(connections=0)
-        return render.metrics_html(render.metrics_values(snap, self.rates, now, rss_bytes()))
+        return render.metrics_html(render.metrics_values(snap, self.rates, now, self.rss))
+
+    @property
+    def rss(self) -> int:
+        return rss_bytes()
 
 
 class ConnectionsView(_LiveHTML):
