@@ -116,10 +116,9 @@ def main() -> None:
     if args.smoke:
         kwargs.update(subscribers=50, seconds=1.0, rounds=2)
     started = time.time()
-    if args.in_process:
-        result = asyncio.run(measure(**kwargs))
-    else:
-        result = in_kernel(kwargs, timeout=600)
+    run = (lambda: asyncio.run(measure(**kwargs))) if args.in_process else (
+        lambda: in_kernel(kwargs, timeout=600))
+    result = run()
     result.update(mode="in-process" if args.in_process else "kernel",
                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
                   python=platform.python_version(), machine=platform.machine())

@@ -23,7 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from .test_dashboard_browser import ARTIFACTS, CHROMIUM_ARGS, ROOT, chromium, free_port, wait_for_tcp
+from .test_dashboard_browser import (
+    ARTIFACTS,
+    CHROMIUM_ARGS,
+    ROOT,
+    chromium,
+    free_port,
+    wait_for_tcp,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300)]
 
