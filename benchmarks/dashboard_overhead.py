@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 async def measure(subscribers: int = 1000, rate: float = 50.0, seconds: float = 5.0,
                   rounds: int = 8, size: int = 100, presence: bool = True,
-                  display: Any = None) -> dict[str, Any]:
+                  interval: float | None = None, display: Any = None) -> dict[str, Any]:
     """Run the interleaved rounds on the running loop; return the results."""
     import realtime_lab
     from realtime_lab.instrument.experiment import LoadProcess, raise_fd_limit
@@ -39,7 +39,7 @@ async def measure(subscribers: int = 1000, rate: float = 50.0, seconds: float = 
     raise_fd_limit(2 * subscribers + 512)
     server = await realtime_lab.serve(port=0, presence_channels="*" if presence else None)
     load = await LoadProcess.start(server.url, subscribers, "bench", timeout=300)
-    dash = server.dashboard()
+    dash = server.dashboard() if interval is None else server.dashboard(interval=interval)
     if display is not None:
         display(dash)
     dash.stop()
@@ -64,7 +64,7 @@ async def measure(subscribers: int = 1000, rate: float = 50.0, seconds: float = 
         await server.stop()
     off, on = statistics.median(cpu["off"]), statistics.median(cpu["on"])
     return {"subscribers": subscribers, "publishes_per_s": rate, "seconds_per_round": seconds,
-            "rounds": rounds, "presence": presence, "lost": lost,
+            "rounds": rounds, "presence": presence, "lost": lost, "interval": dash.interval,
             "cpu_share_off": cpu["off"], "cpu_share_on": cpu["on"],
             "median_off": off, "median_on": on, "overhead": on / off - 1,
             "refreshes": dash.refreshes, "skipped": dash.skipped}
@@ -107,24 +107,25 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per round")
     parser.add_argument("--rounds", type=int, default=8, help="rounds of each variant")
     parser.add_argument("--no-presence", dest="presence", action="store_false")
+    parser.add_argument("--interval", type=float, help="dashboard refresh interval (s)")
     parser.add_argument("--in-process", action="store_true", help="no kernel, no comm")
     parser.add_argument("--smoke", action="store_true", help="a short run")
     parser.add_argument("--out", type=Path, help="write the result as JSON")
     args = parser.parse_args()
     kwargs = {"subscribers": args.subscribers, "rate": args.rate, "seconds": args.seconds,
-              "rounds": args.rounds, "presence": args.presence}
+              "rounds": args.rounds, "presence": args.presence, "interval": args.interval}
     if args.smoke:
         kwargs.update(subscribers=50, seconds=1.0, rounds=2)
     started = time.time()
     run = (lambda: asyncio.run(measure(**kwargs))) if args.in_process else (
-        lambda: in_kernel(kwargs, timeout=600))
+        lambda: in_kernel(kwargs, timeout=1800))
     result = run()
     result.update(mode="in-process" if args.in_process else "kernel",
                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
                   python=platform.python_version(), machine=platform.machine())
     print(f"{result['subscribers']} subscribers, {result['publishes_per_s']:g} publishes/s, "
           f"{result['rounds']} rounds of {result['seconds_per_round']:g} s each way "
-          f"({result['mode']}), lost {result['lost']}")
+          f"({result['mode']}, refresh every {result['interval']:g} s), lost {result['lost']}")
     print(f"server CPU (share of one core, median): off {result['median_off']:.3%}, "
           f"on {result['median_on']:.3%}; dashboard overhead {result['overhead']:+.1%} "
           f"({result['refreshes']} refreshes, {result['skipped']} skipped as unchanged)")

@@ -226,9 +226,9 @@ def charts_html(series: LiveSeries, now: float, *, recording: bool) -> str:
                    now=now, window=w, note="no new connections yet"),
         line_chart("queues", "Outbound queues", "KiB queued",
                    [Series("all connections", p("queued_kib"))], now=now, window=w),
-        line_chart("slow", "Slow consumers and timeouts", "connections (cumulative)",
-                   [Series("slow-consumer closes", p("slow_consumers"), red),
-                    Series("heartbeat timeouts", p("heartbeat_timeouts"), orange),
-                    Series("queue > 50% now", p("at_risk"))], now=now, window=w),
+        line_chart("slow", "Slow consumers, heartbeat timeouts", "connections",
+                   [Series("slow closes", p("slow_consumers"), red),
+                    Series("hb timeouts", p("heartbeat_timeouts"), orange),
+                    Series("queue > 50%", p("at_risk"))], now=now, window=w),
     ]
     return f'{STYLE}<div class="rtl-charts">{"".join(charts)}</div>'

@@ -250,6 +250,8 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]
         snap = self.src.inspect(connections=TOP_CONNECTIONS)
         self.charts.sample(snap)
         self.refreshes += 1
+        if self.controls is not None:
+            self.controls.update_status()
         now = snap.at
         return sum(view.refresh(now, snap) for view in self.views)
 

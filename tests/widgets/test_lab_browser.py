@@ -61,7 +61,9 @@ def jupyterlab(tmp_path: Path) -> Iterator[tuple[str, int]]:
     for cell in nb["cells"]:  # a fresh notebook, as after "clear all outputs"
         if cell["cell_type"] == "code":
             cell["outputs"], cell["execution_count"] = [], None
-    (tmp_path / "lesson.ipynb").write_text(json.dumps(nb))
+    root = tmp_path / "lessons"
+    root.mkdir()
+    (root / "lesson.ipynb").write_text(json.dumps(nb))
     env = dict(os.environ)
     for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
         env[name] = str(tmp_path / name.lower())
@@ -73,11 +75,12 @@ def jupyterlab(tmp_path: Path) -> Iterator[tuple[str, int]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
          f"--ServerApp.port={port}", f"--IdentityProvider.token={TOKEN}",
-         f"--ServerApp.root_dir={tmp_path}", "--LabApp.news_url=None",
+         f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True",
+         "--LabApp.news_url=None",
          "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for_tcp(port, proc)
+        wait_for_tcp(port, proc, timeout=120, name="jupyterlab")
         yield (f"http://127.0.0.1:{port}/lab/tree/lesson.ipynb?token={TOKEN}",
                cells_until(nb, "await dash.controls.add(8)"))
     finally:
@@ -140,5 +143,13 @@ async def test_lesson_02_in_jupyterlab_shows_the_class_arriving(
         "(before) => document.querySelector(\".rtl-dashboard svg[data-chart='throughput']\")"
         ".dataset.points !== before", arg=before, timeout=5_000, polling=100)
     if os.environ.get("RTL_UPDATE_SCREENSHOT"):
-        await dashboard.scroll_into_view_if_needed()
+        no_news = page.get_by_role("button", name="No", exact=True)
+        if await no_news.count():
+            await no_news.first.click()
+        await page.keyboard.press("Control+b")  # hide the file browser
+        await page.wait_for_timeout(3000)  # a few seconds of chart
+        await dashboard.evaluate("e => e.scrollIntoView({block: 'start'})")
+        await page.evaluate("window.scrollBy(0, -120)")
+        await page.locator(".jp-WindowedPanel-outer").first.evaluate(
+            "e => e.scrollBy(0, -140)")
         await page.screenshot(path=str(ROOT / "docs" / "img" / "lesson02-jupyterlab.png"))
