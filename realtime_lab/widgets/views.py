@@ -51,6 +51,13 @@ class _LiveHTML(widgets.HTML):  # type: ignore[misc]
     def render(self, now: float, snap: ServerSnapshot | None = None) -> str:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Close the widget and stop listening to the server's events (if it did)."""
+        subscription = getattr(self, "subscription", None)
+        if subscription is not None:
+            subscription.cancel()
+        super().close()
+
     def refresh(self, now: float | None = None, snap: ServerSnapshot | None = None) -> bool:
         """Re-render; send to the front end only when the HTML changed. True if sent."""
         html = self.render(time.monotonic() if now is None else now, snap)
@@ -105,12 +112,6 @@ class PresenceView(_LiveHTML):
                                           default_state=self.src.default_state)
         return self._html
 
-    def close(self) -> None:
-        subscription = getattr(self, "subscription", None)
-        if subscription is not None:
-            subscription.cancel()
-        super().close()
-
 
 class MetricsView(_LiveHTML):
     """Connections, channels, publish and delivery rates, totals, queues, process RSS."""
@@ -149,12 +150,6 @@ class EventsView(_LiveHTML):
 
     def render(self, now: float, snap: ServerSnapshot | None = None) -> str:
         return render.events_html(self.event_log.rows, self.t0)
-
-    def close(self) -> None:
-        subscription = getattr(self, "subscription", None)
-        if subscription is not None:
-            subscription.cancel()
-        super().close()
 
 
 class ChartsView(_LiveHTML):

@@ -13,6 +13,7 @@ CI (CI=true), where it fails. A screenshot lands in tests/artifacts/ on failure;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -108,14 +109,19 @@ def voila(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         wait_for_tcp(port, proc)
         yield f"http://127.0.0.1:{port}/", port_file
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_group(proc)
         log.close()
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group started for a test (its kernels too), then SIGKILL."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
 
 
 async def wait_for_file(path: Path, timeout: float = 60.0) -> str:
@@ -127,23 +133,29 @@ async def wait_for_file(path: Path, timeout: float = 60.0) -> str:
     raise TimeoutError(f"{path} was not written within {timeout} s")
 
 
-@pytest.fixture
-async def page(request: pytest.FixtureRequest) -> AsyncIterator[object]:
+@contextlib.asynccontextmanager
+async def chromium_page(request: pytest.FixtureRequest, width: int, height: int,
+                        failure_png: str) -> AsyncIterator[object]:
+    """A Chromium page; on a failed test, a screenshot in tests/artifacts/."""
     from playwright.async_api import async_playwright
 
-    exe = chromium()
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        page = await browser.new_page(viewport={"width": 1280, "height": 1060})
+        browser = await pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": width, "height": height})
         try:
             yield page
         finally:
             report = getattr(request.node, "rep_call", None)
             if report is None or report.failed:
                 ARTIFACTS.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=str(ARTIFACTS / "dashboard-failure.png"),
-                                      full_page=True)
+                await page.screenshot(path=str(ARTIFACTS / failure_png), full_page=True)
             await browser.close()
+
+
+@pytest.fixture
+async def page(request: pytest.FixtureRequest) -> AsyncIterator[object]:
+    async with chromium_page(request, 1280, 1060, "dashboard-failure.png") as page:
+        yield page
 
 
 async def test_dashboard_follows_presence_and_channels(voila: tuple[str, Path],

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 
 from .test_dashboard_browser import (
-    ARTIFACTS,
-    CHROMIUM_ARGS,
     ROOT,
     chromium,
+    chromium_page,
     free_port,
+    stop_group,
     wait_for_tcp,
 )
 
@@ -84,36 +84,20 @@ def jupyterlab(tmp_path: Path) -> Iterator[tuple[str, int]]:
         yield (f"http://127.0.0.1:{port}/lab/tree/lesson.ipynb?token={TOKEN}",
                cells_until(nb, "await dash.controls.add(8)"))
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_group(proc)
         log.close()
 
 
 @pytest.fixture
 async def lab_page(request: pytest.FixtureRequest) -> AsyncIterator[object]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
-        page = await browser.new_page(viewport={"width": 1400, "height": 900})
-        try:
-            yield page
-        finally:
-            report = getattr(request.node, "rep_call", None)
-            if report is None or report.failed:
-                ARTIFACTS.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=str(ARTIFACTS / "lab-failure.png"))
-            await browser.close()
+    async with chromium_page(request, 1400, 900, "lab-failure.png") as page:
+        yield page
 
 
 async def test_lesson_02_in_jupyterlab_shows_the_class_arriving(
         jupyterlab: tuple[str, int], lab_page: object) -> None:
     from playwright.async_api import Page
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
 
     page = lab_page
     assert isinstance(page, Page)
@@ -123,10 +107,23 @@ async def test_lesson_02_in_jupyterlab_shows_the_class_arriving(
     # the kernel is up when the toolbar's status says idle
     await page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
                                  timeout=120_000)
-    await page.locator(".jp-Notebook .jp-Cell").first.click()
-    await page.keyboard.press("Escape")  # command mode: Shift+Enter runs and moves on
-    for _ in range(cells):
-        await page.keyboard.press("Shift+Enter")
+    notebook_cells = page.locator(".jp-Notebook .jp-Cell")
+    for i in range(cells):  # Shift+Enter on each cell, as a person would
+        cell = notebook_cells.nth(i)
+        await cell.click()
+        await page.keyboard.press("Escape")  # command mode: Shift+Enter runs the cell
+        is_code = "jp-CodeCell" in (await cell.get_attribute("class") or "")
+        for _attempt in range(3):
+            await page.keyboard.press("Shift+Enter")
+            if not is_code:
+                break
+            try:  # queued ([*]) or run ([n]): the kernel took it
+                await cell.locator(".jp-InputPrompt").filter(
+                    has_text=re.compile(r"\[(\*|\d+)\]")).wait_for(timeout=10_000)
+                break
+            except PlaywrightTimeout:
+                await cell.click()  # a keypress lost while the page was busy: again
+                await page.keyboard.press("Escape")
     dashboard = page.locator(".jp-OutputArea .rtl-dashboard")
     await dashboard.wait_for(timeout=60_000)
     # the class arrives: eight members in the roster, and the connections chart rises
