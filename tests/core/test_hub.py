@@ -119,6 +119,7 @@ def test_open_sends_welcome_with_session_heartbeat_and_limits() -> None:
         "heartbeat": {"interval": 7, "timeout": 3},
         "limits": {"max_message_bytes": 64 * 1024, "max_subscriptions": 9,
                    "max_channel_length": 128},
+        "receipts": {"max_samples": 64},
     }
     assert session.state is ConnectionState.OPEN and session.is_open
     assert h.hub.sessions == {session.id: session}
