@@ -297,6 +297,14 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    def close(self) -> None:
+        """Stop refreshing, stop listening to the server's events, close the widgets.
+        (Simulated clients keep running: ``await dash.controls.aclose()`` stops them.)"""
+        self.stop()
+        for view in getattr(self, "views", ()):
+            view.close()
+        super().close()
+
     async def _run(self) -> None:
         stopped_since: float | None = None
         with contextlib.suppress(asyncio.CancelledError):
