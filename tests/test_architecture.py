@@ -16,9 +16,11 @@ rank  modules
 0     errors, logthrottle, gc_freeze, shutdown, _version (import nothing of the package)
 1     protocol (sans-I/O: messages, codecs, frames, close codes)
 2     core (the hub; no Tornado, no sockets)
-3     broker, middleware (adapters of the core, not of each other)
-4     transports, client
-5     instrument, plot
+3     broker, middleware (adapters of the core, not of each other), inspection (read-only
+      snapshots of the hub for widgets and tools)
+4     transports, client, testing.fault_proxy (plain asyncio sockets)
+5     instrument, plot, testing.crowd (lab clients behind a fault proxy; the dashboard's
+      controls drive it)
 6     widgets
 7     server
 8     instrument.experiment, testing, demo
@@ -54,10 +56,13 @@ LAYERS: dict[str, int] = {
     "realtime_lab.core": 2,
     "realtime_lab.broker": 3,
     "realtime_lab.middleware": 3,
+    "realtime_lab.inspection": 3,
     "realtime_lab.transports": 4,
     "realtime_lab.client": 4,
+    "realtime_lab.testing.fault_proxy": 4,
     "realtime_lab.instrument": 5,
     "realtime_lab.plot": 5,
+    "realtime_lab.testing.crowd": 5,
     "realtime_lab.widgets": 6,
     "realtime_lab.server": 7,
     "realtime_lab.instrument.experiment": 8,

@@ -21,14 +21,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from realtime_lab.client import Backoff, Client, ClientState
 from realtime_lab.errors import RealtimeLabError
 from realtime_lab.testing.fault_proxy import FaultProxy
 
-if TYPE_CHECKING:
-    from realtime_lab.server import LabServer
+
+class Listening(Protocol):
+    """What a crowd needs of a server (a LabServer): the port it listens on."""
+
+    @property
+    def port(self) -> int: ...
 
 NAMES = ("ada", "bob", "cleo", "dan", "eve", "fay", "gus", "hal", "ivy", "jon", "kim", "lea")
 
@@ -46,7 +50,7 @@ class Crowd:
         seed: seed of the crowd's random choices and of the clients' jitter.
     """
 
-    def __init__(self, server: LabServer, *, channel: str = "classroom", rate: float = 5.0,
+    def __init__(self, server: Listening, *, channel: str = "classroom", rate: float = 5.0,
                  state_every: float = 2.0, states: tuple[str, ...] = ("online", "away", "busy"),
                  backoff: Backoff | None = None, seed: int = 0) -> None:
         self.server = server

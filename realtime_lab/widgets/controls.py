@@ -15,17 +15,23 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from realtime_lab.errors import require
 from realtime_lab.testing.crowd import Crowd
 
-if TYPE_CHECKING:
-    from realtime_lab.server import LabServer
-
 widgets: Any = require("ipywidgets", "notebook")
 
-SLOW_BANDWIDTH = 2000  # bytes per second per connection: slower than the crowd's traffic
+SLOW_BANDWIDTH = 2000  # bytes per second per connection
+
+
+class Restartable(Protocol):
+    """What the controls need of a server (a LabServer): its port, and a restart."""
+
+    @property
+    def port(self) -> int: ...
+
+    async def restart(self) -> object: ...
 
 
 class Controls(widgets.VBox):  # type: ignore[misc]
@@ -37,7 +43,7 @@ class Controls(widgets.VBox):  # type: ignore[misc]
         step: clients added by the "+ clients" button.
     """
 
-    def __init__(self, server: LabServer, *, crowd: Crowd | None = None, step: int = 10) -> None:
+    def __init__(self, server: Restartable, *, crowd: Crowd | None = None, step: int = 10) -> None:
         self.server = server
         self.crowd = crowd or Crowd(server)
         self.step = step

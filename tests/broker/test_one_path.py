@@ -205,8 +205,7 @@ async def test_numbered_fan_out_keeps_publish_order_above_the_slice() -> None:
 
 @pytest.mark.parametrize("reader", [
     "GET /api/channels",
-    pytest.param("PresenceView", marks=xfail(
-        "server.presence() is cluster-wide while the widgets read the local hub.channels")),
+    "PresenceView",  # reads server.presence() (issue 17)
     pytest.param("ChannelsView", marks=xfail(
         "the channels widget counts local subscribers; GET /api/channels counts the "
         "cluster")),
