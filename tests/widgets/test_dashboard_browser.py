@@ -7,7 +7,7 @@ seconds; a second test clicks the controls (start a crowd, cut every connection)
 and watches the reconnect storm in the roster, the charts and the event log. Needs
 Debian's chromium (``apt-get install chromium``); skipped without it, except in
 CI (CI=true), where it fails. A screenshot lands in tests/artifacts/ on failure;
-``RTL_UPDATE_SCREENSHOT=1`` refreshes docs/img/dashboard.png (after the storm).
+docs/img/take_dashboard_screenshot.py retakes docs/img/dashboard.png.
 """
 
 from __future__ import annotations
@@ -229,10 +229,5 @@ async def test_controls_drive_a_reconnect_storm(voila: tuple[str, Path], page: o
             .match(/(\\d+) open, (\\d+) reconnects/);
           return m && Number(m[1]) === 10 && Number(m[2]) >= 10;
         }""", timeout=20_000, polling=100)
-    if os.environ.get("RTL_UPDATE_SCREENSHOT"):
-        await page.wait_for_timeout(3000)  # a few more seconds of chart
-        out = ROOT / "docs" / "img" / "dashboard.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(out), full_page=True)
     await page.click(".rtl-control-stop")
     await status.filter(has_text="0 clients").wait_for(timeout=15_000)
