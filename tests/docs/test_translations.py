@@ -26,6 +26,7 @@ PAIRS = {
     "presencia.md": "presence.md",
     "cliente.md": "client.md",
     "escalado.md": "scaling.md",
+    "middleware.md": "middleware.md",
 }
 
 FENCE = re.compile(r"^\s*(```+|~~~+)")
