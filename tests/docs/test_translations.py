@@ -27,6 +27,7 @@ PAIRS = {
     "cliente.md": "client.md",
     "escalado.md": "scaling.md",
     "middleware.md": "middleware.md",
+    "eventos.md": "events.md",
 }
 
 FENCE = re.compile(r"^\s*(```+|~~~+)")
