@@ -28,6 +28,7 @@ PAIRS = {
     "escalado.md": "scaling.md",
     "middleware.md": "middleware.md",
     "eventos.md": "events.md",
+    "compresion.md": "compression.md",
 }
 
 FENCE = re.compile(r"^\s*(```+|~~~+)")
