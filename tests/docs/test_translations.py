@@ -29,6 +29,7 @@ PAIRS = {
     "middleware.md": "middleware.md",
     "eventos.md": "events.md",
     "compresion.md": "compression.md",
+    "protocolo-binario.md": "protocol-binary.md",
 }
 
 FENCE = re.compile(r"^\s*(```+|~~~+)")
