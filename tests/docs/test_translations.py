@@ -30,6 +30,7 @@ PAIRS = {
     "eventos.md": "events.md",
     "compresion.md": "compression.md",
     "protocolo-binario.md": "protocol-binary.md",
+    "widgets.md": "widgets.md",
 }
 
 FENCE = re.compile(r"^\s*(```+|~~~+)")
