@@ -31,6 +31,7 @@ PAIRS = {
     "compresion.md": "compression.md",
     "protocolo-binario.md": "protocol-binary.md",
     "widgets.md": "widgets.md",
+    "metricas.md": "metrics.md",
 }
 
 FENCE = re.compile(r"^\s*(```+|~~~+)")
