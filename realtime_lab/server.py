@@ -22,7 +22,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 from tornado.log import access_log
 from tornado.netutil import bind_sockets
-from tornado.web import Application, RequestHandler, StaticFileHandler
+from tornado.web import Application, RequestHandler
 
 from realtime_lab.core.events import Event, EventStream, FilterSpec, Subscription
 from realtime_lab.core.hooks import Hooks
@@ -38,6 +38,7 @@ from realtime_lab.transports.http_api import (
     ClusterHandler,
     HealthHandler,
 )
+from realtime_lab.transports.static_files import LabStaticFileHandler
 from realtime_lab.transports.tornado_ws import HubWebSocketHandler
 
 if TYPE_CHECKING:
@@ -118,8 +119,8 @@ class LabServer:
                 (r"/api/cluster", ClusterHandler, api_args),
                 (r"/api/channels/([^/]+)/messages", ChannelMessagesHandler, api_args),
                 (r"/api/channels/([^/]+)", ChannelHandler, api_args),
-                (r"/static/(.*)", StaticFileHandler, {"path": str(STATIC_DIR)}),
-                (r"/()", StaticFileHandler,  # the demo room page (docs/client.md)
+                (r"/static/(.*)", LabStaticFileHandler, {"path": str(STATIC_DIR)}),
+                (r"/()", LabStaticFileHandler,  # the demo room page (docs/client.md)
                  {"path": str(STATIC_DIR), "default_filename": "index.html"}),
             ],
             websocket_max_message_size=self.options.max_message_bytes,
