@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tornado.web import RequestHandler
 
+from realtime_lab.core.authz import rule_for
 from realtime_lab.errors import BadJSON, ProtocolError
 from realtime_lab.protocol import codec
 
@@ -48,22 +49,45 @@ class HealthHandler(_JSONHandler):
         })
 
 
+def carries_api_token(handler: _JSONHandler) -> bool:
+    """Whether the request has ``Authorization: Bearer <api_token>`` (the server has one)."""
+    token = handler.hub.options.api_token
+    if token is None:
+        return False
+    given = handler.request.headers.get("Authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
+def is_listed(hub: Hub, name: str) -> bool:
+    """Whether channel ``name`` is shown to anonymous HTTP requests: public channels only.
+
+    Private and presence channels (``private-*``, ``presence-*`` or as the
+    ``channel_rules`` say) need authorization to join, so their names, counts and
+    metadata are only for requests that carry the API token (docs/security.md).
+    """
+    return rule_for(name, hub.options.active_channel_rules()).policy == "public"
+
+
 class ChannelsHandler(_JSONHandler):
     """``GET /api/channels``: every channel with its subscriber count.
 
     With a broker the counts are cluster-wide (``local_subscribers`` is this node's share).
+    Channels that need authorization are left out unless the request carries the API
+    token (:func:`is_listed`).
     """
 
     async def get(self) -> None:
         cluster = getattr(self.hub, "cluster", None)
-        if cluster is not None:
-            self.send_json({"channels": await cluster.channel_list()})
-            return
-        self.send_json({"channels": self.hub.channel_list()})
+        channels = (await cluster.channel_list() if cluster is not None
+                    else self.hub.channel_list())
+        if not carries_api_token(self):
+            channels = [c for c in channels if is_listed(self.hub, str(c["name"]))]
+        self.send_json({"channels": channels})
 
 
 class ChannelHandler(_JSONHandler):
-    """``GET /api/channels/{name}``: one channel's counts and custom metadata (404 if none).
+    """``GET /api/channels/{name}``: one channel's counts and custom metadata (404 if none,
+    or if it needs authorization and the request does not carry the API token).
 
     ``PATCH`` with ``Authorization: Bearer <api_token>`` and ``{"metadata": {...},
     "replace": false}`` merges (or replaces) the custom metadata; null values delete keys.
@@ -71,7 +95,7 @@ class ChannelHandler(_JSONHandler):
 
     def get(self, name: str) -> None:
         info = self.hub.channel_info(name)
-        if info is None:
+        if info is None or not (is_listed(self.hub, name) or carries_api_token(self)):
             self.send_error_json(404, "not_found", f"no channel {name!r}")
             return
         self.send_json(info)
@@ -99,8 +123,7 @@ def _authorized_body(handler: _JSONHandler) -> dict[str, Any] | None:
         handler.send_error_json(403, "api_disabled",
                                 "the write API is off; start the server with api_token")
         return None
-    given = handler.request.headers.get("Authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+    if not carries_api_token(handler):
         handler.set_header("WWW-Authenticate", "Bearer")
         handler.send_error_json(401, "unauthorized", "missing or wrong bearer token")
         return None
@@ -158,4 +181,7 @@ class ClusterHandler(_JSONHandler):
         if cluster is None:
             self.send_json({"node": None, "broker": None, "nodes": None})
             return
-        self.send_json({**cluster.describe(), "nodes": await cluster.broker.nodes()})
+        described = cluster.describe()
+        if not carries_api_token(self):
+            described["channels"] = [n for n in described["channels"] if is_listed(self.hub, n)]
+        self.send_json({**described, "nodes": await cluster.broker.nodes()})
