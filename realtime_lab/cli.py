@@ -56,6 +56,10 @@ VALUE_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
                                           "messages close the connection with 1009"),
     ("--idle-timeout", float, "SECONDS", "close clients silent for this many seconds with "
                                          "4105"),
+    ("--handshake-timeout", float, "SECONDS", "time to send a complete HTTP request head, "
+                                              "the WebSocket upgrade included"),
+    ("--http-body-timeout", float, "SECONDS", "time to send a whole HTTP request body"),
+    ("--max-http-header-bytes", int, "BYTES", "largest HTTP request head"),
 )
 
 

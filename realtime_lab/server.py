@@ -164,9 +164,7 @@ class LabServer:
 
             self.cluster = await ClusterNode(self.hub, broker).start()
         opts = self.options
-        self._http = HTTPServer(self.make_app(), max_body_size=opts.max_message_bytes,
-                                idle_connection_timeout=opts.handshake_timeout,
-                                ssl_options=tls_context(opts))
+        self._http = edge_http_server(self.make_app(), opts)
         self._http.add_sockets(sockets)
         period = max(0.02, min(opts.heartbeat_interval, opts.heartbeat_timeout,
                                opts.heartbeat_min_interval or math.inf,
@@ -352,6 +350,21 @@ def metrics_registry(server: LabServer) -> CollectorRegistry | None:
     from realtime_lab.instrument.prometheus import server_registry
 
     return server_registry(server)
+
+
+def edge_http_server(app: Application, options: ServerOptions) -> HTTPServer:
+    """Tornado's HTTP server with the edge limits of ``options`` (docs/security.md).
+
+    Request heads must arrive within ``handshake_timeout`` (also the idle time
+    allowed between two requests on a kept-alive connection) and be at most
+    ``max_http_header_bytes``; bodies at most ``max_message_bytes``, within
+    ``http_body_timeout``. Slower or larger requests are dropped.
+    """
+    return HTTPServer(app, ssl_options=tls_context(options),
+                      idle_connection_timeout=options.handshake_timeout,
+                      max_header_size=options.max_http_header_bytes,
+                      max_body_size=options.max_message_bytes,
+                      body_timeout=options.http_body_timeout)
 
 
 def tls_context(options: ServerOptions) -> ssl.SSLContext | None:

@@ -66,7 +66,15 @@ class ServerOptions:
         max_connections: open connections in total; more are closed with 4103.
         max_connections_per_ip: open connections from one client IP; more get 4104.
         publish_channels: glob(s) of channels clients may publish to (``forbidden``).
-        handshake_timeout: seconds a client has to send its HTTP upgrade request.
+        handshake_timeout: seconds a client has to send a complete HTTP request head
+            (the WebSocket upgrade, or any HTTP request), counted from the TCP connect
+            or from the end of the previous request on a kept-alive connection; then
+            the connection is dropped.
+        http_body_timeout: seconds a client has to send a whole HTTP request body
+            (``POST``/``PATCH`` of the HTTP API) once its head arrived; a slower one is
+            dropped. Bodies are at most ``max_message_bytes``.
+        max_http_header_bytes: largest HTTP request head (request line and headers);
+            a larger one is dropped.
         idle_timeout: seconds without any message from a client before it is closed
             with 4105; None (default) leaves idle but live clients alone.
         error_limit: ``(count, window)``: a connection that sends ``count`` invalid
@@ -164,6 +172,8 @@ class ServerOptions:
     max_connections_per_ip: int = 10_000
     publish_channels: str | tuple[str, ...] = "*"
     handshake_timeout: float = 10.0
+    http_body_timeout: float = 10.0
+    max_http_header_bytes: int = 64 * 1024
     idle_timeout: float | None = None
     error_limit: tuple[int, float] | None = (20, 10.0)
     token_secret: str | None = None
@@ -199,7 +209,8 @@ class ServerOptions:
     _channel_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("heartbeat_interval", "heartbeat_timeout", "close_timeout"):
+        for name in ("heartbeat_interval", "heartbeat_timeout", "close_timeout",
+                     "http_body_timeout"):
             value = getattr(self, name)
             if (isinstance(value, bool) or not isinstance(value, int | float)
                     or not 0 < value < math.inf):
@@ -292,7 +303,7 @@ def _check_issue4_options(opts: ServerOptions) -> None:
     from realtime_lab.core.outbound import Priority
 
     for name in ("write_buffer_bytes", "max_connections", "max_connections_per_ip",
-                 "heartbeat_load_connections"):
+                 "heartbeat_load_connections", "max_http_header_bytes"):
         value = getattr(opts, name)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -104,3 +104,16 @@ def test_metrics_without_prometheus_client_is_a_clear_error(
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import fails
     assert main(["serve", "--port", "0", "--metrics"]) == 2
     assert "pip install 'realtime_lab[prometheus]'" in capsys.readouterr().err
+
+
+def test_edge_flags_become_server_options() -> None:
+    """The limits on what enters at the edge (issue 13) have flags."""
+    defaults = _options(build_parser().parse_args(["serve"]))
+    assert (defaults.handshake_timeout, defaults.http_body_timeout,
+            defaults.max_http_header_bytes) == (10.0, 10.0, 65536)
+    opts = _options(build_parser().parse_args([
+        "serve", "--handshake-timeout", "3", "--http-body-timeout", "4.5",
+        "--max-http-header-bytes", "8192",
+    ]))
+    assert (opts.handshake_timeout, opts.http_body_timeout,
+            opts.max_http_header_bytes) == (3.0, 4.5, 8192)
