@@ -88,6 +88,11 @@ def _add_server_args(parser: argparse.ArgumentParser, default_port: int) -> None
                         dest="allowed_origins",
                         help="allow browsers from this Origin (repeat; wildcards like "
                              "https://*.example.org); default: same origin only")
+    parser.add_argument("--allowed-host", action="append", default=None, metavar="HOST",
+                        dest="allowed_hosts",
+                        help="answer requests for this Host (repeat; wildcards like "
+                             "*.example.org; * for any); default: loopback names only "
+                             "when listening on loopback, any name otherwise")
     parser.add_argument("--token-secret", default=None, metavar="SECRET",
                         help="require an HMAC connect token signed with this secret")
     parser.add_argument("--certfile", default=None, metavar="PEM",
@@ -109,6 +114,7 @@ def _options(args: argparse.Namespace) -> ServerOptions:
         api_token=args.api_token,
         client_publish=not args.no_client_publish,
         allowed_origins=tuple(args.allowed_origins) if args.allowed_origins else None,
+        allowed_hosts=tuple(args.allowed_hosts) if args.allowed_hosts else None,
         token_secret=args.token_secret,
         certfile=args.certfile,
         keyfile=args.keyfile,

@@ -12,6 +12,7 @@ import errno
 import logging
 import math
 import re
+import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ from realtime_lab.core.options import ServerOptions
 from realtime_lab.errors import PortInUseError, ServerNotRunning
 from realtime_lab.gc_freeze import GcFreezer
 from realtime_lab.protocol.close_codes import CloseCode
+from realtime_lab.transports.host_check import HostGuard, effective_allowed_hosts
 from realtime_lab.transports.http_api import (
     ChannelHandler,
     ChannelMessagesHandler,
@@ -164,7 +166,7 @@ class LabServer:
 
             self.cluster = await ClusterNode(self.hub, broker).start()
         opts = self.options
-        self._http = edge_http_server(self.make_app(), opts)
+        self._http = edge_http_server(self.make_app(), opts, sockets, self.hub)
         self._http.add_sockets(sockets)
         period = max(0.02, min(opts.heartbeat_interval, opts.heartbeat_timeout,
                                opts.heartbeat_min_interval or math.inf,
@@ -352,15 +354,21 @@ def metrics_registry(server: LabServer) -> CollectorRegistry | None:
     return server_registry(server)
 
 
-def edge_http_server(app: Application, options: ServerOptions) -> HTTPServer:
+def edge_http_server(app: Application, options: ServerOptions,
+                     sockets: Sequence[socket.socket], hub: Hub) -> HTTPServer:
     """Tornado's HTTP server with the edge limits of ``options`` (docs/security.md).
 
-    Request heads must arrive within ``handshake_timeout`` (also the idle time
-    allowed between two requests on a kept-alive connection) and be at most
-    ``max_http_header_bytes``; bodies at most ``max_message_bytes``, within
-    ``http_body_timeout``. Slower or larger requests are dropped.
+    Every request first passes the ``Host`` check (``allowed_hosts``; on loopback
+    sockets only loopback names by default: DNS rebinding). Request heads must
+    arrive within ``handshake_timeout`` (also the idle time allowed between two
+    requests on a kept-alive connection) and be at most ``max_http_header_bytes``;
+    bodies at most ``max_message_bytes``, within ``http_body_timeout``. Slower or
+    larger requests are dropped.
     """
-    return HTTPServer(app, ssl_options=tls_context(options),
+    guard = HostGuard(app, effective_allowed_hosts(options.allowed_hosts, sockets),
+                      on_refused=lambda remote: hub.refused_handshake(
+                          remote, 403, "forbidden_host", "allowed_hosts"))
+    return HTTPServer(guard, ssl_options=tls_context(options),
                       idle_connection_timeout=options.handshake_timeout,
                       max_header_size=options.max_http_header_bytes,
                       max_body_size=options.max_message_bytes,

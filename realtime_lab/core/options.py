@@ -63,6 +63,11 @@ class ServerOptions:
             (``"https://app.example.com"``) or wildcard (``"https://*.example.com"``,
             ``"*"``). None: same host as the request, or no Origin header (non-browser
             clients). A refused origin gets HTTP 403.
+        allowed_hosts: ``Host`` header values every HTTP request and WebSocket upgrade
+            must carry, against DNS rebinding: names (``"rt.example.com"``), wildcards
+            (``"*.example.com"``) or ``"*"`` (no check); loopback names and addresses
+            always pass. None: only loopback names and addresses when the server
+            listens on loopback only, no check otherwise. Others get HTTP 403.
         max_connections: open connections in total; more are closed with 4103.
         max_connections_per_ip: open connections from one client IP; more get 4104.
         publish_channels: glob(s) of channels clients may publish to (``forbidden``).
@@ -168,6 +173,7 @@ class ServerOptions:
     gc_freeze: bool = False
     # security
     allowed_origins: tuple[str, ...] | None = None
+    allowed_hosts: tuple[str, ...] | None = None
     max_connections: int = 50_000
     max_connections_per_ip: int = 10_000
     publish_channels: str | tuple[str, ...] = "*"
@@ -332,7 +338,9 @@ def _check_issue4_options(opts: ServerOptions) -> None:
         raise ValueError(f"heartbeat_jitter must be in [0, 1), got {jitter!r}")
     if (opts.certfile is None) != (opts.keyfile is None):
         raise ValueError("certfile and keyfile go together")
-    if isinstance(opts.allowed_origins, str):
-        object.__setattr__(opts, "allowed_origins", (opts.allowed_origins,))
-    elif opts.allowed_origins is not None:
-        object.__setattr__(opts, "allowed_origins", tuple(opts.allowed_origins))
+    for name in ("allowed_origins", "allowed_hosts"):
+        value = getattr(opts, name)
+        if isinstance(value, str):
+            object.__setattr__(opts, name, (value,))
+        elif value is not None:
+            object.__setattr__(opts, name, tuple(value))

@@ -1,8 +1,8 @@
 """Security checks the transport and the hub share: origins, connect tokens, admission.
 
 No sockets here: the Tornado handler calls :func:`origin_allowed` from
-``check_origin``; the hub calls :class:`Admission` and :func:`verify_token`
-when a connection opens.
+``check_origin``, the HTTP server's host guard :func:`host_allowed`; the hub calls
+:class:`Admission` and :func:`verify_token` when a connection opens.
 
 Connect tokens are ``<payload>.<signature>``, both base64url without padding:
 the payload is JSON ``{"user": ..., "exp": <unix seconds>, ...}`` and the
@@ -15,6 +15,7 @@ import base64
 import fnmatch
 import hashlib
 import hmac
+import ipaddress
 import json
 import time
 from collections.abc import Iterable
@@ -48,6 +49,64 @@ def origin_allowed(origin: str | None, allowed: Iterable[str] | None, host: str)
         if pattern == "*" or pattern == origin:
             return True
         if "*" in pattern and fnmatch.fnmatchcase(origin, pattern):
+            return True
+    return False
+
+
+#: Names that always mean this machine (besides every loopback address).
+LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+def host_name(host: str) -> str | None:
+    """The name in a ``Host`` header, lower case, without port, brackets or trailing dot
+    (``"[::1]:8765"`` -> ``"::1"``); None when the header is not a host."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name, sep, rest = host[1:].partition("]")
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+    else:
+        name, sep, port = host.rpartition(":")
+        if not sep:
+            name = host
+        elif not port.isdigit():
+            return None
+    name = name.rstrip(".")
+    if not name or any(c.isspace() or c in "/\\@?#" for c in name):
+        return None
+    return name
+
+
+def is_loopback_host(name: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def host_allowed(host: str | None, allowed: Iterable[str] | None) -> bool:
+    """Whether a request with header ``Host: host`` is for this server (DNS rebinding).
+
+    ``allowed`` None: no check. Otherwise loopback names and addresses always
+    pass, and each entry is a name (``rt.example.com``), a wildcard
+    (``*.example.com``, not matching ``example.com`` itself) or ``"*"`` (any).
+    A request without ``Host`` is not from a browser and passes.
+    """
+    if allowed is None or host is None:
+        return True
+    name = host_name(host)
+    if name is None:
+        return "*" in allowed
+    if is_loopback_host(name):
+        return True
+    for pattern in allowed:
+        pattern = pattern.lower().rstrip(".")
+        if pattern == "*" or pattern == name:
+            return True
+        if pattern.startswith("*.") and fnmatch.fnmatchcase(name, pattern):
             return True
     return False
 

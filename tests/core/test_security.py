@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from realtime_lab.core import ServerOptions
-from realtime_lab.core.security import Admission, make_token, origin_allowed, verify_token
+from realtime_lab.core.security import (
+    Admission,
+    host_allowed,
+    host_name,
+    make_token,
+    origin_allowed,
+    verify_token,
+)
 from realtime_lab.errors import ServerFull, TokenExpired, TooManyConnectionsFromIP, Unauthorized
 
 
@@ -73,3 +80,32 @@ def test_security_defaults_and_validation() -> None:
                 {"heartbeat_jitter": 1.5}, {"droppable_priority": "urgent"}):
         with pytest.raises(ValueError):
             ServerOptions(**bad)
+
+
+# ---------------------------------------------------------------------------- Host check
+
+
+@pytest.mark.parametrize(("header", "name"), [
+    ("127.0.0.1:8765", "127.0.0.1"), ("LocalHost", "localhost"), ("[::1]:80", "::1"),
+    ("[::1]", "::1"), ("example.com.:443", "example.com"), ("a.b", "a.b"),
+    ("example.com:http", None), ("[::1", None), ("[::1]x", None), ("a/b", None),
+    ("user@evil", None), ("", None), (":80", None),
+])
+def test_host_name(header: str, name: str | None) -> None:
+    assert host_name(header) == name
+
+
+def test_host_allowed_loopback_always_and_patterns() -> None:
+    assert host_allowed("evil.example:80", None)  # no check
+    assert host_allowed(None, ())  # no Host header: not a browser
+    for host in ("localhost:1", "127.0.0.1:1", "127.9.9.9", "[::1]:1"):
+        assert host_allowed(host, ())
+    assert not host_allowed("evil.example:80", ())
+    assert not host_allowed("localhost.evil.example", ())
+    allowed = ("rt.example.com", "*.lab.example.org")
+    assert host_allowed("RT.example.com:443", allowed)
+    assert host_allowed("a.lab.example.org", allowed)
+    assert not host_allowed("lab.example.org", allowed)
+    assert not host_allowed("lab.example.org.evil.io", allowed)
+    assert not host_allowed("bad/host", allowed)
+    assert host_allowed("anything:1", ("*",)) and host_allowed("bad/host", ("*",))
