@@ -56,6 +56,8 @@ VALUE_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
                                           "messages close the connection with 1009"),
     ("--idle-timeout", float, "SECONDS", "close clients silent for this many seconds with "
                                          "4105"),
+    ("--max-message-fragments", int, "FRAMES", "most frames one inbound message may have; "
+                                               "more close the connection with 1009"),
     ("--handshake-timeout", float, "SECONDS", "time to send a complete HTTP request head, "
                                               "the WebSocket upgrade included"),
     ("--http-body-timeout", float, "SECONDS", "time to send a whole HTTP request body"),

@@ -126,6 +126,7 @@ class LabServer:
                  {"path": str(STATIC_DIR), "default_filename": "index.html"}),
             ],
             websocket_max_message_size=self.options.max_message_bytes,
+            websocket_max_message_fragments=self.options.max_message_fragments,
             log_function=redacted_access_log,
         )
         if self.metrics_registry is not None:  # GET /metrics (docs/deploy.md)

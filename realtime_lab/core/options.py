@@ -23,6 +23,10 @@ class ServerOptions:
             closed with close code 4101 (heartbeat timeout).
         max_message_bytes: largest inbound message; larger frames close the
             connection with 1009 (message too big).
+        max_message_fragments: most frames one inbound message may be split into
+            (RFC 6455 fragmentation); a message in more closes the connection with
+            1009. Memory per message is bounded by ``max_message_bytes`` anyway; this
+            bounds the work one endless message of empty frames costs.
         max_outbound_bytes: bytes that may wait to be sent to one connection; a
             client that stops reading past this is closed with 4100 (slow consumer).
         max_subscriptions: channels one connection may be subscribed to at once.
@@ -155,6 +159,7 @@ class ServerOptions:
     heartbeat_interval: float = 25.0
     heartbeat_timeout: float = 20.0
     max_message_bytes: int = 64 * 1024
+    max_message_fragments: int = 65536
     max_outbound_bytes: int = 1024 * 1024
     max_subscriptions: int = 100
     max_channel_length: int = 128
@@ -221,8 +226,8 @@ class ServerOptions:
             if (isinstance(value, bool) or not isinstance(value, int | float)
                     or not 0 < value < math.inf):
                 raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
-        for name in ("max_message_bytes", "max_outbound_bytes", "max_subscriptions",
-                     "max_channel_length"):
+        for name in ("max_message_bytes", "max_message_fragments", "max_outbound_bytes",
+                     "max_subscriptions", "max_channel_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

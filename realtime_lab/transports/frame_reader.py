@@ -7,7 +7,9 @@ a close frame and its code: 1002 (reserved bits or opcodes, unmasked or
 malformed frames, bad close frames, invalid close codes, corrupt DEFLATE data),
 1007 (invalid UTF-8, found as soon as the bytes cannot start valid UTF-8,
 fragment by fragment), 1009 (message too big, measured after decompression,
-never inflated past the limit).
+never inflated past the limit; or in more than ``max_message_fragments`` frames).
+A message being received is kept in one buffer, so its memory is bounded by
+``max_message_bytes`` whatever its number of frames (an empty frame costs nothing).
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ _CONTROL_OPCODES = (0x8, 0x9, 0xA)
 # fixed cost per frame) read without waiting, so one flooding client cannot hog it.
 _YIELD_THRESHOLD = 256 * 1024
 _FRAME_YIELD_COST = 1024
+#: Frames one message may have (ServerOptions.max_message_fragments, Application
+#: setting ``websocket_max_message_fragments``); Autobahn 9.5.x sends 16,384.
+DEFAULT_MAX_MESSAGE_FRAGMENTS = 65536
 
 
 def valid_close_code(code: int) -> bool:
@@ -52,16 +57,27 @@ def valid_close_code(code: int) -> bool:
 
 
 class _Message:
-    """A data message being received (its first frame arrived, its last not yet)."""
+    """A data message being received (its first frame arrived, its last not yet).
 
-    __slots__ = ("compressed", "opcode", "parts", "utf8", "wire")
+    Its payload so far (inflated, for a compressed one) is kept in ``data``, one
+    buffer; a text message's UTF-8 is checked as it arrives (``utf8``) and the
+    text is decoded once, when the last frame arrives.
+    """
+
+    __slots__ = ("compressed", "data", "frames", "opcode", "utf8", "wire")
 
     def __init__(self, opcode: int, compressed: bool) -> None:
         self.opcode = opcode
         self.compressed = compressed
-        self.parts: list[Any] = []
+        self.data = bytearray()
+        self.frames = 1
         self.wire = 0
         self.utf8: codecs.IncrementalDecoder | None = None
+
+    def text(self, last: str) -> str:
+        """The whole text, given the decoder's output for the bytes just added to
+        ``data``: when those were all of it, that output is the text already."""
+        return last if len(self.data) == 0 else self.data.decode("utf-8")
 
 
 class FrameReaderMixin(_ProtocolBase):
@@ -239,6 +255,11 @@ class FrameReaderMixin(_ProtocolBase):
                 return self._fail(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
             if (msg.wire if msg else 0) + length > self.params.max_message_size:
                 return self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
+            if msg is not None:
+                if msg.frames >= self._max_fragments():
+                    return self._fail(CloseCode.MESSAGE_TOO_BIG,
+                                      "message in too many fragments")
+                msg.frames += 1
         mask = await self._read_bytes(4)
         if (not control and not compressed and not self._failed and not self.server_terminated
                 and (opcode == OP_TEXT or (opcode == 0 and msg is not None
@@ -269,6 +290,11 @@ class FrameReaderMixin(_ProtocolBase):
             return None
         return await self._deliver(msg, message)
 
+    def _max_fragments(self) -> int:
+        settings: dict[str, Any] = getattr(self.handler, "settings", {})
+        limit = settings.get("websocket_max_message_fragments")
+        return DEFAULT_MAX_MESSAGE_FRAGMENTS if limit is None else int(limit)
+
     async def _deliver(self, msg: _Message, message: str | bytes) -> None:
         self._message_bytes_in += msg.wire
         self._reset_message()
@@ -292,6 +318,7 @@ class FrameReaderMixin(_ProtocolBase):
         stream = self._stream()
         got = 0
         bad = False
+        last = ""  # the decoder's output for the last chunk
         while got < length or (length == 0 and not bad and got == 0 and fin):
             if length:
                 chunk = await stream.read_bytes(length - got, partial=True)
@@ -303,18 +330,22 @@ class FrameReaderMixin(_ProtocolBase):
                 chunk, got = b"", 1
             if bad:
                 continue
+            final = fin and got >= length
             try:
-                msg.parts.append(decoder.decode(chunk, final=fin and got >= length))
+                last = decoder.decode(chunk, final=final)
             except UnicodeDecodeError:
                 bad = True
                 self._fail(CloseCode.INVALID_PAYLOAD, "invalid UTF-8 in a text message",
                            in_sync=True)
+                continue
+            if not final or msg.data:
+                msg.data += chunk
         if bad or self._failed:
             return None
         msg.wire += length
         if not fin:
             return None
-        return await self._deliver(msg, "".join(msg.parts))
+        return await self._deliver(msg, msg.text(last))
 
     def _data(self, msg: _Message, data: bytes, fin: bool) -> str | bytes | None:
         """Add one data frame to the current message; return the message once complete."""
@@ -326,10 +357,15 @@ class FrameReaderMixin(_ProtocolBase):
         if msg.opcode == OP_TEXT:
             if msg.utf8 is None:  # single uncompressed frame: decode at once
                 return data.decode("utf-8")
-            msg.parts.append(msg.utf8.decode(data, final=fin))
-            return "".join(msg.parts) if fin else None
-        msg.parts.append(data)
-        return b"".join(msg.parts) if fin else None
+            last = msg.utf8.decode(data, final=fin)
+            if fin and not msg.data:
+                return last  # the whole text was in this frame
+            msg.data += data
+            return msg.text("") if fin else None
+        if fin and not msg.data:
+            return data
+        msg.data += data
+        return bytes(msg.data) if fin else None
 
     if not hasattr(WebSocketProtocol13, "_send_pong"):  # Tornado < 6.6: answer every ping
         def _send_pong(self, data: bytes) -> None:
