@@ -204,6 +204,9 @@ class LabServer:
                 await asyncio.sleep(0.01)
             await self._http.close_all_connections()
             for session in list(self.hub.sessions.values()):
+                abort = getattr(session.port, "abort", None)
+                if abort is not None:  # a client that did not take its close frame in time
+                    abort()
                 self.hub.closed(session, CloseCode.GOING_AWAY, "server stopped")
             if self.cluster is not None:
                 await self.cluster.stop()

@@ -40,6 +40,9 @@ class ServerOptions:
         api_token: bearer token for ``POST /api/channels/{name}/messages``; None
             disables the endpoint.
         close_timeout: seconds ``stop()`` waits for clients to close cleanly.
+        close_flush_timeout: seconds a connection the server closes has to read what
+            was sent before its close frame (a slow consumer: the frames the kernel
+            has not begun are dropped first); then the TCP connection is dropped.
 
     Outbound queue (docs/events.md):
         write_buffer_bytes: bytes handed to the transport per flush while it still
@@ -169,6 +172,7 @@ class ServerOptions:
     echo_to_sender: bool = True
     api_token: str | None = None
     close_timeout: float = 2.0
+    close_flush_timeout: float = 10.0
     # outbound queue
     write_buffer_bytes: int = 64 * 1024
     droppable_priority: str = "low"
@@ -221,7 +225,7 @@ class ServerOptions:
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_interval", "heartbeat_timeout", "close_timeout",
-                     "http_body_timeout"):
+                     "close_flush_timeout", "http_body_timeout"):
             value = getattr(self, name)
             if (isinstance(value, bool) or not isinstance(value, int | float)
                     or not 0 < value < math.inf):

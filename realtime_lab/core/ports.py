@@ -33,6 +33,11 @@ class ConnectionPort(Protocol):
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake with ``code``; the transport later reports it closed."""
 
+    # Optional (the hub looks them up with getattr):
+    # when_drained(callback): call ``callback`` once all written bytes reached the OS.
+    # discard_unsent() -> int: drop written frames the OS has not begun (whole frames
+    #     only); a slow consumer's close frame then goes next.
+
 
 class BroadcastProbe(Protocol):
     """An observer of broadcasts (realtime_lab.instrument.Recorder); see Hub._broadcast."""

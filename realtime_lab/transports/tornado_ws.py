@@ -1,19 +1,18 @@
 """The Tornado WebSocket transport (HTTP/1.1): a handler that reports to the hub.
 
 The handler parses frames (Tornado does that); outbound frames are built by the
-hub once per broadcast and written here straight to the connection's IOStream,
-so Tornado's per-message framing is skipped on the hot path.
+hub once per broadcast and written by the connection's :class:`TornadoPort`
+(tornado_port.py) straight to its socket, so Tornado's per-message framing is
+skipped on the hot path.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tornado.iostream import IOStream, StreamClosedError
-from tornado.websocket import WebSocketClosedError, WebSocketHandler
+from tornado.iostream import IOStream
+from tornado.websocket import WebSocketHandler
 
 from realtime_lab.core.hooks import ConnectRequest
 from realtime_lab.core.hub import PendingOpen
@@ -21,8 +20,8 @@ from realtime_lab.core.security import origin_allowed
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.codec import encode
 from realtime_lab.protocol.messages import error_message
-from realtime_lab.protocol.wire import JSON_WIRE
 from realtime_lab.transports.slim import prime_instance_keys
+from realtime_lab.transports.tornado_port import TornadoPort
 from realtime_lab.transports.ws_protocol import (
     LabWebSocketProtocol,
     choose_subprotocol,
@@ -38,72 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("realtime_lab.transports")
 
 MAX_USER_ID_LENGTH = 128
-PING_FRAME = b"\x89\x00"  # FIN, opcode 9 (ping), unmasked, empty: what handler.ping(b"") sends
-
-
-class TornadoPort:
-    """The :class:`~realtime_lab.core.ports.ConnectionPort` of one Tornado connection."""
-
-    __slots__ = ("direct", "handler", "remote", "stream", "wire")
-
-    def __init__(self, handler: HubWebSocketHandler, stream: IOStream, remote: str) -> None:
-        self.handler = handler
-        self.stream = stream
-        self.wire = JSON_WIRE  # set from the handshake (subprotocol, permessage-deflate)
-        self.remote = remote
-        # Plain TCP streams only: TLS has its own buffering (SSLIOStream).
-        self.direct = type(stream) is IOStream and hasattr(stream, "_write_buffer")
-
-    def write(self, data: bytes | memoryview) -> None:
-        """Send ``data`` now if the socket takes it; only the rest goes through IOStream.
-
-        While the stream has nothing buffered, one non-blocking ``send()`` on its
-        socket writes the bytes without IOStream's per-write Future and
-        bookkeeping; whatever the kernel did not take is handed to
-        ``IOStream.write``, behind nothing, so order and backpressure
-        (``buffered_bytes``, ``when_drained``) stay as before. On a socket error
-        the data goes to ``IOStream.write`` too, which meets the same error and
-        closes the stream (``on_close`` then tells the hub).
-        """
-        stream = self.stream
-        if self.direct and not stream._write_buffer and not stream.closed():
-            try:
-                sent = stream.socket.send(data)
-            except OSError:  # EAGAIN or a dead socket: IOStream deals with it
-                sent = 0
-            if sent >= len(data):
-                return
-            if sent:
-                data = memoryview(data)[sent:]
-        with contextlib.suppress(StreamClosedError):  # on_close follows and tells the hub
-            stream.write(data)
-
-    def buffered_bytes(self) -> int:
-        # IOStream keeps unsent bytes in _write_buffer (a _StreamBuffer with __len__),
-        # unchanged since Tornado 5. It is the only way to read the backlog.
-        buffer = getattr(self.stream, "_write_buffer", None)
-        return len(buffer) if buffer is not None else 0
-
-    def when_drained(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once everything written so far has reached the OS."""
-        try:
-            future = self.stream.write(b"")
-        except StreamClosedError:
-            return
-        future.add_done_callback(lambda _f: callback())
-
-    def ping(self) -> None:
-        """An empty ping frame; on plain TCP written like any other bytes (see write)."""
-        if not self.direct:
-            with contextlib.suppress(WebSocketClosedError):
-                self.handler.ping(b"")
-            return
-        conn = self.handler.ws_connection
-        if conn is not None and not conn.is_closing():
-            self.write(PING_FRAME)
-
-    def close(self, code: int, reason: str) -> None:
-        self.handler.close(code, reason)
 
 
 class HubWebSocketHandler(WebSocketHandler):
@@ -155,7 +88,7 @@ class HubWebSocketHandler(WebSocketHandler):
         assert stream is not None
         self.set_nodelay(True)
         remote = self.request.remote_ip or ""
-        port = TornadoPort(self, stream, remote)
+        port = TornadoPort(self, stream, remote, self.hub.options.close_flush_timeout)
         port.wire = handler_wire(self)
         result = self.hub.open(port, user=user, request=self._connect_request(remote, user))
         if isinstance(result, PendingOpen):

@@ -15,7 +15,8 @@ from typing import Any
 
 from tornado.iostream import IOStream
 
-from realtime_lab.transports.tornado_ws import PING_FRAME, TornadoPort
+from realtime_lab.protocol.frames import OP_CLOSE, OP_TEXT, build_frame, parse_frames
+from realtime_lab.transports.tornado_port import PING_FRAME, TornadoPort, frame_end
 
 
 class _Conn:
@@ -144,3 +145,45 @@ async def test_tls_like_streams_use_iostream_only() -> None:
     finally:
         stream.close()
         b.close()
+
+
+def test_frame_end_finds_the_end_of_the_frame_holding_an_offset() -> None:
+    small, mid, big = (build_frame(OP_TEXT, b"a" * n) for n in (10, 300, 70_000))
+    data = small + mid + big
+    assert frame_end(data, 0) == len(small)  # a frame starts there: that frame
+    assert frame_end(data, 5) == len(small)
+    assert frame_end(data, len(small)) == len(small) + len(mid)
+    assert frame_end(data, len(small) + len(mid) + 1) == len(data)
+    assert frame_end(data[:-1], len(small) + len(mid) + 1) == len(data) - 1  # cut short
+    assert frame_end(b"\x81", 0) == 1 and frame_end(b"\x81\x7e\x00", 0) == 3
+
+
+async def test_discard_unsent_drops_whole_frames_only() -> None:
+    """A peer that does not read: frames pile up behind the one the kernel stopped in.
+    Dropping them and writing a close frame next, the peer reads whole frames, in
+    order, then the close frame."""
+    port, peer, stream = _pair()
+    try:
+        frames = [build_frame(OP_TEXT, str(i).encode() * 400) for i in range(1000)]
+        for start in range(0, len(frames), 50):
+            port.write(b"".join(frames[start:start + 50]))
+        backlog = port.buffered_bytes()
+        dropped = port.discard_unsent()
+        assert 0 < dropped < backlog  # the frame in flight stays
+        assert port.buffered_bytes() == backlog - dropped
+        port.write(build_frame(OP_CLOSE, b"\x10\x04"))
+        got: list[Any] = []
+        rest = b""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(10):
+            while not got or got[-1].opcode != OP_CLOSE:
+                chunk = await loop.sock_recv(peer, 65536)
+                assert chunk, "EOF before the close frame"
+                parsed, rest = parse_frames(rest + chunk)
+                got += parsed
+        assert rest == b""
+        assert [build_frame(f.opcode, f.payload) for f in got[:-1]] == frames[:len(got) - 1]
+        assert len(got) - 1 < len(frames)  # some were dropped
+    finally:
+        stream.close()
+        peer.close()
