@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 from tornado.log import access_log
 from tornado.netutil import bind_sockets
@@ -32,6 +31,7 @@ from realtime_lab.core.options import ServerOptions
 from realtime_lab.errors import PortInUseError, ServerNotRunning
 from realtime_lab.gc_freeze import GcFreezer
 from realtime_lab.protocol.close_codes import CloseCode
+from realtime_lab.transports.accept import AcceptLoop, EdgeHTTPServer
 from realtime_lab.transports.host_check import HostGuard, effective_allowed_hosts
 from realtime_lab.transports.http_api import (
     ChannelHandler,
@@ -69,7 +69,8 @@ class LabServer:
         self.requested_port = port
         self.hub = Hub(self.options, hooks=hooks, middleware=middleware)
         self.started_at = time.time()
-        self._http: HTTPServer | None = None
+        self._http: EdgeHTTPServer | None = None
+        self._listener: AcceptLoop | None = None  # accepts on the listening sockets
         self._heartbeat: PeriodicCallback | None = None
         self._port: int | None = None
         self._stopping: asyncio.Future[None] | None = None
@@ -168,7 +169,7 @@ class LabServer:
             self.cluster = await ClusterNode(self.hub, broker).start()
         opts = self.options
         self._http = edge_http_server(self.make_app(), opts, sockets, self.hub)
-        self._http.add_sockets(sockets)
+        self._listener = accept_connections(self._http, sockets, opts, self.hub)
         period = max(0.02, min(opts.heartbeat_interval, opts.heartbeat_timeout,
                                opts.heartbeat_min_interval or math.inf,
                                opts.idle_timeout or math.inf,
@@ -194,6 +195,8 @@ class LabServer:
         self._stopping = asyncio.get_running_loop().create_future()
         try:
             self._http.stop()
+            if self._listener is not None:
+                self._listener.stop()
             if self._heartbeat is not None:
                 self._heartbeat.stop()
             if self._gc_check is not None:
@@ -359,7 +362,7 @@ def metrics_registry(server: LabServer) -> CollectorRegistry | None:
 
 
 def edge_http_server(app: Application, options: ServerOptions,
-                     sockets: Sequence[socket.socket], hub: Hub) -> HTTPServer:
+                     sockets: Sequence[socket.socket], hub: Hub) -> EdgeHTTPServer:
     """Tornado's HTTP server with the edge limits of ``options`` (docs/security.md).
 
     Every request first passes the ``Host`` check (``allowed_hosts``; on loopback
@@ -372,11 +375,24 @@ def edge_http_server(app: Application, options: ServerOptions,
     guard = HostGuard(app, effective_allowed_hosts(options.allowed_hosts, sockets),
                       on_refused=lambda remote: hub.refused_handshake(
                           remote, 403, "forbidden_host", "allowed_hosts"))
-    return HTTPServer(guard, ssl_options=tls_context(options),
-                      idle_connection_timeout=options.handshake_timeout,
-                      max_header_size=options.max_http_header_bytes,
-                      max_body_size=options.max_message_bytes,
-                      body_timeout=options.http_body_timeout)
+    return EdgeHTTPServer(guard, ssl_options=tls_context(options),
+                          idle_connection_timeout=options.handshake_timeout,
+                          max_header_size=options.max_http_header_bytes,
+                          max_body_size=options.max_message_bytes,
+                          body_timeout=options.http_body_timeout)
+
+
+def accept_connections(http: EdgeHTTPServer, sockets: Sequence[socket.socket],
+                       options: ServerOptions, hub: Hub) -> AcceptLoop:
+    """Accept on ``sockets`` for ``http``: a pause when out of descriptors (EMFILE), and
+    connections not yet WebSockets counted against ``max_connections_per_ip``."""
+    return AcceptLoop(
+        http, max_per_ip=options.max_connections_per_ip,
+        open_per_ip=lambda ip: hub.admission.per_ip.get(ip, 0),
+        ssl_options=http.ssl_options,  # the context edge_http_server made
+        on_refused=lambda ip: hub.refused_handshake(
+            ip, CloseCode.IP_LIMIT, "too_many_connections_from_ip", "max_connections_per_ip"),
+    ).start(sockets)
 
 
 def tls_context(options: ServerOptions) -> ssl.SSLContext | None:
