@@ -112,11 +112,14 @@ def test_edge_flags_become_server_options() -> None:
     assert (defaults.handshake_timeout, defaults.http_body_timeout,
             defaults.max_http_header_bytes) == (10.0, 10.0, 65536)
     assert defaults.allowed_hosts is None and defaults.max_message_fragments == 65536
+    assert defaults.close_flush_timeout == 10.0
     opts = _options(build_parser().parse_args([
         "serve", "--handshake-timeout", "3", "--http-body-timeout", "4.5",
         "--max-http-header-bytes", "8192", "--allowed-host", "rt.example.com",
         "--allowed-host", "*.example.org", "--max-message-fragments", "100",
+        "--close-flush-timeout", "2.5",
     ]))
+    assert opts.close_flush_timeout == 2.5
     assert opts.max_message_fragments == 100
     assert opts.allowed_hosts == ("rt.example.com", "*.example.org")
     assert (opts.handshake_timeout, opts.http_body_timeout,
