@@ -85,8 +85,6 @@ class HostGuard(httputil.HTTPServerConnectionDelegate):
 class _CheckedRequest(httputil.HTTPMessageDelegate):
     """One request: checked when its head arrives, then passed on (or dropped)."""
 
-    __slots__ = ("delegate", "guard", "refused", "request_conn")
-
     def __init__(self, guard: HostGuard, delegate: httputil.HTTPMessageDelegate,
                  request_conn: httputil.HTTPConnection) -> None:
         self.guard = guard
