@@ -75,8 +75,8 @@ class _Message:
         self.utf8: codecs.IncrementalDecoder | None = None
 
     def text(self, last: str) -> str:
-        """The whole text, given the decoder's output for the bytes just added to
-        ``data``: when those were all of it, that output is the text already."""
+        """The whole text: ``last`` (the decoder's output for the final bytes, not
+        added to ``data``) when no earlier byte was kept, else ``data`` decoded."""
         return last if len(self.data) == 0 else self.data.decode("utf-8")
 
 
@@ -361,7 +361,7 @@ class FrameReaderMixin(_ProtocolBase):
             if fin and not msg.data:
                 return last  # the whole text was in this frame
             msg.data += data
-            return msg.text("") if fin else None
+            return msg.data.decode("utf-8") if fin else None
         if fin and not msg.data:
             return data
         msg.data += data
