@@ -87,9 +87,15 @@ class TornadoPort:
         ``IOStream.write`` too, which meets the same error and closes the stream
         (``on_close`` then tells the hub).
         """
-        if self.held is not None:
-            self.held.append(data)
-            return
+        held = self.held
+        if held is not None:
+            held.append(data)
+            if self._stream_backlog():  # the frame in flight is not written yet
+                return
+            # IOStream has written it and _written has not run yet: go on now, not a
+            # loop turn later (a stale _written finds nothing held, or holds again)
+            self.held = None
+            data = b"".join(held)
         stream = self.stream
         if stream.closed():
             return
