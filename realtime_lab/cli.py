@@ -56,15 +56,15 @@ VALUE_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
                                           "messages close the connection with 1009"),
     ("--idle-timeout", float, "SECONDS", "close clients silent for this many seconds with "
                                          "4105"),
-    ("--close-flush-timeout", float, "SECONDS", "time a client the server closes (a slow "
-                                                "consumer too) has to read up to its close "
-                                                "frame"),
     ("--max-message-fragments", int, "FRAMES", "most frames one inbound message may have; "
                                                "more close the connection with 1009"),
     ("--handshake-timeout", float, "SECONDS", "time to send a complete HTTP request head, "
                                               "the WebSocket upgrade included"),
     ("--http-body-timeout", float, "SECONDS", "time to send a whole HTTP request body"),
     ("--max-http-header-bytes", int, "BYTES", "largest HTTP request head"),
+    ("--close-flush-timeout", float, "SECONDS", "time a client the server closes (a slow "
+                                                "consumer too) has to read up to its close "
+                                                "frame"),
 )
 
 
