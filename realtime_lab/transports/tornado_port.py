@@ -11,6 +11,12 @@ consumers"): :meth:`TornadoPort.discard_unsent` drops the held frames (never
 half a frame), and :meth:`TornadoPort.close` sends the close frame once the
 frame in flight is written, waiting at most ``close_flush_timeout`` for a
 client that does not read.
+
+Only public Tornado APIs here: ``IOStream.socket``, ``write`` (its Future says
+when the bytes reached the kernel), ``writing()`` and ``closed()``. The backlog
+the hub reads (:meth:`TornadoPort.buffered_bytes`) is counted by the port itself:
+the frame in flight as it was handed to IOStream, until IOStream has written it,
+plus the held frames.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
@@ -27,6 +33,8 @@ from tornado.websocket import WebSocketClosedError
 from realtime_lab.protocol.wire import JSON_WIRE
 
 if TYPE_CHECKING:
+    from asyncio import Future
+
     from tornado.websocket import WebSocketHandler
 
 PING_FRAME = b"\x89\x00"  # FIN, opcode 9 (ping), unmasked, empty: what handler.ping(b"") sends
@@ -59,8 +67,8 @@ def frame_end(data: bytes | memoryview, offset: int) -> int:
 class TornadoPort:
     """The :class:`~realtime_lab.core.ports.ConnectionPort` of one Tornado connection."""
 
-    __slots__ = ("close_timeout", "closing", "direct", "handler", "held", "remote", "stream",
-                 "wire")
+    __slots__ = ("close_timeout", "closing", "direct", "handler", "held", "in_flight", "remote",
+                 "stream", "wire")
 
     def __init__(self, handler: WebSocketHandler, stream: IOStream, remote: str,
                  close_timeout: float = 10.0) -> None:
@@ -69,8 +77,10 @@ class TornadoPort:
         self.wire = JSON_WIRE  # set from the handshake (subprotocol, permessage-deflate)
         self.remote = remote
         # Plain TCP streams only: TLS has its own buffering (SSLIOStream).
-        self.direct = type(stream) is IOStream and hasattr(stream, "_write_buffer")
+        self.direct = type(stream) is IOStream
         self.held: list[bytes | memoryview] | None = None  # whole frames behind the one in flight
+        # (IOStream.write's Future, bytes handed to IOStream) of the frame in flight
+        self.in_flight: tuple[Future[None], int] | None = None
         self.closing: object = None  # the close_flush_timeout timer, once close() waits
         self.close_timeout = close_timeout  # ServerOptions.close_flush_timeout
 
@@ -90,7 +100,7 @@ class TornadoPort:
         held = self.held
         if held is not None:
             held.append(data)
-            if self._stream_backlog():  # the frame in flight is not written yet
+            if self.stream.writing():  # the frame in flight is not written yet
                 return
             # IOStream has written it and _written has not run yet: go on now, not a
             # loop turn later (a stale _written finds nothing held, or holds again)
@@ -99,7 +109,7 @@ class TornadoPort:
         stream = self.stream
         if stream.closed():
             return
-        if self._stream_backlog():  # IOStream is still writing an earlier frame
+        if stream.writing():  # IOStream is still writing an earlier frame
             self._hold([data], stream.write(b""))
             return
         sent = 0
@@ -116,30 +126,32 @@ class TornadoPort:
             written = stream.write(view[sent:end])
         except StreamClosedError:  # on_close follows and tells the hub
             return
+        self.in_flight = (written, end - sent)
         if end < len(data):
             self._hold([view[end:]], written)
 
-    def _hold(self, frames: list[bytes | memoryview], written: Any) -> None:
+    def _hold(self, frames: list[bytes | memoryview], written: Future[None]) -> None:
         self.held = frames
         written.add_done_callback(self._written)
 
-    def _written(self, future: Any) -> None:
+    def _written(self, future: Future[None]) -> None:
         """IOStream has written what it had: send the held frames."""
         held, self.held = self.held, None
         if held is None or future.cancelled() or future.exception() is not None:
             return  # discarded, or the stream is closed
         self.write(held[0] if len(held) == 1 else b"".join(held))
 
-    def _stream_backlog(self) -> int:
-        # IOStream keeps unsent bytes in _write_buffer (a _StreamBuffer with __len__),
-        # unchanged since Tornado 5. It is the only way to read the backlog.
-        buffer = getattr(self.stream, "_write_buffer", None)
-        return len(buffer) if buffer is not None else 0
-
     def buffered_bytes(self) -> int:
-        """Bytes written but not yet accepted by the kernel (IOStream's and held)."""
-        held = self.held
-        return self._stream_backlog() + (sum(map(len, held)) if held else 0)
+        """Bytes written but not yet accepted by the kernel: the frame in flight (as
+        handed to IOStream, until IOStream has written all of it) and the held frames."""
+        in_flight, held = self.in_flight, self.held
+        size = 0
+        if in_flight is not None:
+            if in_flight[0].done():
+                self.in_flight = None
+            else:
+                size = in_flight[1]
+        return size + (sum(map(len, held)) if held else 0)
 
     def when_drained(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once everything written so far has reached the OS."""
@@ -150,7 +162,7 @@ class TornadoPort:
         future.add_done_callback(lambda _f: self._drained(callback))
 
     def _drained(self, callback: Callable[[], None]) -> None:
-        if not self.stream.closed() and (self.held is not None or self._stream_backlog()):
+        if not self.stream.closed() and (self.held is not None or self.stream.writing()):
             self.when_drained(callback)  # held frames went to IOStream meanwhile
         else:
             callback()
@@ -185,7 +197,7 @@ class TornadoPort:
         """
         if self.closing is not None or self.stream.closed():
             return
-        if self.held is None and not self._stream_backlog():
+        if self.held is None and not self.stream.writing():
             self.closing = True
             self.handler.close(code, reason)
             return
@@ -201,7 +213,7 @@ class TornadoPort:
 
     def abort(self) -> None:
         """Drop the connection now (the client stopped reading)."""
-        self.held = None
+        self.held = self.in_flight = None
         self.stream.close()
 
 

@@ -185,7 +185,7 @@ async def test_iostream_private_buffers() -> None:
     try:
         buffer: Any = getattr(stream, "_write_buffer", None)
         assert buffer is not None, (f"Tornado {tornado.version}: IOStream._write_buffer is gone "
-                                    "(TornadoPort.write/buffered_bytes read it)")
+                                    "(slim.py replaces its deque)")
         assert len(buffer) == 0, f"Tornado {tornado.version}: _write_buffer has no len()"
         assert type(getattr(buffer, "_buffers", None)) is collections.deque, (
             f"Tornado {tornado.version}: IOStream._write_buffer._buffers is no deque "
