@@ -174,6 +174,8 @@ class AcceptLoop:
                 self.on_refused(ip)
             return
         stream: IOStream
+        sizes = {"max_buffer_size": self.http.max_buffer_size,  # as TCPServer makes streams
+                 "read_chunk_size": self.http.read_chunk_size}
         if self.ssl_options is not None:
             try:
                 tls = ssl_wrap_socket(conn, self.ssl_options, server_side=True,
@@ -181,9 +183,9 @@ class AcceptLoop:
             except (ssl.SSLError, OSError):  # the client is already gone
                 conn.close()
                 return
-            stream = SSLIOStream(tls)
+            stream = SSLIOStream(tls, **sizes)
         else:
-            stream = IOStream(conn)
+            stream = IOStream(conn, **sizes)
         self.http.handle_stream(stream, address)
 
 
