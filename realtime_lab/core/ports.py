@@ -37,6 +37,8 @@ class ConnectionPort(Protocol):
     # when_drained(callback): call ``callback`` once all written bytes reached the OS.
     # discard_unsent() -> int: drop written frames the OS has not begun (whole frames
     #     only); a slow consumer's close frame then goes next.
+    # abort(): drop the connection now (LabServer.stop, for a client still not
+    #     reading up to its close frame).
 
 
 class BroadcastProbe(Protocol):
