@@ -65,6 +65,18 @@ class BadMessagePack(ProtocolError):
     code = "bad_msgpack"
 
 
+class BadValue(ProtocolError, ValueError):
+    """A value outside the data model that every wire format carries (docs/protocol.md,
+    "Values"): NaN or an infinity (``1e400``), an integer outside -2**63 .. 2**64-1,
+    a lone surrogate, a key that is not a string, nesting deeper than 64 levels.
+
+    Refused before anything is stored or delivered. Also a ``ValueError``, so that
+    ``Hub.publish`` and the other server-side calls raise what Python code expects.
+    """
+
+    code = "bad_value"
+
+
 class Forbidden(ProtocolError):
     code = "forbidden"
 

@@ -88,7 +88,7 @@ class RawWebSocket:
 
     @classmethod
     async def open(cls, port: int, *, path: str = "/ws", rcvbuf: int | None = None,
-                   timeout: float = 5.0) -> RawWebSocket:
+                   timeout: float = 5.0, subprotocol: str | None = None) -> RawWebSocket:
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
@@ -98,7 +98,9 @@ class RawWebSocket:
         key = base64.b64encode(os.urandom(16)).decode()
         request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                   "Sec-WebSocket-Version: 13\r\n\r\n")
+                   "Sec-WebSocket-Version: 13\r\n"
+                   + (f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else "")
+                   + "\r\n")
         await loop.sock_sendall(sock, request.encode())
         data = b""
         while b"\r\n\r\n" not in data:

@@ -29,11 +29,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from realtime_lab.core.hooks import Refuse
 from realtime_lab.core.security import _b64, _unb64
 from realtime_lab.errors import ChannelTokenExpired, ChannelUnauthorized, ProtocolError
+from realtime_lab.logthrottle import LogThrottle
 
 if TYPE_CHECKING:
     from realtime_lab.core.session import Session
 
 log = logging.getLogger("realtime_lab.core")
+_failures = LogThrottle(log)  # an authorizer failing on some input: one record a minute
 
 Policy = Literal["public", "private", "presence"]
 PublishPolicy = Literal["any", "subscribers", "none"]
@@ -166,7 +168,7 @@ def authorize(rule: ChannelRule, session: Session, channel: str, auth: str | Non
     except ProtocolError:
         raise
     except Exception as exc:
-        log.exception("authorizer failed")
+        _failures.log("authorizer_failed", logging.ERROR, "authorizer failed", exc_info=True)
         raise ChannelUnauthorized(f"the authorizer failed: {type(exc).__name__}") from None
     if inspect.isawaitable(verdict):
         return _authorize_later(verdict, channel, timeout)
@@ -181,7 +183,7 @@ async def _authorize_later(verdict: Awaitable[Any], channel: str, timeout: float
     except ProtocolError:
         raise
     except Exception as exc:
-        log.exception("authorizer failed")
+        _failures.log("authorizer_failed", logging.ERROR, "authorizer failed", exc_info=True)
         raise ChannelUnauthorized(f"the authorizer failed: {type(exc).__name__}") from None
     return _grant(value, channel)
 

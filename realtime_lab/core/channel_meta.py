@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from realtime_lab.core.channels import validate_channel
 from realtime_lab.core.hub_base import HubBase
+from realtime_lab.protocol.values import check_value
 
 
 class ChannelMeta(HubBase):
@@ -30,9 +31,11 @@ class ChannelMeta(HubBase):
         """Merge ``values`` into channel ``name``'s custom metadata (or replace it).
 
         Kept while the channel has no subscribers, until :meth:`clear_channel_metadata`.
-        A value of None removes that key. Returns the new metadata.
+        A value of None removes that key. Returns the new metadata. Raises
+        :class:`~realtime_lab.errors.BadValue` for a value outside the data model.
         """
         validate_channel(name, self.options)
+        check_value(values, what="metadata")
         channel = self.channels.get(name)
         meta = self._channel_meta.get(name)
         if meta is None:

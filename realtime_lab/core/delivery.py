@@ -2,6 +2,13 @@
 priorities under pressure, and the slow-consumer policy.
 
 A part of :class:`realtime_lab.core.hub.Hub` (a mixin); it shares the hub's state.
+
+A broadcast is all or nothing and can never stop the ones after it: its frame is
+encoded for every codec its targets use before anyone gets it (a value a codec
+cannot carry fails there, and nobody gets it), and a fan-out job that raises all
+the same is dropped, logged at most once per minute (``Hub.log_throttle``), and
+the jobs queued behind it run (issue 13: one publish wedged the sliced fan-out
+queue, and with it every later broadcast of the server).
 """
 
 
@@ -19,7 +26,7 @@ from realtime_lab.core.session import ConnectionState, Session
 from realtime_lab.protocol import codec
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.frames import text_frame
-from realtime_lab.protocol.wire import JSON_WIRE, FrameVariants, frame_for
+from realtime_lab.protocol.wire import JSON, JSON_WIRE, FrameVariants, frame_for
 
 log = logging.getLogger("realtime_lab.core")
 
@@ -32,7 +39,8 @@ _NORMAL = Priority.NORMAL
 class FanOut:
     """What is left of one broadcast: the same frame for ``targets[index:]``."""
 
-    __slots__ = ("delivered", "frame", "index", "message", "priority", "targets", "variants")
+    __slots__ = ("delivered", "failed", "frame", "index", "message", "priority", "targets",
+                 "variants")
 
     def __init__(self, targets: list[Session], frame: bytes, priority: Priority,
                  message: dict[str, Any] | None) -> None:
@@ -43,6 +51,16 @@ class FanOut:
         self.priority = priority
         self.message = message
         self.variants: FrameVariants | None = None
+        self.failed = False
+
+    def prepare(self) -> None:
+        """Encode the broadcast now for every codec its targets use (JSON is done), so
+        that a value a codec cannot carry fails before anyone gets anything."""
+        for session in self.targets:
+            wire = session.wire
+            if wire is not JSON_WIRE and wire.codec != JSON:  # the one other codec
+                self.frame_for(session)
+                return
 
     def frame_for(self, session: Session) -> bytes:
         """This broadcast's frame in ``session``'s wire format (each built once)."""
@@ -104,17 +122,40 @@ class Delivery(HubBase):
         count then includes the targets still to come.
         """
         job = FanOut(targets, frame, priority, message)
+        try:
+            job.prepare()
+        except Exception:
+            self._fan_out_failed(job, "could not be encoded")
+            return 0
         jobs = self._fanout_jobs
         if jobs is None:
             jobs = self._fanout_jobs = deque()
         if not jobs and len(targets) <= self.options.fanout_slice_min:
-            self._enqueue_many(job, len(targets))
-            self.stats.deliveries += job.delivered
+            self._enqueue_slice(job, len(targets))
             return job.delivered
         jobs.append(job)
         if len(jobs) == 1:
             self._run_fan_outs()
-        return job.delivered + len(targets) - job.index
+        return job.delivered if job.failed else job.delivered + len(targets) - job.index
+
+    def _enqueue_slice(self, job: FanOut, stop: int) -> None:
+        """:meth:`_enqueue_many`; a job that raises is dropped (``failed``) and logged."""
+        before = job.delivered
+        try:
+            self._enqueue_many(job, stop)
+        except Exception:
+            job.index = len(job.targets)  # nothing more of it is sent
+            self._fan_out_failed(job, "failed")
+        finally:
+            self.stats.deliveries += job.delivered - before
+
+    def _fan_out_failed(self, job: FanOut, what: str) -> None:
+        job.failed = True
+        self.stats.fanouts_failed += 1
+        self.log_throttle.log(
+            "fanout_failed", logging.ERROR,
+            "a broadcast to %d subscribers %s after %d deliveries and was dropped; later "
+            "broadcasts go on", len(job.targets), what, job.delivered, exc_info=True)
 
     def _run_fan_outs(self) -> None:
         """Work through the queued fan-outs for one slice; schedule the rest."""
@@ -132,9 +173,7 @@ class Delivery(HubBase):
                 job = jobs[0]
                 targets = job.targets
                 while job.index < len(targets):
-                    before = job.delivered
-                    self._enqueue_many(job, job.index + SLICE_STEP)
-                    self.stats.deliveries += job.delivered - before
+                    self._enqueue_slice(job, job.index + SLICE_STEP)
                     if perf_counter() >= deadline:
                         self._flush_if_waited_enough()
                         self._fanout_again = False
@@ -187,23 +226,25 @@ class Delivery(HubBase):
         simple = priority == _NORMAL
         enqueue = self._enqueue
         delivered = 0
-        for i in range(start, stop):
-            session = targets[i]
-            queue = session.pending
-            if (simple and session.wire is JSON_WIRE and queue.prios is None
-                    and session.state is _OPEN and queue.nbytes + session.backlog <= room):
-                queue.frames.append(frame)
-                queue.nbytes += size
-                delivered += 1
-                if not session.dirty:
-                    session.dirty = True
-                    self._dirty.append(session)
-                    if not self._flush_scheduled:
-                        self._flush_scheduled = True
-                        self._schedule(self.flush)
-            elif enqueue(session, job.frame_for(session), priority):
-                delivered += 1
-        job.delivered += delivered
+        try:
+            for i in range(start, stop):
+                session = targets[i]
+                queue = session.pending
+                if (simple and session.wire is JSON_WIRE and queue.prios is None
+                        and session.state is _OPEN and queue.nbytes + session.backlog <= room):
+                    queue.frames.append(frame)
+                    queue.nbytes += size
+                    delivered += 1
+                    if not session.dirty:
+                        session.dirty = True
+                        self._dirty.append(session)
+                        if not self._flush_scheduled:
+                            self._flush_scheduled = True
+                            self._schedule(self.flush)
+                elif enqueue(session, job.frame_for(session), priority):
+                    delivered += 1
+        finally:  # counted even when a target raised (the job is then dropped)
+            job.delivered += delivered
 
     # ------------------------------------------------------------------ flush
 

@@ -34,6 +34,7 @@ from realtime_lab.errors import (
     UnsubscribeRefused,
 )
 from realtime_lab.protocol import codec, messages
+from realtime_lab.protocol.values import check_message
 from realtime_lab.protocol.wire import MSGPACK
 
 if TYPE_CHECKING:
@@ -92,9 +93,8 @@ class Dispatch(HubBase):
                 return self._finish(session, obj, result)
         except ProtocolError as err:
             self._reject_for(session, obj, err)
-        except Exception:
-            log.exception("failed to handle a message from %s", session.id)
-            self._reject_for(session, obj, InternalError("the server failed on this message"))
+        except Exception as exc:
+            self._failed_on(session, obj, exc)
         return None
 
     async def _finish(self, session: Session, obj: Any, result: Awaitable[Any]) -> None:
@@ -102,9 +102,17 @@ class Dispatch(HubBase):
             await result
         except ProtocolError as err:
             self._reject_for(session, obj, err)
-        except Exception:
-            log.exception("failed to handle a message from %s", session.id)
-            self._reject_for(session, obj, InternalError("the server failed on this message"))
+        except Exception as exc:
+            self._failed_on(session, obj, exc)
+
+    def _failed_on(self, session: Session, obj: Any, exc: Exception) -> None:
+        """The server failed on a message (a bug: input is refused before it can fail):
+        ``internal_error``, and the traceback logged once per kind and minute."""
+        self.stats.internal_errors += 1
+        self.log_throttle.log(f"inbound_failed:{type(exc).__name__}", logging.ERROR,
+                              "failed to handle a message from %s", session.id,
+                              exc_info=exc)
+        self._reject_for(session, obj, InternalError("the server failed on this message"))
 
     def _reject_for(self, session: Session, obj: Any, err: ProtocolError) -> None:
         if session.state is not ConnectionState.OPEN:
@@ -139,6 +147,7 @@ class Dispatch(HubBase):
                 raise err
             return None
         if isinstance(result, dict):
+            check_message(result)  # the hook's message must be in the data model too
             msg = messages.parse_client_message(result)
         return self._dispatch(session, msg)
 

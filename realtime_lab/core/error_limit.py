@@ -20,7 +20,7 @@ from realtime_lab.errors import TooManyErrors
 #: Error codes that mean "this message was not valid protocol".
 INVALID_INPUT_CODES = frozenset({
     "bad_json", "not_object", "missing_field", "bad_field", "unknown_type", "bad_channel",
-    "binary_not_supported", "bad_msgpack",
+    "binary_not_supported", "bad_msgpack", "bad_value",
 })
 
 

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from realtime_lab.logthrottle import LogThrottle
+
 log = logging.getLogger("realtime_lab.core")
 
 # ---------------------------------------------------------------------- events
@@ -293,6 +295,7 @@ class EventBus:
         self.active = False
         self.emitted = 0
         self.handler_errors = 0
+        self._log = LogThrottle(log)  # a failing handler fails on every event: one record a minute
 
     def subscribe(self, handler: Handler, filter: FilterSpec = None, *, priority: int = 0,
                   **criteria: Any) -> Subscription:
@@ -340,7 +343,9 @@ class EventBus:
                 result = sub.handler(event)
             except Exception:
                 self.handler_errors += 1
-                log.exception("event handler %r failed on %s", sub.handler, event.type)
+                self._log.log(f"handler_failed:{event.type}", logging.ERROR,
+                              "event handler %r failed on %s", sub.handler, event.type,
+                              exc_info=True)
                 continue
             if result is STOP:
                 break
@@ -353,7 +358,8 @@ class EventBus:
         def done(t: asyncio.Future[Any]) -> None:
             if not t.cancelled() and t.exception() is not None:
                 self.handler_errors += 1
-                log.error("async event handler %r failed", handler, exc_info=t.exception())
+                self._log.log("async_handler_failed", logging.ERROR,
+                              "async event handler %r failed", handler, exc_info=t.exception())
 
         task.add_done_callback(done)
 

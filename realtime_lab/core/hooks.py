@@ -42,9 +42,10 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from realtime_lab.errors import HookFailed, HookTimeout, ProtocolError
+from realtime_lab.logthrottle import LogThrottle
 
 log = logging.getLogger("realtime_lab.core")
 
@@ -88,6 +89,9 @@ class Hooks:
     on_presence: Hook | None = None
     on_disconnect: Hook | None = None
     timeout: float = 5.0
+    #: A hook that fails on some input fails on every such message: one record a minute.
+    _log: LogThrottle = field(default_factory=lambda: LogThrottle(log), init=False,
+                              repr=False, compare=False)
 
     def run(self, name: str, *args: Any) -> Any:
         """Call hook ``name``; return its result or an awaitable of it.
@@ -103,8 +107,7 @@ class Hooks:
         except ProtocolError:
             raise
         except Exception as exc:
-            log.exception("hook %s failed", name)
-            raise HookFailed(f"{name} failed: {type(exc).__name__}") from None
+            self._failed(name, exc)
         if inspect.isawaitable(result):
             return self._guard(name, result)
         return result
@@ -113,13 +116,18 @@ class Hooks:
         try:
             return await asyncio.wait_for(awaitable, self.timeout)
         except TimeoutError:
-            log.warning("hook %s timed out after %.3gs", name, self.timeout)
+            self._log.log(f"hook_timeout:{name}", logging.WARNING,
+                          "hook %s timed out after %.3gs", name, self.timeout)
             raise HookTimeout(f"{name} took longer than {self.timeout}s") from None
         except ProtocolError:
             raise
         except Exception as exc:
-            log.exception("hook %s failed", name)
-            raise HookFailed(f"{name} failed: {type(exc).__name__}") from None
+            self._failed(name, exc)
+
+    def _failed(self, name: str, exc: Exception) -> NoReturn:
+        self._log.log(f"hook_failed:{name}", logging.ERROR, "hook %s failed", name,
+                      exc_info=exc)
+        raise HookFailed(f"{name} failed: {type(exc).__name__}") from None
 
 
 def then(result: Any, continuation: Callable[[Any], Any]) -> Any:

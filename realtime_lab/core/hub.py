@@ -54,12 +54,16 @@ from realtime_lab.errors import (
     ProtocolError,
     Unauthorized,
 )
+from realtime_lab.logthrottle import LogThrottle
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.frames import text_frame
 from realtime_lab.protocol.wire import JSON_WIRE
 
 log = logging.getLogger("realtime_lab.core")
+
+#: Seconds between two log records of one kind of failure (``Hub.log_throttle``).
+LOG_INTERVAL = 60.0
 
 TIMEOUT_CODES = (CloseCode.HEARTBEAT_TIMEOUT, CloseCode.IDLE_TIMEOUT)
 
@@ -114,6 +118,8 @@ class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery, Liven
         self._idle_users: dict[str, set[str]] = {}
         self._histories: dict[str, History] = {}  # core/history.py
         self.clock = clock
+        #: Tracebacks input can trigger are logged once per kind and LOG_INTERVAL.
+        self.log_throttle = LogThrottle(log, interval=LOG_INTERVAL, clock=clock)
         self._schedule: Scheduler = schedule or _run_now
         self.sessions: dict[str, Session] = {}
         self.channels: dict[str, Channel] = {}
@@ -178,7 +184,8 @@ class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery, Liven
             except ProtocolError:
                 raise
             except Exception:
-                log.exception("token_verifier failed")
+                self.log_throttle.log("token_verifier_failed", logging.ERROR,
+                                      "token_verifier failed", exc_info=True)
                 raise Unauthorized("the connect token could not be verified") from None
             if not out:
                 raise Unauthorized("connect token refused")

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from realtime_lab.core.session import Session
     from realtime_lab.core.stats import HubStats
     from realtime_lab.errors import ProtocolError
+    from realtime_lab.logthrottle import LogThrottle
     from realtime_lab.protocol import messages
 
 
@@ -37,6 +38,7 @@ class HubBase:
     hooks: Hooks
     stats: HubStats
     clock: Clock
+    log_throttle: LogThrottle
     sessions: dict[str, Session]
     channels: dict[str, Channel]
     cluster: ClusterPort | None

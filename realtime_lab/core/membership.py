@@ -31,6 +31,7 @@ from realtime_lab.errors import (
 )
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.frames import text_frame
+from realtime_lab.protocol.values import PRESENCE_META_DEPTH, check_value
 
 if TYPE_CHECKING:
     from realtime_lab.core.hub import Hub
@@ -130,6 +131,11 @@ class Membership(HubBase):
                   meta: dict[str, Any] | None, verdict: Any) -> None:
         if session.state is not ConnectionState.OPEN or name in session.subscriptions:
             return
+        # values from on_subscribe / on_presence / the authorizer are stored: check them first
+        if meta:
+            check_value(meta, what="metadata", request_id=request_id)
+        if isinstance(verdict, dict):
+            check_value(verdict, depth=PRESENCE_META_DEPTH, what="meta", request_id=request_id)
         channel = self.channels.get(name)
         visible = refused(verdict) is None
         if (channel is not None and channel.presence and visible
@@ -226,8 +232,13 @@ class Membership(HubBase):
 
     def publish(self, channel: str, data: Any, *, sender: str | None = None,
                 priority: Priority | str = Priority.NORMAL) -> int:
-        """Publish ``data`` to every subscriber of ``channel``; return the recipient count."""
+        """Publish ``data`` to every subscriber of ``channel``; return the recipient count.
+
+        Raises :class:`~realtime_lab.errors.BadValue` (a ``ValueError``) when ``data``
+        is outside the data model (docs/protocol.md, "Values"), before anything is sent.
+        """
         validate_channel(channel, self.options)
+        check_value(data)
         return self._broadcast(channel, data, sender, priority=Priority.parse(priority))
 
     def _broadcast(self, name: str, data: Any, sender: str | None,

@@ -41,6 +41,7 @@ from realtime_lab.errors import (
 )
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.frames import text_frame
+from realtime_lab.protocol.values import PRESENCE_META_DEPTH, check_value
 
 log = logging.getLogger("realtime_lab.core")
 
@@ -151,12 +152,14 @@ class Presence(HubBase):
         return True
 
     def _check_change(self, state: str | None, meta: dict[str, Any] | None) -> None:
-        """Raise :class:`BadPresenceState` / :class:`PresenceMetaTooLarge` for a bad change."""
+        """Raise :class:`BadPresenceState` / :class:`PresenceMetaTooLarge` /
+        :class:`~realtime_lab.errors.BadValue` for a bad change."""
         opts = self.options
         if state is not None and state not in opts.presence_states:
             raise BadPresenceState(
                 f"state {state!r} is not one of {', '.join(opts.presence_states)}")
         if meta is not None:
+            check_value(meta, depth=PRESENCE_META_DEPTH, what="meta")  # before it is stored
             size = len(codec.encode(meta))
             if size > opts.max_presence_meta_bytes:
                 raise PresenceMetaTooLarge(

@@ -22,3 +22,7 @@ class HubStats:
     idle_timeouts: int = 0
     too_many_errors: int = 0
     dropped_by_hook: int = 0  # the part of ``dropped`` an on_message hook refused
+    #: ``internal_error`` replies: the server failed on a message (a bug, never the input).
+    internal_errors: int = 0
+    #: Broadcasts dropped because their fan-out raised (a bug; later ones go on).
+    fanouts_failed: int = 0

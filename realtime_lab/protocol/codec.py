@@ -6,6 +6,11 @@ encoder writes that form for ``bytes``/``bytearray``/``memoryview`` values, and 
 decoder turns any object that is exactly ``{"$bytes": <valid base64 string>}``
 back into ``bytes``, so a payload published on one protocol reaches subscribers of
 the other unchanged (the msgpack protocol carries ``bytes`` raw).
+
+:func:`decode` also enforces the data model (realtime_lab.protocol.values): a
+text that parses but holds a value some wire format cannot carry (``1e400``,
+``18446744073709551616``, ``"\\ud800"``, nesting deeper than 64) raises
+:class:`~realtime_lab.errors.BadValue`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 from typing import Any
 
 from realtime_lab.errors import BadJSON
+from realtime_lab.protocol.values import check_message, json_text_suspect
 
 BYTES_KEY = "$bytes"
 
@@ -56,8 +62,12 @@ def encode(message: dict[str, Any]) -> str:
 
 
 def decode(text: str | bytes) -> Any:
-    """Parse JSON text; raise :class:`BadJSON` with the parser's reason on failure."""
+    """Parse JSON text; raise :class:`BadJSON` with the parser's reason on failure, and
+    :class:`~realtime_lab.errors.BadValue` for a value outside the data model."""
     try:
-        return _decoder.decode(text if isinstance(text, str) else text.decode("utf-8"))
+        value = _decoder.decode(text if isinstance(text, str) else text.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
         raise BadJSON(f"invalid JSON: {exc}") from None
+    if json_text_suspect(text):  # a few byte scans; the walk only when they find something
+        check_message(value)
+    return value

@@ -13,12 +13,12 @@ JSON subscriber of the same channel.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from realtime_lab.errors import BadMessagePack, require
+from realtime_lab.errors import BadMessagePack, BadValue, require
+from realtime_lab.protocol.values import MAX_DEPTH, check_message
 
-MAX_DEPTH = 64  # nesting deeper than this is refused (bad_msgpack)
+__all__ = ["MAX_DEPTH", "available", "decode", "encode"]
 
 _lib: Any = None
 
@@ -57,30 +57,9 @@ def decode(data: bytes) -> Any:
     except (ValueError, TypeError, lib.ExtraData, lib.FormatError, lib.StackError,
             RecursionError) as exc:
         raise BadMessagePack(f"invalid MessagePack: {type(exc).__name__}: {exc}") from None
-    _check(value, 0)
+    try:
+        check_message(value, unicode_checked=True)  # strict UTF-8 above: no surrogates
+    except BadValue as err:
+        raise BadMessagePack(f"invalid MessagePack: {err.message}",
+                             request_id=err.request_id) from None
     return value
-
-
-_SCALARS = (str, int, bool, type(None), bytes)
-
-
-def _check(value: Any, depth: int) -> None:
-    """Refuse what JSON cannot carry: non-string keys, NaN/Infinity, other types, depth."""
-    if depth > MAX_DEPTH:
-        raise BadMessagePack(f"invalid MessagePack: nested deeper than {MAX_DEPTH}")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise BadMessagePack("invalid MessagePack: map keys must be strings")
-            if not isinstance(item, _SCALARS):
-                _check(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            if not isinstance(item, _SCALARS):
-                _check(item, depth + 1)
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise BadMessagePack("invalid MessagePack: NaN and Infinity are not allowed")
-    elif not isinstance(value, _SCALARS):
-        raise BadMessagePack(f"invalid MessagePack: {type(value).__name__} values "
-                             "(ext types) are not part of the protocol")

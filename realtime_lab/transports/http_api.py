@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from tornado.web import RequestHandler
 
 from realtime_lab.core.authz import rule_for
-from realtime_lab.errors import BadJSON, ProtocolError
+from realtime_lab.errors import ProtocolError
 from realtime_lab.protocol import codec
 
 if TYPE_CHECKING:
@@ -127,13 +127,28 @@ def _authorized_body(handler: _JSONHandler) -> dict[str, Any] | None:
         handler.set_header("WWW-Authenticate", "Bearer")
         handler.send_error_json(401, "unauthorized", "missing or wrong bearer token")
         return None
+    return _json_object(handler)
+
+
+def _json_object(handler: _JSONHandler, code: str = "bad_json",
+                 refusal: str = "body must be a JSON object") -> dict[str, Any] | None:
+    """The body as a JSON object, or None after a 400 reply (``code``/``refusal`` when
+    the body is JSON but not an object).
+
+    ``codec.decode`` refuses what is not JSON (``bad_json``) and values outside the
+    data model (``bad_value``: ``1e400``, ``2**64``, a lone surrogate, nesting over
+    64), so nothing a subscriber's wire format cannot carry gets in.
+    """
     try:
         body = codec.decode((handler.request.body or b"null").decode("utf-8"))
-    except (UnicodeDecodeError, BadJSON) as exc:
+    except UnicodeDecodeError as exc:
         handler.send_error_json(400, "bad_json", f"invalid JSON body: {exc}")
         return None
+    except ProtocolError as err:
+        handler.send_error_json(400, err.code, f"invalid JSON body: {err.message}")
+        return None
     if not isinstance(body, dict):
-        handler.send_error_json(400, "bad_json", "body must be a JSON object")
+        handler.send_error_json(400, code, refusal)
         return None
     return body
 
@@ -156,14 +171,12 @@ class ChannelMessagesHandler(_JSONHandler):
             self.set_header("WWW-Authenticate", "Bearer")
             self.send_error_json(401, "unauthorized", "missing or wrong bearer token")
             return
-        try:
-            # codec.decode refuses NaN/Infinity (unencodable) and survives deep nesting
-            body = codec.decode((self.request.body or b"null").decode("utf-8"))
-        except (UnicodeDecodeError, BadJSON) as exc:
-            self.send_error_json(400, "bad_json", f"invalid JSON body: {exc}")
+        refusal = "body must be a JSON object with 'data'"
+        body = _json_object(self, "missing_field", refusal)
+        if body is None:
             return
-        if not isinstance(body, dict) or "data" not in body:
-            self.send_error_json(400, "missing_field", "body must be a JSON object with 'data'")
+        if "data" not in body:
+            self.send_error_json(400, "missing_field", refusal)
             return
         try:
             recipients = self.hub.publish(name, body["data"], sender=None)

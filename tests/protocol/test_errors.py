@@ -45,6 +45,8 @@ EXPECTED = {
     errors.BadPresenceState: ("bad_presence_state", None),
     errors.PresenceMetaTooLarge: ("presence_meta_too_large", None),
     errors.PresenceRefused: ("presence_refused", None),
+    # issue 13: the data model
+    errors.BadValue: ("bad_value", None),
 }
 
 
