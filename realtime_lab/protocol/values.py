@@ -1,9 +1,8 @@
 """The data model: which values a message may carry, enforced once where they come in.
 
 A value published by one client reaches subscribers on every wire format (JSON
-text, MessagePack binary), is kept in history and may be re-sent years of loop
-turns later; a value one of those formats cannot carry would fail while the
-broadcast is half done. So every value that enters (a client message, an HTTP
+text, MessagePack binary), is kept in history and may be re-sent later; a value one of those formats cannot carry would fail while the broadcast
+is half done. So every value that enters (a client message, an HTTP
 body, ``Hub.publish``, presence and channel metadata) is checked against the
 one model every format carries, before anything is stored or delivered:
 
@@ -21,8 +20,8 @@ A value outside the model raises :class:`~realtime_lab.errors.BadValue`
 
 The check costs little on the hot path: :func:`json_text_suspect` looks at a
 JSON text with a few C-speed byte scans and says whether it *may* hold such a
-value (a run of 19 digits, a 3-digit exponent, a ``\\ud...`` escape, more than
-``MAX_DEPTH`` brackets); only then is the decoded value walked. MessagePack
+value (a number token of 19 digits or with a 3-digit exponent, a ``\\ud...``
+escape, more than ``MAX_DEPTH`` brackets); only then is the decoded value walked. MessagePack
 cannot encode what the model refuses except non-string keys, non-finite floats
 and depth, so its decoder walks every message (it always did).
 """
@@ -31,6 +30,7 @@ from __future__ import annotations
 
 import math
 import re
+from math import isfinite as _isfinite
 from typing import Any
 
 from realtime_lab.errors import BadValue
@@ -47,9 +47,16 @@ PRESENCE_META_DEPTH = 3
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SCALARS = (bool, type(None), bytes, bytearray, memoryview)
-# For json_text_suspect: digits become "0", "{" becomes "[", "E"/"D" lower case, "+" "-".
-_GATE = bytes.maketrans(b"123456789ED{+", b"000000000ed[-")
+# json_text_suspect, first look: digits and "+" become "0", "{" becomes "[", "E" and "D"
+# lower case; then a run of 19 "0" may be a long number, "e000" a 3-digit exponent.
+_GATE = bytes.maketrans(b"123456789+ED{", b"0000000000ed[")
 _LONG_DIGITS = b"0" * 19  # 2**63 has 19 digits; no number with 18 or fewer is out of range
+# Second look, when the first saw digits: a number *token* (where JSON puts one: at the
+# start, after "[", ":", "," or white space) with 19 integer digits, or with a positive
+# exponent of 3 digits; not a UUID or a digit string inside quotes. (An integer part of
+# 18 digits and an exponent of 2 stay below 1e117: finite.)
+_NUMBER_OUTSIDE = re.compile(
+    rb"(?:^|[\[:,\s])-?(?:[0-9]{19}|[0-9]+(?:\.[0-9]+)?[eE]\+?[0-9]{3})")
 
 
 class _Outside(Exception):
@@ -63,8 +70,9 @@ class _Outside(Exception):
 def json_text_suspect(text: str | bytes) -> bool:
     """Whether a JSON text may hold a value outside the model (then walk the decoded value).
 
-    False is a guarantee; True only means "look": for example a string of 19 digits,
-    or 70 objects in one array, make it True.
+    False is a guarantee; True only means "look": for example the number 1e300, an
+    emoji written as a ``\\ud83d\\ude00`` escape pair, or 70 objects in one array make
+    it True.
     """
     if isinstance(text, str):
         try:
@@ -72,8 +80,9 @@ def json_text_suspect(text: str | bytes) -> bool:
         except UnicodeEncodeError:  # a raw surrogate in the text: surely inside a string
             return True
     scan = text.translate(_GATE)
-    return (_LONG_DIGITS in scan or b"e000" in scan or b"e-000" in scan
-            or b"\\ud" in scan or scan.count(b"[") > MAX_DEPTH)
+    if (_LONG_DIGITS in scan or b"e000" in scan) and _NUMBER_OUTSIDE.search(text):
+        return True
+    return b"\\ud" in scan or scan.count(b"[") > MAX_DEPTH
 
 
 def check_value(value: Any, *, depth: int = DATA_DEPTH, what: str = "data",
@@ -83,10 +92,8 @@ def check_value(value: Any, *, depth: int = DATA_DEPTH, what: str = "data",
     ``depth``: where the value sits in the message that carries it (the nesting
     bound counts from the message object); ``what`` names it in the error.
     """
-    try:
-        _walk(value, depth, True)
-    except _Outside as out:
-        raise BadValue(_describe(what, out), request_id=request_id) from None
+    if not _fits([value], depth - 1, True):
+        raise BadValue(_describe(what, _locate(value, depth, True)), request_id=request_id)
 
 
 def check_message(message: Any, *, unicode_checked: bool = False) -> None:
@@ -96,26 +103,74 @@ def check_message(message: Any, *, unicode_checked: bool = False) -> None:
     client can match the refusal to its request. ``unicode_checked``: the strings
     came from a strict UTF-8 decoder (MessagePack), so none holds a surrogate.
     """
-    try:
-        _walk(message, 0, not unicode_checked)
-    except _Outside as out:
-        rid = message.get("id") if isinstance(message, dict) else None
-        if not _valid_id(rid):
-            rid = None
-        raise BadValue(_describe("message", out), request_id=rid) from None
+    strings = not unicode_checked
+    if _fits([message], -1, strings):
+        return
+    rid = message.get("id") if isinstance(message, dict) else None
+    if isinstance(rid, bool) or not isinstance(rid, int | str) or not _fits([rid], 0, True):
+        rid = None
+    raise BadValue(_describe("message", _locate(message, 0, strings)), request_id=rid)
 
 
-def _valid_id(rid: Any) -> bool:
-    if isinstance(rid, bool) or not isinstance(rid, int | str):
+_PLAIN = frozenset({bool, type(None), bytes})
+
+
+def _fits(container: Any, depth: int, strings: bool) -> bool:
+    """Whether every value in ``container`` (a list, tuple or dict at ``depth``) is in
+    the model. The hot path: no path kept, no exception; :func:`_locate` says why."""
+    if depth > MAX_DEPTH:
         return False
-    try:
-        _walk(rid, 1, True)
-    except _Outside:
-        return False
+    if type(container) is dict:
+        for key in container:
+            if type(key) is not str or (strings and not key.isascii()
+                                        and _SURROGATE.search(key) is not None):
+                return False
+        container = container.values()
+    for value in container:
+        kind = type(value)
+        if kind is str:
+            if strings and not value.isascii() and _SURROGATE.search(value) is not None:
+                return False
+        elif kind is int:
+            if not INT_MIN <= value <= INT_MAX:
+                return False
+        elif kind is float:
+            if not _isfinite(value):
+                return False
+        elif kind is dict or kind is list:
+            if not _fits(value, depth + 1, strings):
+                return False
+        elif kind not in _PLAIN and not _fits_subclass(value, depth, strings):
+            return False
     return True
 
 
+def _fits_subclass(value: Any, depth: int, strings: bool) -> bool:
+    """Tuples, bytearray, and subclasses of the model's types (an IntEnum, an
+    OrderedDict...) held by a container at ``depth``."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return True
+    base: type[Any]
+    for base in (str, int, float):
+        if isinstance(value, base):
+            return _fits([base(value)], depth, strings)
+    for base in (dict, list, tuple):
+        if isinstance(value, base):
+            return _fits(base(value), depth + 1, strings)
+    return False
+
+
+def _locate(value: Any, depth: int, strings: bool) -> _Outside:
+    """The first value outside the model in ``value`` (which is known to hold one)."""
+    try:
+        _walk(value, depth, strings)
+    except _Outside as out:
+        return out
+    return _Outside("not part of the data model")  # pragma: no cover - _fits said so
+
+
 def _walk(value: Any, depth: int, strings: bool) -> None:
+    """Raise :class:`_Outside`, with the path to it, for the first value outside the model."""
     kind = type(value)
     if kind is str:
         if strings and not value.isascii() and _SURROGATE.search(value) is not None:
@@ -132,7 +187,7 @@ def _walk(value: Any, depth: int, strings: bool) -> None:
         if depth > MAX_DEPTH:
             raise _Outside(f"nested deeper than {MAX_DEPTH} levels")
         for key, item in value.items():
-            if type(key) is not str and not isinstance(key, str):
+            if not isinstance(key, str):
                 raise _Outside(f"object keys must be strings, not {type(key).__name__}")
             if strings and not key.isascii() and _SURROGATE.search(key) is not None:
                 raise _Outside(f"key: {_surrogate(key)}")
@@ -155,7 +210,6 @@ def _walk(value: Any, depth: int, strings: bool) -> None:
 
 
 def _walk_subclass(value: Any, depth: int, strings: bool) -> None:
-    """Subclasses of the model's types (an IntEnum, an OrderedDict...) count as their base."""
     base: type[Any]
     for base in (str, int, float, dict, list, tuple):
         if isinstance(value, base):

@@ -2,7 +2,8 @@
 
 :class:`RecordingPort` keeps what the hub writes (and parses it back into
 messages); :class:`NullPort` throws it away. Both implement
-:class:`~realtime_lab.core.ports.ConnectionPort`.
+:class:`~realtime_lab.core.ports.ConnectionPort`. ``wire`` picks the connection's
+wire format as a handshake would (``wire_format("msgpack")``: a binary client).
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from realtime_lab.protocol.frames import parse_frames
+from realtime_lab.protocol.frames import OP_BINARY, parse_frames
+from realtime_lab.protocol.wire import JSON_WIRE, WireFormat
 
 
 class RecordingPort:
     """Records writes, pings and closes; ``buffered`` is what ``buffered_bytes`` reports."""
 
-    def __init__(self, remote: str = "127.0.0.1") -> None:
+    def __init__(self, remote: str = "127.0.0.1", *, wire: WireFormat = JSON_WIRE) -> None:
         self.remote = remote
+        self.wire = wire
         self.writes: list[bytes] = []
         self.closes: list[tuple[int, str]] = []
         self.pings = 0
@@ -36,9 +39,10 @@ class RecordingPort:
         self.closes.append((code, reason))
 
     def messages(self) -> list[dict[str, Any]]:
-        """Every JSON message written so far."""
+        """Every message written so far (JSON text, or MessagePack binary frames)."""
         frames, _ = parse_frames(b"".join(self.writes))
-        return [json.loads(f.payload) for f in frames]
+        return [_unpack(f.payload) if f.opcode == OP_BINARY else json.loads(f.payload)
+                for f in frames]
 
     def take(self) -> list[dict[str, Any]]:
         """The messages written since the last take()."""
@@ -50,8 +54,9 @@ class RecordingPort:
 class NullPort:
     """Accepts and discards every write (counts them in ``writes``)."""
 
-    def __init__(self, remote: str = "127.0.0.1") -> None:
+    def __init__(self, remote: str = "127.0.0.1", *, wire: WireFormat = JSON_WIRE) -> None:
         self.remote = remote
+        self.wire = wire
         self.writes = 0
 
     def write(self, data: bytes) -> None:
@@ -65,3 +70,9 @@ class NullPort:
 
     def close(self, code: int, reason: str) -> None:
         pass
+
+
+def _unpack(payload: bytes) -> Any:
+    from realtime_lab.protocol import msgpack_codec
+
+    return msgpack_codec.decode(payload)

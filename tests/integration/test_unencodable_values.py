@@ -175,3 +175,39 @@ async def test_msgpack_publisher_reaches_json_subscribers_and_back(server: LabSe
             assert got["message"]["data"] == data
             if ws is publisher:
                 assert got["published"]["recipients"] == 2
+
+
+@pytest.mark.parametrize("options", [ServerOptions(fanout_slice_min=5, fanout_slice_seconds=0)])
+async def test_a_fan_out_job_that_raises_never_stops_delivery(server: LabServer, raw_ws,
+                                                              caplog) -> None:
+    """A fault injected into the sliced fan-out (a server bug: queueing one frame raises).
+    The job is dropped and logged; a canary on another channel, the channel itself and a
+    new client all get every later message."""
+    port, hub = server.port, server.hub
+    group = await subscribers(raw_ws, port, "big", 15)
+    victim_ws = await subscriber(raw_ws, port, "big", binary=True)
+    group += await subscribers(raw_ws, port, "big", 14)
+    canary = await subscriber(raw_ws, port, "other")
+    publisher = await raw_ws(port)
+    publisher.binary = False
+    await recv(publisher)
+    victim = next(s for s in hub.sessions.values() if s.wire.codec == "msgpack")
+    enqueue = hub._enqueue
+
+    def failing(session: Any, frame: bytes, *args: Any) -> bool:
+        if session is victim and b"poison" in frame:
+            raise RuntimeError("injected: queueing this frame fails")
+        return enqueue(session, frame, *args)
+
+    hub._enqueue = failing
+    await send(publisher, {"type": "publish", "channel": "big", "data": "poison"})
+    assert (await publish(publisher, "other", "canary-1", "c1"))["recipients"] == 1
+    assert (await recv_type(canary, "message"))["data"] == "canary-1"
+    newcomer = await subscriber(raw_ws, port, "big")
+    assert (await publish(publisher, "big", "after", "a"))["recipients"] == 31
+    for ws in [*group, victim_ws, newcomer]:
+        while (msg := await recv_type(ws, "message"))["data"] == "poison":
+            pass  # those before the failure got it; nobody after it did
+        assert msg["data"] == "after"
+    assert hub.stats.fanouts_failed == 1
+    assert sum("was dropped" in r.getMessage() for r in caplog.records) == 1

@@ -8,6 +8,7 @@ import datetime
 import enum
 import json
 import math
+import re
 from typing import Any
 
 import msgpack
@@ -114,8 +115,7 @@ def test_json_decode_refuses_with_the_request_id(text: str, rid: Any) -> None:
 
 @pytest.mark.parametrize("text", [
     '{"a":"\\ud83d\\ude00"}',  # a valid surrogate pair escape is one character
-    '{"a":1e-400}',  # underflows to 0.0: finite
-    '{"a":"12345678901234567890123"}',  # digits in a string
+    '{"a":1e300,"b":1.5E+308}',  # large but finite
     '{"a":9223372036854775807,"b":-9223372036854775808,"c":18446744073709551615}',
     '{"a":[' + "[]," * 70 + "[]]}",  # many brackets, little depth
 ])
@@ -143,6 +143,9 @@ def test_msgpack_reports_values_as_bad_msgpack_with_the_id() -> None:
     '{"type":"publish","channel":"c","data":{"text":"hello","n":42}}',
     '{"a":[1,2.5,-3,1e10,123456789012345678],"b":"ñ😀","c":{"d":null,"e":true}}',
     '{"t":1700000000000,"f":0.30000000000000004,"g":-1.5e-7,"h":"\\u00e9\\n"}',
+    '{"a":1e-400,"b":-2.5E-999}',  # underflows to 0.0: finite
+    '{"id":"123e4567-e89b-12d3-a456-426614174000","n":"12345678901234567890123"}',
+    '{"sha":"3e9821a4f6b9c01d2e7f7e83e1e2a1ab2c3d4e5f","x":0.1234567890123456789012}',
 ])
 def test_ordinary_texts_take_the_fast_path(text: str) -> None:
     assert not json_text_suspect(text)
@@ -181,16 +184,73 @@ def test_fast_path_never_misses_a_value_outside_the_model(value: Any, levels: in
         assert codec.decode(text) == json.loads(text)
 
 
-@settings(max_examples=200, deadline=None)
+CONTEXTS = [('{"x":', "}"), ('{"x" : \t', "\n}"), ("[", "]"), ("[1,\r\n", "]"), ("", ""),
+            (" ", " "), ('{"a":[{"b":-1},', "]}")]
+
+
+@settings(max_examples=300, deadline=None)
 @given(mantissa=st.integers(1, 10**30), exponent=st.integers(0, 500),
        sign=st.sampled_from(["", "-"]), marker=st.sampled_from(["e", "E", "e+", "E-", "e-"]),
-       fraction=st.sampled_from(["", ".5", ".000"]))
+       fraction=st.sampled_from(["", ".5", ".000"]), context=st.sampled_from(CONTEXTS))
 def test_fast_path_catches_every_float_that_overflows(mantissa: int, exponent: int,
                                                        sign: str, marker: str,
-                                                       fraction: str) -> None:
-    text = f'{{"x":{sign}{mantissa}{fraction}{marker}{exponent}}}'
-    value = json.loads(text)["x"]
-    if not math.isfinite(value):
-        assert json_text_suspect(text)
+                                                       fraction: str,
+                                                       context: tuple[str, str]) -> None:
+    text = f"{context[0]}{sign}{mantissa}{fraction}{marker}{exponent}{context[1]}"
+    if not all(math.isfinite(v) for v in numbers_in(json.loads(text))):
+        assert json_text_suspect(text), text
         with pytest.raises(BadValue):
             codec.decode(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.integers(min_value=-(10**40), max_value=10**40) | st.integers(),
+       context=st.sampled_from(CONTEXTS))
+def test_fast_path_catches_every_integer_out_of_range(value: int,
+                                                      context: tuple[str, str]) -> None:
+    text = f"{context[0]}{value}{context[1]}"
+    if not INT_MIN <= value <= INT_MAX:
+        assert json_text_suspect(text), text
+        with pytest.raises(BadValue, match="out of range"):
+            codec.decode(text)
+    else:
+        assert codec.decode(text) == json.loads(text)
+
+
+def numbers_in(value: Any) -> list[float]:
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in numbers_in(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in numbers_in(v)]
+    return [value] if isinstance(value, int | float) else []
+
+
+python_values = st.recursive(
+    json_scalars | st.sampled_from([math.inf, -math.nan, Color.RED, bytearray(b"x"), {1, 2}])
+    | st.integers(min_value=-(2**80), max_value=2**80),
+    lambda children: st.lists(children, max_size=3) | st.tuples(children, children)
+    | st.dictionaries(st.text(max_size=3) | st.integers(0, 3) | st.just("\ud9ff"), children,
+                      max_size=3)
+    | st.builds(collections.OrderedDict, st.dictionaries(st.text(max_size=3), children,
+                                                         max_size=2)),
+    max_leaves=20)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=python_values, levels=st.integers(0, MAX_DEPTH + 2))
+def test_the_fast_check_and_the_explaining_walk_agree(value: Any, levels: int) -> None:
+    """check_value decides with a fast walk and explains with a slower one: they agree."""
+    from realtime_lab.protocol.values import _fits, _Outside, _walk
+
+    value = nest(levels, value)
+    try:
+        _walk(value, 1, True)
+        explained = None
+    except _Outside as out:
+        explained = out.reason
+    assert _fits([value], 0, True) is (explained is None)
+    if explained is None:
+        check_value(value)
+    else:
+        with pytest.raises(BadValue, match=re.escape(explained)):
+            check_value(value)
