@@ -122,32 +122,22 @@ class Delivery(HubBase):
         count then includes the targets still to come.
         """
         job = FanOut(targets, frame, priority, message)
-        try:
-            job.prepare()
-        except Exception:
-            self._fan_out_failed(job, "could not be encoded")
-            return 0
+        if self.binary_sessions:  # a JSON-only server has nothing else to encode
+            try:
+                job.prepare()
+            except Exception:
+                self._fan_out_failed(job, "could not be encoded")
+                return 0
         jobs = self._fanout_jobs
         if jobs is None:
             jobs = self._fanout_jobs = deque()
         if not jobs and len(targets) <= self.options.fanout_slice_min:
-            self._enqueue_slice(job, len(targets))
+            self._enqueue_many(job, len(targets))
             return job.delivered
         jobs.append(job)
         if len(jobs) == 1:
             self._run_fan_outs()
         return job.delivered if job.failed else job.delivered + len(targets) - job.index
-
-    def _enqueue_slice(self, job: FanOut, stop: int) -> None:
-        """:meth:`_enqueue_many`; a job that raises is dropped (``failed``) and logged."""
-        before = job.delivered
-        try:
-            self._enqueue_many(job, stop)
-        except Exception:
-            job.index = len(job.targets)  # nothing more of it is sent
-            self._fan_out_failed(job, "failed")
-        finally:
-            self.stats.deliveries += job.delivered - before
 
     def _fan_out_failed(self, job: FanOut, what: str) -> None:
         job.failed = True
@@ -173,7 +163,7 @@ class Delivery(HubBase):
                 job = jobs[0]
                 targets = job.targets
                 while job.index < len(targets):
-                    self._enqueue_slice(job, job.index + SLICE_STEP)
+                    self._enqueue_many(job, job.index + SLICE_STEP)
                     if perf_counter() >= deadline:
                         self._flush_if_waited_enough()
                         self._fanout_again = False
@@ -212,8 +202,10 @@ class Delivery(HubBase):
     def _enqueue_many(self, job: FanOut, stop: int) -> None:
         """Queue ``job``'s frame for ``job.targets[job.index:stop]``; advance the index.
 
-        The common case (JSON connection, normal priority, room in the queue) is
-        inlined: two list operations and an add per subscriber, no call.
+        A job that raises is dropped (``job.failed``, nothing more of it is sent) and
+        logged; what was queued before counts. The common case (JSON connection,
+        normal priority, room in the queue) is inlined: two list operations and an
+        add per subscriber, no call.
         """
         targets = job.targets
         start = job.index
@@ -243,8 +235,15 @@ class Delivery(HubBase):
                             self._schedule(self.flush)
                 elif enqueue(session, job.frame_for(session), priority):
                     delivered += 1
-        finally:  # counted even when a target raised (the job is then dropped)
-            job.delivered += delivered
+        except Exception:
+            job.index = len(targets)
+            failed = True
+        else:
+            failed = False
+        job.delivered += delivered
+        self.stats.deliveries += delivered
+        if failed:
+            self._fan_out_failed(job, "failed")
 
     # ------------------------------------------------------------------ flush
 

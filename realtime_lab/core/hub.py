@@ -58,7 +58,7 @@ from realtime_lab.logthrottle import LogThrottle
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.frames import text_frame
-from realtime_lab.protocol.wire import JSON_WIRE
+from realtime_lab.protocol.wire import JSON, JSON_WIRE
 
 log = logging.getLogger("realtime_lab.core")
 
@@ -125,6 +125,9 @@ class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery, Liven
         self.channels: dict[str, Channel] = {}
         self.stats = HubStats()
         self._dirty: list[Session] = []
+        #: Open sessions on another codec than JSON (MessagePack): while there are none, a
+        #: broadcast has no other encoding to prepare (core/delivery.py).
+        self.binary_sessions = 0
         self._flush_scheduled = False
         #: Set by realtime_lab.broker.ClusterNode when this hub is one node of several.
         self.cluster: ClusterPort | None = None
@@ -224,6 +227,8 @@ class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery, Liven
             session.user = str(user)
         session.ping_factor = self.heartbeat.ping_factor()
         self.sessions[session.id] = session
+        if session.wire.codec != JSON:
+            self.binary_sessions += 1
         session.state = ConnectionState.OPEN
         self.stats.connections_opened += 1
         self.send(session, self._welcome(session))
@@ -288,6 +293,8 @@ class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery, Liven
         for name in list(session.subscriptions):
             self._leave(session, name, reason=reason)
         self.sessions.pop(session.id, None)
+        if session.wire.codec != JSON:
+            self.binary_sessions -= 1
         self.stats.connections_closed += 1
         for mw in self._closers:
             try:

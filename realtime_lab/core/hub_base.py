@@ -39,6 +39,7 @@ class HubBase:
     stats: HubStats
     clock: Clock
     log_throttle: LogThrottle
+    binary_sessions: int
     sessions: dict[str, Session]
     channels: dict[str, Channel]
     cluster: ClusterPort | None

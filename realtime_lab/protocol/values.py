@@ -1,10 +1,11 @@
 """The data model: which values a message may carry, enforced once where they come in.
 
 A value published by one client reaches subscribers on every wire format (JSON
-text, MessagePack binary), is kept in history and may be re-sent later; a value one of those formats cannot carry would fail while the broadcast
-is half done. So every value that enters (a client message, an HTTP
-body, ``Hub.publish``, presence and channel metadata) is checked against the
-one model every format carries, before anything is stored or delivered:
+text, MessagePack binary), is kept in history and may be re-sent later; a value
+one of those formats cannot carry would fail while the broadcast is half done.
+So every value that enters (a client message, an HTTP body, ``Hub.publish``,
+presence and channel metadata) is checked against the one model every format
+carries, before anything is stored or delivered:
 
 * ``null``, booleans, strings, numbers, arrays, objects, and bytes (MessagePack
   ``bin``; ``{"$bytes": "<base64>"}`` in JSON);
@@ -50,13 +51,11 @@ _SCALARS = (bool, type(None), bytes, bytearray, memoryview)
 # json_text_suspect, first look: digits and "+" become "0", "{" becomes "[", "E" and "D"
 # lower case; then a run of 19 "0" may be a long number, "e000" a 3-digit exponent.
 _GATE = bytes.maketrans(b"123456789+ED{", b"0000000000ed[")
-_LONG_DIGITS = b"0" * 19  # 2**63 has 19 digits; no number with 18 or fewer is out of range
-# Second look, when the first saw digits: a number *token* (where JSON puts one: at the
-# start, after "[", ":", "," or white space) with 19 integer digits, or with a positive
-# exponent of 3 digits; not a UUID or a digit string inside quotes. (An integer part of
-# 18 digits and an exponent of 2 stay below 1e117: finite.)
-_NUMBER_OUTSIDE = re.compile(
-    rb"(?:^|[\[:,\s])-?(?:[0-9]{19}|[0-9]+(?:\.[0-9]+)?[eE]\+?[0-9]{3})")
+_LONG_DIGITS = "0" * 19  # 2**63 has 19 digits; no number with 18 or fewer is out of range
+_BACKSLASH = ord("\\")
+_DEEP_TEXT = 2 * MAX_DEPTH + 2  # a shorter text cannot nest deeper than MAX_DEPTH
+# Where JSON puts a number token: at the start, or after one of these (in the scan).
+_TOKEN_START = frozenset("[:, \t\n\r")
 
 
 class _Outside(Exception):
@@ -76,13 +75,38 @@ def json_text_suspect(text: str | bytes) -> bool:
     """
     if isinstance(text, str):
         try:
-            text = text.encode("utf-8")
+            data = text.encode()
         except UnicodeEncodeError:  # a raw surrogate in the text: surely inside a string
             return True
-    scan = text.translate(_GATE)
-    if (_LONG_DIGITS in scan or b"e000" in scan) and _NUMBER_OUTSIDE.search(text):
+    else:
+        data = text
+    # Made a str again because "in" on a str is the cheapest search there is ("in" on
+    # bytes first tries the needle as an int; find() parses its arguments).
+    scan = data.translate(_GATE).decode("latin-1")
+    if (_LONG_DIGITS in scan or "e000" in scan) and _in_number_token(scan):
         return True
-    return b"\\ud" in scan or scan.count(b"[") > MAX_DEPTH
+    if _BACKSLASH in data and "\\ud" in scan:  # an int "in" bytes: a memchr
+        return True
+    return len(scan) > _DEEP_TEXT and scan.count("[") > MAX_DEPTH
+
+
+def _in_number_token(scan: str) -> bool:
+    """Second look: whether a run of 19 digits, or an "e000", is in a number token
+    (-?digits[.digits][e[+]digits]) rather than in a string such as a UUID or an id.
+
+    A token starts at the start of the text or after "[", ":", "," or white space. An
+    integer part of 18 digits and an exponent of 2 stay below 1e117: finite.
+    """
+    for needle, back in ((_LONG_DIGITS, "-"), ("e000", "0.-")):
+        at = scan.find(needle)
+        while at >= 0:
+            start = at  # the first "0" of a run is where find() stops; the mantissa is
+            while start > 0 and scan[start - 1] in back:  # made of "0", "." and a "-"
+                start -= 1
+            if start == 0 or scan[start - 1] in _TOKEN_START:
+                return True
+            at = scan.find(needle, at + 1)
+    return False
 
 
 def check_value(value: Any, *, depth: int = DATA_DEPTH, what: str = "data",
