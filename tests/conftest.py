@@ -116,6 +116,15 @@ class RawWebSocket:
 
     async def send_frame(self, opcode: int, payload: bytes, *, fin: bool = True) -> None:
         """Send one masked frame (clients must mask); ``fin=False`` starts a fragmented one."""
+        await self.send_bytes(self.client_frame(opcode, payload, fin=fin))
+
+    async def send_bytes(self, data: bytes) -> None:
+        """Send raw bytes (e.g. many frames from :meth:`client_frame` in one write)."""
+        await asyncio.get_running_loop().sock_sendall(self.sock, data)
+
+    @staticmethod
+    def client_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+        """One masked client frame, as bytes."""
         mask = os.urandom(4)
         length = len(payload)
         first = (0x80 if fin else 0) | opcode
@@ -126,7 +135,7 @@ class RawWebSocket:
         else:
             header = struct.pack("!BBQ", first, 0x80 | 127, length)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        await asyncio.get_running_loop().sock_sendall(self.sock, header + mask + masked)
+        return header + mask + masked
 
     async def send_json(self, message: dict[str, Any]) -> None:
         await self.send_frame(OP_TEXT, json.dumps(message).encode())

@@ -16,7 +16,9 @@ delivered, and a canary on another channel keeps getting every message.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import struct
 from typing import Any
 
@@ -211,3 +213,41 @@ async def test_a_fan_out_job_that_raises_never_stops_delivery(server: LabServer,
         assert msg["data"] == "after"
     assert hub.stats.fanouts_failed == 1
     assert sum("was dropped" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_2000_bad_publishes_are_closed_with_4008_and_log_little(server: LabServer,
+                                                                      raw_ws) -> None:
+    """The issue's flood: 2000 publishes of values that decode but cannot be re-encoded.
+    Before: each got internal_error and a 1.5 KB traceback (3 MB of log), the error
+    limit did not count them and the connection stayed open. Now: bad_value, counted,
+    closed with 4008 after 20; what the server logs is measured in bytes."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    logger = logging.getLogger("realtime_lab")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        await subscriber(raw_ws, server.port, "big", binary=True)
+        flood = await raw_ws(server.port)
+        await recv(flood)  # welcome
+        values = ["18446744073709551616", "1e400", '"\\ud800"']
+        text = '{{"type":"publish","channel":"big","data":{},"id":{}}}'
+        await flood.send_bytes(b"".join(
+            flood.client_frame(OP_TEXT, text.format(values[i % 3], i).encode())
+            for i in range(2000)))
+        codes = []
+        while True:
+            frame = await flood.read_until(lambda f: f.opcode in (OP_TEXT, OP_CLOSE), 20)
+            if frame.opcode == OP_CLOSE:
+                break
+            codes.append(json.loads(frame.payload)["code"])
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert struct.unpack("!H", frame.payload[:2])[0] == 4008
+    assert codes == ["bad_value"] * 20 + ["too_many_errors"]
+    assert server.hub.stats.internal_errors == 0
+    logged = out.getvalue()
+    assert "Traceback" not in logged and len(logged) < 2000, logged
+
