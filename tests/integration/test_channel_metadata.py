@@ -58,6 +58,20 @@ async def test_patch_metadata_and_subscribe_info(server: LabServer, connect) -> 
     assert server.channel_info("room")["metadata"] == {"new": True}  # type: ignore[index]
 
 
+
+@pytest.mark.parametrize("value", ["1e400", "18446744073709551616", '"\\ud800"'])
+async def test_patch_metadata_outside_the_data_model_is_400(server: LabServer,
+                                                            value: str) -> None:
+    """Issue 13: before, 1e400 was stored and the reply (and every subscribe with channel
+    info) failed to encode: 500. Now 400 bad_value, and nothing is stored."""
+    response = await fetch(server, "/api/channels/room", method="PATCH",
+                           body=f'{{"metadata": {{"x": {value}}}}}',
+                           headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.code == 400, response.body
+    assert json.loads(response.body)["error"] == "bad_value"
+    assert server.channel_info("room") is None  # nothing stored
+
+
 def test_metadata_outlives_the_channel_and_hooks_set_it() -> None:
     hub = Hub(ServerOptions(), hooks=Hooks(on_subscribe=lambda s, ch: {"by": "hook"}))
     assert hub.channel_info("kept") is None

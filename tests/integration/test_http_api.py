@@ -93,6 +93,11 @@ async def test_publish_wrong_token(server: LabServer, connect, token: str | None
     (b"", "missing_field"),
     (b"[1]", "missing_field"),
     (b'{"value": 1}', "missing_field"),
+    # issue 13: JSON that parses to a value outside the data model (before: 500)
+    (b'{"data": 1e400}', "bad_value"),
+    (b'{"data": [18446744073709551616]}', "bad_value"),
+    (b'{"data": "\\ud800"}', "bad_value"),
+    (b'{"data": {"\\udc00": 1}}', "bad_value"),
 ])
 async def test_publish_bad_body(server: LabServer, connect, payload: bytes, error: str) -> None:
     client = await connect()
