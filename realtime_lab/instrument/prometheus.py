@@ -51,6 +51,10 @@ HUB_COUNTERS: dict[str, tuple[str, str]] = {
     "messages_delivered": ("deliveries", "channel messages queued to subscribers: one per "
                                          "subscriber per message"),
     "errors_sent": ("errors_sent", "error messages sent to clients"),
+    "internal_errors": ("internal_errors", "internal_error replies: the server failed on a "
+                                           "message (a bug; input never causes one)"),
+    "fanouts_failed": ("fanouts_failed", "broadcasts dropped because their fan-out raised "
+                                         "(a bug; the broadcasts after it go on)"),
 }
 
 #: Broker counters (``GET /api/cluster``'s ``broker_stats``): name -> (key, help).

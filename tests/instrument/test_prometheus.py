@@ -126,6 +126,8 @@ async def test_scrape_after_real_traffic(options: ServerOptions, raw_ws, wait_un
         assert value(samples, "realtime_lab_messages_delivered_total") == stats.deliveries
         assert stats.deliveries >= 10  # 5 messages x 2 subscribers of room
         assert value(samples, "realtime_lab_errors_sent_total") == 1
+        assert value(samples, "realtime_lab_internal_errors_total") == 0
+        assert value(samples, "realtime_lab_fanouts_failed_total") == 0
         assert value(samples, "realtime_lab_messages_dropped_total", reason="hook") == 1
         assert value(samples, "realtime_lab_messages_dropped_total",
                      reason="queue_full") == stats.dropped - 1 >= 1
