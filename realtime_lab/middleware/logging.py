@@ -27,7 +27,8 @@ class Logging(Middleware):
         level: level of the lines (INFO); nothing is built when it is disabled.
         sample: fraction of messages logged (1.0 = all).
         payloads: include message data (False: redacted).
-        inbound_log, outbound_log: which paths to log.
+        inbound_log: log the inbound path (client to server).
+        outbound_log: log the outbound path (server to client).
     """
 
     def __init__(self, logger: logging.Logger | str = "realtime_lab.middleware", *,

@@ -1,0 +1,309 @@
+"""MkDocs hooks of the realtime_lab site (mkdocs.yml and mkdocs.es.yml).
+
+The Markdown under docs/ is written to be read on GitHub too, so the pages stay where
+they are and these hooks adapt them to the site:
+
+* the lesson notebooks (notebooks/*.ipynb) and their index (notebooks/README.md) are
+  added to the English site under notebooks/; mkdocs-jupyter renders them from their
+  stored outputs (they are never executed here);
+* a relative link that leaves the site's docs_dir is rewritten: to a page of the site
+  when it points at a file the site has (a lesson, docs/img/...), to the other
+  language's site when it points into docs/es/ (or out of it), and to the file on the
+  repository otherwise. A link to a file that does not exist, or to a heading that does
+  not exist in the other language's page, is a warning, so `mkdocs build --strict`
+  fails on it;
+* the Spanish site's navigation is the English one with each translated page (its first
+  line names its English original, see tests/docs/test_translations.py) in its English
+  page's place, and a short page linking the English one for each untranslated page;
+* headings get GitHub's anchors (the pages' own links use them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+import re
+from pathlib import Path
+from typing import Any
+
+from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.plugins import event_priority
+from mkdocs.structure.files import File, Files
+from mkdocs.structure.pages import Page
+from pymdownx.slugs import slugify
+
+log = logging.getLogger("mkdocs.hooks.realtime_lab")
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+ES = DOCS / "es"
+NOTEBOOKS = ROOT / "notebooks"
+BRANCH = "main"
+
+# The first line of a translated page: "> Traducción de [docs/X.md](../X.md) en `abc1234`."
+TRANSLATION_HEADER = re.compile(r"^> Traducción de \[docs/([\w./-]+)\]\(")
+# Spanish pages that predate the header convention, with the English page they follow.
+UNHEADED_TRANSLATIONS = {"index.md": "index.md", "quickstart.md": "tutorial-quickstart.md"}
+
+# Navigation titles of the Spanish site (keys: the English titles in mkdocs.yml).
+TITLES_ES = {
+    "Home": "Inicio",
+    "Tutorials": "Tutoriales",
+    "Quickstart": "Guía rápida",
+    "Lessons": "Lecciones",
+    "How-to guides": "Guías prácticas",
+    "Run in a notebook": "Ejecutar en un notebook",
+    "Deploy several nodes": "Desplegar varios nodos",
+    "Write a middleware": "Escribir un middleware",
+    "Authorize private channels": "Autorizar canales privados",
+    "Connect a browser": "Conectar un navegador",
+    "Measure a broadcast": "Medir una difusión",
+    "Run the dashboard in a classroom": "El panel en clase",
+    "Topics": "Temas",
+    "Architecture and the way of one message": "Arquitectura y el camino de un mensaje",
+    "Channels and authorization": "Canales y autorización",
+    "Presence and its cost": "Presencia y su coste",
+    "Events, priorities and heartbeat": "Eventos, prioridades y heartbeat",
+    "Scaling out": "Escalado",
+    "Security": "Seguridad",
+    "Compression": "Compresión",
+    "Metrics": "Métricas",
+    "The dashboard": "El panel",
+    "Performance": "Rendimiento",
+    "Reference": "Referencia",
+    "API": "API",
+    "API guide and CLI": "Guía de la API y CLI",
+    "Protocol v1": "Protocolo v1",
+    "Binary protocol": "Protocolo binario",
+    "Clients": "Clientes",
+}
+
+FENCE = re.compile(r"^\s*(```+|~~~+)")
+# [text](target) and ![alt](target), target without spaces; an optional "title".
+LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)((?:\s+\"[^\"]*\")?\))")
+SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+
+
+def _is_spanish(config: MkDocsConfig) -> bool:
+    return Path(config.docs_dir).resolve() == ES
+
+
+def _repo_url(config: MkDocsConfig) -> str:
+    return str(config.repo_url).rstrip("/")
+
+
+def _github_slug(heading: str) -> str:
+    return slugify(case="lower")(heading, "-")
+
+
+def _outside_fences(text: str) -> list[tuple[bool, str]]:
+    """The lines of a Markdown text, each marked True when it is inside a code fence."""
+    out: list[tuple[bool, str]] = []
+    inside, fence = False, ""
+    for line in text.splitlines(keepends=True):
+        m = FENCE.match(line)
+        if not inside and m:
+            inside, fence = True, m.group(1)
+            out.append((True, line))
+        elif inside:
+            out.append((True, line))
+            if line.strip() == fence:
+                inside = False
+        else:
+            out.append((False, line))
+    return out
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings."""
+    seen: dict[str, int] = {}
+    out: set[str] = set()
+    for code, line in _outside_fences(path.read_text(encoding="utf-8")):
+        m = re.match(r"^#{1,6} (.*)", line)
+        if code or not m:
+            continue
+        slug = _github_slug(m.group(1).strip())
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}_{n}")
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+def _page_url(src_uri: str) -> str:
+    """The URL (directory style, relative to a site's root) of a page's source."""
+    stem, _ = posixpath.splitext(src_uri)
+    if posixpath.basename(stem) in ("index", "README"):
+        return posixpath.dirname(stem) + "/" if posixpath.dirname(stem) else ""
+    return stem + "/"
+
+
+def _relative_url(target: str, page_url: str) -> str:
+    """A link from the page at page_url to target (both relative to the same root)."""
+    base = page_url.rstrip("/") or "."
+    rel = posixpath.relpath(target.rstrip("/") or ".", base)
+    return rel + "/" if target.endswith("/") or target == "" else rel
+
+
+def _translations() -> dict[str, str]:
+    """English page (relative to docs/) -> its Spanish translation (relative to docs/es/)."""
+    out: dict[str, str] = {}
+    for es_page in sorted(ES.glob("*.md")):
+        first = es_page.read_text(encoding="utf-8").split("\n", 1)[0]
+        m = TRANSLATION_HEADER.match(first)
+        if m:
+            out[m.group(1)] = es_page.name
+        elif es_page.name in UNHEADED_TRANSLATIONS:
+            out[UNHEADED_TRANSLATIONS[es_page.name]] = es_page.name
+    return out
+
+
+# --- configuration -------------------------------------------------------------------
+
+
+def on_config(config: MkDocsConfig) -> MkDocsConfig:
+    config.mdx_configs.setdefault("toc", {})["slugify"] = slugify(case="lower")
+    if _is_spanish(config):
+        _spanish_nav(config)
+    return config
+
+
+_STUBS: dict[str, tuple[str, str]] = {}  # Spanish site: stub src_uri -> (title, English src)
+
+
+def _spanish_nav(config: MkDocsConfig) -> None:
+    """Replace the inherited English navigation by its Spanish counterpart."""
+    translated = _translations()
+    _STUBS.clear()
+    used: set[str] = set()
+
+    def convert(item: Any) -> Any:
+        if isinstance(item, str):
+            return convert({None: item})
+        (title, value), = item.items()
+        title_es = TITLES_ES.get(title, title) if title else None
+        if isinstance(value, list):
+            return {title_es: [convert(v) for v in value]}
+        if value in translated:
+            used.add(translated[value])
+            return {title_es: translated[value]} if title_es else translated[value]
+        stub = value if value.endswith(".md") else posixpath.splitext(value)[0] + ".md"
+        if (ES / stub).exists():
+            stub = "en/" + stub
+        _STUBS[stub] = (title_es or title or value, value)
+        return {title_es or _english_title(value): stub}
+
+    nav = [convert(item) for item in config.nav or []]
+    others = sorted(p.name for p in ES.glob("*.md") if p.name not in used)
+    if others:
+        nav.append({"Otras páginas": others})
+    config.nav = nav
+
+
+def _english_title(src: str) -> str:
+    """The first level-1 heading of an English nav entry (a page or a lesson)."""
+    path = ROOT / src if src.startswith("notebooks/") else DOCS / src
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".ipynb":
+        cells = json.loads(text)["cells"]
+        text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    for code, line in _outside_fences(text):
+        if not code and line.startswith("# "):
+            return line[2:].strip()
+    return path.stem
+
+
+# --- files -----------------------------------------------------------------------------
+
+
+@event_priority(100)  # before mkdocs-jupyter wraps the notebooks
+def on_files(files: Files, config: MkDocsConfig) -> Files:
+    if _is_spanish(config):
+        for src_uri, (title, english) in _STUBS.items():
+            files.append(File.generated(config, src_uri, content=_stub(src_uri, title, english)))
+        return files
+    # Real files (not File.generated: mkdocs-jupyter reads a notebook through src_dir),
+    # published at notebooks/ as in the repository.
+    for path in [NOTEBOOKS / "README.md", *sorted(NOTEBOOKS.glob("*.ipynb"))]:
+        files.append(File(path.relative_to(ROOT).as_posix(), str(ROOT), config.site_dir,
+                          config.use_directory_urls))
+    return files
+
+
+def _stub(src_uri: str, title: str, english: str) -> str:
+    target = _page_url(english)
+    url = _relative_url(target, "es/" + _page_url(src_uri))
+    return (f"# {title}\n\nEsta página aún no está traducida al español: "
+            f"[léela en inglés]({url}).\n")
+
+
+# --- links -----------------------------------------------------------------------------
+
+
+def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    if page.file.abs_src_path is None:
+        return markdown
+    source = Path(page.file.abs_src_path)
+    by_path = {Path(f.abs_src_path).resolve(): f for f in files
+               if f.abs_src_path and not f.inclusion.is_excluded()}
+    spanish = _is_spanish(config)
+    here = ("es/" if spanish else "") + page.url
+
+    def rewrite(m: re.Match[str]) -> str:
+        target = m.group(2)
+        if SCHEME.match(target) or target.startswith(("#", "/")):
+            return m.group(0)
+        file_part, _, anchor = target.partition("#")
+        real = (source.parent / file_part).resolve()
+        new = _site_link(real, anchor, page, by_path, spanish, here, config)
+        if new is None:
+            log.warning("Doc file '%s' links '%s': no such file in the repository",
+                        page.file.src_uri, target)
+            return m.group(0)
+        return m.group(1) + new + m.group(3)
+
+    out = []
+    for code, line in _outside_fences(markdown):
+        out.append(line if code else LINK.sub(rewrite, line))
+    return "".join(out)
+
+
+def _english_url(real: Path) -> str | None:
+    """The URL of a repository file on the English site, if that site publishes it."""
+    if real.is_relative_to(NOTEBOOKS) and real.parent == NOTEBOOKS:
+        if real.suffix == ".ipynb":
+            return f"notebooks/{real.stem}/"
+        if real.name == "README.md":
+            return "notebooks/"
+    if real.is_relative_to(DOCS) and not real.is_relative_to(ES) and real.suffix != ".py":
+        rel = real.relative_to(DOCS).as_posix()
+        return _page_url(rel) if real.suffix == ".md" else rel
+    return None
+
+
+def _spanish_url(real: Path) -> str | None:
+    """The URL of a repository file on the Spanish site (under es/), if it is there."""
+    if real.is_relative_to(ES):
+        rel = real.relative_to(ES).as_posix()
+        return "es/" + (_page_url(rel) if real.suffix == ".md" else rel)
+    return None
+
+
+def _site_link(real: Path, anchor: str, page: Page, by_path: dict[Path, File], spanish: bool,
+               here: str, config: MkDocsConfig) -> str | None:
+    """Where a link to the repository file `real` goes on this site."""
+    suffix = "#" + anchor if anchor else ""
+    if real in by_path:  # a file of this site: a relative link MkDocs checks itself
+        src = by_path[real].src_uri
+        return posixpath.relpath(src, posixpath.dirname(page.file.src_uri) or ".") + suffix
+    if not real.exists():
+        return None
+    other = _english_url(real) if spanish else _spanish_url(real)
+    if other is not None and not real.is_dir():  # the other language's site
+        if anchor and real.suffix == ".md" and anchor not in _anchors(real):
+            log.warning("Doc file '%s' links '%s#%s': no such heading there",
+                        page.file.src_uri, real.relative_to(ROOT), anchor)
+        return _relative_url(other, here) + suffix
+    kind = "tree" if real.is_dir() else "blob"
+    return f"{_repo_url(config)}/{kind}/{BRANCH}/{real.relative_to(ROOT).as_posix()}{suffix}"
