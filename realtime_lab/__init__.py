@@ -16,6 +16,7 @@ from realtime_lab.protocol import CloseCode, ReconnectAdvice, advice_for
 from realtime_lab.server import LabServer, serve
 
 __version__ = read_version()
+"""The installed version (from the package metadata; see realtime_lab/_version.py)."""
 
 __all__ = [
     "ChannelRule",

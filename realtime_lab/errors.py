@@ -32,30 +32,44 @@ class ProtocolError(RealtimeLabError):
 
 
 class BadJSON(ProtocolError):
+    """A text frame that is not valid JSON (NaN and Infinity are refused too)."""
+
     code = "bad_json"
 
 
 class NotAnObject(ProtocolError):
+    """A JSON value that is not an object (an array, a string, a number...)."""
+
     code = "not_object"
 
 
 class UnknownType(ProtocolError):
+    """A ``type`` the protocol does not have."""
+
     code = "unknown_type"
 
 
 class MissingField(ProtocolError):
+    """A required field (``type``, ``channel``, ``data``...) is missing."""
+
     code = "missing_field"
 
 
 class BadField(ProtocolError):
+    """A field has the wrong type or value (``id``, ``priority``, ``channel``...)."""
+
     code = "bad_field"
 
 
 class BadChannel(ProtocolError):
+    """A channel name that is empty, too long or does not match ``channel_pattern``."""
+
     code = "bad_channel"
 
 
 class BinaryNotSupported(ProtocolError):
+    """A binary frame on a JSON connection (binary needs the MessagePack subprotocol)."""
+
     code = "binary_not_supported"
 
 
@@ -78,18 +92,26 @@ class BadValue(ProtocolError, ValueError):
 
 
 class Forbidden(ProtocolError):
+    """A ``publish`` not allowed by ``client_publish``, ``publish_channels`` or a rule."""
+
     code = "forbidden"
 
 
 class NotSubscribed(ProtocolError):
+    """``unsubscribe`` from (or ``receipts`` for) a channel this connection is not in."""
+
     code = "not_subscribed"
 
 
 class TooManySubscriptions(ProtocolError):
+    """A ``subscribe`` beyond ``max_subscriptions``."""
+
     code = "too_many_subscriptions"
 
 
 class MessageTooBig(ProtocolError):
+    """A message over ``max_message_bytes``; the WebSocket layer closes with 1009."""
+
     code = "message_too_big"
     close_code = 1009  # CloseCode.MESSAGE_TOO_BIG
 
@@ -125,10 +147,14 @@ class MessageRefused(ProtocolError):
 
 
 class SubscribeRefused(ProtocolError):
+    """The ``on_subscribe`` hook refused the subscription."""
+
     code = "subscribe_refused"
 
 
 class UnsubscribeRefused(ProtocolError):
+    """The ``on_unsubscribe`` hook refused the unsubscription."""
+
     code = "unsubscribe_refused"
 
 
@@ -188,6 +214,8 @@ class Unauthorized(ProtocolError):
 
 
 class TokenExpired(ProtocolError):
+    """The connect token has expired."""
+
     code = "token_expired"
     close_code = 4001  # CloseCode.UNAUTHORIZED
 
@@ -200,16 +228,22 @@ class ConnectRefused(ProtocolError):
 
 
 class ServerFull(ProtocolError):
+    """``max_connections`` reached: the connection is closed with 4103."""
+
     code = "server_full"
     close_code = 4103  # CloseCode.SERVER_FULL
 
 
 class TooManyConnectionsFromIP(ProtocolError):
+    """``max_connections_per_ip`` reached: the connection is closed with 4104."""
+
     code = "too_many_connections_from_ip"
     close_code = 4104  # CloseCode.IP_LIMIT
 
 
 class IdleTimeout(ProtocolError):
+    """No message for ``idle_timeout`` seconds: the connection is closed with 4105."""
+
     code = "idle_timeout"
     close_code = 4105  # CloseCode.IDLE_TIMEOUT
 

@@ -15,6 +15,7 @@ from realtime_lab.broker.memory import InMemoryBus, MemoryBroker
 from realtime_lab.broker.node import ClusterNode
 
 BrokerSpec = Broker | InMemoryBus | str | None
+"""What ``serve(broker=...)`` accepts: see `make_broker`."""
 
 
 def make_broker(spec: BrokerSpec, **kwargs: Any) -> Broker | None:

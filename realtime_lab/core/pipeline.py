@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from realtime_lab.core.session import Session
 
 Next = Callable[[Any], Any]
+"""The next handler of a chain: ``call_next(ctx)`` passes the message on."""
 
 
 @dataclass(eq=False, slots=True)

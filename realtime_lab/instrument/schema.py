@@ -75,3 +75,4 @@ TABLES: dict[str, tuple[Column, ...]] = {
     "memory": MEMORY,
     "latency": LATENCY,
 }
+"""The recorder's tables (name -> columns), as docs/metrics.md lists them."""

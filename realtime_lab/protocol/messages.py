@@ -13,12 +13,23 @@ from typing import Any
 from realtime_lab.errors import BadField, MissingField, NotAnObject, UnknownType
 
 PROTOCOL_VERSION = 1
+"""Version of the native protocol, sent in ``welcome`` (docs/protocol.md)."""
 
 RequestId = int | str | None
 
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
+    """``subscribe``: join a channel.
+
+    Attributes:
+        channel: the channel's name.
+        id: request id, echoed in the reply (``subscribed`` or ``error``).
+        auth: channel token for ``private-`` and ``presence-`` channels.
+        since: ``{"offset": int, "epoch": str}`` to recover the messages missed since
+            that position (channels with history).
+    """
+
     channel: str
     id: RequestId = None
     auth: str | None = None  # channel token for private-/presence- channels
@@ -27,12 +38,28 @@ class Subscribe:
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe:
+    """``unsubscribe``: leave a channel.
+
+    Attributes:
+        channel: the channel's name.
+        id: request id, echoed in the reply (``unsubscribed`` or ``error``).
+    """
+
     channel: str
     id: RequestId = None
 
 
 @dataclass(frozen=True, slots=True)
 class Publish:
+    """``publish``: send ``data`` to every subscriber of a channel.
+
+    Attributes:
+        channel: the channel's name.
+        data: any JSON value (any MessagePack value on the binary protocol).
+        id: request id; when set the server replies with ``published`` (or ``error``).
+        priority: ``"low"``, ``"normal"`` or ``"high"`` (None is normal).
+    """
+
     channel: str
     data: Any
     id: RequestId = None
@@ -54,6 +81,8 @@ class SetPresence:
 
 @dataclass(frozen=True, slots=True)
 class Ping:
+    """``ping``: the server answers ``pong`` with the same ``id``."""
+
     id: RequestId = None
 
 
@@ -78,6 +107,7 @@ class Receipts:
 
 
 ClientMessage = Subscribe | Unsubscribe | Publish | Ping | SetPresence | Receipts
+"""Any message a client may send, as `parse_client_message` returns it."""
 
 CLIENT_TYPES = ("subscribe", "unsubscribe", "publish", "ping", "presence", "receipts")
 

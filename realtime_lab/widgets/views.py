@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 
 widgets: Any = require("ipywidgets", "notebook")
 
-MIN_INTERVAL = 0.25  # seconds: at most 4 updates per second
-DEFAULT_INTERVAL = 1.0  # the dashboard's cost is measured at this (docs/widgets.md)
+MIN_INTERVAL = 0.25
+"""Shortest refresh interval of the views, in seconds (at most 4 updates per second)."""
+DEFAULT_INTERVAL = 1.0
+"""Default refresh interval, in seconds; the dashboard's cost is measured at it."""
 TOP_CONNECTIONS = 12  # rows of the per-connection view
 STOP_AFTER = 3.0  # seconds a server must stay stopped before the refresh task ends
 

@@ -1,0 +1,211 @@
+"""The documentation site (mkdocs.yml, mkdocs.es.yml) and its API reference.
+
+Both languages build with ``mkdocs build --strict`` as ``make docs`` builds them (a
+broken link, a missing page or an unresolved reference fails the build), every link
+of the built HTML resolves, the lessons are rendered from their stored outputs, and
+every public symbol has a docstring and an entry in the generated reference.
+
+The public API is what a user imports: the names in ``__all__`` of PUBLIC_MODULES
+(for a module without ``__all__``, the classes and functions it defines whose names
+do not start with ``_``).
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PUBLIC_MODULES = (
+    "realtime_lab",
+    "realtime_lab.core",
+    "realtime_lab.client",
+    "realtime_lab.broker",
+    "realtime_lab.protocol",
+    "realtime_lab.middleware",
+    "realtime_lab.instrument",
+    "realtime_lab.plot",
+    "realtime_lab.widgets",
+    "realtime_lab.inspection",
+    "realtime_lab.testing",
+    "realtime_lab.transports",
+    "realtime_lab.errors",
+)
+
+INSTALL_HINT = "install the docs extra: pip install -e '.[docs]' (make install-test does)"
+
+
+def public_names(module: ModuleType) -> list[str]:
+    """The module's ``__all__``, or the classes and functions it defines."""
+    names = getattr(module, "__all__", None)
+    if names is not None:
+        return list(names)
+    return sorted(
+        name for name, value in vars(module).items()
+        if not name.startswith("_") and (inspect.isclass(value) or inspect.isfunction(value))
+        and value.__module__ == module.__name__
+    )
+
+
+PUBLIC = [(m, n) for m in PUBLIC_MODULES for n in public_names(importlib.import_module(m))]
+
+
+def _require(module: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        pytest.fail(f"{module} is not installed: {INSTALL_HINT}")
+
+
+def _mkdocs_build(config: str, site_dir: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", config, "-d", str(site_dir)],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
+    )
+    return done, time.perf_counter() - start
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both languages built as `make docs` builds them: English, then Spanish into es/."""
+    for module in ("mkdocs", "material", "mkdocstrings_handlers.python", "mkdocs_jupyter"):
+        _require(module)
+    out = tmp_path_factory.mktemp("docs") / "site"
+    for config, dest in (("mkdocs.yml", out), ("mkdocs.es.yml", out / "es")):
+        done, seconds = _mkdocs_build(config, dest)
+        log = (done.stdout + done.stderr)[-6000:]
+        assert done.returncode == 0, f"mkdocs build --strict -f {config} failed:\n{log}"
+        print(f"{config}: built in {seconds:.1f} s")
+    return out
+
+
+def test_both_languages_build_strict(site: Path) -> None:
+    assert (site / "index.html").is_file()
+    assert (site / "es" / "index.html").is_file()
+    assert (site / "objects.inv").is_file()
+
+
+HREF = re.compile(r'(?:href|src)="([^"]*)"')
+IDS = re.compile(r'id="([^"]+)"')
+
+
+def test_every_link_of_the_built_sites_resolves(site: Path) -> None:
+    """Relative links of every page, across both languages, reach a file (and an id).
+
+    404.html is left out: MkDocs writes it with links from the server's root, since it
+    is served for any missing path.
+    """
+    ids: dict[Path, set[str]] = {}
+
+    def ids_of(path: Path) -> set[str]:
+        if path not in ids:
+            ids[path] = set(IDS.findall(path.read_text(encoding="utf-8")))
+        return ids[path]
+
+    broken: list[str] = []
+    for page in sorted(p for p in site.rglob("*.html") if p.name != "404.html"):
+        for raw in HREF.findall(page.read_text(encoding="utf-8")):
+            link = html.unescape(raw)
+            if not link or re.match(r"^[a-z][a-z0-9+.-]*:", link) or link.startswith("//"):
+                continue
+            target, _, anchor = link.partition("#")
+            dest = (page.parent / target).resolve() if target else page
+            if dest.is_dir():
+                dest = dest / "index.html"
+            where = f"{page.relative_to(site)}: {link}"
+            if not dest.exists():
+                broken.append(where)
+            elif anchor and dest.suffix == ".html" and anchor not in ids_of(dest):
+                broken.append(where + " (no such id)")
+    assert not broken, "broken links in the built site:\n" + "\n".join(broken[:50])
+
+
+def test_language_switch_links_both_sites(site: Path) -> None:
+    english = (site / "index.html").read_text(encoding="utf-8")
+    spanish = (site / "es" / "index.html").read_text(encoding="utf-8")
+    assert 'hreflang="es"' in english and 'href="es/"' in english
+    assert 'hreflang="en"' in spanish and 'href="../"' in spanish
+
+
+def test_spanish_navigation_uses_every_translation(site: Path) -> None:
+    """Each page of docs/es/ is in the Spanish site; untranslated pages link the English."""
+    spanish_index = (site / "es" / "index.html").read_text(encoding="utf-8")
+    for page in sorted((ROOT / "docs" / "es").glob("*.md")):
+        if page.name == "index.md":
+            continue
+        assert f'href="{page.stem}/"' in spanish_index, f"docs/es/{page.name} is not in the nav"
+    stub = (site / "es" / "architecture" / "index.html").read_text(encoding="utf-8")
+    assert "aún no está traducida" in stub and 'href="../../architecture/"' in stub
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
+def test_lessons_are_rendered_from_their_stored_outputs(site: Path, notebook: str) -> None:
+    """A lesson's page shows the outputs stored in the notebook (it is not executed)."""
+    cells = json.loads((ROOT / "notebooks" / notebook).read_text(encoding="utf-8"))["cells"]
+    texts = [
+        "".join(out["text"]).strip().splitlines()[0]
+        for cell in cells if cell["cell_type"] == "code"
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "stream" and "".join(out["text"]).strip()
+    ]
+    assert texts, f"{notebook} has no stored stream output to look for"
+    page = (site / "notebooks" / Path(notebook).stem / "index.html").read_text(encoding="utf-8")
+    text = html.unescape(re.sub(r"<[^>]+>", "", page))
+    missing = [t for t in texts if t.strip() not in text]
+    assert not missing, f"stored outputs of {notebook} not on its page: {missing[:3]}"
+
+
+@pytest.mark.parametrize(("module", "name"), PUBLIC, ids=[f"{m}.{n}" for m, n in PUBLIC])
+def test_public_symbol_has_a_docstring(module: str, name: str) -> None:
+    """What the reference shows: the docstring Griffe finds (attributes included)."""
+    _require("griffe")
+    doc = _griffe_object(module, name).docstring
+    assert doc is not None and doc.value.strip(), (
+        f"{module}.{name} has no docstring: add one (a string literal after a constant)"
+    )
+
+
+@pytest.mark.parametrize(("module", "name"), PUBLIC, ids=[f"{m}.{n}" for m, n in PUBLIC])
+def test_public_symbol_has_a_reference_entry(site: Path, module: str, name: str) -> None:
+    assert f"{module}.{name}" in _inventory(site), (
+        f"{module}.{name} is not in the API reference: give it a docstring, and give "
+        f"{module} a page under docs/api/ (`::: {module}`) in mkdocs.yml's nav"
+    )
+
+
+_GRIFFE: dict[str, object] = {}
+_INVENTORIES: dict[Path, set[str]] = {}
+
+
+def _griffe_object(module: str, name: str):  # noqa: ANN202 (griffe is a docs dependency)
+    import griffe
+
+    if "package" not in _GRIFFE:
+        _GRIFFE["package"] = griffe.load("realtime_lab", search_paths=[str(ROOT)],
+                                         resolve_aliases=True, resolve_external=False)
+    package = _GRIFFE["package"]
+    owner = package if module == "realtime_lab" else package[module.removeprefix("realtime_lab.")]
+    obj = owner[name]
+    return obj.final_target if obj.is_alias else obj
+
+
+def _inventory(site: Path) -> set[str]:
+    if site not in _INVENTORIES:
+        from mkdocstrings import Inventory
+
+        with (site / "objects.inv").open("rb") as fh:
+            _INVENTORIES[site] = set(Inventory.parse_sphinx(fh))
+    return _INVENTORIES[site]
