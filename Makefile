@@ -6,7 +6,7 @@ DURATION ?= 20
 PORT ?= 8765
 LAB_PORT ?= 8888
 
-.PHONY: demo lab test lint bench conformance install install-test clean
+.PHONY: demo lab test lint docs bench conformance install install-test clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,13 +37,21 @@ lab: $(VENV)/.installed-lab
 	cd notebooks && ../$(VENV)/bin/jupyter lab --port=$(LAB_PORT)
 
 test: $(VENV)/.installed-test
-	$(VENV)/bin/ruff check realtime_lab tests benchmarks
+	$(VENV)/bin/ruff check realtime_lab tests benchmarks tools
 	$(VENV)/bin/mypy realtime_lab
 	$(PY) -m pytest -p no:cacheprovider -rs --cov=realtime_lab --cov-report=term:skip-covered \
 		--nbval-lax notebooks tests
 
+# The documentation site, both languages, with --strict (a broken link or reference
+# fails): site/ (English, from docs/) and site/es/ (Spanish, from docs/es/).
+# tests/docs/test_site.py builds the same in `make test`. Browse: open site/index.html
+# through a web server, e.g. `.venv/bin/python -m http.server -d site`.
+docs: $(VENV)/.installed-test
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -f mkdocs.yml
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -f mkdocs.es.yml
+
 lint: $(VENV)/.installed-test
-	$(VENV)/bin/ruff check realtime_lab tests benchmarks
+	$(VENV)/bin/ruff check realtime_lab tests benchmarks tools
 	$(VENV)/bin/mypy realtime_lab
 
 # Issue 7 benchmark (about 35 min on a 2-core machine); BENCH_ARGS="--rounds 5" etc.
@@ -56,7 +64,7 @@ bench: $(VENV)/.installed-test
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .coverage htmlcov
+	rm -rf $(VENV) .pytest_cache .coverage htmlcov site .cache
 
 # Autobahn conformance, all of groups 1-10, 12 and 13 (permessage-deflate); `make test`
 # runs 1-10 plus 12.x.1-5 and 13.x.1-5. Reports: reports/autobahn/index.html.

@@ -1,0 +1,46 @@
+"""The how-to guides' Python code runs as written (docs/howto/*.md).
+
+A guide's ```python blocks are one session, in order, as a reader runs them in
+notebook cells: they are joined into the body of one coroutine (top-level ``await``
+allowed) and run in a fresh interpreter, which must exit 0 within the timeout. A
+block whose first line is ``# not run: REASON`` is left out (a fragment of a larger
+application, a browser page...).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HOWTO = ROOT / "docs" / "howto"
+BLOCK = re.compile(r"^( *)```python\n(.*?)^\1```", re.S | re.M)
+
+
+def python_blocks(page: Path) -> list[str]:
+    blocks = [textwrap.dedent(m.group(2)) for m in BLOCK.finditer(page.read_text())]
+    return [b for b in blocks if not b.startswith("# not run:")]
+
+
+def as_script(blocks: list[str]) -> str:
+    body = textwrap.indent("\n".join(blocks), "    ")
+    return f"import asyncio\n\n\nasync def main():\n{body}\n\n\nasyncio.run(main())\n"
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in HOWTO.glob("*.md")))
+def test_howto_code_runs(page: str, tmp_path: Path) -> None:
+    blocks = python_blocks(HOWTO / page)
+    if not blocks:
+        return
+    script = tmp_path / "howto.py"
+    script.write_text(as_script(blocks))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=90)
+    assert done.returncode == 0, (
+        f"docs/howto/{page}: its code failed:\n{script.read_text()}\n{done.stdout}\n{done.stderr}"
+    )
