@@ -209,3 +209,16 @@ def _inventory(site: Path) -> set[str]:
         with (site / "objects.inv").open("rb") as fh:
             _INVENTORIES[site] = set(Inventory.parse_sphinx(fh))
     return _INVENTORIES[site]
+
+
+def test_the_api_guide_lists_every_server_option() -> None:
+    """docs/reference.md promises every ServerOptions field with its default."""
+    import dataclasses
+
+    from realtime_lab import ServerOptions
+
+    text = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
+    section = text[text.index("## `ServerOptions`"):text.index("## `connect` and `Client`")]
+    missing = [f.name for f in dataclasses.fields(ServerOptions)
+               if not f.name.startswith("_") and f"`{f.name}`" not in section]
+    assert not missing, f"docs/reference.md, ServerOptions: no row for {missing}"
