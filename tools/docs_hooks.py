@@ -162,8 +162,25 @@ def _translations() -> dict[str, str]:
 # --- configuration -------------------------------------------------------------------
 
 
+class _QuietCrossSiteLinks(logging.Filter):
+    """Drop MkDocs' note about each link into the other language's site: it cannot know
+    that site, and these hooks have checked the target already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("unrecognized relative link" in message
+                    and any(f"'{url}'" in message or f"'{url}#" in message
+                            for url in _CROSS_SITE))
+
+
+_CROSS_SITE: set[str] = set()  # links these hooks made into the other language's site
+
+
 def on_config(config: MkDocsConfig) -> MkDocsConfig:
     config.mdx_configs.setdefault("toc", {})["slugify"] = slugify(case="lower")
+    pages_log = logging.getLogger("mkdocs.structure.pages")
+    if not any(isinstance(f, _QuietCrossSiteLinks) for f in pages_log.filters):
+        pages_log.addFilter(_QuietCrossSiteLinks())
     if _is_spanish(config):
         _spanish_nav(config)
     return config
@@ -222,6 +239,12 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
     if _is_spanish(config):
         for src_uri, (title, english) in _STUBS.items():
             files.append(File.generated(config, src_uri, content=_stub(src_uri, title, english)))
+        # The English pages' pictures (docs/img/...), which the translations show too.
+        for path in sorted(DOCS.rglob("*")):
+            if (path.is_file() and not path.is_relative_to(ES) and path.suffix not in (".md", ".py")
+                    and files.get_file_from_path(path.relative_to(DOCS).as_posix()) is None):
+                files.append(File(path.relative_to(DOCS).as_posix(), str(DOCS), config.site_dir,
+                                  config.use_directory_urls))
         return files
     # Real files (not File.generated: mkdocs-jupyter reads a notebook through src_dir),
     # published at notebooks/ as in the repository.
@@ -234,6 +257,7 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
 def _stub(src_uri: str, title: str, english: str) -> str:
     target = _page_url(english)
     url = _relative_url(target, "es/" + _page_url(src_uri))
+    _CROSS_SITE.add(url)
     return (f"# {title}\n\nEsta página aún no está traducida al español: "
             f"[léela en inglés]({url}).\n")
 
@@ -304,6 +328,8 @@ def _site_link(real: Path, anchor: str, page: Page, by_path: dict[Path, File], s
         if anchor and real.suffix == ".md" and anchor not in _anchors(real):
             log.warning("Doc file '%s' links '%s#%s': no such heading there",
                         page.file.src_uri, real.relative_to(ROOT), anchor)
-        return _relative_url(other, here) + suffix
+        url = _relative_url(other, here)
+        _CROSS_SITE.add(url)
+        return url + suffix
     kind = "tree" if real.is_dir() else "blob"
     return f"{_repo_url(config)}/{kind}/{BRANCH}/{real.relative_to(ROOT).as_posix()}{suffix}"
