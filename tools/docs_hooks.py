@@ -266,9 +266,14 @@ def _stub(src_uri: str, title: str, english: str) -> str:
 
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
-    if page.file.abs_src_path is None:
+    if page.file.abs_src_path is None:  # a generated page: nothing to edit
+        page.edit_url = None
         return markdown
-    source = Path(page.file.abs_src_path)
+    source = Path(page.file.abs_src_path).resolve()
+    if not source.is_relative_to(Path(config.docs_dir).resolve()):  # a lesson or its index
+        page.edit_url = f"{_repo_url(config)}/edit/{BRANCH}/{source.relative_to(ROOT).as_posix()}"
+    if source.suffix == ".ipynb":  # rendered from the notebook by mkdocs-jupyter, not Markdown
+        return markdown
     by_path = {Path(f.abs_src_path).resolve(): f for f in files
                if f.abs_src_path and not f.inclusion.is_excluded()}
     spanish = _is_spanish(config)

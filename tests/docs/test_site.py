@@ -99,11 +99,15 @@ def test_both_languages_build_strict(site: Path) -> None:
 
 
 HREF = re.compile(r'(?:href|src)="([^"]*)"')
+REPO_FILE = re.compile(r"^https://github\.com/realtime-lab/realtime_lab/(?:blob|tree|edit|raw)/main/"
+                       r"([^#?]+)")
 IDS = re.compile(r'id="([^"]+)"')
 
 
 def test_every_link_of_the_built_sites_resolves(site: Path) -> None:
-    """Relative links of every page, across both languages, reach a file (and an id).
+    """Relative links of every page, across both languages, reach a file (and an id),
+    and links to files of the repository (edit buttons, files outside docs/) name files
+    that exist.
 
     404.html is left out: MkDocs writes it with links from the server's root, since it
     is served for any missing path.
@@ -119,6 +123,11 @@ def test_every_link_of_the_built_sites_resolves(site: Path) -> None:
     for page in sorted(p for p in site.rglob("*.html") if p.name != "404.html"):
         for raw in HREF.findall(page.read_text(encoding="utf-8")):
             link = html.unescape(raw)
+            repo_file = REPO_FILE.match(link)
+            if repo_file:  # a link to a file of this repository: it must exist here
+                if not (ROOT / repo_file.group(1)).exists():
+                    broken.append(f"{page.relative_to(site)}: {link}")
+                continue
             if not link or re.match(r"^[a-z][a-z0-9+.-]*:", link) or link.startswith("//"):
                 continue
             target, _, anchor = link.partition("#")
