@@ -19,6 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 HOWTO = ROOT / "docs" / "howto"
+pytestmark = pytest.mark.timeout(300)
 BLOCK = re.compile(r"^( *)```python\n(.*?)^\1```", re.S | re.M)
 
 
@@ -45,7 +46,7 @@ def test_howto_code_runs(page: str, tmp_path: Path) -> None:
     script = tmp_path / "howto.py"
     script.write_text(as_script(blocks))
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=90)
+                          text=True, timeout=240)
     assert done.returncode == 0, (
         f"docs/howto/{page}: its code failed:\n{script.read_text()}\n{done.stdout}\n{done.stderr}"
     )

@@ -45,6 +45,10 @@ PUBLIC_MODULES = (
     "realtime_lab.errors",
 )
 
+# Building both sites takes about 16 s of CPU; on a busy two-core machine that can be
+# a minute or two of wall time, counted in the first test that uses the fixture.
+pytestmark = pytest.mark.timeout(900)
+
 INSTALL_HINT = "install the docs extra: pip install -e '.[docs]' (make install-test does)"
 
 
@@ -73,7 +77,7 @@ def _mkdocs_build(config: str, site_dir: Path) -> tuple[subprocess.CompletedProc
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", config, "-d", str(site_dir)],
-        cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=420,
     )
     return done, time.perf_counter() - start
 
