@@ -37,10 +37,10 @@ lab: $(VENV)/.installed-lab
 	cd notebooks && ../$(VENV)/bin/jupyter lab --port=$(LAB_PORT)
 
 test: $(VENV)/.installed-test
-	$(VENV)/bin/ruff check realtime_lab tests benchmarks tools
+	$(VENV)/bin/ruff check realtime_lab tests benchmarks tools examples
 	$(VENV)/bin/mypy realtime_lab
 	$(PY) -m pytest -p no:cacheprovider -rs --cov=realtime_lab --cov-report=term:skip-covered \
-		--nbval-lax notebooks tests
+		--nbval-lax notebooks examples tests
 
 # The documentation site, both languages, with --strict (a broken link or reference
 # fails): site/ (English, from docs/) and site/es/ (Spanish, from docs/es/).
@@ -51,7 +51,7 @@ docs: $(VENV)/.installed-test
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -f mkdocs.es.yml
 
 lint: $(VENV)/.installed-test
-	$(VENV)/bin/ruff check realtime_lab tests benchmarks tools
+	$(VENV)/bin/ruff check realtime_lab tests benchmarks tools examples
 	$(VENV)/bin/mypy realtime_lab
 
 # Issue 7 benchmark (about 35 min on a 2-core machine); BENCH_ARGS="--rounds 5" etc.
