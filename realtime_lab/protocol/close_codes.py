@@ -70,6 +70,15 @@ _STANDARD_ADVICE: dict[int, ReconnectAdvice] = {
 }
 
 
+def valid_close_code(code: int) -> bool:
+    """Whether a peer may send ``code`` in a close frame (RFC 6455 7.4 and the IANA registry).
+
+    1005, 1006 and 1015 are reserved for reporting and never sent; 1016-2999 are
+    unassigned; 3000-4999 are for libraries and applications.
+    """
+    return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
 def advice_for(code: int | None) -> ReconnectAdvice:
     """Return what a client should do after a close with ``code``.
 

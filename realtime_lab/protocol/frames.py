@@ -40,6 +40,46 @@ def text_frame(text: str) -> bytes:
     return build_frame(OP_TEXT, text.encode("utf-8"))
 
 
+def close_payload(code: int | None, reason: str = "") -> bytes:
+    """The payload of a close frame: the code and as much of ``reason`` as fits.
+
+    ``code`` None gives the empty payload (no status). A control frame carries at
+    most 125 bytes, so the UTF-8 reason is cut to 123 bytes, on a character boundary.
+    """
+    if code is None:
+        return b""
+    data = reason.encode("utf-8")
+    if len(data) > 123:
+        data = data[:123].decode("utf-8", "ignore").encode("utf-8")
+    return struct.pack("!H", code) + data
+
+
+def apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
+    """XOR ``data`` with the 4-byte ``mask`` repeated (RFC 6455 5.3); masks and unmasks.
+
+    Done on whole integers, so the work is a few passes in C whatever the length.
+    """
+    n = len(data)
+    if n == 0:
+        return b""
+    key = (mask * ((n >> 2) + 1))[:n]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+
+def frame_end(data: bytes | bytearray | memoryview, pos: int) -> int:
+    """Where the unmasked frame that starts at ``pos`` in ``data`` ends.
+
+    For frames this module built (server frames are never masked); the result
+    may lie past the end of ``data`` when the frame is incomplete there.
+    """
+    length = data[pos + 1] & 0x7F
+    if length == 126:
+        return pos + 4 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    if length == 127:
+        return pos + 10 + int.from_bytes(data[pos + 2:pos + 10], "big")
+    return pos + 2 + length
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     opcode: int
@@ -82,7 +122,7 @@ def parse_frames(data: bytes) -> tuple[list[Frame], bytes]:
             break
         payload = data[pos + head : pos + head + length]
         if masked:
-            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            payload = apply_mask(payload, mask)
         frames.append(Frame(b0 & 0x0F, payload, bool(b0 & _FIN), bool(b0 & _RSV1)))
         pos += head + length
     return frames, data[pos:]

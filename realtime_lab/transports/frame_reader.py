@@ -27,7 +27,7 @@ from tornado.iostream import StreamClosedError
 from tornado.util import _websocket_mask
 from tornado.websocket import WebSocketProtocol13
 
-from realtime_lab.protocol.close_codes import CloseCode
+from realtime_lab.protocol.close_codes import CloseCode, valid_close_code
 from realtime_lab.protocol.deflate import DeflateError, Inflater, InflateTooBig
 from realtime_lab.protocol.frames import OP_BINARY, OP_TEXT
 from realtime_lab.transports.slim import release_http_state, slim_stream
@@ -49,11 +49,6 @@ _FRAME_YIELD_COST = 1024
 #: Frames one message may have (ServerOptions.max_message_fragments, Application
 #: setting ``websocket_max_message_fragments``); Autobahn 9.5.x sends 16,384.
 DEFAULT_MAX_MESSAGE_FRAGMENTS = 65536
-
-
-def valid_close_code(code: int) -> bool:
-    """Close codes a peer may send (RFC 6455 7.4 and the IANA registry)."""
-    return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
 class _Message:

@@ -29,7 +29,6 @@ from tornado.websocket import (
     _WebSocketParams,
 )
 
-from realtime_lab.protocol import msgpack_codec
 from realtime_lab.protocol.deflate import (
     CompressionPolicy,
     DeflateParams,
@@ -39,10 +38,10 @@ from realtime_lab.protocol.deflate import (
     negotiate,
 )
 from realtime_lab.protocol.frames import OP_BINARY, OP_TEXT, frame_header
+from realtime_lab.protocol.handshake import choose_subprotocol
 from realtime_lab.protocol.wire import (
     JSON,
     JSON_WIRE,
-    MSGPACK,
     SUBPROTOCOL_OF,
     SUBPROTOCOLS,
     WireFormat,
@@ -53,17 +52,6 @@ from realtime_lab.transports.slim import prime_instance_keys
 
 if TYPE_CHECKING:
     from tornado.httputil import HTTPHeaders
-
-
-def choose_subprotocol(offered: list[str], *, binary: bool | None = None) -> str | None:
-    """The first subprotocol the client listed that we speak (msgpack only if installed)."""
-    if binary is None:
-        binary = msgpack_codec.available()
-    for name in offered:
-        kind = SUBPROTOCOLS.get(name)
-        if kind == JSON or (kind == MSGPACK and binary):
-            return name
-    return None
 
 
 class LabWebSocketProtocol(FrameReaderMixin, WebSocketProtocol13):
