@@ -13,10 +13,11 @@ opened after 20 warm-up connections:
 2. **tracemalloc** (a fresh server, same process): the traced growth / n, grouped
    by file and line and by file; and a census of the objects the garbage
    collector tracks, by type (count and ``sys.getsizeof`` per connection).
-3. **One connection's object graph**, split into parts (handler, request,
-   IOStream, protocol, reader coroutines, Session, ...): objects reachable
-   from connection A but not from connection B, walked from each part's root
-   without entering another part, summed with ``sys.getsizeof``.
+3. **One connection's object graph**, split into parts (realtime_lab: Session,
+   pump, sans-I/O connection, socket; Tornado: handler, request, IOStream,
+   protocol, reader coroutines): objects reachable from connection A but not
+   from connection B, walked from each part's root without entering another
+   part, summed with ``sys.getsizeof``.
 
 RSS minus the traced bytes is what Python's allocators keep beyond the
 objects (pymalloc pools and arenas, glibc malloc headers and fragmentation).
@@ -121,19 +122,20 @@ class Clients:
 class Server:
     port: int
     stop: Callable[[], Awaitable[None]]
-    handlers: Callable[[], list[Any]]
+    connections: Callable[[], list[Any]]  # one root object per open connection
+    hub: Any = None
 
 
 async def start_server(kind: str) -> Server:
     """realtime_lab as in benchmarks/servers/realtime_lab_server.py, or plain Tornado."""
     if kind == "realtime_lab":
         import realtime_lab
-        from realtime_lab.transports.tornado_ws import HubWebSocketHandler
+        from realtime_lab.transports.pump import SocketPump
 
         server = await realtime_lab.serve(host=HOST, port=0, presence_channels=None,
                                           max_outbound_bytes=64 << 20,
-                                      max_connections_per_ip=100_000)
-        return Server(server.port, server.stop, lambda: _instances(HubWebSocketHandler))
+                                          max_connections_per_ip=100_000)
+        return Server(server.port, server.stop, lambda: _instances(SocketPump), server.hub)
     from benchmarks.servers import tornado_server
 
     port, stop = await tornado_server.start(argparse.Namespace())
@@ -195,19 +197,20 @@ def _reach(roots: Iterable[object], stop: set[int]) -> dict[int, object]:
     return found
 
 
-def _parts(handler: Any, kind: str) -> list[tuple[str, list[object]]]:
+def _parts(root: Any, kind: str) -> list[tuple[str, list[object]]]:
     """The named parts of one connection, each with its root objects (walk order)."""
+    if kind == "realtime_lab":  # root: the SocketPump (Tornado keeps nothing after the 101)
+        return [("Session (+ OutboundQueue, SessionStats, sets, dicts)", [root.session]),
+                ("SocketPump (+ SendBuffer when backlogged)", [root]),
+                ("ServerConnection (sans-I/O protocol state)", [root.conn]),
+                ("socket object", [root.sock])]
+    handler = root
     conn = handler.ws_connection
     stream = getattr(conn, "stream", None)
     sock = getattr(stream, "socket", None)
     request = handler.request
-    parts: list[tuple[str, list[object]]] = []
-    if kind == "realtime_lab":
-        session = handler.session
-        parts.append(("Session (+ OutboundQueue, SessionStats, sets, dicts)", [session]))
-        parts.append(("TornadoPort", [session.port]))
     read_future = getattr(stream, "_read_future", None)
-    parts += [
+    parts: list[tuple[str, list[object]]] = [
         ("reader: pending read Future, Task, coroutine frames", [read_future]),
         ("WebSocket protocol object", [conn]),
         ("IOStream (+ buffers)", [stream]),
@@ -219,14 +222,18 @@ def _parts(handler: Any, kind: str) -> list[tuple[str, list[object]]]:
     return [(name, [r for r in roots if r is not None]) for name, roots in parts]
 
 
-def _loop_roots(handler: Any) -> list[object]:
+def _loop_roots(root: Any, kind: str) -> list[object]:
     """What the event loop keeps for this connection's fd (selector key, handlers)."""
     from tornado.ioloop import IOLoop
 
-    stream = handler.ws_connection.stream if handler.ws_connection else None
-    if stream is None or stream.socket is None:
+    if kind == "realtime_lab":
+        sock = root.sock
+    else:
+        stream = root.ws_connection.stream if root.ws_connection else None
+        sock = getattr(stream, "socket", None)
+    if sock is None or sock.fileno() < 0:
         return []
-    fd = stream.socket.fileno()
+    fd = sock.fileno()
     ioloop: Any = IOLoop.current()
     roots: list[object] = []
     entry = getattr(ioloop, "handlers", {}).get(fd)
@@ -240,17 +247,18 @@ def _loop_roots(handler: Any) -> list[object]:
     return roots
 
 
-def graph_breakdown(handlers: list[Any], kind: str, hub: Any) -> list[tuple[str, int, int]]:
+def graph_breakdown(conns: list[Any], kind: str, hub: Any) -> list[tuple[str, int, int]]:
     """Bytes per part of one connection: (part, bytes, objects)."""
-    a, b = handlers[len(handlers) // 2], handlers[len(handlers) // 2 + 1]
+    a, b = conns[len(conns) // 2], conns[len(conns) // 2 + 1]
     loop = asyncio.get_running_loop()
     from tornado.ioloop import IOLoop
 
     stop = {id(x) for x in (loop, IOLoop.current(), hub, handler_app(a), gc.garbage)}
     # objects shared by connections: whatever connection B also reaches
-    shared_b = _reach([*(r for _, roots in _parts(b, kind) for r in roots), *_loop_roots(b)], stop)
+    shared_b = _reach([*(r for _, roots in _parts(b, kind) for r in roots),
+                       *_loop_roots(b, kind)], stop)
     parts = _parts(a, kind) + [("event loop registration (selector key, handler)",
-                                _loop_roots(a))]
+                                _loop_roots(a, kind))]
     roots = {id(r) for _, rs in parts for r in rs}
     claimed: set[int] = set()
     rows: list[tuple[str, int, int]] = []
@@ -262,8 +270,8 @@ def graph_breakdown(handlers: list[Any], kind: str, hub: Any) -> list[tuple[str,
     return rows
 
 
-def handler_app(handler: Any) -> Any:
-    return getattr(handler, "application", None)
+def handler_app(root: Any) -> Any:
+    return getattr(root, "application", None)
 
 
 # ------------------------------------------------------------------ the run
@@ -288,7 +296,7 @@ def rss() -> int:
 async def _wait_closed(server: Server, timeout: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
-    while server.handlers() and loop.time() < end:
+    while server.connections() and loop.time() < end:
         await asyncio.sleep(0.1)
         gc.collect()
 
@@ -349,9 +357,7 @@ async def measure_traced(kind: str, n: int, report: Report) -> None:
         snap = tracemalloc.take_snapshot().filter_traces(filters)
         lines2, files2 = _stats(snap, "lineno"), _stats(snap, "filename")
         del snap
-        handlers = server.handlers()
-        hub = getattr(handlers[0], "hub", None) if handlers else None
-        report.parts = graph_breakdown(handlers, kind, hub)
+        report.parts = graph_breakdown(server.connections(), kind, server.hub)
     finally:
         clients.close()
         await _wait_closed(server)

@@ -126,8 +126,6 @@ class LabServer:
                 (r"/()", LabStaticFileHandler,  # the demo room page (docs/client.md)
                  {"path": str(STATIC_DIR), "default_filename": "index.html"}),
             ],
-            websocket_max_message_size=self.options.max_message_bytes,
-            websocket_max_message_fragments=self.options.max_message_fragments,
             log_function=redacted_access_log,
         )
         if self.metrics_registry is not None:  # GET /metrics (docs/deploy.md)
@@ -136,7 +134,7 @@ class LabServer:
             app.wildcard_router.add_rules([(r"/metrics", MetricsHandler, {
                 "registry": self.metrics_registry, "token": self.options.api_token})])
         if self.options.conformance_echo:  # /echo for Autobahn cases (tests/conformance)
-            from realtime_lab.transports.ws_protocol import EchoHandler, compression_policy
+            from realtime_lab.transports.tornado_ws import EchoHandler, compression_policy
 
             app.wildcard_router.add_rules(
                 [(r"/echo", EchoHandler, {"policy": compression_policy(self.hub)})])

@@ -37,7 +37,9 @@ class ClientOptions:
         protocol: ``"json"`` (text frames) or ``"msgpack"`` (the binary protocol, asked
             for with the ``realtime-lab.v1.msgpack`` subprotocol; needs ``msgpack``).
         compression: offer permessage-deflate (the server compresses a broadcast
-            once for every connection that accepted it).
+            once for every connection that accepted it). A server that answers
+            ``client_no_context_takeover`` is connected to again without it:
+            Tornado's client cannot honour that parameter (docs/compression.md).
         receipts: report the delivery latency of messages stamped by a recording
             server (``ts``) back to it in small batches, so ``server.record()``
             fills its ``latency`` table (only to servers that announce ``receipts``

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -17,7 +18,11 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from realtime_lab.client.options import ClientOptions
+from realtime_lab.logthrottle import LogThrottle
 from realtime_lab.protocol import codec
+
+log = logging.getLogger("realtime_lab.client")
+_throttle = LogThrottle(log)
 
 MSGPACK_SUBPROTOCOL = "realtime-lab.v1.msgpack"
 #: A connect token, or a function (sync or async) returning one, called per attempt.
@@ -45,16 +50,38 @@ async def attempt_url(url: str, user: str | None, token: TokenSource) -> str:
 
 async def open_socket(url: str, options: ClientOptions,
                       timeout: float) -> WebSocketClientConnection:
-    """TCP connect and WebSocket handshake (raises what Tornado raises, or a timeout)."""
+    """TCP connect and WebSocket handshake (raises what Tornado raises, or a timeout).
+
+    A server that answers ``client_no_context_takeover`` gets a second handshake
+    without compression: Tornado's client drops that value-less parameter and
+    keeps its compression context, so its second compressed message would be
+    refused (1002).
+    """
+    ws = await _handshake(url, options, timeout, options.compression)
+    if options.compression and _needs_no_context_takeover(ws):
+        _throttle.log("no_context_takeover", logging.WARNING,
+                      "%s answers client_no_context_takeover, which Tornado's client cannot "
+                      "honour: connecting without compression", url.split("?")[0])
+        ws.close()
+        ws = await _handshake(url, options, timeout, False)
+    return ws
+
+
+async def _handshake(url: str, options: ClientOptions, timeout: float,
+                     compression: bool) -> WebSocketClientConnection:
     request = HTTPRequest(url, connect_timeout=timeout, request_timeout=timeout)
-    ws = await asyncio.wait_for(
+    return await asyncio.wait_for(
         websocket_connect(
             request, max_message_size=options.max_message_bytes,
             subprotocols=[MSGPACK_SUBPROTOCOL] if options.protocol == "msgpack" else None,
-            compression_options={} if options.compression else None),
+            compression_options={} if compression else None),
         timeout + 1)
-    honour_no_context_takeover(ws)
-    return ws
+
+
+def _needs_no_context_takeover(ws: WebSocketClientConnection) -> bool:
+    answer = ws.headers.get("Sec-WebSocket-Extensions", "") if ws.headers else ""
+    params = {p.strip().lower() for p in answer.split(";")}
+    return "permessage-deflate" in params and "client_no_context_takeover" in params
 
 
 def write(ws: WebSocketClientConnection, message: dict[str, Any]) -> Any:
@@ -83,24 +110,3 @@ def abort(ws: WebSocketClientConnection) -> None:
         stream.close()
     else:
         ws.close()
-
-
-def honour_no_context_takeover(ws: WebSocketClientConnection) -> None:
-    """Apply the ``*_no_context_takeover`` answers Tornado's client does not see.
-
-    Tornado (6.6) drops extension parameters without a value when it parses the
-    server's answer, so its permessage-deflate keeps both contexts: a server
-    that asked for ``client_no_context_takeover`` then cannot inflate our second
-    message, and a 32 KiB inflate window is kept for nothing.
-    """
-    answer = (getattr(ws, "headers", None) or {}).get("Sec-WebSocket-Extensions", "")
-    proto = ws.protocol
-    if "permessage-deflate" not in answer or proto is None:
-        return
-    params = {p.strip().lower() for p in answer.split(";")}
-    compressor = getattr(proto, "_compressor", None)
-    if "client_no_context_takeover" in params and compressor is not None:
-        compressor._compressor = None  # a fresh zlib object per message
-    decompressor = getattr(proto, "_decompressor", None)
-    if "server_no_context_takeover" in params and decompressor is not None:
-        decompressor._decompressor = None

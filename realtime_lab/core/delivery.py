@@ -369,15 +369,11 @@ class Delivery(HubBase):
                                             size=size, reason=reason))
 
     def _await_drain(self, session: Session) -> None:
-        """Flush again once the transport has written its backlog (ports that can tell
-        us; for others the heartbeat tick retries)."""
+        """Flush again once the transport has written its backlog."""
         if session.awaiting_drain:
             return
-        when_drained = getattr(session.port, "when_drained", None)
-        if when_drained is None:
-            return
         session.awaiting_drain = True
-        when_drained(lambda: self._drained(session))
+        session.port.when_drained(lambda: self._drained(session))
 
     def _drained(self, session: Session) -> None:
         session.awaiting_drain = False

@@ -155,7 +155,7 @@ class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery, Liven
         remote = port.remote
         session = Session(id=sid, user=user or sid, port=port, connected_at=now, last_seen=now,
                           last_ping_at=now, remote=remote, last_activity=now)
-        session.wire = getattr(port, "wire", JSON_WIRE)  # codec + compression (handshake)
+        session.wire = port.wire  # codec + compression (handshake)
         req = request or ConnectRequest(remote=remote, user=user)
         try:
             self.admission.check(remote)

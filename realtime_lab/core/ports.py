@@ -11,27 +11,44 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from realtime_lab.core.channels import Channel
     from realtime_lab.core.session import Session
+    from realtime_lab.protocol.wire import WireFormat
 
 Clock = Callable[[], float]
 Scheduler = Callable[[Callable[[], None]], object]
 
 
 class ConnectionPort(Protocol):
-    """One client connection as the hub sees it: bytes out, ping, close."""
+    """One client connection as the hub sees it: bytes out, backlog, ping, close.
+
+    ``remote`` is the client's address; ``wire`` the codec and compression agreed
+    at the handshake (``realtime_lab.protocol.wire.JSON_WIRE`` for plain JSON).
+    """
 
     remote: str
+    wire: WireFormat
 
     def write(self, data: bytes) -> None:
-        """Send already-built WebSocket frames (one or several, concatenated)."""
+        """Send already-built WebSocket frames (one or several, concatenated, whole).
+
+        Nothing is sent once the connection is closing.
+        """
 
     def buffered_bytes(self) -> int:
         """Bytes written but not yet accepted by the operating system."""
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once everything written so far has reached the OS
+        (soon, when nothing waits; never, once the connection is closed)."""
 
     def ping(self) -> None:
         """Send a WebSocket ping frame."""
 
     def close(self, code: int, reason: str) -> None:
-        """Start the closing handshake with ``code``; the transport later reports it closed."""
+        """Start the closing handshake with ``code``; the transport later reports it closed.
+
+        The close frame goes out next: frames written but not started yet are
+        dropped (a slow consumer sees the close code, not a stalled stream).
+        """
 
     # Optional (the hub looks them up with getattr):
     # when_drained(callback): call ``callback`` once all written bytes reached the OS.

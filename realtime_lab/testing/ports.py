@@ -9,6 +9,7 @@ wire format as a handshake would (``wire_format("msgpack")``: a binary client).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from realtime_lab.protocol.frames import OP_BINARY, parse_frames
@@ -16,7 +17,10 @@ from realtime_lab.protocol.wire import JSON_WIRE, WireFormat
 
 
 class RecordingPort:
-    """Records writes, pings and closes; ``buffered`` is what ``buffered_bytes`` reports."""
+    """Records writes, pings and closes; ``buffered`` is what ``buffered_bytes`` reports.
+
+    ``when_drained`` callbacks wait until :meth:`drain` (the client read everything).
+    """
 
     def __init__(self, remote: str = "127.0.0.1", *, wire: WireFormat = JSON_WIRE) -> None:
         self.remote = remote
@@ -25,12 +29,23 @@ class RecordingPort:
         self.closes: list[tuple[int, str]] = []
         self.pings = 0
         self.buffered = 0
+        self.drains: list[Callable[[], None]] = []
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
 
     def buffered_bytes(self) -> int:
         return self.buffered
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        self.drains.append(callback)
+
+    def drain(self) -> None:
+        """The transport wrote its backlog: ``buffered`` is 0 and the callbacks run."""
+        self.buffered = 0
+        callbacks, self.drains = self.drains, []
+        for callback in callbacks:
+            callback()
 
     def ping(self) -> None:
         self.pings += 1
@@ -52,7 +67,7 @@ class RecordingPort:
 
 
 class NullPort:
-    """Accepts and discards every write (counts them in ``writes``)."""
+    """Accepts and discards every write (counts them in ``writes``); never backlogged."""
 
     def __init__(self, remote: str = "127.0.0.1", *, wire: WireFormat = JSON_WIRE) -> None:
         self.remote = remote
@@ -64,6 +79,9 @@ class NullPort:
 
     def buffered_bytes(self) -> int:
         return 0
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        callback()  # nothing ever waits
 
     def ping(self) -> None:
         pass

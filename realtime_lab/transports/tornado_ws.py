@@ -1,104 +1,200 @@
-"""The Tornado WebSocket transport (HTTP/1.1): a handler that reports to the hub.
+"""The Tornado side of a WebSocket (HTTP/1.1): check the upgrade, answer 101, hand over.
 
-The handler parses frames (Tornado does that); outbound frames are built by the
-hub once per broadcast and written by the connection's :class:`TornadoPort`
-(tornado_port.py) straight to its socket, so Tornado's per-message framing is
-skipped on the hot path.
+:class:`HubWebSocketHandler` (``/ws``) and :class:`EchoHandler` (``/echo``, for
+conformance runs) are plain ``RequestHandler``s. They check the upgrade request
+with the sans-I/O helpers of :mod:`realtime_lab.protocol.handshake` and refuse it
+with its HTTP status, or take the connection over: ``detach()`` the stream from
+Tornado's HTTP server and give it to a pump (:mod:`realtime_lab.transports.pump`)
+that writes the 101 answer and drives a
+:class:`~realtime_lab.protocol.connection.ServerConnection` from then on. Only
+Tornado's public API is used, so any Tornado release in the declared range works.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+import os
+import socket
+from typing import TYPE_CHECKING, Any, cast
 
-from tornado.iostream import IOStream
-from tornado.websocket import WebSocketHandler
+from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
+from tornado.web import RequestHandler
 
 from realtime_lab.core.hooks import ConnectRequest
 from realtime_lab.core.hub import PendingOpen
 from realtime_lab.core.security import origin_allowed
+from realtime_lab.logthrottle import LogThrottle
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.codec import encode
-from realtime_lab.protocol.messages import error_message
-from realtime_lab.transports.slim import prime_instance_keys
-from realtime_lab.transports.tornado_port import TornadoPort
-from realtime_lab.transports.ws_protocol import (
-    LabWebSocketProtocol,
-    choose_subprotocol,
-    compression_policy,
-    handler_wire,
-    lab_protocol,
+from realtime_lab.protocol.deflate import CompressionPolicy, as_policy
+from realtime_lab.protocol.frames import text_frame
+from realtime_lab.protocol.handshake import (
+    Agreement,
+    HandshakeError,
+    agree,
+    check_upgrade,
+    response_101,
 )
+from realtime_lab.protocol.messages import error_message
+from realtime_lab.transports.pump import Pump, SocketPump, StreamPump
 
 if TYPE_CHECKING:
     from realtime_lab.core.hub import Hub
-    from realtime_lab.core.session import Session
 
 log = logging.getLogger("realtime_lab.transports")
+_throttle = LogThrottle(log)
 
 MAX_USER_ID_LENGTH = 128
+#: Bytes a client may send before it has seen the 101 answer (read from Tornado's
+#: buffer at the hand-over; anything later is read from the socket as usual).
+MAX_EARLY_BYTES = 1 << 20
 
 
-class HubWebSocketHandler(WebSocketHandler):
-    """``/ws``: one instance per connection, forwarding everything to the hub."""
+def compression_policy(hub: Any) -> CompressionPolicy:
+    """The server's permessage-deflate policy.
+
+    A ``realtime_lab.middleware.Compression`` in the hub's middleware wins over
+    ``ServerOptions.compression``.
+    """
+    for mw in getattr(hub, "middleware", ()):
+        policy = getattr(mw, "policy", None)
+        if isinstance(policy, CompressionPolicy):
+            return policy
+    return as_policy(hub.options.compression)
+
+
+class WebSocketUpgrade(RequestHandler):
+    """A ``GET`` that becomes a WebSocket: check, agree, answer 101, hand over to a pump."""
+
+    policy: CompressionPolicy = CompressionPolicy()
+    max_message_bytes = 64 << 20
+    close_timeout = 5.0
+
+    def refuse(self, error: HandshakeError) -> None:
+        """Answer an upgrade that cannot be accepted with its HTTP status."""
+        self.set_status(error.status)
+        for name, value in error.headers:
+            self.set_header(name, value)
+        self.finish(error.reason)
+
+    def upgrade(self) -> Pump | None:
+        """The pump of the accepted connection, or None when the request was refused."""
+        request = self.request
+        try:
+            key = check_upgrade(request.method or "", request.headers)
+        except HandshakeError as error:
+            self.refuse(error)
+            return None
+        if not self.accept_origin():
+            return None
+        agreement = agree(request.headers, self.policy)
+        return self.take_over(key, agreement)
+
+    def accept_origin(self) -> bool:
+        """Override to refuse an upgrade (the override answers it, e.g. 403)."""
+        return True
+
+    def take_over(self, key: str, agreement: Agreement) -> Pump:
+        """Answer 101 and move the connection out of Tornado's HTTP server into a pump."""
+        conn = agreement.connection(self.max_message_bytes)
+        answer = response_101(key, agreement)
+        remote = self.request.remote_ip or ""
+        self.set_status(101)
+        self.application.log_request(self)  # the access log line finish() would write
+        stream = self.detach()
+        loop = asyncio.get_running_loop()
+        early = None if isinstance(stream, SSLIOStream) or not _has_readers(loop) \
+            else _buffered_bytes(stream)
+        if early is None:  # TLS (or no add_reader): stay on the IOStream
+            return StreamPump(stream, conn, remote, close_timeout=self.close_timeout,
+                              wire=agreement.wire, answer=answer)
+        sock = _dup_socket(stream)
+        stream.close()  # Tornado forgets its descriptor; the connection lives on in ours
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return SocketPump(sock, conn, remote, close_timeout=self.close_timeout,
+                          wire=agreement.wire, answer=answer, early=early)
+
+
+def _has_readers(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the loop watches sockets with add_reader (not Windows' proactor loop)."""
+    proactor = getattr(asyncio, "ProactorEventLoop", None)
+    return proactor is None or not isinstance(loop, proactor)
+
+
+def _dup_socket(stream: IOStream) -> socket.socket:
+    """A socket of our own on the stream's connection (a new descriptor, ``dup``)."""
+    fileobj = stream.fileno()
+    if isinstance(fileobj, socket.socket):
+        return fileobj.dup()
+    fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+    return socket.socket(fileno=os.dup(fd))
+
+
+def _buffered_bytes(stream: IOStream) -> bytes | None:
+    """What Tornado read past the upgrade request (a client that did not wait for the
+    101); None when the stream is already closed."""
+    early = b""
+    while len(early) < MAX_EARLY_BYTES:
+        try:
+            future = cast("asyncio.Future[bytes]",
+                          stream.read_bytes(MAX_EARLY_BYTES, partial=True))
+        except StreamClosedError:
+            return None
+        if not future.done():  # nothing buffered, nothing on the socket yet
+            break
+        if future.exception() is not None:
+            return None
+        early += future.result()
+    return early
+
+
+class HubWebSocketHandler(WebSocketUpgrade):
+    """``/ws``: one request per connection; the pump then reports to the hub."""
 
     hub: Hub
-    session: Session | None
 
     def initialize(self, hub: Hub) -> None:
         self.hub = hub
-        self.session = None
+        self.policy = compression_policy(hub)
+        self.max_message_bytes = hub.options.max_message_bytes
+        self.close_timeout = hub.options.close_timeout
 
-    def _detach_stream(self) -> IOStream:
-        # Tornado's version also replaces seven HTTP methods (write, finish, ...) by
-        # instance attributes that raise: that takes the handler over CPython's
-        # 29-attribute limit for compact instance dicts (+500 bytes per connection).
-        # The hub never calls them; the stream is detached as Tornado does it.
-        return self.detach()
-
-    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
-        """``realtime-lab.v1.msgpack`` or ``realtime-lab.v1.json``; none means JSON."""
-        return choose_subprotocol(subprotocols)
-
-    def get_compression_options(self) -> dict[str, Any] | None:
-        return {} if compression_policy(self.hub).enabled else None
-
-    def get_websocket_protocol(self) -> LabWebSocketProtocol | None:  # type: ignore[override]
-        """A strict frame reader with policy-driven permessage-deflate (ws_protocol.py)."""
-        return lab_protocol(self, compression_policy(self.hub))
-
-    def check_origin(self, origin: str) -> bool:
+    def accept_origin(self) -> bool:
         """Refuse (HTTP 403) browsers from origins not in ``allowed_origins``."""
-        allowed = origin_allowed(origin, self.hub.options.allowed_origins, self.request.host)
-        if not allowed:
-            self.hub.refused_handshake(self.request.remote_ip or "", 403, "forbidden_origin",
-                                       "allowed_origins")
-        return allowed
+        origin = self.request.headers.get("Origin")
+        if origin is None or origin_allowed(origin, self.hub.options.allowed_origins,
+                                            self.request.host):
+            return True
+        self.hub.refused_handshake(self.request.remote_ip or "", 403, "forbidden_origin",
+                                   "allowed_origins")
+        self.refuse(HandshakeError(403, "Cross origin websockets not allowed"))
+        return False
 
-    def open(self, *args: Any, **kwargs: Any) -> Any:
+    def get(self, *args: Any, **kwargs: Any) -> None:
         user = self.get_query_argument("user", None)
+        connect = self._connect_request(self.request.remote_ip or "", user)
+        pump = self.upgrade()
+        if pump is None:
+            return
         if user is not None and not (0 < len(user) <= MAX_USER_ID_LENGTH):
             reason = f"user id must be 1 to {MAX_USER_ID_LENGTH} characters"
             # Like every refused connection: an error message that says why, then the code.
-            self.write_message(encode(error_message("bad_user", reason)))
-            self.close(CloseCode.BAD_REQUEST, reason)
-            return None
-        assert self.ws_connection is not None
-        stream = self.ws_connection.stream  # type: ignore[attr-defined]
-        assert stream is not None
-        self.set_nodelay(True)
-        remote = self.request.remote_ip or ""
-        port = TornadoPort(self, stream, remote, self.hub.options.close_flush_timeout)
-        port.wire = handler_wire(self)
-        result = self.hub.open(port, user=user, request=self._connect_request(remote, user))
+            pump.write(text_frame(encode(error_message("bad_user", reason))))
+            pump.close(CloseCode.BAD_REQUEST, reason)
+            pump.start(None, None)
+            return
+        try:
+            result = self.hub.open(pump, user=user, request=connect)
+        except Exception:  # a bug in the hub: this connection only, logged once in a while
+            _throttle.log("open_failed", logging.ERROR, "admitting %s failed", pump.remote,
+                          exc_info=True)
+            pump.abort()
+            return
         if isinstance(result, PendingOpen):
-            self.session = result.session  # known at once, so on_close can report it
-            return self._open_later(result)
-        self.session = result
-        return None
-
-    async def _open_later(self, pending: Any) -> None:
-        await pending
+            pump.start(self.hub, result.session, result)
+        else:
+            pump.start(self.hub, result)
 
     def _connect_request(self, remote: str, user: str | None) -> ConnectRequest:
         req = self.request
@@ -112,29 +208,42 @@ class HubWebSocketHandler(WebSocketHandler):
                               path=req.path, query=query, headers=dict(req.headers),
                               token=token)
 
-    def on_message(self, message: str | bytes) -> Any:
-        session = self.session
-        if session is None:
-            return None
-        if isinstance(message, str):
-            return self.hub.receive_text(session, message)
-        return self.hub.receive_binary(session, message)
 
-    def on_pong(self, data: bytes) -> None:
-        if self.session is not None:
-            self.hub.pong(self.session)
+class Echo:
+    """The endpoint of ``/echo``: every message straight back, compressed as agreed."""
 
-    def on_close(self) -> None:
-        session, self.session = self.session, None  # break handler -> session -> port -> handler
-        if session is not None:
-            self.hub.closed(session, self.close_code, self.close_reason or "")
+    def receive_text(self, session: Pump, text: str) -> None:
+        session.send_message(text)
+
+    def receive_binary(self, session: Pump, data: bytes) -> None:
+        session.send_message(data)
+
+    def pong(self, session: Pump) -> None:
+        pass
+
+    def closed(self, session: Pump, code: int | None, reason: str) -> None:
+        pass
 
 
-# The attributes Tornado (6.x) and this class give a handler, in the class's shared
-# instance keys from the start (see transports/slim.py prime_instance_keys).
-HANDLER_ATTRIBUTES = (
-    "application", "request", "_headers_written", "_finished", "_auto_finish",
-    "_prepared_future", "ui", "_headers", "_write_buffer", "_status_code", "_reason", "hub",
-    "session", "ws_connection", "close_code", "close_reason", "_on_close_called", "_transforms",
-    "path_args", "path_kwargs", "open_args", "open_kwargs")
-prime_instance_keys(HubWebSocketHandler, HANDLER_ATTRIBUTES)
+ECHO = Echo()
+
+
+class EchoHandler(WebSocketUpgrade):
+    """``/echo`` for conformance runs (``ServerOptions.conformance_echo``): echo every message.
+
+    The same handshake, connection and pump as ``/ws``; echoed messages are
+    compressed by the connection's deflater (its threshold applies).
+    """
+
+    def initialize(self, policy: CompressionPolicy, max_message_size: int = 64 << 20) -> None:
+        self.policy = policy
+        self.max_message_bytes = max_message_size
+
+    def get(self, *args: Any, **kwargs: Any) -> None:
+        pump = self.upgrade()
+        if pump is not None:
+            pump.start(ECHO, pump)
+
+
+__all__ = ["ECHO", "EchoHandler", "HubWebSocketHandler", "MAX_USER_ID_LENGTH",
+           "WebSocketUpgrade", "compression_policy"]

@@ -336,3 +336,28 @@ async def test_plain_tornado_client_with_client_context_takeover() -> None:
         ws.close()
     finally:
         await srv.stop()
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["context_takeover", "no_context_takeover"])
+async def test_python_client_compression_under_either_client_policy(keep: bool) -> None:
+    """Tornado's client cannot honour ``client_no_context_takeover`` (it drops value-less
+    answer parameters and keeps its context): against a server that asks for it, the
+    Python client connects again without compression instead of failing with 1002."""
+    from realtime_lab.client import Client
+
+    srv = await realtime_lab.serve(
+        port=0, compression=CompressionPolicy(client_context_takeover=keep, threshold=0))
+    client = await Client(srv.url, compression=True).connect()
+    try:
+        await client.subscribe("z")
+        (session,) = srv.hub.sessions.values()
+        assert session.wire.compressed is keep
+        text = "the same words again and again " * 20
+        for i in range(4):  # a context-keeping compressor refers back to message i-1
+            await client.publish("z", {"i": i, "text": text})
+            got = await client.recv_message("z", timeout=5)
+            assert got["data"] == {"i": i, "text": text}
+        assert client.state.name == "OPEN" and session.is_open
+    finally:
+        await client.close()
+        await srv.stop()

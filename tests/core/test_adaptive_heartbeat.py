@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -10,10 +11,13 @@ import pytest
 from realtime_lab.core import Hub, ServerOptions
 from realtime_lab.core.heartbeat import HeartbeatPolicy
 from realtime_lab.protocol.frames import parse_frames
+from realtime_lab.protocol.wire import JSON_WIRE
 from realtime_lab.testing import ManualClock
 
 
 class Port:
+
+    wire = JSON_WIRE
     remote = "10.1.1.1"
 
     def __init__(self) -> None:
@@ -26,6 +30,9 @@ class Port:
 
     def buffered_bytes(self) -> int:
         return 0
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        pass  # the tests drain nothing
 
     def ping(self) -> None:
         assert self.clock is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from realtime_lab.core import Hub, ServerOptions, Session
 from realtime_lab.core.delivery import SLICE_STEP
 from realtime_lab.core.outbound import Priority
 from realtime_lab.protocol.frames import parse_frames, text_frame
+from realtime_lab.protocol.wire import JSON_WIRE
 from realtime_lab.testing import TurnScheduler
 
 _seq = itertools.count()
@@ -25,6 +27,8 @@ _seq = itertools.count()
 
 class TaggedPort:
     """Records each write with the loop turn it happened in and a global sequence."""
+
+    wire = JSON_WIRE
 
     remote = "127.0.0.1"
 
@@ -37,6 +41,9 @@ class TaggedPort:
 
     def buffered_bytes(self) -> int:
         return 0
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        pass  # the tests drain nothing
 
     def ping(self) -> None:
         pass

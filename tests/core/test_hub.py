@@ -13,6 +13,7 @@ from realtime_lab.core import membership as broadcast_module
 from realtime_lab.errors import BadChannel, MessageTooBig, TooManyErrors
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.frames import OP_TEXT, parse_frames
+from realtime_lab.protocol.wire import JSON_WIRE
 from realtime_lab.testing import ManualClock
 
 # ---------------------------------------------------------------------------- fakes
@@ -20,6 +21,8 @@ from realtime_lab.testing import ManualClock
 
 class FakePort:
     """A ConnectionPort that records what the hub writes, pings and closes."""
+
+    wire = JSON_WIRE
 
     def __init__(self, remote: str = "fake") -> None:
         self.remote = remote
@@ -33,6 +36,9 @@ class FakePort:
 
     def buffered_bytes(self) -> int:
         return self.buffered
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        pass  # the tests drain nothing
 
     def ping(self) -> None:
         self.pings += 1

@@ -8,14 +8,18 @@ far (one loop turn).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from realtime_lab.core import Hub, ServerOptions, Session
 from realtime_lab.core.liveness import PINGS_PER_SLICE, SWEEP_STEP
+from realtime_lab.protocol.wire import JSON_WIRE
 from realtime_lab.testing import ManualClock, TurnScheduler
 
 
 class Port:
+
+    wire = JSON_WIRE
     remote = "10.2.2.2"
 
     def __init__(self, loop: Loop) -> None:
@@ -28,6 +32,9 @@ class Port:
 
     def buffered_bytes(self) -> int:
         return 0
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        pass  # the tests drain nothing
 
     def ping(self) -> None:
         self.pings.append((self.loop.clock.now, self.loop.turn))

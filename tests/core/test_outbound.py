@@ -12,9 +12,12 @@ from realtime_lab.core import Hub, ServerOptions, Session
 from realtime_lab.core.outbound import OutboundQueue, Priority
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.frames import parse_frames
+from realtime_lab.protocol.wire import JSON_WIRE
 
 
 class FakePort:
+
+    wire = JSON_WIRE
     remote = "10.0.0.1"
 
     def __init__(self) -> None:

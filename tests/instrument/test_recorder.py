@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -16,9 +17,12 @@ from realtime_lab.core.options import ServerOptions
 from realtime_lab.instrument import TABLES, Recorder, RingTable, load
 from realtime_lab.instrument.ring import Column
 from realtime_lab.protocol.frames import parse_frames
+from realtime_lab.protocol.wire import JSON_WIRE
 
 
 class FakePort:
+
+    wire = JSON_WIRE
     def __init__(self, remote: str = "127.0.0.1") -> None:
         self.remote = remote
         self.written: list[bytes] = []
@@ -30,6 +34,9 @@ class FakePort:
 
     def buffered_bytes(self) -> int:
         return self.buffered
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        pass  # the tests drain nothing
 
     def ping(self) -> None:
         pass

@@ -12,7 +12,7 @@ import pytest
 from tornado.websocket import websocket_connect
 
 import realtime_lab
-from realtime_lab.transports.tornado_ws import TornadoPort
+from realtime_lab.transports.pump import Pump
 
 N = 150
 
@@ -22,13 +22,13 @@ async def test_interval_follows_load_and_pings_are_spread(monkeypatch: pytest.Mo
                                                           ) -> None:
     loop = asyncio.get_running_loop()
     ping_times: list[float] = []
-    real_ping = TornadoPort.ping
+    real_ping = Pump.ping
 
-    def counting_ping(self: TornadoPort) -> None:
+    def counting_ping(self: Pump) -> None:
         ping_times.append(loop.time())
         real_ping(self)
 
-    monkeypatch.setattr(TornadoPort, "ping", counting_ping)
+    monkeypatch.setattr(Pump, "ping", counting_ping)
     server = await realtime_lab.serve(port=0, heartbeat_min_interval=0.3,
                                       heartbeat_max_interval=1.5, heartbeat_timeout=5.0,
                                       heartbeat_load_connections=100)

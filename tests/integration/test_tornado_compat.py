@@ -1,62 +1,40 @@
-"""The Tornado internals the transport relies on: an upgrade that changes them fails here.
+"""Tornado compatibility: the declared range, and no private name of Tornado or asyncio.
 
-realtime_lab/transports/ws_protocol.py, frame_reader.py, slim.py and tornado_ws.py override or read
-private parts of Tornado (see docs/deploy.md, "Supported Tornado versions").
-Private names can change in any minor release, so pyproject.toml pins a range of
-minors that pass the suite, and these tests name what changed when a Tornado
-version outside that range, or one that broke an internal, is installed.
+realtime_lab uses only public APIs of the libraries it builds on (docs/deploy.md,
+"Supported Tornado versions"), which is what lets pyproject.toml accept every
+Tornado release from 6.4 on. These tests keep it so: the installed Tornado is in
+the declared range, no module of realtime_lab reads or writes a private name
+(``_something``) of Tornado or asyncio, and the public methods the transport
+relies on exist with the signatures it calls them with.
 """
 
 from __future__ import annotations
 
 import ast
 import asyncio
-import collections
 import inspect
-import socket
+import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import tornado
-import tornado.util
+import tornado.iostream
 import tornado.web
-import tornado.websocket
 from packaging.requirements import Requirement
 from packaging.version import Version
-from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
-from tornado.iostream import IOStream
-from tornado.websocket import WebSocketHandler, WebSocketProtocol13
 
-from realtime_lab.protocol.deflate import as_policy
-from realtime_lab.transports import frame_reader, slim, tornado_ws, ws_protocol
-from realtime_lab.transports.tornado_ws import HubWebSocketHandler
-from realtime_lab.transports.ws_protocol import PROTOCOL_ATTRIBUTES, LabWebSocketProtocol
+import realtime_lab
 
-PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
-
-# WebSocketProtocol13 methods our protocol calls or overrides, and who needs them.
-PROTOCOL13_METHODS = {
-    "_accept_connection": "runs the handshake that calls our overrides (ws_protocol.py)",
-    "_parse_extensions_header": "overridden: permessage-deflate negotiation (ws_protocol.py)",
-    "_create_compressors": "overridden: our Inflater instead of Tornado's (ws_protocol.py)",
-    "_receive_frame_loop": "overridden: the callback-stepped reader (frame_reader.py)",
-    "_receive_frame": "overridden (frame_reader.py)",
-    "_read_bytes": "called by the reader (frame_reader.py)",
-    "_abort": "called by the reader on errors (frame_reader.py)",
-    "_run_callback": "delivers on_message/on_ping/on_pong (frame_reader.py)",
-    "_write_frame": "the writer we keep (pongs on Tornado < 6.6, close frames)",
-    "close": "the closing handshake we keep (ws_protocol.py)",
-    "is_closing": "used by EchoHandler and TornadoPort.ping",
-}
-# What _accept_connection must still call by name, or our override is dead code.
-ACCEPT_CALLS = ("_parse_extensions_header", "_create_compressors", "_receive_frame_loop",
-                "_detach_stream")
-# Handler attributes slim.release_http_state resets, and where Tornado sets them.
-HANDLER_HTTP_STATE = {
-    "ui": tornado.web, "_headers": tornado.web, "_write_buffer": tornado.web,
-    "_transforms": tornado.web, "path_args": tornado.web, "path_kwargs": tornado.web,
-    "open_args": tornado.websocket, "open_kwargs": tornado.websocket,
+ROOT = Path(__file__).resolve().parents[2]
+PYPROJECT = ROOT / "pyproject.toml"
+PACKAGE = Path(realtime_lab.__file__).resolve().parent
+_PRIVATE = re.compile(r"\b(_[A-Za-z][A-Za-z0-9_]*)\b")
+#: Names that appear in Tornado's or asyncio's source but that realtime_lab uses on
+#: other objects, where they are public.
+NOT_THEIRS = {
+    "_replace": "namedtuple._replace, documented (urllib.parse results in broker/)",
+    "_Decompress": "zlib's decompressor type, in an annotation (protocol/deflate.py)",
 }
 
 
@@ -69,141 +47,119 @@ def _declared_tornado() -> Requirement:
 
 def test_installed_tornado_is_in_the_declared_range() -> None:
     req = _declared_tornado()
-    assert req.specifier, "pyproject.toml must bound tornado (private internals are used)"
-    upper = [s for s in req.specifier if s.operator in ("<", "<=", "~=", "==")]
-    assert upper, f"tornado requirement {req} has no upper bound; add one below the next minor"
     assert Version(tornado.version) in req.specifier, (
         f"Tornado {tornado.version} is installed but pyproject.toml declares {req}: "
-        "run the transport tests on it and update the range (docs/deploy.md)")
+        "run the suite on it and update the range (docs/deploy.md)")
+    assert Version("6.4") in req.specifier, "6.4 is the oldest release the suite runs on"
 
 
-def test_websocket_protocol13_private_methods_exist() -> None:
-    missing = [f"{name} ({why})" for name, why in PROTOCOL13_METHODS.items()
-               if not callable(getattr(WebSocketProtocol13, name, None))]
-    assert not missing, (f"Tornado {tornado.version}: WebSocketProtocol13 lost "
-                         + "; ".join(missing))
-    signature = inspect.signature(WebSocketProtocol13._create_compressors)
-    assert list(signature.parameters)[:4] == [
-        "self", "side", "agreed_parameters", "compression_options"], (
-        f"Tornado {tornado.version}: _create_compressors{signature} changed; "
-        "LabWebSocketProtocol overrides it with (side, agreed_parameters, compression_options)")
-    assert list(inspect.signature(WebSocketProtocol13._parse_extensions_header).parameters) == [
-        "self", "headers"], f"Tornado {tornado.version}: _parse_extensions_header changed"
+def _private_names(*packages: object) -> set[str]:
+    """Every ``_name`` (not dunder) that appears in the source of ``packages``."""
+    names: set[str] = set()
+    for package in packages:
+        root = Path(package.__file__).resolve().parent  # type: ignore[attr-defined]
+        for path in root.rglob("*.py"):
+            names |= {n for n in _PRIVATE.findall(path.read_text(errors="replace"))
+                      if not n.endswith("__")}
+    return names
 
 
-def test_accept_connection_still_calls_our_overrides() -> None:
-    source = inspect.getsource(WebSocketProtocol13._accept_connection)
-    gone = [name for name in ACCEPT_CALLS if name not in source]
-    assert not gone, (f"Tornado {tornado.version}: WebSocketProtocol13._accept_connection "
-                      f"no longer calls {gone}; our overrides of them would never run")
-    handler_methods = ("_detach_stream", "detach", "on_ws_connection_close", "log_exception",
-                       "get_websocket_protocol")
-    lost = [name for name in handler_methods if not hasattr(WebSocketHandler, name)]
-    assert not lost, f"Tornado {tornado.version}: WebSocketHandler lost {lost}"
+def _own_names(tree: ast.AST) -> set[str]:
+    """Private names a module defines itself: functions, classes, variables, attributes
+    it sets on ``self`` or ``cls``, ``__slots__`` entries."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) \
+                and _root_name(node.value) in ("self", "cls"):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__slots__" for t in node.targets):
+            names |= {c.value for c in ast.walk(node.value)
+                      if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+    return names
 
 
-def _self_calls(module: Any, class_name: str) -> set[str]:
-    """Names of every ``self.NAME(...)`` call in ``class_name``'s methods."""
-    tree = ast.parse(inspect.getsource(module))
-    cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == class_name)
-    return {node.func.attr for node in ast.walk(cls)
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            and isinstance(node.func.value, ast.Name) and node.func.value.id == "self"}
+def _root_name(node: ast.expr) -> str | None:
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
 
 
-def test_every_method_our_classes_call_on_self_exists() -> None:
-    """E.g. ``_send_pong`` (Tornado 6.6 only; frame_reader.py defines it for older ones).
+def private_uses(source: str, foreign: set[str], own: set[str]) -> Iterator[tuple[int, str]]:
+    """(line, name) of each use of a private name of Tornado or asyncio in ``source``.
 
-    LabWebSocketProtocol's reader methods live in its FrameReaderMixin
-    (frame_reader.py): their calls are looked up on LabWebSocketProtocol too.
+    Flagged: ``x._name`` (``x`` not ``self``/``cls``) and ``getattr(x, "_name")`` and
+    friends, when ``_name`` is private in Tornado or asyncio and not one of
+    realtime_lab's own names; ``tornado.x._name`` / ``asyncio._name`` always; and
+    ``from tornado... import _name``.
     """
-    assert issubclass(LabWebSocketProtocol, frame_reader.FrameReaderMixin)
-    for module, class_name, cls in (
-            (ws_protocol, "LabWebSocketProtocol", LabWebSocketProtocol),
-            (frame_reader, "FrameReaderMixin", LabWebSocketProtocol),
-            (tornado_ws, "HubWebSocketHandler", HubWebSocketHandler)):
-        gone = sorted(n for n in _self_calls(module, class_name) if not hasattr(cls, n))
-        assert not gone, (f"Tornado {tornado.version}: {class_name} calls {gone} on self, "
-                          f"which neither {cls.__name__} nor Tornado defines ({module.__name__})")
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in (
+                "tornado", "asyncio"):
+            for alias in node.names:
+                if alias.name.startswith("_"):
+                    yield node.lineno, alias.name
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") \
+                and not node.attr.endswith("__"):
+            root = _root_name(node.value)
+            theirs = root in ("tornado", "asyncio")
+            if theirs or (root not in ("self", "cls") and node.attr in foreign - own):
+                yield node.lineno, node.attr
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                and node.func.id in ("getattr", "setattr", "hasattr", "delattr") \
+                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant):
+            name = node.args[1].value
+            if isinstance(name, str) and name in foreign - own:
+                yield node.lineno, name
 
 
-def test_websocket_mask_and_params() -> None:
-    mask = getattr(tornado.util, "_websocket_mask", None)
-    assert mask is not None, (f"Tornado {tornado.version}: tornado.util._websocket_mask is gone "
-                              "(frame_reader.py unmasks frames with it)")
-    assert mask(b"\x01\x02\x03\x04", b"\x01\x02\x03\x04\x05") == b"\x00\x00\x00\x00\x04"
-    params_cls = getattr(tornado.websocket, "_WebSocketParams", None)
-    assert params_cls is not None, f"Tornado {tornado.version}: websocket._WebSocketParams is gone"
-    params = params_cls(ping_interval=1.0, ping_timeout=2.0, max_message_size=3,
-                        compression_options={})
-    got = (params.ping_interval, params.ping_timeout, params.max_message_size,
-           params.compression_options)
-    assert got == (1.0, 2.0, 3, {}), f"Tornado {tornado.version}: _WebSocketParams changed"
+def test_no_private_name_of_tornado_or_asyncio_is_used() -> None:
+    foreign = _private_names(tornado, asyncio) - set(NOT_THEIRS)
+    trees = {path: ast.parse(path.read_text()) for path in PACKAGE.rglob("*.py")}
+    own: set[str] = set()
+    for tree in trees.values():
+        own |= _own_names(tree)
+    found = [f"{path.relative_to(ROOT)}:{line}: {name}"
+             for path in sorted(trees) for line, name in
+             private_uses(path.read_text(), foreign, own)]
+    assert not found, "private names of Tornado or asyncio used:\n" + "\n".join(found)
 
 
-class _Handler:
-    """Just enough of a handler for the protocols' constructors."""
-
-    ping_interval = ping_timeout = None
-
-
-def test_our_init_sets_everything_tornado_init_sets() -> None:
-    """LabWebSocketProtocol.__init__ replaces WebSocketProtocol13.__init__ (memory).
-
-    Every attribute Tornado's constructor gives an instance must exist on ours:
-    set by our __init__ or a class default (the replaced reader's state).
-    """
-    params = tornado.websocket._WebSocketParams(compression_options={})
-    theirs = WebSocketProtocol13(_Handler(), mask_outgoing=False,  # type: ignore[arg-type]
-                                 params=params)
-    ours = LabWebSocketProtocol(_Handler(), params, as_policy(True))
-    missing = sorted(name for name in vars(theirs) if not hasattr(ours, name))
-    assert not missing, (f"Tornado {tornado.version}: WebSocketProtocol13.__init__ sets "
-                         f"{missing}, which LabWebSocketProtocol.__init__ does not "
-                         "(ws_protocol.py; add them there and to PROTOCOL_ATTRIBUTES)")
-    extra = sorted(set(vars(ours)) - set(PROTOCOL_ATTRIBUTES))
-    assert not extra, f"attributes not primed in PROTOCOL_ATTRIBUTES: {extra}"
+def test_the_private_name_check_finds_what_the_old_transport_did() -> None:
+    """The check above would have caught each private use of the replaced transport."""
+    foreign = _private_names(tornado, asyncio)
+    old = '''
+from tornado.util import _websocket_mask
+from tornado.websocket import _WebSocketParams
+def f(stream, waiting, proto, buffer):
+    waiting._asyncio_future_blocking = False
+    if not stream._write_buffer:
+        stream._write_futures = []
+    proto._compressor._compressor = None
+    getattr(stream, "_write_buffer", None)
+    tornado.util._websocket_mask(b"", b"")
+    return self._ok
+'''
+    names = {name for _, name in private_uses(old, foreign, set())}
+    assert names == {"_websocket_mask", "_WebSocketParams", "_asyncio_future_blocking",
+                     "_write_buffer", "_write_futures", "_compressor"}
 
 
-def test_handler_http_state_names_still_exist() -> None:
-    """slim.release_http_state resets these; a renamed one would silently stay alive."""
-    assert set(HANDLER_HTTP_STATE) == set(slim._HANDLER_HTTP_STATE)
-    gone = [f"{name} ({module.__name__})" for name, module in HANDLER_HTTP_STATE.items()
-            if f"self.{name} =" not in inspect.getsource(module)]
-    assert not gone, (f"Tornado {tornado.version} no longer sets handler attributes {gone} "
-                      "(slim.py releases them after open)")
-    request = HTTPServerRequest(start_line=RequestStartLine("GET", "/ws", "HTTP/1.1"),
-                                headers=HTTPHeaders({"Host": "127.0.0.1"}))
-    lost = [n for n in ("headers", "connection", "server_connection") if not hasattr(request, n)]
-    assert not lost, f"Tornado {tornado.version}: HTTPServerRequest lost {lost} (slim.py)"
+def test_the_public_apis_the_transport_calls() -> None:
+    """tornado_ws.py and pump.py call these, with these arguments."""
+    from tornado.iostream import IOStream, SSLIOStream
+    from tornado.web import Application, RequestHandler
 
-
-async def test_iostream_private_buffers() -> None:
-    """IOStream._write_buffer (len, _buffers deque) and _write_futures (a deque)."""
-    a, b = socket.socketpair()
-    stream = IOStream(a)
-    try:
-        buffer: Any = getattr(stream, "_write_buffer", None)
-        assert buffer is not None, (f"Tornado {tornado.version}: IOStream._write_buffer is gone "
-                                    "(slim.py replaces its deque)")
-        assert len(buffer) == 0, f"Tornado {tornado.version}: _write_buffer has no len()"
-        assert type(getattr(buffer, "_buffers", None)) is collections.deque, (
-            f"Tornado {tornado.version}: IOStream._write_buffer._buffers is no deque "
-            "(slim.slim_stream replaces it)")
-        assert type(getattr(stream, "_write_futures", None)) is collections.deque, (
-            f"Tornado {tornado.version}: IOStream._write_futures is no deque (slim.py)")
-        assert stream.socket is a, f"Tornado {tornado.version}: IOStream.socket changed"
-        # The slimmed stream still writes, in order, and reports its backlog.
-        slim.slim_stream(stream)
-        assert isinstance(stream._write_futures, slim.ListDeque)
-        await asyncio.wait_for(stream.write(b"one "), 5)
-        await asyncio.wait_for(stream.write(b"two"), 5)
-        b.settimeout(5)
-        got = b""
-        while len(got) < 7:
-            got += b.recv(64)
-        assert got == b"one two"
-        assert len(stream._write_buffer) == 0
-    finally:
-        stream.close()
-        b.close()
+    assert list(inspect.signature(RequestHandler.detach).parameters) == ["self"]
+    assert list(inspect.signature(Application.log_request).parameters) == ["self", "handler"]
+    read = inspect.signature(IOStream.read_bytes).parameters
+    assert list(read)[:3] == ["self", "num_bytes", "partial"]
+    for name in ("fileno", "close", "closed", "write", "set_close_callback"):
+        assert callable(getattr(IOStream, name, None)), f"IOStream.{name}"
+    assert issubclass(SSLIOStream, IOStream)
+    assert callable(getattr(asyncio.AbstractEventLoop, "add_reader", None))

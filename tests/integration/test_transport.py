@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import errno
 import json
+import os
 
 import pytest
 
@@ -11,6 +14,7 @@ import realtime_lab
 from realtime_lab import LabServer
 from realtime_lab import server as server_module
 from realtime_lab.core import ConnectionState
+from realtime_lab.protocol.frames import apply_mask, parse_frames
 
 
 async def test_port_after_the_socket_closed(server: LabServer, connect, wait_until) -> None:
@@ -73,3 +77,60 @@ async def test_client_connect_to_a_closed_port_fails() -> None:
     await srv.stop()
     with pytest.raises(OSError):
         await realtime_lab.connect(f"ws://127.0.0.1:{port}/ws", timeout=5)
+
+
+def _masked(opcode: int, payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + apply_mask(payload, mask)
+
+
+def _upgrade_request(port: int, **extra: str) -> bytes:
+    headers = {"Host": f"127.0.0.1:{port}", "Upgrade": "websocket", "Connection": "Upgrade",
+               "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+               "Sec-WebSocket-Version": "13", **extra}
+    lines = ["GET /ws HTTP/1.1"] + [f"{k}: {v}" for k, v in headers.items() if v]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def test_frames_sent_with_the_upgrade_request_are_not_lost(server: LabServer) -> None:
+    """A client that does not wait for the 101: Tornado reads its first frames along with
+    the request; they are handed to the connection with the socket."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(_upgrade_request(server.port)
+                     + _masked(0x9, b"early ping")
+                     + _masked(0x1, json.dumps({"type": "ping", "id": "early"}).encode()))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        data = b""
+        async with asyncio.timeout(5):
+            while True:
+                frames, _ = parse_frames(data)
+                texts = [json.loads(f.payload) for f in frames if f.opcode == 0x1]
+                if any(t.get("id") == "early" for t in texts):
+                    break
+                data += await reader.read(65536)
+        assert (0xA, b"early ping") in [(f.opcode, f.payload) for f in frames]
+        assert [t["type"] for t in texts] == ["welcome", "pong"]
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(("extra", "status"), [
+    ({"Sec-WebSocket-Version": "8"}, 426),
+    ({"Sec-WebSocket-Key": ""}, 400),
+    ({"Upgrade": ""}, 400),
+    ({"Connection": "keep-alive"}, 400),
+])
+async def test_bad_upgrade_requests_get_their_status(server: LabServer, extra: dict[str, str],
+                                                     status: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(_upgrade_request(server.port, **extra))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+        if status == 426:
+            assert b"sec-websocket-version: 13" in head.lower()
+    finally:
+        writer.close()
+    assert server.hub.sessions == {}
