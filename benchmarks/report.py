@@ -277,7 +277,9 @@ def render(cfg: Config, rows: list[Row], command: str, when: dt.datetime, took: 
     out = [
         f"Measured {when:%Y-%m-%d %H:%M} UTC with `{command}` (took {took / 60:.1f} min).",
         "",
-        f"- Code: realtime_lab at {cfg.code}{' (working tree)' if cfg.ref is None else ''}.",
+        f"- Code: realtime_lab at {cfg.code}{' (working tree)' if cfg.ref is None else ''}"
+        + "".join(f"; {name} at {code}" for name, code in cfg.codes.items() if "@" in name)
+        + ".",
         f"- Machine: {machine()}.",
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
         f"- Medians of {cfg.rounds} interleaved rounds (worst round in brackets where "

@@ -1,7 +1,10 @@
 """Benchmark runner for issue 7: ``python -m benchmarks.run`` (``make bench``).
 
 Scenarios (``--scenarios``), each measurement on a fresh server process, rounds
-interleaved across servers (A B C D A B C D ...):
+interleaved across servers (A B C D A B C D ...). A server named
+``realtime_lab@REV`` is realtime_lab as of the git revision REV, beside the
+working tree's ``realtime_lab`` in the same interleaved run (before/after):
+``--servers realtime_lab,realtime_lab@baseline-wave2``.
 
 - ``burst``: N subscribers (``--sizes``, default 1000 and 5000) on one channel,
   one publisher sends 200 x 100-byte messages back to back;
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -72,6 +76,7 @@ class Config:
     smoke: bool = False
     ref: str | None = None
     code: str = ""  # the measured revision, resolved once when the run starts
+    codes: dict[str, str] = field(default_factory=dict)  # server -> its revision
     skipped: dict[str, str] = field(default_factory=dict)  # server -> why it did not run
 
 
@@ -118,6 +123,26 @@ class Row:
 
 
 # ---------------------------------------------------------------------- processes
+
+
+def spec_for(name: str) -> ServerSpec:
+    """The spec of a server name; ``realtime_lab@REV`` is realtime_lab at a git revision."""
+    base, at, rev = name.partition("@")
+    spec = SERVERS[base]
+    if not at:
+        return spec
+    if base != "realtime_lab" or not rev:
+        raise KeyError(name)
+    return dataclasses.replace(spec, name=name,
+                               description=f"{spec.description}, as of {rev}")
+
+
+def revision_of(name: str, cfg: Config) -> str | None:
+    """The git revision a server's realtime_lab comes from (None: the working tree)."""
+    base, at, rev = name.partition("@")
+    if at:
+        return rev
+    return cfg.ref if base == "realtime_lab" else None
 
 
 @contextlib.contextmanager
@@ -312,7 +337,8 @@ def measure_idle(spec: ServerSpec, cfg: Config, row: Row, src: Path | None) -> N
 def _new_row(cfg: Config, rnd: int, scenario: str, server: str, subscribers: int = 0,
              messages: int = 0, interval: float = 0.0) -> Row:
     return Row(rnd, scenario, server, subscribers=subscribers, messages=messages,
-               size=cfg.size, interval=interval, load_avg=os.getloadavg()[0], code=cfg.code)
+               size=cfg.size, interval=interval, load_avg=os.getloadavg()[0],
+               code=cfg.codes.get(server, cfg.code))
 
 
 def paced_plan(cfg: Config, rows: list[Row]) -> tuple[int, float, int]:
@@ -344,25 +370,36 @@ def run_benchmark(cfg: Config) -> list[Row]:
     if cfg.ref is not None:  # pin the commit now: other people may commit during the run
         cfg.ref = _git("rev-parse", f"{cfg.ref}^{{commit}}") or cfg.ref
     cfg.code = code_revision(cfg.ref)
-    specs = [SERVERS[name] for name in cfg.servers if name not in cfg.skipped]
-    with source_tree(cfg.ref) as src:
+    specs = [spec_for(name) for name in cfg.servers if name not in cfg.skipped]
+    with contextlib.ExitStack() as stack:
+        trees: dict[str | None, Path | None] = {}
+        srcs: dict[str, Path | None] = {}
+        for spec in specs:
+            rev = revision_of(spec.name, cfg)
+            if rev is not None and rev not in trees:
+                commit = _git("rev-parse", f"{rev}^{{commit}}") or rev
+                trees[rev] = stack.enter_context(source_tree(commit))
+                cfg.codes[spec.name] = code_revision(commit)
+            srcs[spec.name] = trees.get(rev)
         for rnd in range(1, cfg.rounds + 1):
             if "burst" in cfg.scenarios:
                 for n in cfg.sizes:
                     for spec in specs:
-                        rows.append(_fanout_row(cfg, rnd, f"burst-{n}", spec, src, n,
-                                                cfg.messages, 0.0))
+                        rows.append(_fanout_row(cfg, rnd, f"burst-{n}", spec, srcs[spec.name],
+                                                n, cfg.messages, 0.0))
             if "idle" in cfg.scenarios and cfg.idle > 0:
                 for spec in specs:
                     row = _new_row(cfg, rnd, f"idle-{cfg.idle}", spec.name)
-                    if _attempt(row, measure_idle, spec, cfg, src):
+                    if _attempt(row, measure_idle, spec, cfg, srcs[spec.name]):
                         _progress(f"round {rnd} {row.scenario:<11} {spec.name:<13} "
                                   f"{row.bytes_per_connection / 1000:6.1f} KB/connection")
                     rows.append(row)
             if "large" in cfg.scenarios and cfg.large > 0:
-                for spec in (s for s in specs if s.name in cfg.large_servers):
-                    rows.append(_fanout_row(cfg, rnd, f"large-{cfg.large}", spec, src,
-                                            cfg.large, cfg.large_messages, 0.0))
+                for spec in (s for s in specs
+                             if s.name.partition("@")[0] in cfg.large_servers):
+                    rows.append(_fanout_row(cfg, rnd, f"large-{cfg.large}", spec,
+                                            srcs[spec.name], cfg.large, cfg.large_messages,
+                                            0.0))
         if "paced" in cfg.scenarios:
             try:
                 n, interval, messages = paced_plan(cfg, rows)
@@ -373,8 +410,8 @@ def run_benchmark(cfg: Config) -> list[Row]:
                       f"({n / interval:,.0f} deliveries/s), {messages} messages")
             for rnd in range(1, cfg.rounds + 1):
                 for spec in specs:
-                    rows.append(_fanout_row(cfg, rnd, f"paced-{n}", spec, src, n, messages,
-                                            interval))
+                    rows.append(_fanout_row(cfg, rnd, f"paced-{n}", spec, srcs[spec.name], n,
+                                            messages, interval))
     return rows
 
 
@@ -417,7 +454,9 @@ def parse_args(argv: list[str] | None) -> Config:
     p.add_argument("--smoke", action="store_true",
                    help="tiny run of the Python peers (20/40 subscribers, 10 messages, 30 idle, "
                         "1 round); writes no docs")
-    p.add_argument("--servers", default=None, help=f"comma-separated, from: {', '.join(SERVERS)}")
+    p.add_argument("--servers", default=None,
+                   help=f"comma-separated, from: {', '.join(SERVERS)}, and realtime_lab@REV "
+                        "(realtime_lab as of a git revision, beside the working tree)")
     p.add_argument("--scenarios", default=",".join(SCENARIOS),
                    help=f"comma-separated, from: {', '.join(SCENARIOS)}")
     p.add_argument("--sizes", "--subscribers", "-n", type=_ints, default=None,
@@ -448,7 +487,7 @@ def parse_args(argv: list[str] | None) -> Config:
     smoke = a.smoke
     servers = (a.servers.split(",") if a.servers
                else list(PYTHON_SERVERS) if smoke else list(SERVERS))
-    unknown = [s for s in servers if s not in SERVERS]
+    unknown = [s for s in servers if not _known(s)]
     scenarios = a.scenarios.split(",")
     if unknown or any(s not in SCENARIOS for s in scenarios):
         p.error(f"unknown server(s) or scenario(s): {a.servers} {a.scenarios}")
@@ -474,12 +513,23 @@ def parse_args(argv: list[str] | None) -> Config:
         ref=a.ref,
     )
     for name in cfg.servers:
-        why = SERVERS[name].unavailable()
+        why = spec_for(name).unavailable()
+        rev = name.partition("@")[2]
+        if why is None and rev and not _git("rev-parse", "--verify", "-q", f"{rev}^{{commit}}"):
+            why = f"unknown git revision {rev!r}"
         if why is not None:
             cfg.skipped[name] = why
     if cfg.csv_path is None and not smoke:
         cfg.csv_path = DATA / f"bench_{dt.datetime.now(dt.UTC):%Y%m%dT%H%M}.csv"
     return cfg
+
+
+def _known(name: str) -> bool:
+    try:
+        spec_for(name)
+    except KeyError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
