@@ -393,9 +393,7 @@ class Delivery(HubBase):
         log.info("closing slow consumer %s (%s)", session.id, session.port.remote)
         session.pending.clear()
         session.pending_bytes = 0
-        discard_unsent = getattr(session.port, "discard_unsent", None)
-        if discard_unsent is not None:  # the close frame goes right after what the OS has
-            discard_unsent()
+        session.port.discard_unsent()  # the close frame goes right after what the OS has
         if self.bus.active:
             self.bus.emit(ev.LimitExceeded(at=self.clock(), session=session.id, user=session.user,
                                            limit="max_outbound_bytes",

@@ -39,7 +39,9 @@ class ServerOptions:
             own message.
         api_token: bearer token for ``POST /api/channels/{name}/messages``; None
             disables the endpoint.
-        close_timeout: seconds ``stop()`` waits for clients to close cleanly.
+        close_timeout: seconds a client has to answer the server's close frame once
+            it is written (then the TCP connection is dropped); ``stop()`` waits as
+            long for every client to close cleanly.
         close_flush_timeout: seconds a connection the server closes has to read what
             was sent before its close frame (a slow consumer: the frames the kernel
             has not begun are dropped first); then the TCP connection is dropped.

@@ -43,19 +43,17 @@ class ConnectionPort(Protocol):
     def ping(self) -> None:
         """Send a WebSocket ping frame."""
 
+    def discard_unsent(self) -> int:
+        """Drop the frames written but not yet begun by the OS (never half a frame), so
+        that a close frame written next goes right after what the client already has
+        (a slow consumer); return the bytes dropped."""
+
     def close(self, code: int, reason: str) -> None:
-        """Start the closing handshake with ``code``; the transport later reports it closed.
+        """Start the closing handshake with ``code``, after what was written; the
+        transport later reports the connection closed."""
 
-        The close frame goes out next: frames written but not started yet are
-        dropped (a slow consumer sees the close code, not a stalled stream).
-        """
-
-    # Optional (the hub looks them up with getattr):
-    # when_drained(callback): call ``callback`` once all written bytes reached the OS.
-    # discard_unsent() -> int: drop written frames the OS has not begun (whole frames
-    #     only); a slow consumer's close frame then goes next.
-    # abort(): drop the connection now (LabServer.stop, for a client still not
-    #     reading up to its close frame).
+    # Optional (LabServer.stop looks it up with getattr):
+    # abort(): drop the connection now (a client still not reading up to its close frame).
 
 
 class BroadcastProbe(Protocol):

@@ -40,6 +40,11 @@ class RecordingPort:
     def when_drained(self, callback: Callable[[], None]) -> None:
         self.drains.append(callback)
 
+    def discard_unsent(self) -> int:
+        """The test's ``buffered`` bytes are all dropped (as frames not begun)."""
+        dropped, self.buffered = self.buffered, 0
+        return dropped
+
     def drain(self) -> None:
         """The transport wrote its backlog: ``buffered`` is 0 and the callbacks run."""
         self.buffered = 0
@@ -82,6 +87,9 @@ class NullPort:
 
     def when_drained(self, callback: Callable[[], None]) -> None:
         callback()  # nothing ever waits
+
+    def discard_unsent(self) -> int:
+        return 0
 
     def ping(self) -> None:
         pass

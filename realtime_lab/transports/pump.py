@@ -15,11 +15,14 @@ hub and the connection give it. All the protocol lives in
 * :class:`StreamPump` (TLS, or an event loop without ``add_reader``): the same
   on Tornado's ``IOStream`` public methods (``read_bytes(partial=True)``, ``write``).
 
-Closing: the server's close frame goes out next, ahead of frames not started yet
-(those are dropped: a slow consumer sees its close code, not a stalled stream);
-the pump then reads on until the client's close frame, at most ``close_timeout``
-seconds, and closes the socket (the server closes TCP first, RFC 6455 7.1.1).
-The endpoint hears ``closed`` once, however the connection ended.
+Closing: the close frame goes out after what was written before it, or next
+when ``discard_unsent`` dropped the frames not started yet (what the hub does
+for a slow consumer, so that it sees its close code, not a stalled stream). The
+client has ``flush_timeout`` seconds to read up to the close frame, then
+``close_timeout`` seconds to answer it; the pump reads on meanwhile and closes
+the socket when the handshake is over or a timeout passed (the server closes TCP
+first, RFC 6455 7.1.1). The endpoint hears ``closed`` once, however the
+connection ended.
 """
 
 from __future__ import annotations
@@ -73,18 +76,20 @@ class Pump:
     """What both pumps share: events to the endpoint, the closing handshake, drains.
 
     Subclasses do the I/O: ``_transmit`` (write or queue bytes), ``_reading``
-    (start or stop reading), ``_drop_unsent`` and ``_shut`` (close the transport).
+    (start or stop reading), ``discard_unsent`` and ``_shut`` (close the transport).
     """
 
-    __slots__ = ("close_timeout", "conn", "endpoint", "loop", "remote", "session", "wire",
-                 "_done", "_drains", "_paused", "_reported", "_timer", "_waiting")
+    __slots__ = ("close_timeout", "conn", "endpoint", "flush_timeout", "loop", "remote",
+                 "session", "wire", "_answer_due", "_done", "_drains", "_paused", "_reported",
+                 "_timer", "_waiting")
 
     def __init__(self, conn: ServerConnection, remote: str, *, close_timeout: float,
-                 wire: WireFormat = JSON_WIRE) -> None:
+                 flush_timeout: float = 10.0, wire: WireFormat = JSON_WIRE) -> None:
         self.conn = conn
         self.remote = remote
         self.wire = wire
-        self.close_timeout = close_timeout
+        self.close_timeout = close_timeout  # for the client's answer to our close frame
+        self.flush_timeout = flush_timeout  # for the client to read up to our close frame
         self.loop = asyncio.get_running_loop()
         self.endpoint: Endpoint | None = None  # set by start()
         self.session: Any = None  # what the endpoint knows this connection as
@@ -92,7 +97,8 @@ class Pump:
         self._reported = False  # the endpoint heard closed()
         self._waiting = False  # an asynchronous handler runs: read nothing more
         self._paused = False  # the rest of what was read waits for the next loop turn
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # bounds the closing
+        self._answer_due = False  # the close frame is written: waiting for the answer
         self._drains: list[Callable[[], None]] | None = None
 
     # ------------------------------------------------------------ ConnectionPort
@@ -124,13 +130,18 @@ class Pump:
             self._transmit(data)
 
     def close(self, code: int, reason: str) -> None:
-        """Start the closing handshake: the close frame goes next, before frames not
-        started yet (dropped), and the client has ``close_timeout`` to answer."""
+        """Start the closing handshake: the close frame after what was written (see
+        :meth:`discard_unsent`); the client has ``flush_timeout`` to read up to it and
+        ``close_timeout`` to answer."""
         data = self.conn.send_close(code, reason)
         if data and not self._done:
-            self._drop_unsent()
             self._transmit(data)
             self._after_events()
+
+    def discard_unsent(self) -> int:
+        """Drop the frames written but not started yet (never half a frame); return
+        their bytes. A close frame written next goes right after what the OS has."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------ the endpoint
 
@@ -227,20 +238,28 @@ class Pump:
     # ------------------------------------------------------------ closing
 
     def _after_events(self) -> None:
-        """Act on the connection's state: close when CLOSED, bound the wait when CLOSING."""
+        """Act on the connection's state once it is closing: close the transport when
+        CLOSED and everything is written; bound each wait with a timer."""
         state = self.conn.state
         if state is _OPEN or self._done:
             return
-        if self._timer is None:
-            self._timer = self.loop.call_later(self.close_timeout, self.abort)
-        if state is _CLOSED and not self.buffered_bytes():
+        if self.buffered_bytes():  # the client has not read up to our last frame yet
+            if self._timer is None:
+                self._timer = self.loop.call_later(self.flush_timeout, self.abort)
+            return
+        if state is _CLOSED:
             self._shut()
+        elif not self._answer_due:  # our close frame is out: wait for the answer
+            self._answer_due = True
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_later(self.close_timeout, self.abort)
 
     def _drained(self) -> None:
-        """The OS took everything: run the drain callbacks, close if CLOSED."""
+        """The OS took everything: run the drain callbacks; closing, maybe close."""
         drains, self._drains = self._drains, None
-        if self.conn.state is _CLOSED:
-            self._shut()
+        self._after_events()
+        if self._done:
             return
         for callback in drains or ():
             callback()
@@ -283,9 +302,6 @@ class Pump:
     def _reading(self, on: bool) -> None:
         raise NotImplementedError
 
-    def _drop_unsent(self) -> None:
-        raise NotImplementedError
-
     def _shut(self) -> None:
         raise NotImplementedError
 
@@ -296,9 +312,10 @@ class SocketPump(Pump):
     __slots__ = ("sock", "_fd", "_out", "_read_on", "_write_on")
 
     def __init__(self, sock: socket.socket, conn: ServerConnection, remote: str, *,
-                 close_timeout: float, wire: WireFormat = JSON_WIRE,
-                 answer: bytes = b"", early: bytes = b"") -> None:
-        super().__init__(conn, remote, close_timeout=close_timeout, wire=wire)
+                 close_timeout: float, flush_timeout: float = 10.0,
+                 wire: WireFormat = JSON_WIRE, answer: bytes = b"", early: bytes = b"") -> None:
+        super().__init__(conn, remote, close_timeout=close_timeout, flush_timeout=flush_timeout,
+                         wire=wire)
         sock.setblocking(False)
         self.sock = sock
         self._fd = sock.fileno()
@@ -376,9 +393,8 @@ class SocketPump(Pump):
         self.loop.remove_writer(self._fd)
         self._drained()
 
-    def _drop_unsent(self) -> None:
-        if self._out is not None:
-            self._out.drop_frames()
+    def discard_unsent(self) -> int:
+        return self._out.drop_frames() if self._out is not None else 0
 
     def _reading(self, on: bool) -> None:
         if on != self._read_on:
@@ -438,9 +454,10 @@ class StreamPump(Pump):
     __slots__ = ("stream", "_flight", "_out", "_read_on", "_read_pending")
 
     def __init__(self, stream: IOStream, conn: ServerConnection, remote: str, *,
-                 close_timeout: float, wire: WireFormat = JSON_WIRE,
-                 answer: bytes = b"") -> None:
-        super().__init__(conn, remote, close_timeout=close_timeout, wire=wire)
+                 close_timeout: float, flush_timeout: float = 10.0,
+                 wire: WireFormat = JSON_WIRE, answer: bytes = b"") -> None:
+        super().__init__(conn, remote, close_timeout=close_timeout, flush_timeout=flush_timeout,
+                         wire=wire)
         self.stream = stream
         self._flight = 0  # bytes handed to IOStream.write not yet written
         self._out = SendBuffer()
@@ -482,8 +499,8 @@ class StreamPump(Pump):
         else:
             self._drained()
 
-    def _drop_unsent(self) -> None:
-        self._out.drop_frames()
+    def discard_unsent(self) -> int:
+        return self._out.drop_frames()
 
     def _reading(self, on: bool) -> None:
         self._read_on = on

@@ -39,6 +39,9 @@ class FakePort:
     def close(self, code: int, reason: str) -> None:
         self.closes.append((code, reason))
 
+    def discard_unsent(self) -> int:
+        return 0  # nothing is held back
+
     def when_drained(self, callback: Callable[[], None]) -> None:
         self.drain_callbacks.append(callback)
 

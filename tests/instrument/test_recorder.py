@@ -35,6 +35,9 @@ class FakePort:
     def buffered_bytes(self) -> int:
         return self.buffered
 
+    def discard_unsent(self) -> int:
+        return 0  # nothing is held back
+
     def when_drained(self, callback: Callable[[], None]) -> None:
         pass  # the tests drain nothing
 

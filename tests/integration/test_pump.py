@@ -78,13 +78,16 @@ def _pair(buffer: int) -> tuple[socket.socket, socket.socket]:
 
 
 def make_pump(kind: str, buffer: int = 4096, close_timeout: float = 5.0,
+              flush_timeout: float = 10.0,
               early: bytes = b"") -> tuple[Pump, socket.socket, Recorder]:
     a, b = _pair(buffer)
     conn = ServerConnection(max_message_bytes=1 << 20)
     if kind == "socket":
-        pump: Pump = SocketPump(a, conn, "peer", close_timeout=close_timeout, early=early)
+        pump: Pump = SocketPump(a, conn, "peer", close_timeout=close_timeout,
+                                flush_timeout=flush_timeout, early=early)
     else:
-        pump = StreamPump(IOStream(a), conn, "peer", close_timeout=close_timeout)
+        pump = StreamPump(IOStream(a), conn, "peer", close_timeout=close_timeout,
+                          flush_timeout=flush_timeout)
         if early:
             conn.receive_data(early)
     endpoint = Recorder()
@@ -153,35 +156,69 @@ async def test_when_drained_with_nothing_waiting_runs_soon(kind: str) -> None:
     peer.close()
 
 
+async def _read_through_close(peer: socket.socket) -> list[Any]:
+    """Read until the close frame; every frame must be whole."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    async with asyncio.timeout(10):
+        while True:
+            data += await loop.sock_recv(peer, 65536)
+            got, rest = parse_frames(data)
+            if got and got[-1].opcode == OP_CLOSE:
+                assert rest == b""
+                return got
+
+
 @pytest.mark.parametrize("kind", KINDS)
-async def test_close_puts_the_close_frame_before_frames_not_started(kind: str) -> None:
+async def test_discard_unsent_puts_the_close_frame_next(kind: str) -> None:
     """Issue 13 point 10 at the transport: a slow consumer sees 4100, not a stall."""
     pump, peer, endpoint = make_pump(kind)
     frames = [text_frame(f"{i:05d}" + "x" * 995) for i in range(300)]  # 300 KB
     for frame in frames:
         pump.write(frame)
     assert pump.buffered_bytes() > 100_000
-    pump.close(4100, "slow consumer")
+    dropped = pump.discard_unsent()
+    assert dropped > 100_000
     assert pump.buffered_bytes() < 2 * len(frames[0]), "only the frame under way is kept"
+    pump.close(4100, "slow consumer")
     pump.write(text_frame("after the close"))  # nothing more once closing
     # the client finally reads: a prefix of the frames, whole, then the close frame
-    data = b""
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(10):
-        while True:
-            data += await loop.sock_recv(peer, 65536)
-            got, rest = parse_frames(data)
-            if got and got[-1].opcode == OP_CLOSE:
-                break
-    assert rest == b""
+    got = await _read_through_close(peer)
     assert [f.payload for f in got[:-1]] == [f[4:] for f in frames[:len(got) - 1]]
     assert struct.unpack("!H", got[-1].payload[:2])[0] == 4100
     assert got[-1].payload[2:] == b"slow consumer"
     assert not endpoint.closes  # waiting for the client's close frame
-    await loop.sock_sendall(peer, masked(OP_CLOSE, struct.pack("!H", 4100)))
+    await asyncio.get_running_loop().sock_sendall(peer, masked(OP_CLOSE, b"\x10\x04"))
     await asyncio.wait_for(endpoint.done.wait(), 5)
     assert endpoint.closes == [(4100, "slow consumer")]
     assert await read_to_eof(peer) == b"", "the server closed TCP after the handshake"
+    peer.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_close_goes_after_everything_written_before_it(kind: str) -> None:
+    pump, peer, endpoint = make_pump(kind)
+    frames = [text_frame(f"{i:05d}" + "x" * 995) for i in range(300)]
+    for frame in frames:
+        pump.write(frame)
+    pump.close(1000, "bye")
+    got = await _read_through_close(peer)
+    assert [f.payload for f in got[:-1]] == [f[4:] for f in frames]
+    peer.close()
+    await asyncio.wait_for(endpoint.done.wait(), 5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_client_that_never_reads_again_is_dropped_after_flush_timeout(
+        kind: str) -> None:
+    """Bounded by flush_timeout (reading up to the close frame) then close_timeout."""
+    pump, peer, endpoint = make_pump(kind, flush_timeout=0.3, close_timeout=0.3)
+    for _ in range(300):
+        pump.write(text_frame("x" * 1000))
+    pump.discard_unsent()
+    pump.close(4100, "slow consumer")
+    await asyncio.wait_for(endpoint.done.wait(), 5)
+    assert endpoint.closes == [(4100, "slow consumer")]
     peer.close()
 
 
