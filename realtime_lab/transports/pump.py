@@ -323,36 +323,16 @@ class SocketPump(Pump):
         self._read_on = False
         self._write_on = False
         if answer:
-            self._send(answer, frames=False)
+            self._transmit(answer, frames=False)
         if early:  # bytes the HTTP server read past the upgrade request
             conn.receive_data(early)
-
-    def write(self, data: bytes) -> None:
-        """Frames from the hub: one ``socket.send`` when nothing waits, else queued."""
-        if self.conn.state is not _OPEN:
-            return
-        out = self._out
-        if out is not None:
-            out.append(data)
-            return
-        try:
-            sent = self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            self._lost()
-            return
-        if sent < len(data):
-            self._queue(data, sent, True)
 
     def buffered_bytes(self) -> int:
         out = self._out
         return out.nbytes if out is not None else 0
 
-    def _transmit(self, data: bytes) -> None:
-        self._send(data, frames=True)
-
-    def _send(self, data: bytes, *, frames: bool) -> None:
+    def _transmit(self, data: bytes, frames: bool = True) -> None:
+        """One ``socket.send`` when nothing waits; what the kernel does not take is queued."""
         if self._done:
             return
         if self._out is not None:
