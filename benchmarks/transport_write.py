@@ -8,6 +8,8 @@ connection port, subscribed to one channel of a ``Hub`` driven by a manual
 scheduler. Each publish is flushed in its own "turn", so every delivery is the
 path of a paced broadcast (enqueue, mark dirty, flush, ``port.write``, one
 ``socket.send``) and nothing else: no event loop, no load generator, no HTTP.
+``--per-turn K`` publishes K messages per turn instead (a burst: one write of K
+frames per connection).
 The peers drain their sockets between batches, outside the timed part. The
 figure is process CPU time per delivery (``time.process_time``), which a busy
 machine inflates far less than wall time; with ``--ref`` the working tree and
@@ -70,7 +72,8 @@ def _drain(peers: list[socket.socket]) -> int:
     return got
 
 
-async def measure(subscribers: int, messages: int, size: int, batch: int) -> dict[str, Any]:
+async def measure(subscribers: int, messages: int, size: int, batch: int,
+                  per_turn: int = 1) -> dict[str, Any]:
     from realtime_lab.core import Hub, ServerOptions
 
     turns: list[Any] = []
@@ -98,9 +101,10 @@ async def measure(subscribers: int, messages: int, size: int, batch: int) -> dic
     payload = "x" * size
     cpu = 0.0
     for start in range(0, messages, batch):
-        for n in range(start, min(messages, start + batch)):
+        for turn in range(start, min(messages, start + batch), per_turn):
             t0 = time.process_time()
-            hub.publish("bench", {"n": n, "pad": payload})
+            for n in range(turn, min(messages, start + batch, turn + per_turn)):
+                hub.publish("bench", {"n": n, "pad": payload})
             run_turns()
             cpu += time.process_time() - t0
         await asyncio.sleep(0)
@@ -114,7 +118,8 @@ async def measure(subscribers: int, messages: int, size: int, batch: int) -> dic
 
 
 def child(args: argparse.Namespace) -> None:
-    result = asyncio.run(measure(args.subscribers, args.messages, args.size, args.batch))
+    result = asyncio.run(measure(args.subscribers, args.messages, args.size, args.batch,
+                                 args.per_turn))
     print(json.dumps(result))
 
 
@@ -124,7 +129,8 @@ def run_child(args: argparse.Namespace, src: Path | None) -> dict[str, Any]:
         env["PYTHONPATH"] = os.pathsep.join([str(src), str(ROOT)])
     cmd = [sys.executable, "-m", "benchmarks.transport_write", "--child",
            "-n", str(args.subscribers), "--messages", str(args.messages),
-           "--size", str(args.size), "--batch", str(args.batch)]
+           "--size", str(args.size), "--batch", str(args.batch),
+           "--per-turn", str(args.per_turn)]
     done = subprocess.run(cmd, cwd=src or ROOT, env=env, capture_output=True, text=True,
                           timeout=600, check=False)
     if done.returncode != 0:
@@ -141,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=100)
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--batch", type=int, default=20, help="publishes between two drains")
+    p.add_argument("--per-turn", type=int, default=1,
+                   help="publishes per loop turn (1: paced; 200: a burst)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--ref", default=None, help="also measure this git revision, alternated")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
