@@ -9,6 +9,7 @@ import zlib
 
 import pytest
 
+from realtime_lab.protocol.codec import encode
 from realtime_lab.protocol.connection import (
     BinaryMessage,
     CloseReceived,
@@ -30,7 +31,10 @@ from realtime_lab.protocol.frames import (
     Frame,
     apply_mask,
     parse_frames,
+    text_frame,
 )
+from realtime_lab.protocol.handshake import agree
+from realtime_lab.protocol.wire import FrameVariants
 
 OPEN, CLOSING, CLOSED = ConnectionState.OPEN, ConnectionState.CLOSING, ConnectionState.CLOSED
 DEFLATE = DeflateParams(client_no_context_takeover=False)
@@ -472,6 +476,46 @@ def test_send_compresses_above_the_threshold_and_frames_pass_as_they_are() -> No
         large.payload + b"\x00\x00\xff\xff") == b"z" * 1000
     shared = b"\xc1\x03abc"  # a frame built once for many connections
     assert conn.send_frames(shared) is shared
+
+
+def test_a_shared_compressed_broadcast_frame_reads_the_same_on_every_connection() -> None:
+    """The hub compresses a broadcast once (``FrameVariants``) and every connection that
+    agreed the same permessage-deflate sends those bytes as they are. The server always
+    answers ``server_no_context_takeover``, so the frame depends on no connection's
+    compressor state: a client that keeps its inflate context (as browsers do) reads it
+    between the connection's own compressed messages, one with a fresh context per
+    message reads it too, and a client that did not agree deflate never gets it."""
+    offer = "permessage-deflate; client_max_window_bits"
+    policy = CompressionPolicy(threshold=0)
+    agreements = [agree({"Sec-WebSocket-Extensions": offer}, policy) for _ in range(3)]
+    conns = [a.connection(max_message_bytes=1 << 20) for a in agreements]
+    assert agreements[0].wire is agreements[1].wire, "same agreement, one interned wire"
+    message = {"type": "message", "channel": "room", "data": "broadcast " * 200}
+    variants = FrameVariants(text_frame(encode(message)), message)
+    shared = variants.get(agreements[0].wire)
+    assert shared[0] & 0x40 and len(shared) < len(variants.json_frame) // 5
+    for conn, agreement in zip(conns, agreements, strict=True):
+        assert variants.get(agreement.wire) is shared  # built once, for every subscriber
+        assert conn.send_frames(shared) is shared
+    assert variants.built() == 2  # the plain JSON frame and the compressed one
+
+    def client_reads(data: bytes, inflate: object) -> list[bytes]:
+        frames, rest = parse_frames(data)
+        assert rest == b"" and all(f.rsv1 for f in frames)
+        return [inflate(f.payload) for f in frames]  # type: ignore[operator]
+
+    own = "own message " * 100
+    stream = conns[0].send_text(own) + shared + conns[0].send_text(own) + shared
+    keeper = zlib.decompressobj(-15)  # one context for the whole connection
+    expected = [own.encode(), encode(message).encode()] * 2
+    assert client_reads(stream, lambda p: keeper.decompress(p + b"\x00\x00\xff\xff")) == expected
+    assert client_reads(stream, lambda p: zlib.decompressobj(-15).decompress(
+        p + b"\x00\x00\xff\xff")) == expected
+    plain = agree({}, policy)  # no offer: the plain frame, never the compressed one
+    assert variants.get(plain.wire) == variants.json_frame
+    closed = conns[2]
+    closed.send_close(1000)
+    assert closed.send_frames(shared) == b""  # nothing more once closing
 
 
 def test_send_ping_pong_and_their_limits() -> None:
