@@ -44,7 +44,10 @@ def _port(sock: socket.socket) -> Any:
     except ImportError:  # before the sans-I/O pump: TornadoPort over an IOStream
         from tornado.iostream import IOStream
 
-        from realtime_lab.transports.tornado_ws import TornadoPort
+        try:  # issue 13 moved it to its own module
+            from realtime_lab.transports.tornado_port import TornadoPort
+        except ImportError:
+            from realtime_lab.transports.tornado_ws import TornadoPort
 
         class Handler:
             ws_connection = None

@@ -71,7 +71,8 @@ class ServerOptions:
         allowed_origins: Origin values allowed at the handshake: exact
             (``"https://app.example.com"``) or wildcard (``"https://*.example.com"``,
             ``"*"``). None: same host as the request, or no Origin header (non-browser
-            clients). A refused origin gets HTTP 403.
+            clients). Same-origin handshakes always pass (security.md, "Origins").
+            A refused origin gets HTTP 403.
         allowed_hosts: ``Host`` header values every HTTP request and WebSocket upgrade
             must carry, against DNS rebinding: names (``"rt.example.com"``), wildcards
             (``"*.example.com"``) or ``"*"`` (no check); loopback names and addresses

@@ -1,7 +1,7 @@
 """Security checks the transport and the hub share: origins, connect tokens, admission.
 
-No sockets here: the Tornado handler calls :func:`origin_allowed` from
-``check_origin``, the HTTP server's host guard :func:`host_allowed`; the hub calls
+No sockets here: the upgrade handler calls :func:`handshake_origin_allowed`, the
+HTTP server's host guard :func:`host_allowed`; the hub calls
 :class:`Admission` and :func:`verify_token` when a connection opens.
 
 Connect tokens are ``<payload>.<signature>``, both base64url without padding:
@@ -51,6 +51,28 @@ def origin_allowed(origin: str | None, allowed: Iterable[str] | None, host: str)
         if "*" in pattern and fnmatch.fnmatchcase(origin, pattern):
             return True
     return False
+
+
+def handshake_origin_allowed(origin: str | None, allowed: Iterable[str] | None, host: str,
+                             fetch_site: str | None = None) -> bool:
+    """Whether a WebSocket upgrade may proceed, as browsers describe it.
+
+    A same-origin request always may: ``Sec-Fetch-Site`` ``same-origin`` (or
+    ``none``, a direct navigation), or, without that header, an ``Origin`` whose
+    host and port are the request's ``Host``; so may a request without ``Origin``
+    (not a browser). Others are checked with :func:`origin_allowed`. This is
+    Tornado 6.6's cross-origin rule, kept the same whatever Tornado is installed;
+    a page whose DNS name was re-pointed here is same-origin with itself and is
+    refused by its ``Host`` instead (:func:`host_allowed`).
+    """
+    site = (fetch_site or "").strip().lower()
+    if site in ("same-origin", "none"):
+        return True
+    if not origin:
+        return not site  # a browser names its origin when it says cross-site
+    if not site and urlsplit(origin.lower()).netloc == host.lower():
+        return True
+    return origin_allowed(origin, allowed, host)
 
 
 #: Names that always mean this machine (besides every loopback address).

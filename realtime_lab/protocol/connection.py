@@ -282,7 +282,7 @@ class ServerConnection:
             if size > self.max_message_bytes:
                 return self._refuse(CloseCode.MESSAGE_TOO_BIG, "message too big")
             if frames > self.max_message_frames:
-                return self._refuse(CloseCode.MESSAGE_TOO_BIG, "message in too many frames")
+                return self._refuse(CloseCode.MESSAGE_TOO_BIG, "message in too many fragments")
         if have < start + 4:
             return False
         self._mask = buf[pos + start:pos + start + 4]

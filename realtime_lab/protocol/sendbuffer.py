@@ -52,6 +52,19 @@ class SendBuffer:
         """The next bytes to write (the rest of the first chunk)."""
         return memoryview(self._chunks[0])[self._sent:]
 
+    def next_frame(self) -> memoryview:
+        """The next frame to write (or the rest of the first chunk, if it is not frames).
+
+        For a transport that cannot take bytes back once handed on (Tornado's
+        ``IOStream``): handing it one frame at a time keeps every later frame
+        here, where :meth:`drop_frames` can still drop it. Expects the first
+        chunk to be written a frame at a time (as this method hands it out).
+        """
+        first = self._chunks[0]
+        if self._pinned:
+            return memoryview(first)[self._sent:]
+        return memoryview(first)[self._sent:min(frame_end(first, self._sent), len(first))]
+
     def chunks(self, limit: int) -> list[memoryview]:
         """The next chunks to write, up to ``limit`` of them (for ``sendmsg``)."""
         out = [self.peek()]

@@ -427,8 +427,9 @@ _SENDMSG = hasattr(socket.socket, "sendmsg")
 class StreamPump(Pump):
     """A pump on a Tornado ``IOStream`` (TLS), through its public methods only.
 
-    One chunk at a time is handed to ``IOStream.write``; the rest waits in a
-    :class:`SendBuffer`, so frames not started can still be dropped at a close.
+    One frame at a time is handed to ``IOStream.write`` (which cannot take bytes
+    back); the rest waits in a :class:`SendBuffer`, so at a close only the frame
+    under way is finished and the frames after it can still be dropped.
     """
 
     __slots__ = ("stream", "_flight", "_out", "_read_on", "_read_pending")
@@ -461,7 +462,7 @@ class StreamPump(Pump):
         out = self._out
         if not out or self._done:
             return
-        chunk = bytes(out.peek())
+        chunk = bytes(out.next_frame())  # one frame: the next ones stay droppable
         out.advance(len(chunk))
         self._flight = len(chunk)
         try:

@@ -23,7 +23,7 @@ from tornado.web import RequestHandler
 
 from realtime_lab.core.hooks import ConnectRequest
 from realtime_lab.core.hub import PendingOpen
-from realtime_lab.core.security import origin_allowed
+from realtime_lab.core.security import handshake_origin_allowed
 from realtime_lab.logthrottle import LogThrottle
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.codec import encode
@@ -69,7 +69,10 @@ class WebSocketUpgrade(RequestHandler):
 
     policy: CompressionPolicy = CompressionPolicy()
     max_message_bytes = 64 << 20
-    close_timeout = 5.0
+    #: frames one message may arrive in (None: the connection's default for its size)
+    max_message_frames: int | None = None
+    close_timeout = 5.0  # for the client's answer to our close frame
+    flush_timeout = 10.0  # for the client to read up to our close frame
 
     def refuse(self, error: HandshakeError) -> None:
         """Answer an upgrade that cannot be accepted with its HTTP status."""
@@ -97,7 +100,7 @@ class WebSocketUpgrade(RequestHandler):
 
     def take_over(self, key: str, agreement: Agreement) -> Pump:
         """Answer 101 and move the connection out of Tornado's HTTP server into a pump."""
-        conn = agreement.connection(self.max_message_bytes)
+        conn = agreement.connection(self.max_message_bytes, self.max_message_frames)
         answer = response_101(key, agreement)
         remote = self.request.remote_ip or ""
         self.set_status(101)
@@ -108,12 +111,14 @@ class WebSocketUpgrade(RequestHandler):
             else _buffered_bytes(stream)
         if early is None:  # TLS (or no add_reader): stay on the IOStream
             return StreamPump(stream, conn, remote, close_timeout=self.close_timeout,
-                              wire=agreement.wire, answer=answer)
+                              flush_timeout=self.flush_timeout, wire=agreement.wire,
+                              answer=answer)
         sock = _dup_socket(stream)
         stream.close()  # Tornado forgets its descriptor; the connection lives on in ours
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return SocketPump(sock, conn, remote, close_timeout=self.close_timeout,
-                          wire=agreement.wire, answer=answer, early=early)
+                          flush_timeout=self.flush_timeout, wire=agreement.wire,
+                          answer=answer, early=early)
 
 
 def _has_readers(loop: asyncio.AbstractEventLoop) -> bool:
@@ -157,14 +162,17 @@ class HubWebSocketHandler(WebSocketUpgrade):
     def initialize(self, hub: Hub) -> None:
         self.hub = hub
         self.policy = compression_policy(hub)
-        self.max_message_bytes = hub.options.max_message_bytes
-        self.close_timeout = hub.options.close_timeout
+        options = hub.options
+        self.max_message_bytes = options.max_message_bytes
+        self.max_message_frames = options.max_message_fragments
+        self.close_timeout = options.close_timeout
+        self.flush_timeout = options.close_flush_timeout
 
     def accept_origin(self) -> bool:
         """Refuse (HTTP 403) browsers from origins not in ``allowed_origins``."""
-        origin = self.request.headers.get("Origin")
-        if origin is None or origin_allowed(origin, self.hub.options.allowed_origins,
-                                            self.request.host):
+        headers = self.request.headers
+        if handshake_origin_allowed(headers.get("Origin"), self.hub.options.allowed_origins,
+                                    self.request.host, headers.get("Sec-Fetch-Site")):
             return True
         self.hub.refused_handshake(self.request.remote_ip or "", 403, "forbidden_origin",
                                    "allowed_origins")

@@ -7,6 +7,7 @@ import pytest
 from realtime_lab.core import ServerOptions
 from realtime_lab.core.security import (
     Admission,
+    handshake_origin_allowed,
     host_allowed,
     host_name,
     make_token,
@@ -31,6 +32,28 @@ from realtime_lab.errors import ServerFull, TokenExpired, TooManyConnectionsFrom
 ])
 def test_origin_allowed(origin: str | None, allowed: tuple[str, ...] | None, ok: bool) -> None:
     assert origin_allowed(origin, allowed, "h:1") is ok
+
+
+APP = ("https://app.example.com",)
+
+
+@pytest.mark.parametrize(("origin", "allowed", "site", "ok"), [
+    (None, APP, None, True),  # not a browser
+    ("http://h:1", APP, None, True),  # same origin as Host, allow-list or not
+    ("http://H:1", None, None, True),
+    ("http://other:1", APP, None, False),
+    ("https://app.example.com", APP, None, True),
+    ("http://other:1", APP, "same-origin", True),  # the browser says so
+    ("http://other:1", APP, "none", True),
+    ("http://h:1", APP, "cross-site", False),  # the browser says it is not
+    ("https://app.example.com", APP, "cross-site", True),
+    (None, APP, "cross-site", False),
+    ("http://other:1", None, "same-site", False),
+])
+def test_handshake_origin_follows_the_browsers_same_origin_rule(
+        origin: str | None, allowed: tuple[str, ...] | None, site: str | None,
+        ok: bool) -> None:
+    assert handshake_origin_allowed(origin, allowed, "h:1", site) is ok
 
 
 def test_tokens() -> None:

@@ -89,3 +89,12 @@ def test_parse_fin_and_rsv1_bits() -> None:
     b"", b"\x81", b"\x81\x7e\x00", b"\x81\x7f\x00\x00", b"\x81\x05abc"])
 def test_incomplete_input_is_left_alone(data: bytes) -> None:
     assert parse_frames(data) == ([], data)
+
+
+def test_frame_end_finds_where_a_frame_ends_whatever_its_length_encoding() -> None:
+    small, mid, big = (build_frame(frames.OP_TEXT, b"a" * n) for n in (10, 300, 70_000))
+    data = small + mid + big
+    assert frames.frame_end(data, 0) == len(small)
+    assert frames.frame_end(data, len(small)) == len(small) + len(mid)
+    assert frames.frame_end(data, len(small) + len(mid)) == len(data)
+    assert frames.frame_end(data[:-1], len(small) + len(mid)) == len(data), "past a cut end"

@@ -31,6 +31,29 @@ def test_bytes_come_out_in_order_whatever_the_write_sizes() -> None:
         assert len(buf) == 0 and not buf
 
 
+def test_next_frame_hands_out_one_frame_at_a_time_and_the_rest_stays_droppable() -> None:
+    answer = b"HTTP/1.1 101\r\n\r\n"
+    frames = [text_frame(str(i) * n) for i, n in enumerate((10, 300, 70_000))]
+    buf = SendBuffer()
+    buf.append(answer, frames=False)
+    buf.append(b"".join(frames))
+    buf.append(text_frame("last"))
+    handed = []
+    for _ in range(2):  # the answer whole, then the first frame alone
+        piece = bytes(buf.next_frame())
+        handed.append(piece)
+        buf.advance(len(piece))
+    assert handed == [answer, frames[0]]
+    assert buf.drop_frames() == len(frames[1]) + len(frames[2]) + len(text_frame("last"))
+    assert not buf
+    buf.append(b"".join(frames))
+    out = []
+    while buf:
+        out.append(bytes(buf.next_frame()))
+        buf.advance(len(out[-1]))
+    assert out == frames
+
+
 def test_chunks_for_a_gathering_write() -> None:
     buf = SendBuffer()
     for word in ("one", "two", "three"):
