@@ -58,7 +58,7 @@ from realtime_lab.logthrottle import LogThrottle
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.frames import text_frame
-from realtime_lab.protocol.wire import JSON, JSON_WIRE
+from realtime_lab.protocol.wire import JSON
 
 log = logging.getLogger("realtime_lab.core")
 
