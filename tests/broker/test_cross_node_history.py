@@ -28,6 +28,15 @@ async def recover_on(client: Client, since: dict[str, Any], until: int,
                                                      list[dict[str, Any]]]:
     """Subscribe with ``since``; receive until offset ``until`` arrived (and ``recovered``)."""
     reply = await client.request({"type": "subscribe", "channel": "feed", "since": since})
+    got, flags = await receive_recovery(client, since, until, timeout)
+    return reply, got, flags
+
+
+async def receive_recovery(client: Client, since: dict[str, Any], until: int,
+                           timeout: float = 30.0) -> tuple[list[dict[str, Any]],
+                                                           list[dict[str, Any]]]:
+    """The messages and ``recovered`` flags after a subscribe with ``since``, until
+    offset ``until`` arrived."""
     got: list[dict[str, Any]] = []
     flags: list[dict[str, Any]] = []
     async with asyncio.timeout(timeout):
@@ -37,7 +46,7 @@ async def recover_on(client: Client, since: dict[str, Any], until: int,
                 got.append(msg)
             elif msg["type"] == "recovered":
                 flags.append(msg)
-    return reply, got, flags
+    return got, flags
 
 
 async def watch(client: Client, out: list[dict[str, Any]], count: int) -> None:
@@ -65,8 +74,15 @@ async def test_recover_on_another_node_after_1000_concurrent_publishes(
     watching = [asyncio.ensure_future(watch(w, log, total)) for w, log in zip(watchers, logs,
                                                                                 strict=True)]
 
+    subscribed = asyncio.Event()
+
     async def publish(client: Client) -> None:
         for k in range(per):
+            if k == per * 3 // 4:
+                # the last quarter waits for the recovering subscribe's reply, so some
+                # messages always come live: on a busy machine the publishers could
+                # otherwise all finish before the history is read
+                await subscribed.wait()
             await client.publish("feed", {"p": client.user, "k": k}, ack=True)
 
     publishing = asyncio.gather(*(publish(p) for p in pubs))
@@ -74,8 +90,10 @@ async def test_recover_on_another_node_after_1000_concurrent_publishes(
     await eventually(lambda: len(logs[2]) >= 10 + N // 4, timeout=30, what="a quarter published")
     again = await clients(b, "sub")
     end = since["offset"] + N
-    reply, got, flags = await recover_on(again, since, end)
-    await publishing
+    reply = await again.request({"type": "subscribe", "channel": "feed", "since": since})
+    subscribed.set()
+    got, flags = await receive_recovery(again, since, end)
+    await asyncio.wait_for(publishing, 60)
     await asyncio.gather(*watching)
 
     offsets = [m["offset"] for m in got]
@@ -130,9 +148,23 @@ async def test_unknown_epoch_is_incomplete_and_gives_the_position(
     assert flags[0]["epoch"] == reply["epoch"] and flags[0]["offset"] == reply["offset"] == 1
 
 
+async def expired_since(server: LabServer, offset: int, ttl: float) -> None:
+    """Wait until the broker has numbered a message after ``offset`` and, by its own
+    clock, holds none of them any more (they aged past ``ttl``)."""
+    assert server.cluster is not None
+    async with asyncio.timeout(ttl * 10):
+        while True:
+            read = await server.cluster.broker.history_since("feed", offset, ttl=ttl)
+            if read is not None and read.offset > offset and not read.texts:
+                return
+            await asyncio.sleep(0.05)  # polling the broker, bounded by the timeout
+
+
 async def test_messages_older_than_ttl_are_not_recovered(
         start_nodes: StartNodes, clients: Connect) -> None:
-    ttl = 0.3
+    # "fresh" must still be younger than the ttl when the recovery reads it: on a busy
+    # machine that read can come a second after the publish, so the ttl is generous
+    ttl = 2.0
     a, b = await start_nodes(2, **history(100, ttl))
     first = await clients(a, "sub", "feed")
     pub = await clients(b, "pub")
@@ -141,7 +173,7 @@ async def test_messages_older_than_ttl_are_not_recovered(
     since = {"offset": msg["offset"], "epoch": msg["epoch"]}
     await first.close()
     await pub.publish("feed", "too old")
-    await asyncio.sleep(ttl * 2)  # let the message age past the ttl (not a synchronisation)
+    await expired_since(a, since["offset"], ttl)
     await pub.publish("feed", "fresh")
     again = await clients(a, "sub")
     _reply, got, flags = await recover_on(again, since, since["offset"] + 2)
