@@ -14,10 +14,23 @@ import realtime_lab
 from realtime_lab.middleware import RateLimit
 from realtime_lab.protocol.close_codes import CloseCode
 
-RATE = 100.0
-BURST = 50  # 0.5 s of slack: a busy machine may pause the server that long
+RATE = 20.0  # low enough that a client starved of CPU still floods well over it
+BURST = 10
 FLOOD_SECONDS = 3.0
 FLOOD_RATE = 3 * RATE  # paced, so the measure is the limiter's, not the CPU's
+
+
+def token_bucket_admits(arrivals: list[float], rate: float, burst: int) -> int:
+    """How many messages arriving at these times a token bucket of ``rate`` per second
+    and ``burst`` admits: the documented RateLimit semantics, whatever the pauses."""
+    tokens, last, admitted = float(burst), arrivals[0], 0
+    for t in arrivals:
+        tokens = min(float(burst), tokens + (t - last) * rate)
+        last = t
+        if tokens >= 1.0:
+            tokens -= 1.0
+            admitted += 1
+    return admitted
 
 
 async def flood(url: str, seconds: float, rate: float | None = None
@@ -83,11 +96,11 @@ async def test_flood_is_refused_at_the_configured_rate_and_others_get_through() 
 
         async def polite() -> int:
             ok = 0
-            for i in range(40):  # 20 messages per second: under its own limit
+            for i in range(40):  # 10 messages per second: under its own limit
                 reply = await healthy.publish("calm", i, ack=True)
                 assert reply is not None and reply["type"] == "published"
                 ok += 1
-                await asyncio.sleep(0.05)  # pacing the polite client
+                await asyncio.sleep(0.1)  # pacing the polite client
             return ok
 
         polite_task = asyncio.create_task(polite())
@@ -98,23 +111,32 @@ async def test_flood_is_refused_at_the_configured_rate_and_others_get_through() 
         [flood_times] = [t for user, t in arrivals.items() if user != "healthy"]
         span = flood_times[-1] - flood_times[0]  # on the server's clock
         assert span > FLOOD_SECONDS * 0.9
+        assert pongs + refused == len(flood_times)
+        assert refused > 0, "the flood went over the limit"
+        # (pongs - BURST) / span is the rate only while the flood outpaces the limit all
+        # along; on a busy machine the client pauses and the bucket refills to BURST and
+        # stops. What holds on any machine: never more than the limit allows, and
+        # exactly what a token bucket admits for the times the server saw.
         measured = (pongs - BURST) / span
-        assert refused > pongs, "the flood went well over the limit"
-        assert abs(measured - RATE) <= 0.10 * RATE, f"accepted {measured:.1f}/s vs {RATE}/s"
+        assert pongs <= BURST + RATE * span, f"accepted {measured:.1f}/s vs {RATE}/s"
+        assert pongs == token_bucket_admits(flood_times, RATE, BURST), \
+            f"accepted {measured:.1f}/s vs {RATE}/s, {refused} refused"
         await healthy.close()
     finally:
         await server.stop()
 
 
 async def test_repeated_abuse_closes_with_4102_and_others_stay() -> None:
-    limiter = RateLimit(per_connection=(5, 5), per_ip=None, max_violations=20,
-                        violation_window=10)
+    # a burst of 5 that does not refill during the flood (one token per 100 s): the
+    # counts below hold however slowly a busy machine sends the 25 messages
+    limiter = RateLimit(per_connection=(0.01, 5), per_ip=None, max_violations=20,
+                        violation_window=100)
     server = await realtime_lab.serve(port=0, middleware=[limiter])
     events = server.events("limit.exceeded")
     try:
         healthy = await realtime_lab.connect(server.url)
         await healthy.subscribe("calm")
-        pongs, refused, _, code = await flood(server.url, 1.0)
+        pongs, refused, _, code = await flood(server.url, 10.0)  # ends at the close
         assert code == CloseCode.RATE_LIMITED == 4102
         assert refused == 20 and pongs == 5
         last = [e for e in events.drain() if e.code == 4102]
