@@ -28,13 +28,18 @@ def _finite(row: dict[str, str], name: str) -> float:
     return value
 
 
+# The bounds only catch a hang: the smoke run needs about 10 s of CPU, but on a busy
+# machine (load 19) it took 166 s of wall-clock time.
+RUN_BOUND = 600
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(RUN_BOUND + 60)
 def test_bench_smoke_runs_every_python_peer_without_loss(tmp_path: Path) -> None:
     out = tmp_path / "smoke.csv"
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--smoke", "--csv", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=100, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=RUN_BOUND, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Issue 7 targets" in done.stdout
