@@ -393,6 +393,7 @@ def test_without_details_the_wire_is_as_before() -> None:
 
 
 @pytest.mark.parametrize("n", [1000])
+@pytest.mark.timeout(600)  # 18 s of CPU under coverage: 118 s of wall-clock time at load 11
 def test_presence_event_rate_1000_members_joining(n: int) -> None:
     """Not a benchmark assertion: 1000 joins reach every subscriber (n*(n-1)/2 diffs)."""
     lab = Lab()
