@@ -188,6 +188,13 @@ class PresenceMetaTooLarge(ProtocolError):
     code = "presence_meta_too_large"
 
 
+class PresenceMetaFull(ProtocolError):
+    """A member's metadata would take the channel's presence metadata, all members
+    together, past ``max_presence_channel_meta_bytes``."""
+
+    code = "presence_meta_full"
+
+
 class PresenceRefused(ProtocolError):
     """The ``on_presence`` hook vetoed a ``presence`` change (False or ``Refuse``)."""
 

@@ -24,8 +24,9 @@ def make_broker(spec: BrokerSpec, **kwargs: Any) -> Broker | None:
     ``None`` -> no broker (single node); ``"memory"`` -> a private in-memory bus;
     an :class:`InMemoryBus` -> a new node on that bus; ``"redis://..."`` or
     ``"rediss://..."`` -> :class:`~realtime_lab.broker.redis.RedisBroker` (extra
-    keyword arguments go to it, and so do ``node_ttl`` and ``namespace`` given in
-    the URL's query: ``redis://127.0.0.1:6379/0?node_ttl=3``); a :class:`Broker`
+    keyword arguments go to it, and so do ``node_ttl``, ``namespace``, ``op_timeout``
+    and ``resync_hold`` given in the URL's query:
+    ``redis://127.0.0.1:6379/0?node_ttl=3``); a :class:`Broker`
     -> itself.
     """
     if spec is None or isinstance(spec, Broker):
@@ -45,7 +46,7 @@ def make_broker(spec: BrokerSpec, **kwargs: Any) -> Broker | None:
         "or a URL 'redis://HOST:PORT/DB'")
 
 
-_OURS = {"node_ttl": float, "namespace": str, "op_timeout": float}
+_OURS = {"node_ttl": float, "namespace": str, "op_timeout": float, "resync_hold": float}
 
 
 def _split_options(url: str) -> tuple[str, dict[str, Any]]:

@@ -158,7 +158,9 @@ class BrokerListener(Protocol):
         """This node's connections per (channel, user), for a resync."""
 
     def on_connection_change(self, connected: bool) -> None:
-        """The broker lost its connection (False) or got it back and resynced (True)."""
+        """The broker lost its connection or its registration (False), or it is back,
+        resynced, and the cluster has settled (True): every node seen before has
+        published its presence again, or the broker's hold passed."""
 
 
 class Broker(ABC):

@@ -37,7 +37,7 @@ import fnmatch
 import logging
 import secrets
 from collections.abc import Awaitable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from realtime_lab.broker.base import (
@@ -48,6 +48,13 @@ from realtime_lab.broker.base import (
     Contributions,
     Envelope,
     PresenceEvent,
+)
+from realtime_lab.broker.presence_link import (
+    ChannelLink,
+    LinkMembers,
+    member_info,
+    merged_counts,
+    resync_diff,
 )
 from realtime_lab.broker.recovery import ClusterRecovery
 from realtime_lab.core.outbound import Priority
@@ -65,28 +72,6 @@ log = logging.getLogger("realtime_lab.broker")
 SUBSCRIBE_WAIT = 5.0
 
 
-@dataclass(eq=False, slots=True)
-class ChannelLink:
-    """This node's view of one channel's cluster-wide presence."""
-
-    members: dict[str, int] = field(default_factory=dict)
-    version: int = -1  # -1: unknown (no snapshot): apply every event
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    buffer: list[PresenceEvent] = field(default_factory=list)
-
-    def apply(self, ev: PresenceEvent) -> bool:
-        """Apply an event unless the snapshot already holds it; return True if applied."""
-        if self.version >= 0 and ev.version <= self.version:
-            return False
-        if ev.version > self.version >= 0:
-            self.version = ev.version
-        if ev.connections > 0:
-            self.members[ev.user] = ev.connections
-        else:
-            self.members.pop(ev.user, None)
-        return True
-
-
 @dataclass(slots=True)
 class NodeStats:
     """Deliveries of envelopes from other nodes to this node's subscribers."""
@@ -97,6 +82,8 @@ class NodeStats:
     missed: int = 0  # gaps in an origin's per-channel sequence: envelopes that never came
     presence_diffs: int = 0
     recoveries: int = 0  # subscribes with ``since`` answered from the broker's history
+    resyncs: int = 0  # channel member lists reloaded after the broker settled
+    resync_diffs: int = 0  # of which changed something (one presence_diff each)
 
 
 class ClusterNode(ClusterRecovery):
@@ -115,6 +102,8 @@ class ClusterNode(ClusterRecovery):
         #: (channel, user) -> withdrawals waiting out the grace period (earliest first)
         self._grace: dict[tuple[str, str], list[asyncio.TimerHandle]] = {}
         self._stopped = False
+        #: The broker link was lost and the cluster has not settled since (presence_link.py).
+        self._holding = False
         self._init_recovery()
 
     # ------------------------------------------------------------------ lifecycle
@@ -153,6 +142,10 @@ class ClusterNode(ClusterRecovery):
                    request_id: messages.RequestId) -> None:
         """A local session subscribed: count it cluster-wide, answer when ready."""
         name = channel.name
+        link = self.links.get(name)
+        if link is None:
+            link = self.links[name] = ChannelLink(holding=self._holding)
+            self._spawn(self._activate(name, link))
         if session.id in channel.hidden:  # subscribed without presence (on_presence veto)
             applied: Awaitable[None] = asyncio.sleep(0)
         else:
@@ -160,12 +153,8 @@ class ClusterNode(ClusterRecovery):
             if self._take_over(name, session.user):  # its contribution never left
                 applied = asyncio.sleep(0)
             else:
-                applied = self.broker.presence_change(name, session.user, +1)
+                applied = self._change(name, session.user, +1, session)
         self._hold_live(session, name)  # history channels: live messages wait for the position
-        link = self.links.get(name)
-        if link is None:
-            link = self.links[name] = ChannelLink()
-            self._spawn(self._activate(name, link))
         self._spawn(self._answer(session, name, link, request_id, applied))
 
     def left(self, session: Session, channel: Channel) -> None:
@@ -178,7 +167,7 @@ class ClusterNode(ClusterRecovery):
             if grace > 0 and not session.is_open and channel.presence:  # closed or timed out
                 self._delay_withdrawal(name, session.user, grace)
             else:  # unsubscribed or kicked: at once
-                self.broker.presence_change(name, session.user, -1)
+                self._change(name, session.user, -1)
         if not channel.subscribers and self.links.pop(name, None) is not None:
             self.broker.unsubscribe(name)
             self._last_seq.pop(name, None)
@@ -206,7 +195,33 @@ class ClusterNode(ClusterRecovery):
         if not timers:
             del self._grace[key]
         if not self._stopped:
-            self.broker.presence_change(key[0], key[1], -1)
+            self._change(key[0], key[1], -1)
+
+    def _change(self, name: str, user: str, delta: int,
+                joiner: Session | None = None) -> Awaitable[None]:
+        """Count one connection of ``user`` in or out of ``name`` cluster-wide.
+
+        While the link holds (the broker link was lost or the cluster is resyncing)
+        the broker's echo waits, so the change is shown to local subscribers now.
+        """
+        link = self.links.get(name)
+        if link is not None and link.holding:
+            event = link.show_local(user, delta)
+            channel = self.hub.channels.get(name)
+            if event is not None and channel is not None and channel.presence:
+                info = {"connections": 0} if event == "leave" else \
+                    member_info(link, channel, user) or {"connections": 1}
+                self._show(channel, messages.presence_diff_message(
+                    name, {user: info} if event == "join" else {},
+                    {user: info} if event == "leave" else {}), joiner)
+        return self.broker.presence_change(name, user, delta)
+
+    def _show(self, channel: Channel, diff: dict[str, Any],
+              exclude: Session | None = None) -> None:
+        """Send a presence diff to the channel's local subscribers (high priority)."""
+        self.hub._fan_out(channel, text_frame(codec.encode(diff)), exclude, Priority.HIGH,
+                          message=diff)
+        self.stats.presence_diffs += 1
 
     def _take_over(self, name: str, user: str) -> bool:
         """A connection of ``user`` arrives while one of its contributions waits: keep it."""
@@ -255,22 +270,8 @@ class ClusterNode(ClusterRecovery):
             reply["offset"], reply["epoch"] = read.offset, read.epoch
         self.hub.send(session, reply)
         if channel is not None and channel.presence and self.links.get(name) is link:
-            self.hub.send(session, messages.presence_state_message(
-                name, self._members_info(link, channel)))
+            self.hub.presence_pager.start(session, name, LinkMembers(link, channel))
         self._finish_recovery(session, name, read)
-
-    def _members_info(self, link: ChannelLink, channel: Channel) -> dict[str, dict[str, Any]]:
-        members = dict(link.members)
-        for user, count in channel.members.items():  # local ones may be ahead of the mirror
-            if members.get(user, 0) < count:
-                members[user] = count
-        info: dict[str, dict[str, Any]] = {}
-        for user, n in members.items():
-            info[user] = {"connections": n}
-            meta = channel.metas.get(user)  # presence metadata is known for local users only
-            if meta:
-                info[user]["meta"] = meta
-        return info
 
     # ------------------------------------------------------------------ broker callbacks
 
@@ -306,7 +307,7 @@ class ClusterNode(ClusterRecovery):
         if link is None:
             return
         ev = PresenceEvent.from_payload(env.payload)
-        if not link.ready.is_set():
+        if link.waits():
             link.buffer.append(ev)
             return
         if not link.apply(ev) or ev.event == "count":
@@ -322,9 +323,7 @@ class ClusterNode(ClusterRecovery):
         joiner = None  # the joining connection got its own presence_state instead
         if ev.event == "join" and ev.user in channel.members:
             joiner = next((s for s in channel.subscribers.values() if s.user == ev.user), None)
-        self.hub._fan_out(channel, text_frame(codec.encode(diff)), joiner, Priority.HIGH,
-                          message=diff)
-        self.stats.presence_diffs += 1
+        self._show(channel, diff, joiner)
 
     def local_presence(self) -> Contributions:
         """Connections per (channel, user), counting those waiting out their grace."""
@@ -335,21 +334,31 @@ class ClusterNode(ClusterRecovery):
         return out
 
     def on_connection_change(self, connected: bool) -> None:
-        if not connected or self._stopped:
+        """Lost: hold every link. Back and settled: reload each and show the difference."""
+        if self._stopped:
             return
+        self._holding = not connected
         for name, link in list(self.links.items()):
-            self._spawn(self._refresh(name, link))
+            link.holding = True
+            if connected:
+                self._spawn(self._resync(name, link))
 
-    async def _refresh(self, name: str, link: ChannelLink) -> None:
-        """After a reconnect: reload the cluster members and resend presence_state."""
-        link.ready.clear()
-        await self._load(name, link)
+    async def _resync(self, name: str, link: ChannelLink) -> None:
+        """Reload the cluster members of ``name``; send local subscribers one diff with
+        what really changed (nothing when a member only seemed gone meanwhile)."""
+        snapshot = await self.broker.presence_snapshot(name)
+        if snapshot is None or self._holding or self.links.get(name) is not link:
+            return  # lost again (the next settle reloads) or nobody left here
+        before = link.reload(snapshot)
+        link.ready.set()
+        self.stats.resyncs += 1
         channel = self.hub.channels.get(name)
-        if channel is None or not channel.presence or self.links.get(name) is not link:
+        if channel is None or not channel.presence:
             return
-        state = messages.presence_state_message(name, self._members_info(link, channel))
-        self.hub._fan_out(channel, text_frame(codec.encode(state)), None, Priority.HIGH,
-                          message=state)
+        diff = resync_diff(link, channel, before)
+        if diff is not None:
+            self.stats.resync_diffs += 1
+            self._show(channel, diff)
 
     # ------------------------------------------------------------------ views
 
@@ -359,7 +368,8 @@ class ClusterNode(ClusterRecovery):
         channel = self.hub.channels.get(name)
         if link is None or channel is None:
             return {}
-        return self._members_info(link, channel)
+        return {user: member_info(link, channel, user) or {}
+                for user in merged_counts(link, channel)}
 
     async def channel_list(self) -> list[dict[str, object]]:
         """Every channel in the cluster, counts cluster-wide, with this node's share."""
@@ -402,5 +412,7 @@ class ClusterNode(ClusterRecovery):
                 "published": sum(self._seq.values()),
                 "grace_pending": sum(len(t) for t in self._grace.values()),
                 "recoveries": self.stats.recoveries,
+                "resyncs": self.stats.resyncs,
+                "resync_diffs": self.stats.resync_diffs,
             },
         }

@@ -49,12 +49,14 @@ from collections.abc import Awaitable
 from typing import Any
 
 from realtime_lab.broker.base import (
+    PRESENCE,
     Broker,
     BrokerListener,
     BrokerStats,
     Envelope,
     HistoryRead,
 )
+from realtime_lab.broker.redis_resync import PresenceResync
 from realtime_lab.broker.redis_scripts import BEAT, CHANGE, HPUB, HREAD, SYNC, WITHDRAW
 from realtime_lab.errors import require
 
@@ -73,15 +75,22 @@ class RedisBroker(Broker):
         op_timeout: seconds a Redis command may take before the link counts as lost.
         backoff_initial, backoff_max: reconnect delays (doubling, with jitter).
         max_outbox: envelopes waiting to be written; more are dropped and counted.
+        resync_hold: after a reconnect (or after finding this node expired), the
+            longest wait, in seconds, for the nodes seen alive before to publish
+            their presence again before the node shows the settled member lists
+            (None: ``node_ttl``, the time after which a silent node is reaped anyway).
     """
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, namespace: str = "rl",
                  node_ttl: float = 10.0, op_timeout: float = 2.0,
                  backoff_initial: float = 0.05, backoff_max: float = 2.0,
-                 max_outbox: int = 100_000) -> None:
+                 max_outbox: int = 100_000, resync_hold: float | None = None) -> None:
         require("redis.asyncio", "redis")
         if node_ttl <= 0:
             raise ValueError(f"node_ttl must be > 0, got {node_ttl!r}")
+        if resync_hold is not None and not resync_hold >= 0:
+            raise ValueError(f"resync_hold must be seconds >= 0 or None, got {resync_hold!r}")
+        self.resync_hold = node_ttl if resync_hold is None else resync_hold
         self.url = url
         self.namespace = namespace
         self.node_ttl = node_ttl
@@ -104,6 +113,8 @@ class RedisBroker(Broker):
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closed = False
         self._epoch = secrets.token_hex(4)
+        #: Presence resynchronisation: SYNC, then the wait for the peers (redis_resync.py).
+        self.resync = PresenceResync(self)
 
     def __repr__(self) -> str:
         return f"<RedisBroker {self.url} node={self.node_id} connected={self.connected}>"
@@ -162,22 +173,17 @@ class RedisBroker(Broker):
         if waits:
             await asyncio.gather(*waits)
         self._accepting = True  # changes from now on are queued behind the sync
-        assert self.listener is not None
-        desired = self.listener.local_presence()
-        flat: list[Any] = []
-        for (channel, user), count in desired.items():
-            flat += [channel, user, count]
-        await client.evalsha(self._shas["sync"], 0, self.namespace, self.node_id,
-                             int(self.node_ttl * 1000), *flat)
+        live = await self.resync.sync(client)
         self.stats.resyncs += 1
         self.stats.connected = True
         self._spawn("writer", self._writer(client))
         self._wake.set()
-        self.listener.on_connection_change(True)
+        self.resync.settle(client, live)
 
     async def _teardown(self) -> None:
         self._accepting = False
         self.stats.connected = False
+        self.resync.cancel()
         for name in ("reader", "writer"):
             task = self._tasks.pop(name, None)
             if task is not None and task is not asyncio.current_task():
@@ -348,6 +354,8 @@ class RedisBroker(Broker):
                         self.stats.dropped_in += 1
                         continue
                     self.stats.received += 1
+                    if envelope.kind == PRESENCE:
+                        self.resync.seen(envelope.origin)
                     listener.on_envelope(envelope)
                 elif mtype == "subscribe":
                     for fut in self._sub_waiters.pop(msg["channel"], []):
@@ -396,31 +404,31 @@ class RedisBroker(Broker):
             if not self.stats.connected or client is None:
                 continue
             try:
-                alive, reaped = await client.evalsha(
+                alive, reaped, live = await client.evalsha(
                     self._shas["beat"], 0, self.namespace, self.node_id,
                     int(self.node_ttl * 1000))
             except Exception as exc:  # noqa: BLE001
                 self._lost(exc)
                 continue
             self.stats.reaped_nodes += int(reaped)
-            if not int(alive):  # this node expired (long pause?): others may have reaped it
+            self.resync.beat([n.decode() for n in live])
+            if not int(alive):  # this node expired (a long pause, or Redis was flushed)
                 log.warning("node %s had expired in redis; resyncing its presence", self.node_id)
                 await self._resync(client)
 
     async def _resync(self, client: Any) -> None:
+        """Publish this node's presence again and settle, holding announcements meanwhile
+        (the other nodes may have lost their registrations too)."""
         assert self.listener is not None
-        flat: list[Any] = []
-        for (channel, user), count in self.listener.local_presence().items():
-            flat += [channel, user, count]
+        self.listener.on_connection_change(False)
         try:
             await self._drain()
-            await client.evalsha(self._shas["sync"], 0, self.namespace, self.node_id,
-                                 int(self.node_ttl * 1000), *flat)
+            live = await self.resync.sync(client)
         except Exception as exc:  # noqa: BLE001
             self._lost(exc)
             return
         self.stats.resyncs += 1
-        self.listener.on_connection_change(True)
+        self.resync.settle(client, live)
 
     # ------------------------------------------------------------------ reads
 

@@ -1,7 +1,9 @@
 """The Lua scripts of the Redis broker (realtime_lab/broker/redis.py; docs/scaling.md).
 
 Each runs atomically in Redis: presence changes (``CHANGE``), a node's resync
-(``SYNC``), heartbeat and reaping (``BEAT``), a clean withdrawal (``WITHDRAW``),
+(``SYNC``, answering the live nodes), heartbeat and reaping (``BEAT``, answering
+whether this node was still alive, how many it reaped and the live nodes), a
+clean withdrawal (``WITHDRAW``),
 and a history channel's publish (``HPUB``) and read (``HREAD``).
 """
 
@@ -45,6 +47,14 @@ local function withdraw(ns, node)
   redis.call('DEL', ns .. ':pn:' .. node)
   redis.call('SREM', ns .. ':nodes', node)
 end
+
+local function live(ns)
+  local out = {}
+  for _, node in ipairs(redis.call('SMEMBERS', ns .. ':nodes')) do
+    if redis.call('EXISTS', ns .. ':node:' .. node) == 1 then out[#out + 1] = node end
+  end
+  return out
+end
 """
 
 CHANGE = _CHANGE_FN + """
@@ -73,7 +83,7 @@ for f, w in pairs(want) do
 end
 redis.call('SET', ns .. ':node:' .. node, '1', 'PX', ttl)
 redis.call('SADD', ns .. ':nodes', node)
-return 1
+return live(ns)
 """
 
 BEAT = _CHANGE_FN + """
@@ -88,7 +98,7 @@ for _, other in ipairs(redis.call('SMEMBERS', ns .. ':nodes')) do
     reaped = reaped + 1
   end
 end
-return {alive, reaped}
+return {alive, reaped, live(ns)}
 """
 
 WITHDRAW = _CHANGE_FN + """

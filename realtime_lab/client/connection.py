@@ -257,7 +257,7 @@ class ConnectionLoop:
             client._subs.track(msg)
             if mtype == "message" and self.receipts is not None:
                 self.receipts.note(msg)
-            if mtype in ("presence_state", "presence_diff"):
+            if mtype in ("presence_state", "presence_diff", "presence_page"):
                 client.presence.apply(msg)
         await client._inbox.put(msg)
 

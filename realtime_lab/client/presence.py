@@ -6,6 +6,12 @@ member map with either wire (docs/presence.md): with ``presence_details`` (the
 server default) a member that stays but changes (a tab opened or closed, a new
 state or metadata) comes in ``joins`` with its whole info and in ``changed``;
 leaves carry a ``reason``. :meth:`PresenceView.apply` also says what happened.
+
+A large member list comes in ``presence_page`` messages (docs/protocol.md,
+"Presence pages"): page 1 starts a new list, later pages of the same ``sync`` are
+merged into it, diffs that arrive meanwhile are applied to it, and the page with
+``"more": false`` makes it the channel's list (reported like a ``presence_state``).
+Until then :meth:`PresenceView.members` gives the previous list.
 """
 
 from __future__ import annotations
@@ -35,14 +41,63 @@ def _diff_fields(before: dict[str, Any], after: dict[str, Any]) -> tuple[str, ..
     return tuple(f for f in _FIELDS if before.get(f) != after.get(f))
 
 
+#: The ``presence_page`` format this client reads (its ``v`` field).
+PAGE_VERSION = 1
+
+
+@dataclass(slots=True)
+class _Build:
+    """A member list arriving in pages: its ``sync``, the next page, the members so far."""
+
+    sync: int
+    next_page: int
+    members: dict[str, dict[str, Any]]
+
+
 class PresenceView:
     """Members per channel, as the server announced them."""
 
     def __init__(self) -> None:
         self.channels: dict[str, dict[str, dict[str, Any]]] = {}
+        self._builds: dict[str, _Build] = {}
+
+    def syncing(self, channel: str) -> bool:
+        """Whether a member list of ``channel`` is arriving in pages."""
+        return channel in self._builds
 
     def apply(self, msg: dict[str, Any]) -> PresenceChange:
-        """Apply a ``presence_state`` or ``presence_diff`` message; return what changed."""
+        """Apply a ``presence_state``, ``presence_page`` or ``presence_diff`` message;
+        return what changed (nothing until the last page of a list has arrived)."""
+        channel = msg["channel"]
+        if msg["type"] == "presence_page":
+            return self._page(msg)
+        build = self._builds.get(channel)
+        if build is not None:
+            if msg["type"] != "presence_state":  # a diff while pages arrive
+                _apply_diff(build.members, msg)
+                return PresenceChange(channel)
+            del self._builds[channel]
+        return self._apply(msg)
+
+    def _page(self, msg: dict[str, Any]) -> PresenceChange:
+        channel = msg["channel"]
+        if msg.get("v") != PAGE_VERSION:  # a format this client does not know
+            self._builds.pop(channel, None)
+            return PresenceChange(channel)
+        build = self._builds.get(channel)
+        if msg["page"] == 1:
+            build = self._builds[channel] = _Build(msg["sync"], 1, {})
+        elif build is None or msg["sync"] != build.sync or msg["page"] != build.next_page:
+            return PresenceChange(channel)  # a straggler of a list given up
+        build.members.update(msg["members"])
+        build.next_page += 1
+        if msg.get("more"):
+            return PresenceChange(channel)
+        del self._builds[channel]
+        return self._apply({"type": "presence_state", "channel": channel,
+                            "members": build.members})
+
+    def _apply(self, msg: dict[str, Any]) -> PresenceChange:
         channel = msg["channel"]
         change = PresenceChange(channel)
         before = self.channels.get(channel, {})
@@ -75,3 +130,11 @@ class PresenceView:
 
     def forget(self, channel: str) -> None:
         self.channels.pop(channel, None)
+        self._builds.pop(channel, None)
+
+
+def _apply_diff(members: dict[str, dict[str, Any]], msg: dict[str, Any]) -> None:
+    """Leaves, then joins (a join replaces a known user's info)."""
+    for user in msg.get("leaves", {}):
+        members.pop(user, None)
+    members.update(msg.get("joins", {}))

@@ -45,6 +45,10 @@ class Channel:
     grace: dict[str, tuple[float, str]] = field(default_factory=dict)
     #: Members moved to the idle state: user -> the state to give back.
     idle: dict[str, str] = field(default_factory=dict)
+    #: Encoded size of each member's metadata, and their sum
+    #: (``max_presence_channel_meta_bytes``; core/presence.py).
+    meta_sizes: dict[str, int] = field(default_factory=dict)
+    meta_bytes: int = 0
 
     def add(self, session: Session, *, visible: bool = True) -> bool:
         """Add a subscriber; return True when its user is a new presence member.
@@ -84,7 +88,7 @@ class Channel:
     def drop_member(self, user: str) -> None:
         """Forget member ``user`` (count, metadata, state)."""
         self.members.pop(user, None)
-        self.metas.pop(user, None)
+        self.put_meta(user, None, 0)
         self.states.pop(user, None)
         self.idle.pop(user, None)
         self.grace.pop(user, None)
@@ -95,6 +99,16 @@ class Channel:
             return False
         self.drop_member(session.user)
         return True
+
+    def put_meta(self, user: str, meta: dict[str, object] | None, size: int) -> None:
+        """Set (or, with None or ``{}``, clear) ``user``'s metadata of encoded ``size``."""
+        self.meta_bytes -= self.meta_sizes.pop(user, 0)
+        if meta:
+            self.metas[user] = meta
+            self.meta_sizes[user] = size
+            self.meta_bytes += size
+        else:
+            self.metas.pop(user, None)
 
     def state_of(self, user: str, default: str) -> str:
         return self.states.get(user, default)

@@ -84,11 +84,15 @@ class Delivery(HubBase):
     _fanout_deadline: float | None = None  # end of this turn's time for large fan-outs
 
     def send(self, session: Session, message: dict[str, Any],
-             priority: Priority = Priority.CONTROL) -> bool:
-        """Encode and queue one message for one session (replies are control priority)."""
+             priority: Priority = Priority.CONTROL, *, text: str | None = None) -> bool:
+        """Encode and queue one message for one session (replies are control priority).
+
+        ``text``: the message already encoded as JSON, used on a JSON connection.
+        """
         wire = session.wire
         if wire is JSON_WIRE:
-            return self._enqueue(session, text_frame(codec.encode(message)), priority)
+            return self._enqueue(session, text_frame(
+                codec.encode(message) if text is None else text), priority)
         return self._enqueue(session, frame_for(wire, message), priority)
 
     def _enqueue(self, session: Session, frame: bytes,
@@ -335,6 +339,8 @@ class Delivery(HubBase):
         session.backlog = port.buffered_bytes()
         if queue and not force:
             self._await_drain(session)
+        elif self.presence_pager.active and not force:  # a member list in pages (presence_sync)
+            self.presence_pager.pump(session)
 
     def _make_room(self, session: Session, size: int, priority: int) -> bool:
         """Drop droppable frames (lowest priority, oldest first) until ``size`` more fit.
@@ -379,6 +385,8 @@ class Delivery(HubBase):
         session.awaiting_drain = False
         if session.state is ConnectionState.OPEN and session.pending:
             self._mark_dirty(session)
+        elif self.presence_pager.active:
+            self.presence_pager.pump(session)
 
     def _mark_dirty(self, session: Session) -> None:
         if not session.dirty:

@@ -56,6 +56,7 @@ LIMIT_OF_ERROR = {
     "token_expired": "connect_token",
     "presence_full": "max_presence_members",
     "presence_meta_too_large": "max_presence_meta_bytes",
+    "presence_meta_full": "max_presence_channel_meta_bytes",
     "too_many_errors": "error_limit",
 }
 

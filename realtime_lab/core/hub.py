@@ -46,6 +46,7 @@ from realtime_lab.core.ports import (
     Scheduler,
 )
 from realtime_lab.core.presence import CLOSED, TIMEOUT, Presence
+from realtime_lab.core.presence_sync import PresencePager
 from realtime_lab.core.security import Admission, verify_token
 from realtime_lab.core.session import ConnectionState, Session
 from realtime_lab.core.stats import HubStats
@@ -129,6 +130,10 @@ class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery, Liven
         #: broadcast has no other encoding to prepare (core/delivery.py).
         self.binary_sessions = 0
         self._flush_scheduled = False
+        #: New subscribers' member lists, sent in pages as they drain (core/presence_sync.py).
+        self.presence_pager = PresencePager(
+            opts, lambda s, msg, text, prio: self.send(s, msg, prio, text=text),
+            self._await_drain)
         #: Set by realtime_lab.broker.ClusterNode when this hub is one node of several.
         self.cluster: ClusterPort | None = None
 

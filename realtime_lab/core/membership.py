@@ -22,6 +22,8 @@ from realtime_lab.core.options import ServerOptions
 from realtime_lab.core.outbound import Priority
 from realtime_lab.core.pipeline import Outbound
 from realtime_lab.core.presence import CLOSED, KICKED, LEFT, TIMEOUT
+from realtime_lab.core.presence import meta_size as presence_meta_size
+from realtime_lab.core.presence_sync import ChannelMembers
 from realtime_lab.core.session import ConnectionState, Session
 from realtime_lab.errors import (
     PresenceFull,
@@ -151,13 +153,22 @@ class Membership(HubBase):
             kept = self._channel_meta.get(name)
             if kept is not None:  # set_channel_metadata: outlives the channel
                 channel.metadata = kept
+        meta_size = 0  # a new member's metadata (a channel token's or a hook's) must fit
+        if (visible and isinstance(verdict, dict) and verdict
+                and session.user not in channel.members and session.user not in channel.grace):
+            meta_size = presence_meta_size(verdict)
+            try:
+                self._check_meta_room(channel, session.user, meta_size, request_id)
+            except ProtocolError:
+                self._drop_if_empty(channel)
+                raise
         if meta:
             channel.metadata.update(meta)
         known = visible and session.user in channel.members
         took_over = visible and session.user in channel.grace
         joined = channel.add(session, visible=visible)
         if joined and isinstance(verdict, dict):
-            channel.metas[session.user] = verdict
+            channel.put_meta(session.user, verdict, meta_size)
         session.subscriptions.add(name)
         if self.bus.active:
             self._emit_join(session, channel, occupied, joined)
@@ -173,8 +184,8 @@ class Membership(HubBase):
             self._position(name, reply)
         self.send(session, reply)
         if channel.presence:
-            self.send(session, messages.presence_state_message(
-                name, self._presence_members(channel)))
+            self.presence_pager.start(session, name, ChannelMembers(
+                channel, self.options.presence_states[0]))
             if joined:
                 diff = messages.presence_diff_message(
                     name, {session.user: self._info(channel, session.user)}, {})
@@ -198,6 +209,8 @@ class Membership(HubBase):
                reason: str | None = None) -> None:
         """Unsubscribe ``session``; ``reason``: left, closed, timeout or kicked."""
         session.subscriptions.discard(name)
+        if self.presence_pager.active:
+            self.presence_pager.cancel(session, name)
         channel = self.channels.get(name)
         if channel is None:
             return

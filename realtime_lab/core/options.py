@@ -131,6 +131,13 @@ class ServerOptions:
         max_presence_members: members per presence channel (``presence_full``).
         max_presence_meta_bytes: encoded size of a member's metadata
             (``presence_meta_too_large``).
+        max_presence_channel_meta_bytes: encoded size of the metadata of all the
+            members of one channel together (on this server); a member whose new
+            metadata would pass it is refused with ``presence_meta_full``.
+        presence_page_bytes: a member list up to about this size goes to a new
+            subscriber as one ``presence_state``; a larger one as ``presence_page``
+            messages of about this size, each sent once the connection has taken
+            the one before (at most a quarter of ``max_outbound_bytes``).
 
     History (docs/channels.md):
         history: :class:`~realtime_lab.core.history.HistoryRule` s (pattern, size,
@@ -211,6 +218,8 @@ class ServerOptions:
     presence_idle_state: str = "away"
     max_presence_members: int = 10_000
     max_presence_meta_bytes: int = 1024
+    max_presence_channel_meta_bytes: int = 1024 * 1024
+    presence_page_bytes: int = 64 * 1024
     # history and recovery (docs/channels.md)
     history: tuple[Any, ...] = ()
     # operations (docs/deploy.md)
@@ -271,6 +280,12 @@ class ServerOptions:
             "max_channel_length": self.max_channel_length,
         }
 
+    @property
+    def page_bytes(self) -> int:
+        """The size of a presence page: ``presence_page_bytes``, at most a quarter of
+        ``max_outbound_bytes`` (so pages in flight never near the slow-consumer bound)."""
+        return max(1, min(self.presence_page_bytes, self.max_outbound_bytes // 4))
+
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls) if f.init]
@@ -310,7 +325,8 @@ def _check_presence_options(opts: ServerOptions) -> None:
     if idle is not None and (isinstance(idle, bool) or not isinstance(idle, int | float)
                              or not 0 < idle < math.inf):
         raise ValueError(f"presence_idle_timeout must be seconds > 0, got {idle!r}")
-    for name in ("max_presence_members", "max_presence_meta_bytes"):
+    for name in ("max_presence_members", "max_presence_meta_bytes",
+                 "max_presence_channel_meta_bytes", "presence_page_bytes"):
         value = getattr(opts, name)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")

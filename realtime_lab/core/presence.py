@@ -35,6 +35,7 @@ from realtime_lab.core.session import ConnectionState, Session
 from realtime_lab.errors import (
     BadPresenceState,
     NotSubscribed,
+    PresenceMetaFull,
     PresenceMetaTooLarge,
     PresenceRefused,
     ProtocolError,
@@ -203,14 +204,15 @@ class Presence(HubBase):
         opts = self.options
         self._check_change(state, meta)
         changed: list[str] = []
+        new_meta = meta is not None and channel.metas.get(user, {}) != meta
+        size = meta_size(meta) if new_meta and meta else 0
+        if new_meta:  # refused before anything changes
+            self._check_meta_room(channel, user, size)
         if state is not None and channel.state_of(user, opts.presence_states[0]) != state:
             channel.set_state(user, state, opts.presence_states[0])
             changed.append("state")
-        if meta is not None and channel.metas.get(user, {}) != meta:
-            if meta:
-                channel.metas[user] = dict(meta)
-            else:
-                channel.metas.pop(user, None)
+        if new_meta:
+            channel.put_meta(user, dict(meta or {}), size)
             changed.append("meta")
         if not changed:
             return changed
@@ -222,6 +224,20 @@ class Presence(HubBase):
                 state=channel.state_of(user, opts.presence_states[0]), changed=tuple(changed)))
         return changed
 
+    def _check_meta_room(self, channel: Channel, user: str, size: int,
+                         request_id: messages.RequestId = None) -> None:
+        """Raise :class:`PresenceMetaFull` when ``user``'s metadata of ``size`` bytes
+        would take the channel's total past ``max_presence_channel_meta_bytes``
+        (metadata that does not grow is always accepted)."""
+        old = channel.meta_sizes.get(user, 0)
+        total = channel.meta_bytes - old + size
+        limit = self.options.max_presence_channel_meta_bytes
+        if size > old and total > limit:
+            raise PresenceMetaFull(
+                f"the presence metadata of {channel.name!r} would be {total} bytes, all "
+                f"members together; the limit is {limit} (max_presence_channel_meta_bytes)",
+                request_id=request_id)
+
     def _announce_change(self, channel: Channel, user: str, changed: list[str],
                          exclude: Session | None = None) -> None:
         """Send the member's new info to the channel as a ``presence_diff`` with ``changed``."""
@@ -232,9 +248,6 @@ class Presence(HubBase):
 
     def _info(self, channel: Channel, user: str) -> dict[str, object]:
         return channel.member_info(user, self.options.presence_states[0])
-
-    def _presence_members(self, channel: Channel) -> dict[str, dict[str, object]]:
-        return channel.presence_members(self.options.presence_states[0])
 
     # ------------------------------------------------------------------ leaving
 
@@ -360,6 +373,12 @@ class Presence(HubBase):
             state = channel.idle.pop(session.user, None)
             if state is not None and session.user in channel.members:
                 self.set_member(name, session.user, state=state, session=session.id)
+
+
+def meta_size(meta: dict[str, Any]) -> int:
+    """The encoded size of presence metadata, in bytes (what it adds to the member list)."""
+    text = codec.encode(meta)
+    return len(text) if text.isascii() else len(text.encode())
 
 
 async def _then_with_rid(result: Awaitable[Any], reply: Any, rid: messages.RequestId) -> None:

@@ -10,8 +10,16 @@
 //
 // State and metadata changes carry `changed` with both. Applying leaves, then
 // joins (a join for a known user replaces its info) gives the server's map.
+//
+// A large member list arrives as `presence_page` messages instead of one
+// `presence_state` (docs/protocol.md#presence-pages): followPresence() builds it
+// (page 1 starts it, later pages of the same `sync` are merged, diffs meanwhile
+// are applied to it) and reports it like a `presence_state` once `more` is false.
 
 const FIELDS = ["connections", "state", "meta"];
+
+/** The `presence_page` format this client reads (its `v` field). */
+export const PAGE_VERSION = 1;
 
 /** A canonical JSON text (sorted keys), to compare infos field by field. */
 function canonical(value) {
@@ -72,4 +80,40 @@ export function applyPresence(members, msg) {
 /** The user ids of a member map, sorted (as the Python client's `presence.members()`). */
 export function memberIds(members) {
   return Object.keys(members || {}).sort();
+}
+
+/** Leaves, then joins, applied in place to a list being built from pages. */
+function applyDiffInPlace(members, msg) {
+  for (const user of Object.keys(msg.leaves || {})) delete members[user];
+  Object.assign(members, msg.joins || {});
+}
+
+/**
+ * Apply any presence message (`presence_state`, `presence_diff`, `presence_page`)
+ * to a channel: `members` is its complete list (or null) and `build` the list
+ * arriving in pages (or null). Returns {members, build, change}: the channel's
+ * list, the build still in progress (null when none), and `change` (what
+ * applyPresence() returns) when the complete list changed, else null. While pages
+ * arrive, `members` stays the previous list and diffs go into the build.
+ */
+export function followPresence(members, build, msg) {
+  if (msg.type === "presence_page") {
+    if (msg.v !== PAGE_VERSION) return { members, build: null, change: null };  // unknown format
+    if (msg.page === 1) build = { sync: msg.sync, next: 1, members: {} };
+    else if (!build || build.sync !== msg.sync || build.next !== msg.page) {
+      return { members, build, change: null };  // a straggler of a list given up
+    }
+    Object.assign(build.members, msg.members || {});
+    build.next += 1;
+    if (msg.more) return { members, build, change: null };
+    const change = applyPresence(members, { type: "presence_state", channel: msg.channel,
+      members: build.members });
+    return { members: change.members, build: null, change };
+  }
+  if (build && msg.type === "presence_diff") {
+    applyDiffInPlace(build.members, msg);
+    return { members, build, change: null };
+  }
+  const change = applyPresence(members, msg);
+  return { members: change.members, build: null, change };
 }

@@ -21,12 +21,12 @@
 import { ConnectionClosed, RequestFailed, SendBufferFull } from "./errors.js";
 import { Watchdog } from "./heartbeat.js";
 import * as msgpack from "./msgpack.js";
-import { applyPresence, memberIds } from "./presence.js";
+import { followPresence, memberIds } from "./presence.js";
 import { Receipts } from "./receipts.js";
 import { DEFAULT_BACKOFF, State, reconnectPlan } from "./rules.js";
 
 export { ConnectionClosed, RequestFailed, SendBufferFull } from "./errors.js";
-export { applyPresence, changedFields, memberIds } from "./presence.js";
+export { PAGE_VERSION, applyPresence, changedFields, followPresence, memberIds } from "./presence.js";
 export { Advice, DEFAULT_BACKOFF, State, adviceFor, backoffDelay, reconnectPlan } from "./rules.js";
 
 export const VERSION = "1";
@@ -79,6 +79,7 @@ export class RealtimeClient extends EventTarget {
     this.closeReason = null;
     this.history = [];
     this.presence = new Map(); // channel -> {user: info}
+    this._presenceBuilds = new Map(); // channel -> a member list arriving in pages (presence.js)
     this.positions = new Map(); // channel -> {offset, epoch}: last message seen (history channels)
     this._presenceWanted = new Map(); // channel -> {state, meta} set by setPresence(), restored
     this._auth = new Map(); // channel -> channel token, or a (session, channel) => token function
@@ -157,6 +158,7 @@ export class RealtimeClient extends EventTarget {
   unsubscribe(channel) {
     if (this._receipts) this._receipts.forget(channel);
     this.presence.delete(channel);
+    this._presenceBuilds.delete(channel);
     this._presenceWanted.delete(channel);
     if (this.state !== State.OPEN && this._canBuffer()) {
       this._forget(channel);
@@ -193,6 +195,11 @@ export class RealtimeClient extends EventTarget {
   presenceSet(channel) {
     const wanted = this._presenceWanted.get(channel);
     return wanted ? { ...wanted } : null;
+  }
+
+  /** Whether a member list of `channel` is arriving in pages (Python: `client.presence.syncing(ch)`). */
+  presenceSyncing(channel) {
+    return this._presenceBuilds.has(channel);
   }
 
   /** The user ids present in `channel`, sorted (Python: `client.presence.members(ch)`). */
@@ -413,6 +420,7 @@ export class RealtimeClient extends EventTarget {
     const left = await this._requestAll(ws, stale.map((channel) => ({ type: "unsubscribe", channel })));
     left.forEach((r) => { if (r.status === "rejected" && !(r.reason instanceof RequestFailed)) throw r.reason; });
     for (const channel of [...this.presence.keys()]) if (!this._channels.has(channel)) this.presence.delete(channel);
+    for (const channel of [...this._presenceBuilds.keys()]) if (!this._channels.has(channel)) this._presenceBuilds.delete(channel);
     const wanted = [...this._presenceWanted].filter(([channel]) => this._channels.has(channel));
     const sets = wanted.map(([channel, values]) => ({ type: "presence", channel, ...values }));
     this._refusals(await this._requestAll(ws, sets), wanted.map(([channel]) => channel), "presence restore", false);
@@ -425,6 +433,7 @@ export class RealtimeClient extends EventTarget {
     this._auth.delete(channel);
     this.positions.delete(channel);
     this.presence.delete(channel);
+    this._presenceBuilds.delete(channel);
     this._presenceWanted.delete(channel);
   }
 
@@ -477,13 +486,17 @@ export class RealtimeClient extends EventTarget {
       if (!msg.complete && msg.epoch && !left) this.positions.set(msg.channel, { offset: msg.offset, epoch: msg.epoch });
       this.dispatchEvent(new CustomEvent("recovered", { detail: msg }));
     }
-    if (msg.type === "presence_state" || msg.type === "presence_diff") {
+    if (msg.type === "presence_state" || msg.type === "presence_diff" || msg.type === "presence_page") {
+      const build = this._presenceBuilds.get(msg.channel) || null;
       // a diff without a state first is for a channel being left: nothing to apply it to
-      if (left || (msg.type === "presence_diff" && !this.presence.has(msg.channel))) return;
-      const change = applyPresence(this.presence.get(msg.channel) || null, msg);
-      this.presence.set(msg.channel, change.members);
+      if (left || (msg.type === "presence_diff" && !this.presence.has(msg.channel) && !build)) return;
+      const next = followPresence(this.presence.get(msg.channel) || null, build, msg);
+      if (next.build) this._presenceBuilds.set(msg.channel, next.build);
+      else this._presenceBuilds.delete(msg.channel);
+      if (!next.change) return;  // pages still arriving
+      this.presence.set(msg.channel, next.members);
       this.dispatchEvent(new CustomEvent("presence", { detail: { channel: msg.channel,
-        kind: msg.type === "presence_state" ? "state" : "diff", ...change } }));
+        kind: msg.type === "presence_diff" ? "diff" : "state", ...next.change } }));
     } else if (msg.type === "unsubscribed" && msg.id === undefined) {  // the server removed us (kicked)
       this._forget(msg.channel);
       this.dispatchEvent(new CustomEvent("unsubscribed", { detail: { channel: msg.channel, reason: msg.reason || null } }));

@@ -5,7 +5,7 @@ socketless hub."""
 from realtime_lab.testing.clock import ManualClock, TurnScheduler
 from realtime_lab.testing.crowd import Crowd
 from realtime_lab.testing.fault_proxy import FaultProxy
-from realtime_lab.testing.ports import NullPort, RecordingPort
+from realtime_lab.testing.ports import NullPort, RecordingPort, SlowPort
 from realtime_lab.testing.restartable import RestartableServer
 from realtime_lab.testing.storm import StormReport, max_window_share, storm_report
 
@@ -16,6 +16,7 @@ __all__ = [
     "NullPort",
     "RecordingPort",
     "RestartableServer",
+    "SlowPort",
     "StormReport",
     "TurnScheduler",
     "max_window_share",

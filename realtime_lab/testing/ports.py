@@ -1,9 +1,11 @@
 """Connection ports without a socket, for hub unit tests, lessons and benchmarks.
 
 :class:`RecordingPort` keeps what the hub writes (and parses it back into
-messages); :class:`NullPort` throws it away. Both implement
-:class:`~realtime_lab.core.ports.ConnectionPort`. ``wire`` picks the connection's
-wire format as a handshake would (``wire_format("msgpack")``: a binary client).
+messages); :class:`SlowPort` also keeps it "unsent" (in ``buffered``) until
+:meth:`SlowPort.drain`, like a client that reads only when told; :class:`NullPort`
+throws it away. All implement :class:`~realtime_lab.core.ports.ConnectionPort`.
+``wire`` picks the connection's wire format as a handshake would
+(``wire_format("msgpack")``: a binary client).
 """
 
 from __future__ import annotations
@@ -69,6 +71,28 @@ class RecordingPort:
         messages = self.messages()
         self.writes.clear()
         return messages
+
+
+class SlowPort(RecordingPort):
+    """A RecordingPort whose writes wait in the backlog (``buffered``) until :meth:`drain`."""
+
+    def __init__(self, remote: str = "127.0.0.1", *, wire: WireFormat = JSON_WIRE) -> None:
+        super().__init__(remote, wire=wire)
+        self._waiting: list[Callable[[], None]] = []
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.buffered += len(data)
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        self._waiting.append(callback)
+
+    def drain(self) -> None:
+        """The client read everything written so far: empty the backlog, tell the hub."""
+        self.buffered = 0
+        waiting, self._waiting = self._waiting, []
+        for callback in waiting:
+            callback()
 
 
 class NullPort:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from realtime_lab.client.presence import PresenceView
 from realtime_lab.core import Hub, ServerOptions, Session
 from realtime_lab.core.hooks import ConnectRequest
-from realtime_lab.testing import ManualClock, RecordingPort
+from realtime_lab.testing import ManualClock, RecordingPort, SlowPort
 
 
 class Lab:
@@ -25,8 +25,8 @@ class Lab:
         self.events: list[Any] = []
         self.hub.bus.subscribe(self.events.append, "presence.*")
 
-    def open(self, user: str) -> Session:
-        port = RecordingPort("10.0.0.8")
+    def open(self, user: str, port: RecordingPort | None = None) -> Session:
+        port = port or RecordingPort("10.0.0.8")
         session = self.hub.open(port, user=user, request=ConnectRequest(remote="x", user=user))
         port.take()
         return session  # type: ignore[no-any-return]
@@ -241,23 +241,34 @@ op = st.one_of(
     st.tuples(st.just("idle")),
     st.tuples(st.just("kick"), st.sampled_from(USERS)),
     st.tuples(st.just("watch")),
+    st.tuples(st.just("read")),
 )
 
 
 class Watcher:
-    """A subscriber that rebuilds the member list with the client's PresenceView."""
+    """A subscriber that rebuilds the member list with the client's PresenceView.
 
-    def __init__(self, lab: Lab, user: str) -> None:
-        self.session = lab.open(user)
+    With a :class:`SlowPort` it reads only when told (:meth:`read`): a member list
+    in pages then arrives a page per read, while the other steps go on.
+    """
+
+    def __init__(self, lab: Lab, user: str, port: RecordingPort | None = None) -> None:
+        self.session = lab.open(user, port)
         self.view = PresenceView()
         self.seen: list[tuple[str, str, str | None]] = []
         self.feed(lab.sub(self.session))
-        self.seen.clear()  # what was there before it came is not news
+
+    @property
+    def complete(self) -> bool:
+        return "room" in self.view.channels
 
     def feed(self, msgs: list[dict[str, Any]]) -> None:
         for msg in msgs:
-            if msg["type"] in ("presence_state", "presence_diff"):
+            if msg["type"] in ("presence_state", "presence_diff", "presence_page"):
+                first = not self.complete
                 change = self.view.apply(msg)
+                if first:  # what was there before it came is not news
+                    continue
                 self.seen += [("join", u, None) for u in change.joined]
                 self.seen += [("leave", u, r or "left") for u, r in change.left.items()]
                 self.seen += [("update", u, f) for u, fs in change.updated.items()
@@ -265,6 +276,10 @@ class Watcher:
 
     def drain(self) -> None:
         self.feed(self.session.port.take())  # type: ignore[attr-defined]
+
+    def read(self) -> None:
+        if isinstance(self.session.port, SlowPort):
+            self.session.port.drain()
 
 
 def bus_news(lab: Lab) -> list[tuple[str, str, str | None]]:
@@ -287,15 +302,21 @@ def without_counts(members: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(op, max_size=40), st.sampled_from([0.0, 3.0]), st.booleans())
+@given(st.lists(op, max_size=40), st.sampled_from([0.0, 3.0]), st.booleans(), st.booleans())
 def test_rebuilt_member_list_equals_the_servers(ops: list[tuple[Any, ...]],
-                                                grace: float, details: bool) -> None:
+                                                grace: float, details: bool,
+                                                paged: bool) -> None:
     """A watcher from the start and one that subscribes midway (presence_state, then
     diffs) rebuild exactly the server's member map after every step, counts
     included with presence_details (the default); without it, all but the counts.
     With details, what PresenceView.apply reports (joined, updated, left with
-    reasons) is exactly the server's presence events."""
-    lab = Lab(presence_grace=grace, presence_details=details, presence_idle_timeout=10.0)
+    reasons) is exactly the server's presence events.
+
+    ``paged``: pages of one member each, and the midway watcher reads only on a
+    "read" step, so its list arrives page by page while members join, leave and
+    change meanwhile; once its last page is in, its list is exact too."""
+    lab = Lab(presence_grace=grace, presence_details=details, presence_idle_timeout=10.0,
+              **({"presence_page_bytes": 40} if paged else {}))
     watchers = [Watcher(lab, "watcher")]
     lab.events.clear()
     live: list[Session] = []
@@ -305,6 +326,9 @@ def test_rebuilt_member_list_equals_the_servers(ops: list[tuple[Any, ...]],
         news = sorted(bus_news(lab), key=repr)
         for w in watchers:
             w.drain()
+            if not w.complete:  # its pages are still on their way
+                assert w.view.syncing("room") and lab.hub.presence_pager.in_progress(w.session)
+                continue
             if details:
                 assert w.view.channels["room"] == server
                 # the late watcher's own join is news for the first one only
@@ -330,7 +354,9 @@ def test_rebuilt_member_list_equals_the_servers(ops: list[tuple[Any, ...]],
             live = [s for s in live if "room" in s.subscriptions]
         elif kind == "watch":
             if len(watchers) == 1:
-                watchers.append(Watcher(lab, "late"))
+                watchers.append(Watcher(lab, "late", SlowPort() if paged else None))
+        elif kind == "read":
+            watchers[-1].read()
         elif live:
             s = live[step[1] % len(live)]
             if kind == "close":
@@ -347,7 +373,10 @@ def test_rebuilt_member_list_equals_the_servers(ops: list[tuple[Any, ...]],
                 lab.send(s, {"type": "presence", "channel": "room", "meta": step[2]})
         check()
     lab.advance(100.0)
+    for _ in range(20):  # the late watcher reads everything
+        watchers[-1].read()
     check()
+    assert all(w.complete for w in watchers)
     assert set(lab.hub.presence("room")) == (
         {w.session.user for w in watchers} | {s.user for s in live})
 

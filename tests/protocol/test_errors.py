@@ -44,6 +44,7 @@ EXPECTED = {
     errors.PresenceFull: ("presence_full", None),
     errors.BadPresenceState: ("bad_presence_state", None),
     errors.PresenceMetaTooLarge: ("presence_meta_too_large", None),
+    errors.PresenceMetaFull: ("presence_meta_full", None),
     errors.PresenceRefused: ("presence_refused", None),
     # issue 13: the data model
     errors.BadValue: ("bad_value", None),
