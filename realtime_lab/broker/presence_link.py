@@ -125,8 +125,13 @@ class LinkMembers:
     def users(self) -> list[str]:
         return list(merged_counts(self.link, self.channel))
 
-    def info(self, user: str) -> dict[str, Any] | None:
-        return member_info(self.link, self.channel, user)
+    def infos(self, users: list[str]) -> dict[str, dict[str, Any]]:
+        out = {}
+        for user in users:
+            info = member_info(self.link, self.channel, user)
+            if info is not None:
+                out[user] = info
+        return out
 
 
 def resync_diff(link: ChannelLink, channel: Channel,

@@ -215,6 +215,7 @@ def test_the_builder_skips_members_gone_since_the_list_was_made() -> None:
     msg, text = sync.next_message(20)  # one member per page
     assert msg["type"] == "presence_page" and json.loads(text) == msg
     assert list(msg["members"]) == ["ada"] and msg["total"] == 3
+    assert ChannelMembers(channel, "online").infos(["zed", "cy"]) == {"cy": {"connections": 1}}
     del channel.members["bob"]
     msg, _ = sync.next_message(20)
     assert list(msg["members"]) == ["cy"] and msg["more"] is False and sync.done
