@@ -1,10 +1,11 @@
 """A presence channel larger than the slow-consumer bound stays joinable (issue 13, point 4).
 
-Real sockets on 127.0.0.1: a newcomer (the Python client) joins a channel whose
-member list is larger than ``max_outbound_bytes``; before pages the server closed
-it with 4100 before it could read, and the client retried forever. The members
-themselves are sessions on the server's hub with socketless ports (their own
-sockets are not what is tested; 1050 of them would only slow the suite down).
+Real sockets on 127.0.0.1: a newcomer (the Python client, or a raw WebSocket) joins a
+channel whose member list is larger than ``max_outbound_bytes``; before pages the
+server closed it with 4100 before it could read, and the client retried forever.
+The members themselves are a :class:`~realtime_lab.testing.SilentMembers` on the server's
+hub (their own sockets are not what is tested; 1050 of them would only slow the
+suite down).
 """
 
 from __future__ import annotations
@@ -21,49 +22,9 @@ import realtime_lab
 from realtime_lab import LabServer, RequestFailed, ServerOptions
 from realtime_lab.client import Client
 from realtime_lab.client.presence import PresenceView
-from realtime_lab.core.hooks import ConnectRequest
-from realtime_lab.core.session import ConnectionState, Session
-from realtime_lab.testing import NullPort
+from realtime_lab.testing import SilentMembers
 
 META = {"bio": "x" * 990}  # 1000 bytes encoded
-
-
-class Members:
-    """Members of a server's channel on socketless ports, their errors recorded.
-
-    Each joins (and sets its metadata) through the hub's inbound path, then is
-    marked closing: the hub writes nothing more to it, so a thousand members cost
-    the suite a second, not the N^2/2 diffs they would send each other.
-    """
-
-    def __init__(self, server: LabServer, channel: str = "room") -> None:
-        self.server = server
-        self.channel = channel
-        self.sessions: dict[str, Session] = {}
-        self.errors: dict[str, list[str]] = {}
-        send = server.hub.send
-
-        def spy(s: Session, msg: dict[str, Any], *args: Any, **kwargs: Any) -> bool:
-            if msg.get("type") == "error":
-                self.errors.setdefault(s.user, []).append(msg["code"])
-            return send(s, msg, *args, **kwargs)
-
-        server.hub.send = spy  # type: ignore[method-assign]
-
-    def join(self, user: str, meta: dict[str, Any] | None = META) -> Session:
-        hub = self.server.hub
-        session = hub.open(NullPort(), user=user, request=ConnectRequest(remote="x", user=user))
-        hub.receive_text(session, json.dumps({"type": "subscribe", "channel": self.channel}))
-        if meta is not None:
-            hub.receive_text(session, json.dumps({"type": "presence", "channel": self.channel,
-                                                  "meta": meta, "id": 1}))
-        session.state = ConnectionState.CLOSING  # receives nothing more
-        self.sessions[user] = session
-        return session
-
-    def fill(self, users: list[str], meta: dict[str, Any] | None = META) -> None:
-        for user in users:
-            self.join(user, meta)
 
 
 @pytest.fixture
@@ -100,8 +61,8 @@ async def test_the_issue_reproduction_1050_members_of_1000_bytes_at_the_defaults
     presence_meta_full."""
     server = await realtime_lab.serve(port=0)
     try:
-        members = Members(server)
-        members.fill([f"m{i:04d}" for i in range(1050)])
+        members = SilentMembers(server.hub)
+        members.fill([f"m{i:04d}" for i in range(1050)], META)
         size = len(json.dumps({"type": "presence_state", "channel": "room",
                                "members": server.presence("room")}, separators=(",", ":")))
         assert size > server.hub.options.max_outbound_bytes
@@ -114,8 +75,8 @@ async def test_the_issue_reproduction_1050_members_of_1000_bytes_at_the_defaults
         assert server.hub.stats.slow_consumers == 0, "the newcomer was closed with 4100"
         await rebuilt(client, server)
         assert client.reconnects == 0 and server.hub.presence_pager.pages >= 16
-        refused = [u for u, codes in members.errors.items() if codes == ["presence_meta_full"]]
-        assert len(refused) == len(members.errors) and 1 <= len(refused) <= 20
+        refused = [u for u, code in members.refused.items() if code == "presence_meta_full"]
+        assert len(refused) == len(members.refused) and 1 <= len(refused) <= 20
         channel = server.hub.channels["room"]
         assert channel.meta_bytes <= server.hub.options.max_presence_channel_meta_bytes
         assert all("meta" not in server.presence("room")[u] for u in refused)
@@ -131,8 +92,8 @@ async def test_members_join_leave_and_change_while_pages_are_in_flight(
     newcomer received diffs between its pages, and rebuilt the server's list."""
     server = await realtime_lab.serve(port=0, max_outbound_bytes=256 * 1024)
     try:
-        room = Members(server)
-        room.fill([f"m{i:04d}" for i in range(1000)])
+        room = SilentMembers(server.hub)
+        room.fill([f"m{i:04d}" for i in range(1000)], META)
         members = list(room.sessions.values())
         client = await newcomer(server, clients)
         session = server.hub.sessions[client.session or ""]
@@ -146,7 +107,7 @@ async def test_members_join_leave_and_change_while_pages_are_in_flight(
             server.hub.closed(members.pop(0))
             members.append(room.join(f"late{turns}", {"n": turns}))
             server.hub.set_presence(members[10], "room", state="away", meta={"turn": turns})
-            room.join(f"m{500 + turns:04d}", None)  # a second tab of a listed member
+            room.join(f"m{500 + turns:04d}")  # a second tab of a listed member
             turns += 1
             await asyncio.sleep(0)  # one loop turn: the next page may go out
         await rebuilt(client, server)
@@ -176,7 +137,7 @@ async def test_a_reader_that_stops_holds_at_most_two_pages_then_catches_up(
     server = await realtime_lab.serve(port=0, max_outbound_bytes=256 * 1024,
                                       max_presence_meta_bytes=32 * 1024)
     try:  # 50 members of 20 KB: pages (64 KiB) of three members
-        Members(server).fill([f"m{i:04d}" for i in range(50)], {"bio": "y" * 20_000})
+        SilentMembers(server.hub).fill([f"m{i:04d}" for i in range(50)], {"bio": "y" * 20_000})
         ws = await raw_ws(server.port, path="/ws?user=newcomer", rcvbuf=4096)
         await ws.recv_json()  # welcome
         session = next(s for s in server.hub.sessions.values() if s.user == "newcomer")
@@ -215,7 +176,7 @@ async def test_metadata_over_the_channel_bound_is_refused_and_the_channel_stays_
     server = await realtime_lab.serve(port=0, options=ServerOptions(
         max_presence_meta_bytes=64 * 1024))
     try:
-        Members(server).fill([f"m{i:02d}" for i in range(16)], {"bio": "w" * 65_000})
+        SilentMembers(server.hub).fill([f"m{i:02d}" for i in range(16)], {"bio": "w" * 65_000})
         ada = await newcomer(server, clients, "ada")
         await ada.subscribe("room")
         with pytest.raises(RequestFailed) as refused:
