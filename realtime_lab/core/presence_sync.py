@@ -177,15 +177,12 @@ class PresencePager:
         self._send = send
         self._await_drain = await_drain
         self._syncs: dict[str, list[PresenceSync]] = {}  # session id -> lists in flight
+        #: Whether any member list is on its way (a plain attribute: read on every write).
+        self.active = False
         self._busy: set[str] = set()
         self._ids = itertools.count(1)
         #: Pages sent since the server started (``presence_state`` not counted).
         self.pages = 0
-
-    @property
-    def active(self) -> bool:
-        """Whether any member list is still on its way (checked on every write)."""
-        return bool(self._syncs)
 
     def in_progress(self, session: Session, channel: str | None = None) -> bool:
         """Whether a member list (of ``channel``, or any) is on its way to ``session``."""
@@ -200,6 +197,7 @@ class PresencePager:
         if not self._emit(session, sync) or sync.done:
             return
         self._syncs.setdefault(session.id, []).append(sync)
+        self.active = True
         self.pump(session)
 
     def _emit(self, session: Session, sync: PresenceSync) -> bool:
@@ -216,7 +214,7 @@ class PresencePager:
             return
         syncs[:] = [s for s in syncs if channel is not None and s.channel != channel]
         if not syncs:
-            del self._syncs[session.id]
+            self._forget(session)
 
     def pump(self, session: Session) -> None:
         """Queue pages for ``session`` while what waits for it is below one page."""
@@ -224,7 +222,7 @@ class PresencePager:
         if syncs is None or session.id in self._busy:
             return
         if session.state is not ConnectionState.OPEN:
-            del self._syncs[session.id]
+            self._forget(session)
             return
         budget = self._options.page_bytes
         self._busy.add(session.id)
@@ -244,4 +242,8 @@ class PresencePager:
         finally:
             self._busy.discard(session.id)
             if not syncs:
-                self._syncs.pop(session.id, None)
+                self._forget(session)
+
+    def _forget(self, session: Session) -> None:
+        self._syncs.pop(session.id, None)
+        self.active = bool(self._syncs)
