@@ -11,7 +11,9 @@ nothing): :meth:`ClusterNode.subscribed`, :meth:`ClusterNode.left` and
   and decides join/leave once for the cluster. Each node mirrors the cluster
   members of the channels it has local subscribers for (``links``) and sends the
   ``presence_diff`` of a join or leave to its local subscribers when the
-  broker's presence envelope arrives.
+  broker's presence envelope arrives. After a lost broker link the node holds
+  those diffs until the cluster has settled, then sends only the real
+  difference (presence_link.py, redis_resync.py).
 * ``subscribed`` is sent once the node receives the channel's envelopes and the
   subscriber counts in the cluster table, so a client that got its reply will
   receive every later publish from any node, and appears in every node's
@@ -346,11 +348,11 @@ class ClusterNode(ClusterRecovery):
     async def _resync(self, name: str, link: ChannelLink) -> None:
         """Reload the cluster members of ``name``; send local subscribers one diff with
         what really changed (nothing when a member only seemed gone meanwhile)."""
+        await link.ready.wait()  # a link made during the hold: its first load comes first
         snapshot = await self.broker.presence_snapshot(name)
         if snapshot is None or self._holding or self.links.get(name) is not link:
             return  # lost again (the next settle reloads) or nobody left here
         before = link.reload(snapshot)
-        link.ready.set()
         self.stats.resyncs += 1
         channel = self.hub.channels.get(name)
         if channel is None or not channel.presence:

@@ -79,7 +79,7 @@ class ClusterPort(Protocol):
     """
 
     def subscribed(self, session: Session, channel: Channel, request_id: int | str | None) -> None:
-        """A session joined ``channel``; the node sends ``subscribed`` and presence_state."""
+        """A session joined ``channel``; the node sends ``subscribed`` and the member list."""
 
     def left(self, session: Session, channel: Channel) -> None:
         """A session left ``channel`` (already removed from it)."""

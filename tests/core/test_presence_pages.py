@@ -279,3 +279,26 @@ def test_a_joining_members_granted_metadata_is_bounded_too() -> None:
     assert tiny.send(solo, {"type": "subscribe", "channel": "room"})[0]["code"] == \
         "presence_meta_full"
     assert "room" not in tiny.hub.channels
+
+
+def test_a_msgpack_connection_gets_the_same_pages() -> None:
+    """The pages are built once as a message; each connection gets them in its wire."""
+    msgpack = pytest.importorskip("msgpack")
+    from realtime_lab.protocol.frames import parse_frames
+    from realtime_lab.protocol.wire import MSGPACK, wire_format
+
+    room = Room()
+    room.fill(100)
+    json_port, binary_port = RecordingPort(), RecordingPort()
+    as_json = room.open("j", json_port)
+    as_binary = room.open("b", binary_port)
+    as_binary.wire = wire_format(MSGPACK)
+    room.send(as_json, {"type": "subscribe", "channel": "room"})
+    room.hub.receive_text(as_binary, '{"type":"subscribe","channel":"room"}')
+    frames, _ = parse_frames(b"".join(binary_port.writes))
+    binary = [msgpack.unpackb(f.payload) for f in frames]
+    pages = [m for m in binary if m["type"] == "presence_page"]
+    assert len(pages) >= 7 and pages[-1]["more"] is False
+    view = PresenceView()
+    feed(view, binary)
+    assert view.channels["room"] == room.hub.presence("room")
