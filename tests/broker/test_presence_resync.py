@@ -105,6 +105,14 @@ async def join(made: list[Watch], node: NodeProcess, user: str) -> Watch:
     return made[-1]
 
 
+async def outage(redis: RedisProcess, nodes: list[NodeProcess]) -> None:
+    """Kill Redis (it keeps nothing); return once every node has noticed."""
+    redis.stop()
+    for node in nodes:
+        await eventually_async(lambda n=node: cluster(n), lambda c: not c["connected"],
+                               what="the nodes to notice the outage")
+
+
 async def eventually_async(fetch: Any, predicate: Any, timeout: float = 10.0,
                            what: str = "condition") -> None:
     """Like ``eventually`` for a condition that needs an await (an HTTP call)."""
@@ -127,10 +135,7 @@ async def test_redis_restarted_empty_nobody_flaps_and_real_changes_arrive_once(
                          what="everyone to see everyone")
         for w in made:
             w.mark()
-        redis.stop()
-        for node in (a, b):
-            await eventually_async(lambda n=node: cluster(n), lambda c: not c["connected"],
-                                   what="the nodes to notice the outage")
+        await outage(redis, [a, b])
         await gone.close()  # a real leave and a real join while Redis is down
         made.remove(gone)
         new = await join(made, a, "new")
@@ -170,10 +175,7 @@ async def test_a_node_that_does_not_come_back_leaves_after_the_hold(
         await eventually(lambda: all(w.members() == ["ada", "bob", "cora"] for w in made))
         for w in made:
             w.mark()
-        redis.stop()
-        for node in (a, b):
-            await eventually_async(lambda n=node: cluster(n), lambda x: not x["connected"],
-                                   what="the nodes to notice the outage")
+        await outage(redis, [a, b])
         c.kill()
         await asyncio.sleep(OUTAGE)  # the outage itself, not a synchronisation
         redis.start()

@@ -61,6 +61,31 @@ async def browser() -> AsyncIterator[Any]:
 
 
 @pytest.fixture
+async def context(browser: Any) -> AsyncIterator[Any]:
+    """A browser context; the test fails if a page of it had an uncaught error."""
+    context = await browser.new_context()
+    errors: list[str] = []
+    context.on("weberror", lambda err: errors.append(str(err.error)))
+    try:
+        yield context
+        assert errors == []
+    finally:
+        await context.close()
+
+
+@pytest.fixture
+async def page(browser: Any) -> AsyncIterator[Page]:
+    """A page of a running server's origin (/health), to import /static/*.js in it."""
+    async with RestartableServer() as lab:
+        page = await browser.new_page()
+        try:
+            await page.goto(f"{lab.http_url}/health")
+            yield page
+        finally:
+            await page.close()
+
+
+@pytest.fixture
 async def lab() -> AsyncIterator[RestartableServer]:
     async with RestartableServer(ServerOptions(heartbeat_interval=2, heartbeat_timeout=2)) as srv:
         yield srv

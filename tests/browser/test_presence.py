@@ -27,18 +27,6 @@ Members = dict[str, dict[str, Any]]
 
 
 @pytest.fixture
-async def context(browser: Any) -> AsyncIterator[Any]:
-    context = await browser.new_context()
-    errors: list[str] = []
-    context.on("weberror", lambda err: errors.append(str(err.error)))
-    try:
-        yield context
-        assert errors == []
-    finally:
-        await context.close()
-
-
-@pytest.fixture
 async def clients() -> AsyncIterator[list[Client]]:
     made: list[Client] = []
     try:

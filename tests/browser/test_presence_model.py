@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ from realtime_lab.client.presence import PresenceView
 from realtime_lab.core.hooks import ConnectRequest
 from realtime_lab.core.hub import Hub
 from realtime_lab.core.session import Session
-from realtime_lab.testing import ManualClock, RecordingPort, RestartableServer
+from realtime_lab.testing import ManualClock, RecordingPort
 
 from .conftest import Page, needs_playwright
 
@@ -138,17 +137,6 @@ REPLAY = """async (sequences) => {
 def without_counts(members: Members) -> Members:
     return {u: {k: v for k, v in info.items() if k != "connections"}
             for u, info in members.items()}
-
-
-@pytest.fixture
-async def page(browser: Any) -> AsyncIterator[Page]:
-    async with RestartableServer() as lab:
-        page = await browser.new_page()
-        try:
-            await page.goto(f"{lab.http_url}/health")
-            yield page
-        finally:
-            await page.close()
 
 
 @pytest.mark.parametrize("grace", [0.0, 3.0], ids=["no-grace", "grace"])

@@ -17,7 +17,6 @@ import base64
 import json
 import os
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -37,18 +36,6 @@ pytestmark = [pytest.mark.browser, needs_playwright, pytest.mark.timeout(120)]
 def meta() -> dict[str, str]:
     """1000 bytes of metadata that permessage-deflate cannot shrink much."""
     return {"bio": base64.b64encode(os.urandom(742)).decode()}
-
-
-@pytest.fixture
-async def context(browser: Any) -> AsyncIterator[Any]:
-    context = await browser.new_context()
-    errors: list[str] = []
-    context.on("weberror", lambda err: errors.append(str(err.error)))
-    try:
-        yield context
-        assert errors == []
-    finally:
-        await context.close()
 
 
 def canonical(value: Any) -> str:
@@ -157,17 +144,6 @@ REPLAY = """async (sequences) => {
     return { members, building: build !== null, news };
   });
 }"""
-
-
-@pytest.fixture
-async def page(browser: Any) -> AsyncIterator[Page]:
-    async with RestartableServer() as lab:
-        page = await browser.new_page()
-        try:
-            await page.goto(f"{lab.http_url}/health")
-            yield page
-        finally:
-            await page.close()
 
 
 async def test_follow_presence_rebuilds_pages_like_python_and_the_hub(page: Page) -> None:
