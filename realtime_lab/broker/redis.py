@@ -34,8 +34,8 @@ pipelines by one writer task, so one node's publishes reach Redis (and every
 other node) in order. When Redis is unreachable the broker counts every
 envelope it cannot send in ``stats.dropped_out``, keeps delivering locally,
 reconnects with exponential backoff and jitter, resubscribes, replaces its
-presence contributions with the current local state (``sync``) and asks the
-node to resend ``presence_state`` to its clients. See docs/scaling.md.
+presence contributions with the local state and, once the cluster has settled,
+tells the node (redis_resync.py; docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -75,10 +75,9 @@ class RedisBroker(Broker):
         op_timeout: seconds a Redis command may take before the link counts as lost.
         backoff_initial, backoff_max: reconnect delays (doubling, with jitter).
         max_outbox: envelopes waiting to be written; more are dropped and counted.
-        resync_hold: after a reconnect (or after finding this node expired), the
-            longest wait, in seconds, for the nodes seen alive before to publish
-            their presence again before the node shows the settled member lists
-            (None: ``node_ttl``, the time after which a silent node is reaped anyway).
+        resync_hold: after a reconnect (or finding this node expired), the longest
+            wait for the nodes seen alive before to publish their presence again
+            (None: ``node_ttl``, after which a silent node is reaped anyway).
     """
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, namespace: str = "rl",
@@ -411,24 +410,12 @@ class RedisBroker(Broker):
                 self._lost(exc)
                 continue
             self.stats.reaped_nodes += int(reaped)
-            self.resync.beat([n.decode() for n in live])
-            if not int(alive):  # this node expired (a long pause, or Redis was flushed)
+            if not int(alive):  # this node expired (a long pause, or Redis was flushed):
+                # the others may have too, so wait for the peers known before this beat
                 log.warning("node %s had expired in redis; resyncing its presence", self.node_id)
-                await self._resync(client)
-
-    async def _resync(self, client: Any) -> None:
-        """Publish this node's presence again and settle, holding announcements meanwhile
-        (the other nodes may have lost their registrations too)."""
-        assert self.listener is not None
-        self.listener.on_connection_change(False)
-        try:
-            await self._drain()
-            live = await self.resync.sync(client)
-        except Exception as exc:  # noqa: BLE001
-            self._lost(exc)
-            return
-        self.stats.resyncs += 1
-        self.resync.settle(client, live)
+                await self.resync.rejoin(client)
+            else:
+                self.resync.beat([n.decode() for n in live])
 
     # ------------------------------------------------------------------ reads
 

@@ -66,6 +66,21 @@ class PresenceResync:
                                     int(broker.node_ttl * 1000), *flat)
         return [n.decode() if isinstance(n, bytes) else str(n) for n in live]
 
+    async def rejoin(self, client: Any) -> None:
+        """This node found its registration expired (a long pause, or Redis flushed):
+        hold, publish its presence again, settle (the others may have lost theirs)."""
+        broker = self.broker
+        assert broker.listener is not None
+        broker.listener.on_connection_change(False)
+        try:
+            await broker._drain()
+            live = await self.sync(client)
+        except Exception as exc:  # noqa: BLE001
+            broker._lost(exc)
+            return
+        broker.stats.resyncs += 1
+        self.settle(client, live)
+
     def settle(self, client: Any, live: list[str]) -> None:
         """Tell the node the cluster has settled: now, when every peer is registered,
         or once they are (at most ``resync_hold`` seconds from now)."""

@@ -9,7 +9,7 @@ channel messages arrive in between.
 With ``reconnect=True`` a lost connection is re-established with backoff and
 jitter, as the close code advises (:func:`realtime_lab.protocol.advice_for`):
 the channels are subscribed again, the presence view is rebuilt from the new
-``presence_state``, and messages sent meanwhile are buffered (bounded) and sent
+``presence_state`` (or its pages), and messages sent meanwhile are buffered (bounded) and sent
 after the restore. :attr:`Client.history`, :meth:`Client.on_state` and
 :meth:`Client.state_changes` show every transition. A channel the server
 removes the client from (an ``unsubscribed`` without ``id``: a kick) or refuses

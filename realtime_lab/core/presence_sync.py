@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from realtime_lab.core.outbound import Priority
 from realtime_lab.core.session import ConnectionState
-from realtime_lab.protocol import codec
+from realtime_lab.protocol import codec, messages
 
 if TYPE_CHECKING:
     from realtime_lab.core.channels import Channel
@@ -105,7 +105,7 @@ class PresenceSync:
         members, body = self._take(users, budget)
         name = _string(self.channel)
         if first and self.done:
-            return ({"type": "presence_state", "channel": self.channel, "members": members},
+            return (messages.presence_state_message(self.channel, members),
                     f'{{"type":"presence_state","channel":{name},"members":{body}}}')
         self.page += 1
         head: dict[str, Any] = {"type": "presence_page", "channel": self.channel,

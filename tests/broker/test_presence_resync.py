@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -194,3 +195,35 @@ async def test_a_node_that_does_not_come_back_leaves_after_the_hold(
             assert w.history("ada") == w.history("bob") == []
         made.remove(cora)
         await cora.close()
+
+
+def flushall(redis: RedisProcess) -> None:
+    """FLUSHALL on the running redis-server (the nodes stay connected)."""
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=5) as sock:
+        sock.sendall(b"FLUSHALL\r\n")
+        assert sock.recv(16).startswith(b"+OK")
+
+
+@pytest.mark.parametrize("round_", REPEAT)
+async def test_redis_flushed_under_connected_nodes_nobody_flaps(
+        redis: RedisProcess, node_process: NodeFactory, round_: int) -> None:
+    """FLUSHALL without a restart: no link breaks; each node finds its registration
+    gone at its next heartbeat (within node_ttl / 3, at different moments) and
+    publishes its members again. None of them shows a leave or a join meanwhile."""
+    a, b = await node_process(_url(redis)), await node_process(_url(redis))
+    async with watches() as made:
+        ada, bob = await join(made, a, "ada"), await join(made, b, "bob")
+        await eventually(lambda: all(w.members() == ["ada", "bob"] for w in made))
+        settled = [(await cluster(n))["node_stats"]["resyncs"] for n in (a, b)]
+        for w in made:
+            w.mark()
+        flushall(redis)
+        for node, before in zip((a, b), settled, strict=True):
+            await eventually_async(lambda n=node: cluster(n),
+                                   lambda c, s=before: c["node_stats"]["resyncs"] > s,
+                                   timeout=HOLD + 10, what="the nodes to resync and settle")
+        probes = [await join(made, a, "probe_a"), await join(made, b, "probe_b")]
+        await eventually(lambda: all({"probe_a", "probe_b"} <= set(w.members()) for w in made),
+                         timeout=10)
+        for w in (ada, bob, *probes):
+            assert w.history("ada") == w.history("bob") == [], w.client.user
