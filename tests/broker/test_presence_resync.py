@@ -143,8 +143,10 @@ async def test_redis_restarted_empty_nobody_flaps_and_real_changes_arrive_once(
         await asyncio.sleep(OUTAGE)  # the outage itself, not a synchronisation
         redis.start()
         want = ["ada", "bob", "cy", "new"]
-        await eventually(lambda: all(w.members() == want for w in made), timeout=HOLD + 10,
-                         what="presence to converge after Redis came back empty")
+        took = await eventually(lambda: all(w.members() == want for w in made),
+                                timeout=HOLD + 10,
+                                what="presence to converge after Redis came back empty")
+        print(f"\nevery list exact {took:.2f}s after Redis came back empty")
         # a join on each node seen on the other: both have settled (a node shows the
         # broker's events only once it has, in the same diff as what it resynced)
         probes = [await join(made, b, "probe_b"), await join(made, a, "probe_a")]

@@ -21,7 +21,7 @@ from realtime_lab.core.channels import Channel
 from realtime_lab.core.hooks import ConnectRequest, Hooks
 from realtime_lab.core.presence_sync import ChannelMembers, PresenceSync
 from realtime_lab.protocol import codec, messages
-from realtime_lab.testing import RecordingPort, SlowPort
+from realtime_lab.testing import RecordingPort, SlowPort, TurnScheduler
 
 OUTBOUND = 64 * 1024  # max_outbound_bytes of these tests: pages of 16 KiB
 META = {"bio": "x" * 980}  # about 1000 bytes encoded
@@ -301,4 +301,35 @@ def test_a_msgpack_connection_gets_the_same_pages() -> None:
     assert len(pages) >= 7 and pages[-1]["more"] is False
     view = PresenceView()
     feed(view, binary)
+    assert view.channels["room"] == room.hub.presence("room")
+
+
+def test_pages_overtaking_diffs_of_a_sliced_fan_out_still_rebuild_the_list() -> None:
+    """A channel above ``fanout_slice_min`` subscribers: a diff is queued to them over
+    several loop turns, while a page goes to its one connection at once, so a page
+    may arrive before a diff of a change it already holds. Diffs stay in the order
+    of the changes and each carries the member's whole info, so applying them after
+    the page ends on the server's list all the same."""
+    scheduler = TurnScheduler()
+    room = Room(fanout_slice_min=5, fanout_slice_seconds=0.0)
+    room.hub = Hub(room.hub.options, schedule=scheduler)
+    members = room.fill(150)
+    scheduler.run()
+    port = RecordingPort()
+    newcomer = room.open("newcomer", port)
+    room.hub.receive_text(newcomer, '{"type":"subscribe","channel":"room"}')
+    turn = 0
+    while room.hub.presence_pager.in_progress(newcomer):
+        room.hub.closed(members.pop(0))  # one whose page went out
+        room.hub.closed(members.pop(len(members) // 2))
+        members.append(room.member(f"late{turn}", {"turn": turn}))
+        room.send(members[3], {"type": "presence", "channel": "room", "meta": {"v": turn}})
+        turn += 1
+        scheduler.step()
+    scheduler.run()
+    msgs = [m for m in port.take() if m["type"].startswith("presence_")]
+    last_page = max(i for i, m in enumerate(msgs) if m["type"] == "presence_page")
+    assert turn >= 5 and any(m["type"] == "presence_diff" for m in msgs[last_page:])
+    view = PresenceView()
+    feed(view, msgs)
     assert view.channels["room"] == room.hub.presence("room")
