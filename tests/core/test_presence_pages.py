@@ -311,7 +311,9 @@ def test_pages_overtaking_diffs_of_a_sliced_fan_out_still_rebuild_the_list() -> 
     of the changes and each carries the member's whole info, so applying them after
     the page ends on the server's list all the same."""
     scheduler = TurnScheduler()
-    room = Room(fanout_slice_min=5, fanout_slice_seconds=0.0)
+    # no time for slices and no put-off flush: one slice per turn, whatever the
+    # machine's speed (fanout_flush_delay counts real time)
+    room = Room(fanout_slice_min=5, fanout_slice_seconds=0.0, fanout_flush_delay=0.0)
     room.hub = Hub(room.hub.options, schedule=scheduler)
     members = room.fill(150)
     scheduler.run()
