@@ -143,7 +143,7 @@ async def test_a_reader_that_stops_holds_at_most_two_pages_then_catches_up(
         ws = await raw_ws(server.port, path="/ws?user=newcomer", rcvbuf=4096)
         await ws.recv_json()  # welcome
         session = next(s for s in server.hub.sessions.values() if s.user == "newcomer")
-        sock = session.port.stream.socket  # type: ignore[attr-defined]
+        sock = session.port.sock  # type: ignore[attr-defined]  # the SocketPump's socket
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
         await ws.send_json({"type": "subscribe", "channel": "room", "id": 1})
         async with asyncio.timeout(10):  # the server waits for the reader
