@@ -74,25 +74,12 @@ class RecordingPort:
 
 
 class SlowPort(RecordingPort):
-    """A RecordingPort whose writes wait in the backlog (``buffered``) until :meth:`drain`."""
-
-    def __init__(self, remote: str = "127.0.0.1", *, wire: WireFormat = JSON_WIRE) -> None:
-        super().__init__(remote, wire=wire)
-        self._waiting: list[Callable[[], None]] = []
+    """A RecordingPort whose writes wait in the backlog (``buffered``) until
+    :meth:`~RecordingPort.drain`, like a client that reads only when told."""
 
     def write(self, data: bytes) -> None:
         super().write(data)
         self.buffered += len(data)
-
-    def when_drained(self, callback: Callable[[], None]) -> None:
-        self._waiting.append(callback)
-
-    def drain(self) -> None:
-        """The client read everything written so far: empty the backlog, tell the hub."""
-        self.buffered = 0
-        waiting, self._waiting = self._waiting, []
-        for callback in waiting:
-            callback()
 
 
 class NullPort:
