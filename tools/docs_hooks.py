@@ -42,6 +42,7 @@ NOTEBOOKS = ROOT / "notebooks"
 BRANCH = "main"
 
 # The first line of a translated page: "> Traducción de [docs/X.md](../X.md) en `abc1234`."
+# (a page in a folder of docs/es/, e.g. howto/ or api/, links its original one level up more)
 TRANSLATION_HEADER = re.compile(r"^> Traducción de \[docs/([\w./-]+)\]\(")
 # Spanish pages that predate the header convention, with the English page they follow.
 UNHEADED_TRANSLATIONS = {"index.md": "index.md", "quickstart.md": "tutorial-quickstart.md"}
@@ -149,14 +150,19 @@ def _relative_url(target: str, page_url: str) -> str:
 def _translations() -> dict[str, str]:
     """English page (relative to docs/) -> its Spanish translation (relative to docs/es/)."""
     out: dict[str, str] = {}
-    for es_page in sorted(ES.glob("*.md")):
-        first = es_page.read_text(encoding="utf-8").split("\n", 1)[0]
+    for es_page in _spanish_pages():
+        first = (ES / es_page).read_text(encoding="utf-8").split("\n", 1)[0]
         m = TRANSLATION_HEADER.match(first)
         if m:
-            out[m.group(1)] = es_page.name
-        elif es_page.name in UNHEADED_TRANSLATIONS:
-            out[UNHEADED_TRANSLATIONS[es_page.name]] = es_page.name
+            out[m.group(1)] = es_page
+        elif es_page in UNHEADED_TRANSLATIONS:
+            out[UNHEADED_TRANSLATIONS[es_page]] = es_page
     return out
+
+
+def _spanish_pages() -> list[str]:
+    """The Markdown pages of docs/es/, folders included (howto/, api/), relative to it."""
+    return sorted(p.relative_to(ES).as_posix() for p in ES.rglob("*.md"))
 
 
 # --- configuration -------------------------------------------------------------------
@@ -212,7 +218,7 @@ def _spanish_nav(config: MkDocsConfig) -> None:
         return {title_es or _english_title(value): stub}
 
     nav = [convert(item) for item in config.nav or []]
-    others = sorted(p.name for p in ES.glob("*.md") if p.name not in used)
+    others = [p for p in _spanish_pages() if p not in used]
     if others:
         nav.append({"Otras páginas": others})
     config.nav = nav

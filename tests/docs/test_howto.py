@@ -5,6 +5,10 @@ notebook cells: they are joined into the body of one coroutine (top-level ``awai
 allowed) and run in a fresh interpreter, which must exit 0 within the timeout. A
 block whose first line is ``# not run: REASON`` is left out (a fragment of a larger
 application, a browser page...).
+
+The Spanish guides (docs/es/howto/) carry the same code blocks byte for byte, with
+their prose translated; they are not run a second time: a test checks that each one
+makes exactly the script its English guide makes, which the run above covers.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 HOWTO = ROOT / "docs" / "howto"
+ES_HOWTO = ROOT / "docs" / "es" / "howto"
 pytestmark = pytest.mark.timeout(300)
 BLOCK = re.compile(r"^( *)```python\n(.*?)^\1```", re.S | re.M)
 
@@ -34,6 +39,18 @@ def as_script(blocks: list[str]) -> str:
 
 
 PAGES = sorted(p.name for p in HOWTO.glob("*.md") if python_blocks(p))
+# The first line of a Spanish guide names its original (tests/docs/test_translations.py).
+ORIGINAL = re.compile(r"^> Traducción de \[docs/howto/([\w.-]+)\]")
+
+
+def spanish_guides() -> dict[str, str]:
+    """English guide -> its Spanish translation (file names)."""
+    out: dict[str, str] = {}
+    for page in sorted(ES_HOWTO.glob("*.md")):
+        m = ORIGINAL.match(page.read_text().split("\n", 1)[0])
+        assert m, f"docs/es/howto/{page.name}: its first line must name its English original"
+        out[m.group(1)] = page.name
+    return out
 
 
 def test_guides_with_code_are_found() -> None:
@@ -49,4 +66,18 @@ def test_howto_code_runs(page: str, tmp_path: Path) -> None:
                           text=True, timeout=240)
     assert done.returncode == 0, (
         f"docs/howto/{page}: its code failed:\n{script.read_text()}\n{done.stdout}\n{done.stderr}"
+    )
+
+
+def test_every_guide_has_a_spanish_version() -> None:
+    missing = sorted(p.name for p in HOWTO.glob("*.md") if p.name not in spanish_guides())
+    assert not missing, f"docs/howto/ pages without a translation in docs/es/howto/: {missing}"
+
+
+@pytest.mark.parametrize("page", sorted(spanish_guides()))
+def test_spanish_guide_runs_the_english_code(page: str) -> None:
+    """Same script as the English guide's, so test_howto_code_runs covers it."""
+    spanish = ES_HOWTO / spanish_guides()[page]
+    assert as_script(python_blocks(spanish)) == as_script(python_blocks(HOWTO / page)), (
+        f"docs/es/howto/{spanish.name} does not run the code of docs/howto/{page}"
     )

@@ -156,10 +156,14 @@ def test_language_switch_links_both_sites(site: Path) -> None:
 def test_spanish_navigation_uses_every_translation(site: Path) -> None:
     """Each page of docs/es/ is in the Spanish site; untranslated pages link the English."""
     spanish_index = (site / "es" / "index.html").read_text(encoding="utf-8")
-    for page in sorted((ROOT / "docs" / "es").glob("*.md")):
-        if page.name == "index.md":
+    es = ROOT / "docs" / "es"
+    for page in sorted(es.rglob("*.md")):
+        if page == es / "index.md":
             continue
-        assert f'href="{page.stem}/"' in spanish_index, f"docs/es/{page.name} is not in the nav"
+        rel = page.relative_to(es).with_suffix("").as_posix()
+        url = rel.removesuffix("index")  # api/index.md is api/
+        assert f'href="{url}/"'.replace("//", "/") in spanish_index, (
+            f"docs/es/{rel}.md is not in the nav")
     stub = (site / "es" / "architecture" / "index.html").read_text(encoding="utf-8")
     assert "aún no está traducida" in stub and 'href="../../architecture/"' in stub
 

@@ -1,9 +1,10 @@
 """The Spanish pages in docs/es/ against their English originals.
 
-Each translated page must open with a link to its English original and the commit
-it translates, keep every fenced code block byte for byte, keep every inline code
-span (option names, wire fields, error codes), have as many sections, and every
-relative link in docs/es/ must resolve to a file (and to a heading, for an anchor).
+Each translated page (in docs/es/ or its folders howto/ and api/) must open with a
+link to its English original and the commit it translates, keep every fenced code
+block byte for byte, keep every inline code span (option names, wire fields, error
+codes), have as many sections, and every relative link in docs/es/ must resolve to a
+file (and to a heading, for an anchor).
 When an English page changes, update its translation and the commit in its header.
 """
 
@@ -32,12 +33,18 @@ PAIRS = {
     "protocolo-binario.md": "protocol-binary.md",
     "widgets.md": "widgets.md",
     "metricas.md": "metrics.md",
+    "howto/cuaderno.md": "howto/notebook.md",
+    "howto/canales-privados.md": "howto/private-channels.md",
+    "howto/navegador.md": "howto/browser.md",
+    "howto/medir-difusion.md": "howto/measure-broadcast.md",
+    "howto/aula.md": "howto/classroom.md",
 }
 
 FENCE = re.compile(r"^\s*(```+|~~~+)")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+# "../X.md" from docs/es/, "../../howto/X.md" from docs/es/howto/
 HEADER = re.compile(
-    r"^> Traducción de \[docs/([\w.-]+)\]\(\.\./([\w.-]+)\) en `([0-9a-f]{7,40})`\."
+    r"^> Traducción de \[docs/([\w./-]+)\]\(((?:\.\./)+)([\w./-]+)\) en `([0-9a-f]{7,40})`\."
 )
 
 
@@ -105,9 +112,11 @@ def anchors(text: str) -> set[str]:
 def test_header_links_the_original_and_names_a_commit(es: str, en: str) -> None:
     first = (ES / es).read_text().splitlines()[0]
     m = HEADER.match(first)
-    expected = f"> Traducción de [docs/{en}](../{en}) en `<commit>`."
+    up = "../" * (es.count("/") + 1)
+    expected = f"> Traducción de [docs/{en}]({up}{en}) en `<commit>`."
     assert m, f"docs/es/{es}: the first line must be '{expected}'"
-    assert m.group(1) == en and m.group(2) == en, f"docs/es/{es} must name docs/{en}"
+    assert m.group(1) == en and m.group(2) == up and m.group(3) == en, (
+        f"docs/es/{es} must name docs/{en}: '{expected}'")
     git = shutil.which("git")
     if git and (ROOT / ".git").exists():
         shallow = subprocess.run(
@@ -117,11 +126,11 @@ def test_header_links_the_original_and_names_a_commit(es: str, en: str) -> None:
             # in HEAD's history, not just in the object store: a hash left behind by a
             # rebase still exists locally but not in a fresh clone
             found = subprocess.run(
-                [git, "merge-base", "--is-ancestor", m.group(3), "HEAD"], cwd=ROOT,
+                [git, "merge-base", "--is-ancestor", m.group(4), "HEAD"], cwd=ROOT,
                 capture_output=True,
             )
             assert found.returncode == 0, (
-                f"docs/es/{es}: commit {m.group(3)} is not in this branch's history"
+                f"docs/es/{es}: commit {m.group(4)} is not in this branch's history"
                 " (rebased? name the commit that last changed the English page)")
 
 
@@ -153,7 +162,16 @@ def test_same_sections(es: str, en: str) -> None:
     )
 
 
-@pytest.mark.parametrize("page", sorted(p.name for p in ES.glob("*.md")))
+SPANISH_PAGES = sorted(p.relative_to(ES).as_posix() for p in ES.rglob("*.md"))
+
+
+def test_every_spanish_page_is_paired() -> None:
+    """A page of docs/es/ without a pair here would escape the checks above."""
+    unpaired = set(SPANISH_PAGES) - set(PAIRS) - {"index.md", "quickstart.md"}
+    assert not unpaired, f"add these to PAIRS with their English originals: {sorted(unpaired)}"
+
+
+@pytest.mark.parametrize("page", SPANISH_PAGES)
 def test_relative_links_resolve(page: str) -> None:
     path = ES / page
     for target in LINK.findall(prose(path.read_text())):
@@ -167,8 +185,17 @@ def test_relative_links_resolve(page: str) -> None:
 
 
 def test_every_spanish_page_is_linked_from_both_indexes() -> None:
+    """The module pages of the API reference (api/*.md) are linked from its own index,
+    docs/es/api/index.md, as the English ones are from docs/api/index.md."""
     es_index = (ES / "index.md").read_text()
     en_index = (DOCS / "index.md").read_text()
-    for page in sorted(p.name for p in ES.glob("*.md") if p.name != "index.md"):
+    api_index = (ES / "api" / "index.md").read_text() if (ES / "api" / "index.md").exists() else ""
+    for page in SPANISH_PAGES:
+        if page == "index.md":
+            continue
+        if page.startswith("api/") and page != "api/index.md":
+            assert f"]({page.removeprefix('api/')})" in api_index, (
+                f"docs/es/api/index.md does not link {page}")
+            continue
         assert f"]({page})" in es_index, f"docs/es/index.md does not link {page}"
         assert f"](es/{page})" in en_index, f"docs/index.md does not link es/{page}"
