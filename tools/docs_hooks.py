@@ -4,8 +4,12 @@ The Markdown under docs/ is written to be read on GitHub too, so the pages stay 
 they are and these hooks adapt them to the site:
 
 * the lesson notebooks (notebooks/*.ipynb) and their index (notebooks/README.md) are
-  added to the English site under notebooks/; mkdocs-jupyter renders them from their
-  stored outputs (they are never executed here);
+  added to the English site under notebooks/, and their Spanish translations
+  (notebooks/es/, each naming its English original in its first line, see
+  tests/docs/test_notebook_translations.py) to the Spanish site under notebooks/, in
+  the English lessons' places of its navigation; mkdocs-jupyter renders them from their
+  stored outputs (they are never executed here), and relative links in their Markdown
+  cells are rewritten like those of the pages;
 * a relative link that leaves the site's docs_dir is rewritten: to a page of the site
   when it points at a file the site has (a lesson, docs/img/...), to the other
   language's site when it points into docs/es/ (or out of it), and to the file on the
@@ -39,11 +43,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 ES = DOCS / "es"
 NOTEBOOKS = ROOT / "notebooks"
+NOTEBOOKS_ES = NOTEBOOKS / "es"
 BRANCH = "main"
 
 # The first line of a translated page: "> Traducción de [docs/X.md](../X.md) en `abc1234`."
 # (a page in a folder of docs/es/, e.g. howto/ or api/, links its original one level up more)
 TRANSLATION_HEADER = re.compile(r"^> Traducción de \[docs/([\w./-]+)\]\(")
+# The first line of a translated lesson (a Markdown cell) or of the lessons' index:
+# "> Traducción de [notebooks/X.ipynb](../X.ipynb) en `abc1234`."
+LESSON_HEADER = re.compile(r"^> Traducción de \[(notebooks/[\w.-]+)\]\(")
 # Spanish pages that predate the header convention, with the English page they follow.
 UNHEADED_TRANSLATIONS = {"index.md": "index.md", "quickstart.md": "tutorial-quickstart.md"}
 
@@ -165,6 +173,26 @@ def _spanish_pages() -> list[str]:
     return sorted(p.relative_to(ES).as_posix() for p in ES.rglob("*.md"))
 
 
+def _first_line(path: Path) -> str:
+    """The first line of a Markdown file, or of a notebook's first Markdown cell."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".ipynb":
+        cells = json.loads(text)["cells"]
+        text = next(("".join(c["source"]) for c in cells if c["cell_type"] == "markdown"), "")
+    return text.split("\n", 1)[0]
+
+
+def _lesson_translations() -> dict[str, str]:
+    """English lesson or index (relative to the repository: notebooks/X) -> its Spanish
+    translation's place on the Spanish site (notebooks/Y, the file is notebooks/es/Y)."""
+    out: dict[str, str] = {}
+    for path in [NOTEBOOKS_ES / "README.md", *sorted(NOTEBOOKS_ES.glob("*.ipynb"))]:
+        m = LESSON_HEADER.match(_first_line(path)) if path.is_file() else None
+        if m:
+            out[m.group(1)] = f"notebooks/{path.name}"
+    return out
+
+
 # --- configuration -------------------------------------------------------------------
 
 
@@ -197,7 +225,7 @@ _STUBS: dict[str, tuple[str, str]] = {}  # Spanish site: stub src_uri -> (title,
 
 def _spanish_nav(config: MkDocsConfig) -> None:
     """Replace the inherited English navigation by its Spanish counterpart."""
-    translated = _translations()
+    translated = {**_translations(), **_lesson_translations()}
     _STUBS.clear()
     used: set[str] = set()
 
@@ -245,6 +273,11 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
     if _is_spanish(config):
         for src_uri, (title, english) in _STUBS.items():
             files.append(File.generated(config, src_uri, content=_stub(src_uri, title, english)))
+        # The Spanish lessons and their index, published at notebooks/ as on the English
+        # site (the files stay in notebooks/es/).
+        for src_uri in _lesson_translations().values():
+            path = NOTEBOOKS_ES / posixpath.basename(src_uri)
+            files.append(File.generated(config, src_uri, abs_src_path=str(path)))
         # The English pages' pictures (docs/img/...), which the translations show too.
         for path in sorted(DOCS.rglob("*")):
             if (path.is_file() and not path.is_relative_to(ES) and path.suffix not in (".md", ".py")
@@ -258,6 +291,17 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
         files.append(File(path.relative_to(ROOT).as_posix(), str(ROOT), config.site_dir,
                           config.use_directory_urls))
     return files
+
+
+def on_nav(nav: Any, config: MkDocsConfig, files: Files) -> Any:
+    """Point mkdocs-jupyter's wrapper of each Spanish lesson at its file: the wrapper
+    finds a notebook through src_dir, which a lesson kept in notebooks/es/ but published
+    at notebooks/ has not."""
+    for f in files:
+        inner = getattr(f, "file", None)
+        if isinstance(inner, File) and inner.abs_src_path and f.abs_src_path is None:
+            f.abs_src_path = inner.abs_src_path
+    return nav
 
 
 def _stub(src_uri: str, title: str, english: str) -> str:
@@ -304,13 +348,21 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
     return "".join(out)
 
 
-def _english_url(real: Path) -> str | None:
-    """The URL of a repository file on the English site, if that site publishes it."""
-    if real.is_relative_to(NOTEBOOKS) and real.parent == NOTEBOOKS:
+def _lesson_url(real: Path, folder: Path) -> str | None:
+    """The URL of a lesson (or of the lessons' index) in `folder`, on its site."""
+    if real.parent == folder:
         if real.suffix == ".ipynb":
             return f"notebooks/{real.stem}/"
         if real.name == "README.md":
             return "notebooks/"
+    return None
+
+
+def _english_url(real: Path) -> str | None:
+    """The URL of a repository file on the English site, if that site publishes it."""
+    lesson = _lesson_url(real, NOTEBOOKS)
+    if lesson is not None:
+        return lesson
     if real.is_relative_to(DOCS) and not real.is_relative_to(ES) and real.suffix != ".py":
         rel = real.relative_to(DOCS).as_posix()
         return _page_url(rel) if real.suffix == ".md" else rel
@@ -319,6 +371,9 @@ def _english_url(real: Path) -> str | None:
 
 def _spanish_url(real: Path) -> str | None:
     """The URL of a repository file on the Spanish site (under es/), if it is there."""
+    lesson = _lesson_url(real, NOTEBOOKS_ES)
+    if lesson is not None and real.is_file():
+        return "es/" + lesson
     if real.is_relative_to(ES):
         rel = real.relative_to(ES).as_posix()
         return "es/" + (_page_url(rel) if real.suffix == ".md" else rel)
@@ -344,3 +399,41 @@ def _site_link(real: Path, anchor: str, page: Page, by_path: dict[Path, File], s
         return url + suffix
     kind = "tree" if real.is_dir() else "blob"
     return f"{_repo_url(config)}/{kind}/{BRANCH}/{real.relative_to(ROOT).as_posix()}{suffix}"
+
+
+# --- lessons ---------------------------------------------------------------------------
+
+HTML_LINK = re.compile(r'(<a\s[^>]*?href=")([^"]+)(")')
+
+
+def on_page_content(html: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    """A lesson's page (HTML from mkdocs-jupyter): its links to Markdown files and notebooks
+    of the repository (a translation's header, a lesson's link to another) go where
+    on_page_markdown sends a page's links; a link to such a file that is not there warns."""
+    if page.file.abs_src_path is None or not page.file.abs_src_path.endswith(".ipynb"):
+        return html
+    source = Path(page.file.abs_src_path).resolve()
+    by_path = {Path(f.abs_src_path).resolve(): f for f in files
+               if f.abs_src_path and not f.inclusion.is_excluded()}
+    spanish = _is_spanish(config)
+    here = ("es/" if spanish else "") + page.url
+
+    def rewrite(m: re.Match[str]) -> str:
+        target = m.group(2)
+        file_part, _, anchor = target.partition("#")
+        if (SCHEME.match(target) or target.startswith(("#", "/"))
+                or posixpath.splitext(file_part)[1] not in (".md", ".ipynb")):
+            return m.group(0)
+        real = (source.parent / file_part).resolve()
+        if real in by_path:  # a page of this site
+            new = _relative_url(by_path[real].url, page.url) + ("#" + anchor if anchor else "")
+        else:
+            found = _site_link(real, anchor, page, by_path, spanish, here, config)
+            if found is None:
+                log.warning("Doc file '%s' links '%s': no such file in the repository",
+                            page.file.src_uri, target)
+                return m.group(0)
+            new = found
+        return m.group(1) + new + m.group(3)
+
+    return HTML_LINK.sub(rewrite, html)

@@ -164,14 +164,26 @@ def test_spanish_navigation_uses_every_translation(site: Path) -> None:
         url = rel.removesuffix("index")  # api/index.md is api/
         assert f'href="{url}/"'.replace("//", "/") in spanish_index, (
             f"docs/es/{rel}.md is not in the nav")
+    for lesson in sorted((ROOT / "notebooks" / "es").glob("*.ipynb")):
+        assert f'href="notebooks/{lesson.stem}/"' in spanish_index, f"{lesson.name} not in the nav"
+    assert 'href="notebooks/"' in spanish_index  # the Spanish index of the lessons
     stub = (site / "es" / "architecture" / "index.html").read_text(encoding="utf-8")
     assert "aún no está traducida" in stub and 'href="../../architecture/"' in stub
 
 
-@pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
-def test_lessons_are_rendered_from_their_stored_outputs(site: Path, notebook: str) -> None:
-    """A lesson's page shows the outputs stored in the notebook (it is not executed)."""
-    cells = json.loads((ROOT / "notebooks" / notebook).read_text(encoding="utf-8"))["cells"]
+LESSONS = [("", p) for p in sorted((ROOT / "notebooks").glob("*.ipynb"))] + [
+    ("es", p) for p in sorted((ROOT / "notebooks" / "es").glob("*.ipynb"))]
+
+
+@pytest.mark.parametrize(("language", "path"), LESSONS,
+                         ids=[p.relative_to(ROOT).as_posix() for _, p in LESSONS])
+def test_lessons_are_rendered_from_their_stored_outputs(site: Path, language: str,
+                                                        path: Path) -> None:
+    """A lesson's page (the English ones on the English site, the Spanish ones of
+    notebooks/es/ at notebooks/ of the Spanish site) shows the outputs stored in the
+    notebook (it is not executed)."""
+    notebook = path.name
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     texts = [
         "".join(out["text"]).strip().splitlines()[0]
         for cell in cells if cell["cell_type"] == "code"
@@ -179,7 +191,7 @@ def test_lessons_are_rendered_from_their_stored_outputs(site: Path, notebook: st
         if out.get("output_type") == "stream" and "".join(out["text"]).strip()
     ]
     assert texts, f"{notebook} has no stored stream output to look for"
-    page = (site / "notebooks" / Path(notebook).stem / "index.html").read_text(encoding="utf-8")
+    page = (site / language / "notebooks" / path.stem / "index.html").read_text(encoding="utf-8")
     text = html.unescape(re.sub(r"<[^>]+>", "", page))
     missing = [t for t in texts if t.strip() not in text]
     assert not missing, f"stored outputs of {notebook} not on its page: {missing[:3]}"
