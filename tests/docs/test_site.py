@@ -215,6 +215,14 @@ def test_public_symbol_has_a_reference_entry(site: Path, module: str, name: str)
     )
 
 
+def test_spanish_api_pages_render_the_same_reference(site: Path) -> None:
+    """docs/es/api/ renders the docstrings (in English) as the English pages do."""
+    missing = [f"{m}.{n}" for m, n in PUBLIC if f"{m}.{n}" not in _inventory(site / "es")]
+    assert not missing, f"not in the Spanish site's API reference: {missing[:10]}"
+    page = (site / "es" / "api" / "core" / "index.html").read_text(encoding="utf-8")
+    assert "docstrings están en inglés" in page and 'id="realtime_lab.core.Hub"' in page
+
+
 _GRIFFE: dict[str, object] = {}
 _INVENTORIES: dict[Path, set[str]] = {}
 

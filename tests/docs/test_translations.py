@@ -38,6 +38,21 @@ PAIRS = {
     "howto/navegador.md": "howto/browser.md",
     "howto/medir-difusion.md": "howto/measure-broadcast.md",
     "howto/aula.md": "howto/classroom.md",
+    # the API reference: a Spanish introduction, the same mkdocstrings directives
+    "api/broker.md": "api/broker.md",
+    "api/client.md": "api/client.md",
+    "api/core.md": "api/core.md",
+    "api/errors.md": "api/errors.md",
+    "api/index.md": "api/index.md",
+    "api/inspection.md": "api/inspection.md",
+    "api/instrument.md": "api/instrument.md",
+    "api/middleware.md": "api/middleware.md",
+    "api/plot.md": "api/plot.md",
+    "api/protocol.md": "api/protocol.md",
+    "api/realtime_lab.md": "api/realtime_lab.md",
+    "api/testing.md": "api/testing.md",
+    "api/transports.md": "api/transports.md",
+    "api/widgets.md": "api/widgets.md",
 }
 
 FENCE = re.compile(r"^\s*(```+|~~~+)")
@@ -144,6 +159,20 @@ def test_code_blocks_are_identical(es: str, en: str) -> None:
     )
     for i, (a, b) in enumerate(zip(en_blocks, es_blocks, strict=True)):
         assert a == b, f"code block {i} of docs/es/{es} differs from docs/{en}:\n{a}\n---\n{b}"
+
+
+def directives(text: str) -> list[str]:
+    """mkdocstrings' ``::: module`` blocks (with their indented options), in order."""
+    return re.findall(r"^::: .*\n(?:(?: {4}.*)?\n)*", text + "\n", re.M)
+
+
+@pytest.mark.parametrize("es,en", sorted(p for p in PAIRS.items() if p[0].startswith("api/")))
+def test_api_pages_render_the_same_reference(es: str, en: str) -> None:
+    """The Spanish API pages show the English docstrings, with the same options."""
+    en_directives = [d.strip() for d in directives((DOCS / en).read_text())]
+    assert [d.strip() for d in directives((ES / es).read_text())] == en_directives, (
+        f"docs/es/{es}: its ::: blocks must be those of docs/{en}"
+    )
 
 
 @pytest.mark.parametrize("es,en", sorted(PAIRS.items()))
