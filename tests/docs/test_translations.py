@@ -33,6 +33,8 @@ PAIRS = {
     "protocolo-binario.md": "protocol-binary.md",
     "widgets.md": "widgets.md",
     "metricas.md": "metrics.md",
+    "seguridad.md": "security.md",
+    "despliegue.md": "deploy.md",
     "howto/cuaderno.md": "howto/notebook.md",
     "howto/canales-privados.md": "howto/private-channels.md",
     "howto/navegador.md": "howto/browser.md",
