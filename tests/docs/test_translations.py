@@ -55,6 +55,7 @@ PAIRS = {
     "api/testing.md": "api/testing.md",
     "api/transports.md": "api/transports.md",
     "api/widgets.md": "api/widgets.md",
+    "protocolo.md": "protocol.md",
 }
 
 FENCE = re.compile(r"^\s*(```+|~~~+)")
@@ -122,6 +123,7 @@ def anchors(text: str) -> set[str]:
         n = seen.get(s, 0)
         seen[s] = n + 1
         out.add(s if n == 0 else f"{s}-{n}")
+    out.update(re.findall(r'<a id="([^"]+)"></a>', prose(text)))  # explicit HTML anchors
     return out
 
 
