@@ -52,8 +52,6 @@ TRANSLATION_HEADER = re.compile(r"^> Traducción de \[docs/([\w./-]+)\]\(")
 # The first line of a translated lesson (a Markdown cell) or of the lessons' index:
 # "> Traducción de [notebooks/X.ipynb](../X.ipynb) en `abc1234`."
 LESSON_HEADER = re.compile(r"^> Traducción de \[(notebooks/[\w.-]+)\]\(")
-# Spanish pages that predate the header convention, with the English page they follow.
-UNHEADED_TRANSLATIONS = {"index.md": "index.md", "quickstart.md": "tutorial-quickstart.md"}
 
 # Navigation titles of the Spanish site (keys: the English titles in mkdocs.yml).
 TITLES_ES = {
@@ -163,8 +161,6 @@ def _translations() -> dict[str, str]:
         m = TRANSLATION_HEADER.match(first)
         if m:
             out[m.group(1)] = es_page
-        elif es_page in UNHEADED_TRANSLATIONS:
-            out[UNHEADED_TRANSLATIONS[es_page]] = es_page
     return out
 
 
