@@ -58,6 +58,7 @@ PAIRS = {
     "protocolo.md": "protocol.md",
     "quickstart.md": "tutorial-quickstart.md",
     "index.md": "index.md",
+    "rendimiento.md": "performance.md",
 }
 
 FENCE = re.compile(r"^\s*(```+|~~~+)")
