@@ -36,9 +36,12 @@ demo: $(VENV)/.installed
 lab: $(VENV)/.installed-lab
 	cd notebooks && ../$(VENV)/bin/jupyter lab --port=$(LAB_PORT)
 
+# mypy --strict runs on its own (it is global-only): the core and protocol are the typed
+# gate (issue 14); --follow-imports=silent keeps other packages' errors out of it.
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check realtime_lab tests benchmarks tools examples
 	$(VENV)/bin/mypy realtime_lab
+	$(VENV)/bin/mypy --strict --follow-imports=silent realtime_lab/core realtime_lab/protocol
 	$(PY) -m pytest -p no:cacheprovider -rs --cov=realtime_lab --cov-report=term:skip-covered \
 		--nbval-lax notebooks examples tests
 
@@ -53,6 +56,7 @@ docs: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check realtime_lab tests benchmarks tools examples
 	$(VENV)/bin/mypy realtime_lab
+	$(VENV)/bin/mypy --strict --follow-imports=silent realtime_lab/core realtime_lab/protocol
 
 # Issue 7 benchmark (about 35 min on a 2-core machine); BENCH_ARGS="--rounds 5" etc.
 # The Node.js ws peer is installed here only (npm ci); without npm it is skipped.

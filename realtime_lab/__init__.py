@@ -1,6 +1,6 @@
 """realtime_lab: a realtime WebSocket server library on Tornado, and a lab in a notebook."""
 
-from realtime_lab._version import read_version
+from realtime_lab._version import __version__
 from realtime_lab.client import Client, connect
 from realtime_lab.core import ConnectionState, Hub, ServerOptions
 from realtime_lab.core.authz import ChannelRule, sign_channel_token, verify_channel_token
@@ -14,9 +14,6 @@ from realtime_lab.errors import (
 )
 from realtime_lab.protocol import CloseCode, ReconnectAdvice, advice_for
 from realtime_lab.server import LabServer, serve
-
-__version__ = read_version()
-"""The installed version (from the package metadata; see realtime_lab/_version.py)."""
 
 __all__ = [
     "ChannelRule",

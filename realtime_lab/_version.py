@@ -34,3 +34,10 @@ def version_from_pyproject(path: Path) -> str:
     if project.get("name") != DIST_NAME or not isinstance(project.get("version"), str):
         return UNKNOWN
     return str(project["version"])
+
+
+__version__ = read_version()
+"""The installed version (from the package metadata, else this checkout's pyproject.toml).
+
+Modules of the package import it from here (rank 0), not from the ``realtime_lab``
+facade above them."""

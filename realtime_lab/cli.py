@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import tornado
 
-from realtime_lab import __version__
+from realtime_lab._version import __version__
 from realtime_lab.core.options import ServerOptions
 from realtime_lab.errors import MissingDependency, PortInUseError
 from realtime_lab.shutdown import ShutdownSignals

@@ -145,7 +145,7 @@ class LabServer:
         if self._http is not None:
             raise RuntimeError("this server was already started; create a new LabServer")
         loop = asyncio.get_running_loop()
-        self.hub._schedule = loop.call_soon
+        self.hub.bind(loop)
         broker = None
         if self.broker is not None:
             from realtime_lab.broker import make_broker
@@ -205,9 +205,7 @@ class LabServer:
                 await asyncio.sleep(0.01)
             await self._http.close_all_connections()
             for session in list(self.hub.sessions.values()):
-                abort = getattr(session.port, "abort", None)
-                if abort is not None:  # a client that did not take its close frame in time
-                    abort()
+                session.port.abort()  # a client that did not take its close frame in time
                 self.hub.closed(session, CloseCode.GOING_AWAY, "server stopped")
             if self.cluster is not None:
                 await self.cluster.stop()

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tornado.httpclient import HTTPClientError
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError
@@ -20,7 +20,15 @@ from realtime_lab.errors import ConnectionClosed, ProtocolError, RequestFailed
 from realtime_lab.protocol.close_codes import ReconnectAdvice, advice_for
 
 if TYPE_CHECKING:
-    from realtime_lab.client.client import Client
+    from realtime_lab.client.inbox import Inbox
+    from realtime_lab.client.options import ClientOptions
+    from realtime_lab.client.outbox import Outbox
+    from realtime_lab.client.presence import PresenceView
+    from realtime_lab.client.presence_restore import PresenceRestore
+    from realtime_lab.client.replies import Replies
+    from realtime_lab.client.states import StateChange
+    from realtime_lab.client.subscriptions import Subscriptions
+    from realtime_lab.client.transport import TokenSource
 
 log = logging.getLogger("realtime_lab.client")
 
@@ -38,10 +46,47 @@ class Ended:
         self.fatal, self.error = fatal, error
 
 
-class ConnectionLoop:
-    """Serves one :class:`Client`: one socket after another until the client stops."""
+class Owner(Protocol):
+    """What the loop reads and sets of the client it serves
+    (:class:`realtime_lab.client.Client` is one; this module does not import it)."""
 
-    def __init__(self, client: Client) -> None:
+    url: str
+    user: str | None
+    token: TokenSource
+    options: ClientOptions
+    state: ClientState
+    welcome: dict[str, Any]
+    presence: PresenceView
+    close_code: int | None
+    close_reason: str | None
+    unsent: list[dict[str, Any]]
+    connections: int
+    reconnects: int
+    _ws: WebSocketClientConnection | None
+    _replies: Replies
+    _inbox: Inbox
+    _subs: Subscriptions
+    _presence_restore: PresenceRestore
+    _outbox: Outbox
+    _first: asyncio.Future[None] | None
+    _closing: bool
+    _watchers: list[asyncio.Queue[StateChange | None]]
+
+    @property
+    def session(self) -> str | None: ...
+
+    def _set_state(self, state: ClientState, **details: Any) -> StateChange: ...
+
+    def _notify(self, msg: dict[str, Any]) -> None: ...
+
+    def _forget(self, channel: str) -> None: ...
+
+
+class ConnectionLoop:
+    """Serves one :class:`~realtime_lab.client.Client`: one socket after another until
+    the client stops."""
+
+    def __init__(self, client: Owner) -> None:
         self.client = client
         self.rng = random.Random(client.options.seed)
         self.wake = asyncio.Event()

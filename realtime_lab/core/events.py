@@ -249,7 +249,7 @@ def make_filter(spec: FilterSpec = None, *, types: str | tuple[str, ...] | None 
                 where: Callable[[Event], bool] | None = None) -> EventFilter | None:
     """Build a filter from a spec (filter, type glob(s) or predicate) and keyword criteria."""
     if isinstance(spec, EventFilter):
-        if types is channel is user is where is None:
+        if types is None and channel is None and user is None and where is None:
             return spec
         base = spec
         extra = EventFilter(types, channel, user, where)
@@ -259,7 +259,7 @@ def make_filter(spec: FilterSpec = None, *, types: str | tuple[str, ...] | None 
     elif callable(spec):
         pred, more = spec, where
         where = pred if more is None else (lambda e: pred(e) and more(e))
-    if types is channel is user is where is None:
+    if types is None and channel is None and user is None and where is None:
         return None
     return EventFilter(types, channel, user, where)
 

@@ -93,7 +93,8 @@ class Recovery(HubBase):
 
     def history_rule(self, name: str) -> HistoryRule | None:
         """The first history rule matching channel ``name`` (None: no history)."""
-        for rule in self.options.history:
+        rules: tuple[HistoryRule, ...] = self.options.history
+        for rule in rules:
             if fnmatch.fnmatchcase(name, rule.pattern):
                 return rule
         return None

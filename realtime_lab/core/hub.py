@@ -21,8 +21,8 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from realtime_lab.core import events as ev
 from realtime_lab.core.channel_meta import ChannelMeta
@@ -43,7 +43,10 @@ from realtime_lab.core.ports import (
     Clock,
     ClusterPort,
     ConnectionPort,
+    Schedule,
     Scheduler,
+    SoonScheduler,
+    run_now,
 )
 from realtime_lab.core.presence import CLOSED, TIMEOUT, Presence
 from realtime_lab.core.presence_sync import PresencePager
@@ -58,6 +61,7 @@ from realtime_lab.errors import (
 from realtime_lab.logthrottle import LogThrottle
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.close_codes import CloseCode
+from realtime_lab.protocol.deflate import CompressionPolicy
 from realtime_lab.protocol.frames import text_frame
 from realtime_lab.protocol.wire import JSON
 
@@ -69,8 +73,21 @@ LOG_INTERVAL = 60.0
 TIMEOUT_CODES = (CloseCode.HEARTBEAT_TIMEOUT, CloseCode.IDLE_TIMEOUT)
 
 
-def _run_now(callback: Callable[[], None]) -> None:
-    callback()
+@runtime_checkable
+class SetsCompression(Protocol):
+    """A middleware that sets the permessage-deflate policy the transport negotiates
+    (``realtime_lab.middleware.Compression``)."""
+
+    @property
+    def compression_policy(self) -> CompressionPolicy: ...
+
+
+def compression_of(middleware: Sequence[object], default: CompressionPolicy) -> CompressionPolicy:
+    """The first middleware's policy that sets one, else ``default`` (the options')."""
+    for mw in middleware:
+        if isinstance(mw, SetsCompression):
+            return mw.compression_policy
+    return default
 
 
 class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery, Liveness):
@@ -90,7 +107,7 @@ class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery, Liven
         options: ServerOptions | None = None,
         *,
         clock: Clock = time.monotonic,
-        schedule: Scheduler | None = None,
+        schedule: Schedule | None = None,
         hooks: Hooks | None = None,
         middleware: Sequence[object] = (),
         bus: EventBus | None = None,
@@ -121,7 +138,9 @@ class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery, Liven
         self.clock = clock
         #: Tracebacks input can trigger are logged once per kind and LOG_INTERVAL.
         self.log_throttle = LogThrottle(log, interval=LOG_INTERVAL, clock=clock)
-        self._schedule: Scheduler = schedule or _run_now
+        #: Runs the hub's deferred work (flushes, fan-out slices); see :meth:`bind`.
+        self.scheduler: Scheduler = SoonScheduler(schedule or run_now)
+        self._schedule: Schedule = self.scheduler.call_soon
         self.sessions: dict[str, Session] = {}
         self.channels: dict[str, Channel] = {}
         self.stats = HubStats()
@@ -139,9 +158,18 @@ class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery, Liven
 
     # ------------------------------------------------------------------ lifecycle
 
+    def bind(self, scheduler: Scheduler) -> None:
+        """Run the hub's deferred work on ``scheduler`` (``LabServer.start``: the running
+        event loop; the hub is built before any loop runs)."""
+        self.scheduler = scheduler
+        self._schedule = scheduler.call_soon
+
     def set_middleware(self, middleware: Sequence[object]) -> None:
         """Install the middleware chain (realtime_lab.middleware), first = outermost."""
         self.middleware = tuple(middleware)
+        #: The permessage-deflate policy transports negotiate: a ``Compression``
+        #: middleware's, else ``options.compression`` (resolved here, once).
+        self.compression = compression_of(self.middleware, self.options.compression)
         self._inbound = compose(self.middleware, self._inbound_endpoint, "inbound")
         self._outbound = compose(self.middleware, self._outbound_endpoint, "outbound")
         self._closers = [m for m in self.middleware if hasattr(m, "connection_closed")]
@@ -303,7 +331,7 @@ class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery, Liven
         self.stats.connections_closed += 1
         for mw in self._closers:
             try:
-                mw.connection_closed(session)  # type: ignore[attr-defined]
+                mw.connection_closed(session)
             except Exception:
                 log.exception("middleware %r failed in connection_closed", mw)
         if self.hooks.on_disconnect is not None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from realtime_lab.core.hooks import Hooks
     from realtime_lab.core.options import ServerOptions
     from realtime_lab.core.pipeline import Inbound, Outbound
-    from realtime_lab.core.ports import BroadcastProbe, Clock, ClusterPort, Scheduler
+    from realtime_lab.core.ports import BroadcastProbe, Clock, ClusterPort, Schedule
     from realtime_lab.core.presence_sync import PresencePager
     from realtime_lab.core.session import Session
     from realtime_lab.core.stats import HubStats
@@ -53,7 +53,7 @@ class HubBase:
     _publish_re: re.Pattern[str] | None
     _channel_rules: tuple[ChannelRule, ...]
     _channel_meta: dict[str, dict[str, object]]
-    _schedule: Scheduler
+    _schedule: Schedule
     _dirty: list[Session]
     _flush_scheduled: bool
     _inbound: Callable[[Inbound], Any] | None

@@ -1,10 +1,13 @@
 """What the core needs from the outside world: a connection port, a clock, a scheduler.
 
-Transports implement :class:`ConnectionPort`; unit tests use fakes.
+Transports implement :class:`ConnectionPort` (``realtime_lab.transports.pump``);
+unit tests use the ports of ``realtime_lab.testing.ports``. Every method the core
+calls on a port is declared here: the core never probes a port with ``getattr``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -14,7 +17,46 @@ if TYPE_CHECKING:
     from realtime_lab.protocol.wire import WireFormat
 
 Clock = Callable[[], float]
-Scheduler = Callable[[Callable[[], None]], object]
+#: ``Hub(schedule=...)``: a ``loop.call_soon``-like callable (run ``callback`` soon).
+Schedule = Callable[[Callable[[], None]], object]
+
+
+class Timer(Protocol):
+    """A delayed call that can be cancelled (``asyncio.TimerHandle`` is one)."""
+
+    def cancel(self) -> None:
+        """Do not run the callback (nothing happens when it already ran)."""
+
+
+class Scheduler(Protocol):
+    """Runs callbacks later on the hub's thread; an asyncio event loop is one."""
+
+    def call_soon(self, callback: Callable[[], None]) -> object:
+        """Run ``callback`` in a later turn of the loop, after what is already due."""
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        """Run ``callback`` after ``delay`` seconds."""
+
+
+class SoonScheduler:
+    """A :class:`Scheduler` from a ``call_soon``-like callable (``Hub(schedule=...)``).
+
+    ``call_later`` goes to the running asyncio loop (a socketless test that uses
+    timers runs one).
+    """
+
+    __slots__ = ("call_soon",)
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.call_soon = schedule
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return asyncio.get_running_loop().call_later(delay, callback)
+
+
+def run_now(callback: Callable[[], None]) -> None:
+    """The scheduler of a hub no loop drives (yet): run ``callback`` at once."""
+    callback()
 
 
 class ConnectionPort(Protocol):
@@ -52,8 +94,9 @@ class ConnectionPort(Protocol):
         """Start the closing handshake with ``code``, after what was written; the
         transport later reports the connection closed."""
 
-    # Optional (LabServer.stop looks it up with getattr):
-    # abort(): drop the connection now (a client still not reading up to its close frame).
+    def abort(self) -> None:
+        """Drop the connection now, unsent frames and all (``LabServer.stop``: a client
+        still not reading up to its close frame); the transport reports it closed."""
 
 
 class BroadcastProbe(Protocol):

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from realtime_lab._version import __version__
 from realtime_lab.errors import require
 from realtime_lab.protocol.close_codes import CloseCode
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
 
-    from realtime_lab.server import LabServer
+    from realtime_lab.core.hub import Hub
 
 PREFIX = "realtime_lab"
 
@@ -92,7 +93,26 @@ class Counters:
     cluster: Mapping[str, Any] | None = field(default=None)
 
 
-def read_counters(server: LabServer) -> Counters:
+class DescribedCluster(Protocol):
+    """The cluster part of a server (``realtime_lab.broker.ClusterNode``)."""
+
+    def describe(self) -> Mapping[str, object]: ...
+
+
+class CountedServer(Protocol):
+    """What the collector reads of a server (``realtime_lab.server.LabServer`` is one)."""
+
+    @property
+    def hub(self) -> Hub: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    @property
+    def cluster(self) -> DescribedCluster | None: ...
+
+
+def read_counters(server: CountedServer) -> Counters:
     """Read everything the collector exposes, in one place (see the module docstring)."""
     hub = server.hub
     stats = hub.stats
@@ -115,7 +135,7 @@ def read_counters(server: LabServer) -> Counters:
 class LabCollector:
     """A prometheus_client collector: one :func:`read_counters` per scrape."""
 
-    def __init__(self, server: LabServer) -> None:
+    def __init__(self, server: CountedServer) -> None:
         self.server = server
 
     def collect(self) -> Iterator[Metric]:
@@ -124,8 +144,6 @@ class LabCollector:
             GaugeMetricFamily,
             InfoMetricFamily,
         )
-
-        from realtime_lab import __version__
 
         c = read_counters(self.server)
         yield InfoMetricFamily(PREFIX, "realtime_lab version", value={"version": __version__})
@@ -180,7 +198,7 @@ def _cluster_metrics(cluster: Mapping[str, Any]) -> Iterator[Metric]:
             yield CounterMetricFamily(f"{PREFIX}_{name}", text, value=source.get(key, 0))
 
 
-def server_registry(server: LabServer) -> CollectorRegistry:
+def server_registry(server: CountedServer) -> CollectorRegistry:
     """A registry with this server's collector and the process, platform and GC collectors.
 
     Raises :class:`~realtime_lab.errors.MissingDependency` (with the install hint)

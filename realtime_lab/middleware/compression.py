@@ -27,6 +27,11 @@ class Compression(Middleware):
     def __init__(self, policy: CompressionPolicy | None = None, **options: Any) -> None:
         self.policy = policy or CompressionPolicy(**options)
 
+    @property
+    def compression_policy(self) -> CompressionPolicy:
+        """The policy the transport negotiates (``Hub.compression`` reads it)."""
+        return self.policy
+
     def outbound(self, ctx: Outbound, call_next: Next) -> int:
         ctx.compress = self.policy.enabled
         return int(call_next(ctx))

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from realtime_lab.protocol.frames import OP_BINARY, parse_frames
 from realtime_lab.protocol.wire import JSON_WIRE, WireFormat
+
+if TYPE_CHECKING:
+    from realtime_lab.core.ports import ConnectionPort
 
 
 class RecordingPort:
@@ -59,6 +62,10 @@ class RecordingPort:
 
     def close(self, code: int, reason: str) -> None:
         self.closes.append((code, reason))
+
+    def abort(self) -> None:
+        """Dropped at once: recorded as a close with code 1006 (abnormal closure)."""
+        self.closes.append((1006, "aborted"))
 
     def messages(self) -> list[dict[str, Any]]:
         """Every message written so far (JSON text, or MessagePack binary frames)."""
@@ -108,8 +115,16 @@ class NullPort:
     def close(self, code: int, reason: str) -> None:
         pass
 
+    def abort(self) -> None:
+        pass
+
 
 def _unpack(payload: bytes) -> Any:
     from realtime_lab.protocol import msgpack_codec
 
     return msgpack_codec.decode(payload)
+
+
+if TYPE_CHECKING:  # mypy checks that each port implements the whole ConnectionPort
+    def _ports(a: RecordingPort, b: SlowPort, c: NullPort) -> list[ConnectionPort]:
+        return [a, b, c]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tornado.web import RequestHandler
 
+from realtime_lab._version import __version__
 from realtime_lab.core.authz import rule_for
 from realtime_lab.errors import ProtocolError
 from realtime_lab.protocol import codec
@@ -38,8 +39,6 @@ class HealthHandler(_JSONHandler):
     """``GET /health``: liveness and a few counters."""
 
     def get(self) -> None:
-        from realtime_lab import __version__
-
         self.send_json({
             "status": "ok",
             "version": __version__,

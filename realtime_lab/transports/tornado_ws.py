@@ -27,7 +27,7 @@ from realtime_lab.core.security import handshake_origin_allowed
 from realtime_lab.logthrottle import LogThrottle
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.codec import encode
-from realtime_lab.protocol.deflate import CompressionPolicy, as_policy
+from realtime_lab.protocol.deflate import CompressionPolicy
 from realtime_lab.protocol.frames import text_frame
 from realtime_lab.protocol.handshake import (
     Agreement,
@@ -51,17 +51,11 @@ MAX_USER_ID_LENGTH = 128
 MAX_EARLY_BYTES = 1 << 20
 
 
-def compression_policy(hub: Any) -> CompressionPolicy:
-    """The server's permessage-deflate policy.
-
-    A ``realtime_lab.middleware.Compression`` in the hub's middleware wins over
-    ``ServerOptions.compression``.
-    """
-    for mw in getattr(hub, "middleware", ()):
-        policy = getattr(mw, "policy", None)
-        if isinstance(policy, CompressionPolicy):
-            return policy
-    return as_policy(hub.options.compression)
+def compression_policy(hub: Hub) -> CompressionPolicy:
+    """The server's permessage-deflate policy: ``hub.compression`` (a
+    ``realtime_lab.middleware.Compression`` in the hub's middleware wins over
+    ``ServerOptions.compression``)."""
+    return hub.compression
 
 
 class WebSocketUpgrade(RequestHandler):

@@ -44,6 +44,9 @@ class Port:
     def close(self, code: int, reason: str) -> None:
         pass
 
+    def abort(self) -> None:
+        pass
+
     def messages(self) -> list[dict[str, Any]]:
         frames, _ = parse_frames(b"".join(self.writes))
         return [json.loads(f.payload) for f in frames]

@@ -54,6 +54,9 @@ class TaggedPort:
     def close(self, code: int, reason: str) -> None:
         pass
 
+    def abort(self) -> None:
+        pass
+
     def messages(self) -> list[dict[str, Any]]:
         frames, rest = parse_frames(b"".join(w[2] for w in self.writes))
         assert rest == b""

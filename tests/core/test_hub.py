@@ -49,6 +49,9 @@ class FakePort:
     def close(self, code: int, reason: str) -> None:
         self.closes.append((code, reason))
 
+    def abort(self) -> None:
+        pass
+
     def messages(self) -> list[dict[str, Any]]:
         """Every message written so far, parsed from the raw bytes."""
         frames, rest = parse_frames(b"".join(self.writes))

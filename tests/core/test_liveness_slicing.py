@@ -45,6 +45,9 @@ class Port:
     def close(self, code: int, reason: str) -> None:
         self.closed = code
 
+    def abort(self) -> None:
+        pass
+
 
 class Loop(TurnScheduler):
     """A hub on a fake event loop (callbacks scheduled during a turn run in the next

@@ -39,6 +39,9 @@ class FakePort:
     def close(self, code: int, reason: str) -> None:
         self.closes.append((code, reason))
 
+    def abort(self) -> None:
+        pass
+
     def discard_unsent(self) -> int:
         return 0  # nothing is held back
 

@@ -47,6 +47,9 @@ class FakePort:
     def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
 
+    def abort(self) -> None:
+        pass
+
     def messages(self) -> list[dict]:
         frames, _ = parse_frames(b"".join(self.written))
         return [json.loads(f.payload) for f in frames]
