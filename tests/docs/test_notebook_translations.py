@@ -4,9 +4,9 @@ The rule of the Markdown pages (tests/docs/test_translations.py), for notebooks:
 Spanish lesson's first Markdown cell opens with a line naming its English original and
 the commit it translates, and that commit is in this branch's history. Beyond it:
 
-* the English lesson's cells (their text and code, not their outputs) are the same at
-  HEAD as at the named commit, so a change of the English lesson fails here until the
-  translation follows it and names the new commit;
+* the English original is the same at HEAD as at the named commit (for a lesson: the
+  text and code of its cells, not their outputs), so a change of the English lesson or
+  index fails here until the translation follows it and names the new commit;
 * the Spanish lesson has the same cells (ids, kinds, nbval tags) and its code cells are
   the English ones token for token, comments and the text of string literals aside
   (the placeholders of f-strings must match too);
@@ -161,26 +161,31 @@ def test_header_names_the_original_and_a_commit_of_this_branch(es: str, en: str)
             f"name `git log -1 --format=%h -- notebooks/{en}`)")
 
 
-@pytest.mark.parametrize("es,en", sorted(LESSONS.items()))
-def test_english_lesson_unchanged_since_the_named_commit(es: str, en: str) -> None:
-    """Text and code of the English cells, not outputs: re-recording is no change."""
+@pytest.mark.parametrize("es,en", sorted(PAIRS.items()))
+def test_english_original_unchanged_since_the_named_commit(es: str, en: str) -> None:
+    """For a lesson, the text and code of its cells, not its outputs: re-recording a
+    lesson is no change."""
     m = HEADER.match(first_line(ES / es))
     assert m
     then = git("show", f"{m.group(3)}:notebooks/{en}")
     if then is None:
         pytest.skip("needs git and a full clone")
     assert then.returncode == 0, then.stderr
+    now = (NOTEBOOKS / en).read_text(encoding="utf-8")
+    if en.endswith(".ipynb"):
+        def cells(text: str) -> list[tuple[str, str]]:
+            return [(c["cell_type"], source(c)) for c in json.loads(text)["cells"]]
 
-    def cells(nb: dict[str, Any]) -> list[tuple[str, str]]:
-        return [(c["cell_type"], source(c)) for c in nb["cells"]]
-
-    changed = [i for i, (a, b) in enumerate(zip(cells(json.loads(then.stdout)),
-                                                 cells(load(NOTEBOOKS / en)), strict=False))
-               if a != b]
-    same_count = len(json.loads(then.stdout)["cells"]) == len(load(NOTEBOOKS / en)["cells"])
-    assert same_count and not changed, (
-        f"notebooks/{en} changed since {m.group(3)} (cells {changed}): update "
-        f"notebooks/es/{es}, execute it again and name the new commit in its first line")
+        old_cells, new_cells = cells(then.stdout), cells(now)
+        changed = [i for i, (a, b) in enumerate(zip(old_cells, new_cells, strict=False))
+                   if a != b]
+        same = len(old_cells) == len(new_cells) and not changed
+        what = f" (cells {changed})"
+    else:
+        same, what = then.stdout == now, ""
+    assert same, (
+        f"notebooks/{en} changed since {m.group(3)}{what}: update notebooks/es/{es} (and "
+        "execute a lesson again), then name the new commit in its first line")
 
 
 @pytest.mark.parametrize("es,en", sorted(LESSONS.items()))
