@@ -320,8 +320,7 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
         page.edit_url = f"{_repo_url(config)}/edit/{BRANCH}/{source.relative_to(ROOT).as_posix()}"
     if source.suffix == ".ipynb":  # rendered from the notebook by mkdocs-jupyter, not Markdown
         return markdown
-    by_path = {Path(f.abs_src_path).resolve(): f for f in files
-               if f.abs_src_path and not f.inclusion.is_excluded()}
+    by_path = _files_by_path(files)
     spanish = _is_spanish(config)
     here = ("es/" if spanish else "") + page.url
 
@@ -342,6 +341,12 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
     for code, line in _outside_fences(markdown):
         out.append(line if code else LINK.sub(rewrite, line))
     return "".join(out)
+
+
+def _files_by_path(files: Files) -> dict[Path, File]:
+    """The site's files by their source's real path."""
+    return {Path(f.abs_src_path).resolve(): f for f in files
+            if f.abs_src_path and not f.inclusion.is_excluded()}
 
 
 def _lesson_url(real: Path, folder: Path) -> str | None:
@@ -409,8 +414,7 @@ def on_page_content(html: str, page: Page, config: MkDocsConfig, files: Files) -
     if page.file.abs_src_path is None or not page.file.abs_src_path.endswith(".ipynb"):
         return html
     source = Path(page.file.abs_src_path).resolve()
-    by_path = {Path(f.abs_src_path).resolve(): f for f in files
-               if f.abs_src_path and not f.inclusion.is_excluded()}
+    by_path = _files_by_path(files)
     spanish = _is_spanish(config)
     here = ("es/" if spanish else "") + page.url
 

@@ -20,6 +20,7 @@ inline code, code blocks with the lessons' Spanish names and folder).
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import re
@@ -50,10 +51,23 @@ PAIRS = {"README.md": "README.md", **LESSONS}
 HEADER = re.compile(
     r"^> Traducción de \[notebooks/([\w.-]+)\]\(\.\./([\w.-]+)\) en `([0-9a-f]{7,40})`\.$"
 )
-FENCE = re.compile(r"^\s*(```+|~~~+)")
-INLINE_CODE = re.compile(r"`([^`]+)`")
 QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 TAGS = ("nbval-ignore-output", "nbval-check-output", "nbval-skip", "nbval-raises-exception")
+
+
+def _page_rules():  # noqa: ANN202 (a module)
+    """tests/docs/test_translations.py, whose Markdown helpers these tests share (the
+    tests are not a package: loaded by path)."""
+    spec = importlib.util.spec_from_file_location(
+        "_translation_rules", Path(__file__).with_name("test_translations.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_RULES = _page_rules()
+prose, inline_code, code_blocks = _RULES.prose, _RULES.inline_code, _RULES.code_blocks
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -82,40 +96,6 @@ def git(*args: str) -> subprocess.CompletedProcess[str] | None:
     if shallow != "false":
         return None
     return subprocess.run([exe, *args], cwd=ROOT, capture_output=True, text=True)
-
-
-def prose(text: str) -> str:
-    out: list[str] = []
-    inside, fence = False, ""
-    for line in text.splitlines():
-        m = FENCE.match(line)
-        if not inside and m:
-            inside, fence = True, m.group(1)
-        elif inside and line.strip() == fence:
-            inside = False
-        elif not inside:
-            out.append(line)
-    return "\n".join(out)
-
-
-def inline_code(text: str) -> set[str]:
-    return {" ".join(s.split()) for s in INLINE_CODE.findall(prose(text))}
-
-
-def code_blocks(text: str) -> list[str]:
-    blocks: list[str] = []
-    cur: list[str] | None = None
-    fence = ""
-    for line in text.splitlines():
-        m = FENCE.match(line)
-        if cur is None and m:
-            cur, fence = [line], m.group(1)
-        elif cur is not None:
-            cur.append(line)
-            if line.strip() == fence:
-                blocks.append("\n".join(cur))
-                cur = None
-    return blocks
 
 
 def code_shape(code: str) -> list[tuple[int, str]]:
@@ -238,8 +218,7 @@ def test_index_follows_the_english_one() -> None:
     es = (ES / "README.md").read_text(encoding="utf-8")
 
     def levels(text: str) -> list[int]:
-        return [len(h) - len(h.lstrip("#")) for h in prose(text).splitlines()
-                if re.match(r"^#{1,6} ", h)]
+        return [len(h) - len(h.lstrip("#")) for h in _RULES.headings(text)]
 
     assert levels(es) == levels(en), "notebooks/es/README.md has other sections"
     missing = inline_code(en) - inline_code(es)
