@@ -35,6 +35,7 @@ PAIRS = {
     "metricas.md": "metrics.md",
     "seguridad.md": "security.md",
     "despliegue.md": "deploy.md",
+    "referencia.md": "reference.md",
     "howto/cuaderno.md": "howto/notebook.md",
     "howto/canales-privados.md": "howto/private-channels.md",
     "howto/navegador.md": "howto/browser.md",
