@@ -49,6 +49,20 @@ def test_readme_images_are_absolute_links_derived_from_the_project_url() -> None
         assert path.is_file(), f"README image {link!r}: no {path.relative_to(ROOT)} here"
 
 
+def test_readme_spanish_section_links_the_spanish_docs_absolutely() -> None:
+    """The README's Spanish section points to the Spanish docs with absolute links (a
+    relative one breaks on a package page), each to a file that exists."""
+    text = (ROOT / "README.md").read_text()
+    assert "\n## En español\n" in text, "the README has no '## En español' section"
+    section = text.split("\n## En español\n", 1)[1].split("\n## ", 1)[0]
+    links = re.findall(r"\]\(([^)\s]+)\)", section)
+    base = PROJECT["urls"]["Repository"].rstrip("/") + "/blob/main/"
+    assert any(link.endswith("docs/es/index.md") for link in links), links
+    for link in links:
+        assert link.startswith(base), f"README, En español: {link!r} is not under {base}"
+        assert (ROOT / link[len(base):]).is_file(), f"README, En español: no file for {link!r}"
+
+
 def test_metadata_for_an_index() -> None:
     assert {"Homepage", "Repository", "Documentation", "Issues"} <= set(PROJECT["urls"])
     classifiers = PROJECT["classifiers"]
