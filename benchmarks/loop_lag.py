@@ -196,6 +196,9 @@ async def serve(args: argparse.Namespace) -> None:
     timer = LagTimer(loop)
     timer.start()
     spans = _time_calls(server.hub, ("flush", "_fan_out", "heartbeat_tick", "_run_sweep"))
+    liveness = getattr(getattr(server.hub, "services", None), "liveness", None)
+    if liveness is not None:  # the sweep is the liveness service's (hub.services.liveness)
+        spans.update(_time_calls(liveness, ("_run_sweep",)))
     spans["gc"], spans["gc2"] = _time_gc()
     if args.young_gc_every > 0:  # experiment: keep the young generations small
         young_gc = PeriodicCallback(lambda: gc.collect(1), args.young_gc_every * 1000)

@@ -165,13 +165,6 @@ class Dispatch(HubBase):
             "binary frames are not accepted on the JSON protocol; send JSON text frames"))
         return None
 
-    def pong(self, session: Session) -> None:
-        now = self.clock()
-        if session.ping_sent_at is not None:
-            session.rtt = now - session.ping_sent_at
-            session.ping_sent_at = None
-        session.last_seen = now
-
     def reject(self, session: Session, err: ProtocolError) -> None:
         """Answer a bad request with an error message, and close when the error is fatal."""
         session.stats.errors += 1

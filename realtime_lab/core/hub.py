@@ -15,6 +15,7 @@ connection however many frames it got in that turn.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fnmatch
 import inspect
 import logging
@@ -90,14 +91,15 @@ def compression_of(middleware: Sequence[object], default: CompressionPolicy) -> 
     return default
 
 
-class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery, Liveness):
+class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery):
     """Channels, presence and broadcast for a set of connections.
 
     The hub is split by concern: this module holds admission and lifecycle;
     :mod:`~realtime_lab.core.dispatch` the inbound path;
     :mod:`~realtime_lab.core.membership` channels, presence and broadcast;
     :mod:`~realtime_lab.core.delivery` the outbound queues and writes;
-    :mod:`~realtime_lab.core.liveness` heartbeat and idle checks.
+    :mod:`~realtime_lab.core.liveness` heartbeat and idle checks, a service
+    (``hub.services.liveness``).
     """
 
     recorder: BroadcastProbe | None = None  # set by realtime_lab.instrument.Recorder.start()
@@ -119,10 +121,6 @@ class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery, Liven
         self.set_middleware(middleware)
         opts = self.options
         self.admission = Admission(opts.max_connections, opts.max_connections_per_ip)
-        self.heartbeat = HeartbeatPolicy(opts)
-        #: Seconds between heartbeat ticks (set by the server; 0 = unknown, no lag measure).
-        self.tick_period = 0.0
-        self._last_tick: float | None = None
         self._last_frame_size = 0
         dp = opts.droppable_priority
         self._droppable = -1 if dp == "none" else int(Priority.parse(dp))
@@ -155,6 +153,42 @@ class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery, Liven
             self._await_drain)
         #: Set by realtime_lab.broker.ClusterNode when this hub is one node of several.
         self.cluster: ClusterPort | None = None
+        self.services = Services(
+            liveness=Liveness(opts, clock=clock, schedule=lambda cb: self._schedule(cb),
+                              sessions=self.sessions, stats=self.stats, bus=self.bus,
+                              enqueue=self._enqueue, mark_dirty=self._mark_dirty,
+                              close=self.close, reject=self.reject,
+                              check_presence_idle=self.check_presence_idle),
+        )
+
+    # ------------------------------------------------------------------ liveness
+
+    def heartbeat_tick(self) -> None:
+        """Ping due connections, close those that did not answer (core/liveness.py)."""
+        self.services.liveness.tick()
+
+    def pong(self, session: Session) -> None:
+        """A pong frame from ``session``: its round trip goes to ``session.rtt``."""
+        self.services.liveness.pong(session)
+
+    @property
+    def heartbeat(self) -> HeartbeatPolicy:
+        """The heartbeat interval policy (core/heartbeat.py)."""
+        return self.services.liveness.policy
+
+    @property
+    def tick_period(self) -> float:
+        """Seconds between heartbeat ticks (set by the server; 0 = unknown, no lag measure)."""
+        return self.services.liveness.tick_period
+
+    @tick_period.setter
+    def tick_period(self, seconds: float) -> None:
+        self.services.liveness.tick_period = seconds
+
+    @property
+    def sweeps_sliced(self) -> int:
+        """Heartbeat sweeps that took more than one loop turn (tests and benchmarks)."""
+        return self.services.liveness.sweeps_sliced
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -367,6 +401,13 @@ class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery, Liven
     def presence(self, channel: str) -> dict[str, dict[str, object]]:
         ch = self.channels.get(channel)
         return ch.presence_members() if ch else {}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Services:
+    """The services the hub is made of (``hub.services``), each with its own state."""
+
+    liveness: Liveness
 
 
 class PendingOpen:

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from realtime_lab.core.authz import ChannelRule
     from realtime_lab.core.channels import Channel
     from realtime_lab.core.events import EventBus
-    from realtime_lab.core.heartbeat import HeartbeatPolicy
     from realtime_lab.core.hooks import Hooks
     from realtime_lab.core.options import ServerOptions
     from realtime_lab.core.pipeline import Inbound, Outbound
@@ -45,9 +44,6 @@ class HubBase:
     channels: dict[str, Channel]
     cluster: ClusterPort | None
     recorder: BroadcastProbe | None
-    heartbeat: HeartbeatPolicy
-    tick_period: float
-    _last_tick: float | None
     _last_frame_size: int
     _droppable: int
     _publish_re: re.Pattern[str] | None

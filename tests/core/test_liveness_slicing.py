@@ -79,7 +79,7 @@ def test_a_small_server_is_checked_in_the_tick_itself() -> None:
     loop.hub.tick_period = 2.5
     loop.clock.now = 10.0
     loop.hub.heartbeat_tick()
-    assert loop.hub._sweep is None and loop.callbacks == []
+    assert loop.hub.services.liveness.sweep is None and loop.callbacks == []
     assert loop.hub.sweeps_sliced == 0
     assert sum(len(p.pings) for _, p in clients) == 13  # budget: ceil(50 * 2.5 / 10)
 
@@ -91,13 +91,13 @@ def test_a_big_server_is_swept_over_turns_and_everyone_is_visited() -> None:
     loop.hub.tick_period = 0  # no budget: every due session is pinged
     loop.clock.now = 10.0
     loop.hub.heartbeat_tick()
-    assert loop.hub._sweep is not None
+    assert loop.hub.services.liveness.sweep is not None
     pinged_first = sum(1 for _, p in clients if p.pings)
     assert 0 < pinged_first <= SWEEP_STEP  # one step in the tick's own turn
     turns = loop.run()
     assert turns == math.ceil(300 / SWEEP_STEP) - 1
     assert all(len(p.pings) == 1 for _, p in clients)
-    assert loop.hub._sweep is None and loop.hub.sweeps_sliced == 1
+    assert loop.hub.services.liveness.sweep is None and loop.hub.sweeps_sliced == 1
 
 
 def test_a_tick_during_a_sweep_does_not_restart_it() -> None:
@@ -180,7 +180,7 @@ def test_a_scheduler_that_runs_callbacks_at_once_still_finishes_the_sweep() -> N
     hub.tick_period = 0
     loop.clock.now = 10.0
     hub.heartbeat_tick()
-    assert hub._sweep is None
+    assert hub.services.liveness.sweep is None
     assert all(len(p.pings) == 1 for p in ports)
 
 
