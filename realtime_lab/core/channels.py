@@ -133,15 +133,16 @@ class Channel:
     def presence_members(self, default_state: str | None = None) -> dict[str, dict[str, object]]:
         return {user: self.member_info(user, default_state) for user in self.members}
 
-    def info(self) -> dict[str, object]:
+    def info(self, members: int | None = None) -> dict[str, object]:
         """:meth:`describe` plus the custom metadata dict (``GET /api/channels/{name}``)."""
-        return {**self.describe(), "metadata": dict(self.metadata)}
+        return {**self.describe(members), "metadata": dict(self.metadata)}
 
-    def describe(self) -> dict[str, object]:
+    def describe(self, members: int | None = None) -> dict[str, object]:
+        """Counts; ``members``: the presence member count (default: this channel's own)."""
         return {
             "name": self.name,
             "subscribers": len(self.subscribers),
-            "members": len(self.members),
+            "members": len(self.members) if members is None else members,
             "messages": self.messages,
             "presence": self.presence,
             "created_at": self.created_at,

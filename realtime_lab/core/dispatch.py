@@ -16,11 +16,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from realtime_lab.core import events as ev
-from realtime_lab.core.authz import rule_for
 from realtime_lab.core.error_limit import INVALID_INPUT_CODES, count_invalid
 from realtime_lab.core.hooks import refused, then
 from realtime_lab.core.hub_base import HubBase
-from realtime_lab.core.membership import validate_channel_for
 from realtime_lab.core.outbound import Priority
 from realtime_lab.core.pipeline import Inbound
 from realtime_lab.core.session import ConnectionState, Session
@@ -193,11 +191,7 @@ class Dispatch(HubBase):
         if isinstance(msg, messages.Publish):
             if not self.options.client_publish:
                 raise Forbidden("clients may not publish on this server", request_id=msg.id)
-            validate_channel_for(msg.channel, self.options, msg.id)
-            if self._publish_re is not None and self._publish_re.match(msg.channel) is None:
-                raise Forbidden(f"clients may not publish to {msg.channel!r}", request_id=msg.id)
-            if self._channel_rules:
-                self._check_publish_rule(session, msg.channel, msg.id)
+            self.services.registry.check_publish(session, msg.channel, msg.id)
             sender = None if self.options.echo_to_sender else session
             prio = Priority.NORMAL if msg.priority is None else Priority.parse(msg.priority)
             recipients = self._broadcast(msg.channel, msg.data, session.user, exclude=sender,
@@ -218,7 +212,7 @@ class Dispatch(HubBase):
             result = self.hooks.run("on_unsubscribe", session, msg.channel)
             return then(result, lambda r: self._unsubscribe(session, msg.channel, msg.id, r))
         elif isinstance(msg, messages.SetPresence):  # on_presence, then the reply
-            validate_channel_for(msg.channel, self.options, msg.id)
+            self.services.registry.validate(msg.channel, msg.id)
             return self.presence_message(session, msg)
         elif isinstance(msg, messages.Receipts):  # no reply; kept only while recording
             if msg.channel not in session.subscriptions:
@@ -233,15 +227,6 @@ class Dispatch(HubBase):
     def _recover_if_joined(self, session: Session, name: str, since: dict[str, Any]) -> None:
         if session.state is ConnectionState.OPEN and name in session.subscriptions:
             self.recover(session, name, since)
-
-    def _check_publish_rule(self, session: Session, channel: str,
-                            rid: messages.RequestId) -> None:
-        """Raise :class:`Forbidden` unless the channel's rule lets this client publish."""
-        who = rule_for(channel, self._channel_rules).publish
-        if who == "none":
-            raise Forbidden(f"clients may not publish to {channel!r}", request_id=rid)
-        if who == "subscribers" and channel not in session.subscriptions:
-            raise Forbidden(f"only subscribers may publish to {channel!r}", request_id=rid)
 
     def _unsubscribe(self, session: Session, name: str, rid: messages.RequestId,
                      verdict: Any) -> None:

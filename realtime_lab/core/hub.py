@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import fnmatch
 import inspect
 import logging
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from realtime_lab.core import events as ev
-from realtime_lab.core.channel_meta import ChannelMeta
 from realtime_lab.core.channels import Channel
 from realtime_lab.core.delivery import Delivery
 from realtime_lab.core.dispatch import LIMIT_OF_ERROR, Dispatch
@@ -51,6 +48,7 @@ from realtime_lab.core.ports import (
 )
 from realtime_lab.core.presence import CLOSED, TIMEOUT, Presence
 from realtime_lab.core.presence_sync import PresencePager
+from realtime_lab.core.registry import ChannelRegistry
 from realtime_lab.core.security import Admission, verify_token
 from realtime_lab.core.session import ConnectionState, Session
 from realtime_lab.core.stats import HubStats
@@ -91,15 +89,16 @@ def compression_of(middleware: Sequence[object], default: CompressionPolicy) -> 
     return default
 
 
-class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery):
+class Hub(Dispatch, Membership, Presence, Recovery, Delivery):
     """Channels, presence and broadcast for a set of connections.
 
     The hub is split by concern: this module holds admission and lifecycle;
     :mod:`~realtime_lab.core.dispatch` the inbound path;
     :mod:`~realtime_lab.core.membership` channels, presence and broadcast;
     :mod:`~realtime_lab.core.delivery` the outbound queues and writes;
-    :mod:`~realtime_lab.core.liveness` heartbeat and idle checks, a service
-    (``hub.services.liveness``).
+    :mod:`~realtime_lab.core.liveness` heartbeat and idle checks and
+    :mod:`~realtime_lab.core.registry` the channels, their metadata and rules: both
+    services (``hub.services.liveness``, ``hub.services.registry``).
     """
 
     recorder: BroadcastProbe | None = None  # set by realtime_lab.instrument.Recorder.start()
@@ -124,12 +123,6 @@ class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery):
         self._last_frame_size = 0
         dp = opts.droppable_priority
         self._droppable = -1 if dp == "none" else int(Priority.parse(dp))
-        pub = opts.publish_channels
-        pats = [pub] if isinstance(pub, str) else list(pub)
-        self._publish_re: re.Pattern[str] | None = None if "*" in pats else re.compile(
-            "|".join(f"(?:{fnmatch.translate(p)})" for p in pats) or "(?!)")
-        self._channel_rules = opts.active_channel_rules()  # core/authz.py
-        self._channel_meta: dict[str, dict[str, object]] = {}  # set_channel_metadata
         self._grace_timer: asyncio.TimerHandle | None = None  # core/presence.py
         self._idle_users: dict[str, set[str]] = {}
         self._histories: dict[str, History] = {}  # core/history.py
@@ -140,7 +133,6 @@ class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery):
         self.scheduler: Scheduler = SoonScheduler(schedule or run_now)
         self._schedule: Schedule = self.scheduler.call_soon
         self.sessions: dict[str, Session] = {}
-        self.channels: dict[str, Channel] = {}
         self.stats = HubStats()
         self._dirty: list[Session] = []
         #: Open sessions on another codec than JSON (MessagePack): while there are none, a
@@ -159,6 +151,7 @@ class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery):
                               enqueue=self._enqueue, mark_dirty=self._mark_dirty,
                               close=self.close, reject=self.reject,
                               check_presence_idle=self.check_presence_idle),
+            registry=ChannelRegistry(opts),
         )
 
     # ------------------------------------------------------------------ liveness
@@ -395,8 +388,29 @@ class Hub(Dispatch, Membership, Presence, Recovery, ChannelMeta, Delivery):
 
     # ------------------------------------------------------------------ views
 
+    @property
+    def channels(self) -> dict[str, Channel]:
+        """Live channels by name (``hub.services.registry.channels``, the same dict)."""
+        return self.services.registry.channels
+
     def channel_list(self) -> list[dict[str, object]]:
-        return [c.describe() for c in sorted(self.channels.values(), key=lambda c: c.name)]
+        """Every live channel's counts, sorted by name."""
+        return self.services.registry.describe_all()
+
+    def channel_info(self, name: str) -> dict[str, object] | None:
+        """Counts and custom metadata of channel ``name``; None when it has no subscribers
+        and no metadata was set for it."""
+        return self.services.registry.info(name)
+
+    def set_channel_metadata(self, name: str, values: dict[str, object], *,
+                             replace: bool = False) -> dict[str, object]:
+        """Merge ``values`` into channel ``name``'s custom metadata (or replace it); kept
+        while the channel has no subscribers. None removes a key. Returns the new dict."""
+        return self.services.registry.set_metadata(name, values, replace=replace)
+
+    def clear_channel_metadata(self, name: str) -> None:
+        """Forget the custom metadata of ``name`` (a live channel keeps an empty dict)."""
+        self.services.registry.clear_metadata(name)
 
     def presence(self, channel: str) -> dict[str, dict[str, object]]:
         ch = self.channels.get(channel)
@@ -408,6 +422,7 @@ class Services:
     """The services the hub is made of (``hub.services``), each with its own state."""
 
     liveness: Liveness
+    registry: ChannelRegistry
 
 
 class PendingOpen:

@@ -8,17 +8,16 @@ module type-checks on its own.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from realtime_lab.core.outbound import Priority
 
 if TYPE_CHECKING:
-    from realtime_lab.core.authz import ChannelRule
     from realtime_lab.core.channels import Channel
     from realtime_lab.core.events import EventBus
     from realtime_lab.core.hooks import Hooks
+    from realtime_lab.core.hub import Services
     from realtime_lab.core.options import ServerOptions
     from realtime_lab.core.pipeline import Inbound, Outbound
     from realtime_lab.core.ports import BroadcastProbe, Clock, ClusterPort, Schedule
@@ -41,14 +40,11 @@ class HubBase:
     log_throttle: LogThrottle
     binary_sessions: int
     sessions: dict[str, Session]
-    channels: dict[str, Channel]
     cluster: ClusterPort | None
     recorder: BroadcastProbe | None
     _last_frame_size: int
     _droppable: int
-    _publish_re: re.Pattern[str] | None
-    _channel_rules: tuple[ChannelRule, ...]
-    _channel_meta: dict[str, dict[str, object]]
+    services: Services  # core/hub.py: liveness, registry
     _schedule: Schedule
     _dirty: list[Session]
     _flush_scheduled: bool
@@ -58,6 +54,8 @@ class HubBase:
     presence_pager: PresencePager  # core/presence_sync.py
 
     if TYPE_CHECKING:  # implemented in hub.py, dispatch.py, delivery.py and membership.py
+        @property
+        def channels(self) -> dict[str, Channel]: ...  # hub.services.registry.channels
         def close(self, session: Session, code: int, reason: str) -> None: ...
         def reject(self, session: Session, err: ProtocolError) -> None: ...
         def send(self, session: Session, message: dict[str, Any],
@@ -81,7 +79,6 @@ class HubBase:
         def _announce_leave(self, channel: Channel, user: str, reason: str,
                             session: str | None = None) -> None: ...
         def _hold(self, channel: Channel, session: Session, reason: str) -> None: ...
-        def _drop_if_empty(self, channel: Channel) -> None: ...
         def _check_meta_room(self, channel: Channel, user: str, size: int,
                              request_id: messages.RequestId = None) -> None: ...
         def check_presence_idle(self, now: float | None = None) -> int: ...

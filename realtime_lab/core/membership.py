@@ -6,19 +6,16 @@ A part of :class:`realtime_lab.core.hub.Hub` (a mixin); it shares the hub's stat
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
 import logging
-import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, cast
 
 from realtime_lab.core import events as ev
-from realtime_lab.core.authz import Grant, authorize, rule_for
-from realtime_lab.core.channels import Channel, validate_channel
+from realtime_lab.core.authz import Grant, authorize
+from realtime_lab.core.channels import Channel
 from realtime_lab.core.hooks import refused, then
 from realtime_lab.core.hub_base import HubBase
-from realtime_lab.core.options import ServerOptions
 from realtime_lab.core.outbound import Priority
 from realtime_lab.core.pipeline import Outbound
 from realtime_lab.core.presence import CLOSED, KICKED, LEFT, TIMEOUT
@@ -52,7 +49,7 @@ class Membership(HubBase):
         channel token, docs/channels.md) and the ``on_presence`` hook; returns an
         awaitable when one of them is async.
         """
-        validate_channel_for(name, self.options, request_id)
+        self.services.registry.validate(name, request_id)
         if name in session.subscriptions:
             self.send(session, messages.subscribed_message(name, request_id))
             return None
@@ -88,7 +85,7 @@ class Membership(HubBase):
     def _authorized(self, session: Session, name: str, rid: messages.RequestId,
                     meta: dict[str, Any] | None, auth: str | None) -> Any:
         """Check the channel's rule (core/authz.py), then join with the granted member data."""
-        rule = rule_for(name, self._channel_rules)
+        rule = self.services.registry.rule(name)
         if rule.policy == "public":
             return self._join(session, name, rid, meta)
         opts = self.options
@@ -110,9 +107,7 @@ class Membership(HubBase):
 
     def _join(self, session: Session, name: str, rid: messages.RequestId,
               meta: dict[str, Any] | None, member: dict[str, Any] | None = None) -> Any:
-        pattern = self.options.presence_channels
-        if self.hooks.on_presence is None or pattern is None or not fnmatch.fnmatchcase(
-                name, pattern):
+        if self.hooks.on_presence is None or not self.services.registry.has_presence(name):
             return self._join_now(session, name, rid, meta, member)
         verdict = self._ask_presence(session, name, {
             "event": "join", "state": self.options.presence_states[0], "meta": member or {}})
@@ -146,30 +141,18 @@ class Membership(HubBase):
             raise PresenceFull(f"{name!r} has {len(channel.members)} members; the limit is "
                                f"{self.options.max_presence_members}", request_id=request_id)
         occupied = channel is None or not channel.subscribers
-        if channel is None:
-            pattern = self.options.presence_channels
-            presence = pattern is not None and fnmatch.fnmatchcase(name, pattern)
-            channel = self.channels[name] = Channel(name, time.time(), presence)
-            kept = self._channel_meta.get(name)
-            if kept is not None:  # set_channel_metadata: outlives the channel
-                channel.metadata = kept
+        known = visible and channel is not None and session.user in channel.members
+        took_over = visible and channel is not None and session.user in channel.grace
         meta_size = 0  # a new member's metadata (a channel token's or a hook's) must fit
-        if (visible and isinstance(verdict, dict) and verdict
-                and session.user not in channel.members and session.user not in channel.grace):
+        if visible and isinstance(verdict, dict) and verdict and not known and not took_over:
             meta_size = presence_meta_size(verdict)
-            try:
-                self._check_meta_room(channel, session.user, meta_size, request_id)
-            except ProtocolError:
-                self._drop_if_empty(channel)
-                raise
+        channel, joined = self.services.registry.join(
+            session, name, visible=visible, admit=None if not meta_size else (
+                lambda ch: self._check_meta_room(ch, session.user, meta_size, request_id)))
         if meta:
             channel.metadata.update(meta)
-        known = visible and session.user in channel.members
-        took_over = visible and session.user in channel.grace
-        joined = channel.add(session, visible=visible)
         if joined and isinstance(verdict, dict):
             channel.put_meta(session.user, verdict, meta_size)
-        session.subscriptions.add(name)
         if self.bus.active:
             self._emit_join(session, channel, occupied, joined)
         if self.cluster is not None:  # the node answers once the cluster knows
@@ -179,7 +162,7 @@ class Membership(HubBase):
         if channel.metadata:
             reply["meta"] = channel.metadata
         if self.options.subscribe_channel_info:
-            reply["info"] = channel.info()
+            reply["info"] = self.services.registry.info(name)
         if self.options.history:
             self._position(name, reply)
         self.send(session, reply)
@@ -208,15 +191,14 @@ class Membership(HubBase):
     def _leave(self, session: Session, name: str, *, timed_out: bool = False,
                reason: str | None = None) -> None:
         """Unsubscribe ``session``; ``reason``: left, closed, timeout or kicked."""
-        session.subscriptions.discard(name)
+        left = self.services.registry.leave(session, name)
         if self.presence_pager.active:
             self.presence_pager.cancel(session, name)
-        channel = self.channels.get(name)
-        if channel is None:
+        if left is None:
             return
+        channel, remaining = left
         reason = reason or (TIMEOUT if timed_out else LEFT)
         user, bus, cluster = session.user, self.bus, self.cluster
-        remaining = channel.release(session)
         if bus.active:
             bus.emit(ev.ChannelUnsubscribed(at=self.clock(), session=session.id, user=user,
                                             channel=name))
@@ -241,7 +223,7 @@ class Membership(HubBase):
         if bus.active and not channel.subscribers:
             bus.emit(ev.ChannelVacated(at=self.clock(), session=session.id, user=user,
                                        channel=name))
-        self._drop_if_empty(channel)
+        self.services.registry.drop_if_empty(channel)
 
     def publish(self, channel: str, data: Any, *, sender: str | None = None,
                 priority: Priority | str = Priority.NORMAL) -> int:
@@ -250,7 +232,7 @@ class Membership(HubBase):
         Raises :class:`~realtime_lab.errors.BadValue` (a ``ValueError``) when ``data``
         is outside the data model (docs/protocol.md, "Values"), before anything is sent.
         """
-        validate_channel(channel, self.options)
+        self.services.registry.validate(channel)
         check_value(data)
         return self._broadcast(channel, data, sender, priority=Priority.parse(priority))
 
@@ -352,11 +334,3 @@ async def _veto_on_error(result: Awaitable[Any]) -> Any:
     except ProtocolError:
         return False
 
-
-def validate_channel_for(name: str, options: ServerOptions, request_id: messages.RequestId) -> None:
-    """Validate a channel name, attaching the request id to the error."""
-    try:
-        validate_channel(name, options)
-    except ProtocolError as err:
-        err.request_id = request_id
-        raise

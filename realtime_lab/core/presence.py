@@ -284,13 +284,8 @@ class Presence(HubBase):
         if user in channel.grace:  # a member waiting out its grace period
             channel.grace.pop(user)
             self._announce_leave(channel, user, KICKED)
-            self._drop_if_empty(channel)
+            self.services.registry.drop_if_empty(channel)
         return len(victims)
-
-    def _drop_if_empty(self, channel: Channel) -> None:
-        if not channel.subscribers and not channel.grace \
-                and self.channels.get(channel.name) is channel:
-            del self.channels[channel.name]
 
     # ------------------------------------------------------------------ grace
 
@@ -328,7 +323,7 @@ class Presence(HubBase):
                     self._announce_leave(channel, user, reason)
                 elif nxt is None or deadline < nxt:
                     nxt = deadline
-            self._drop_if_empty(channel)
+            self.services.registry.drop_if_empty(channel)
         return nxt
 
     # ------------------------------------------------------------------ idle
