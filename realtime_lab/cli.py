@@ -104,6 +104,10 @@ def _add_server_args(parser: argparse.ArgumentParser, default_port: int) -> None
                         help="PEM certificate: serve wss:// and https:// (needs --keyfile)")
     parser.add_argument("--keyfile", default=None, metavar="PEM",
                         help="PEM private key for --certfile")
+    parser.add_argument("--http2", action="store_true",
+                        help="also serve HTTP/2 on the same port: h2 by ALPN with --certfile, "
+                             "h2c (prior knowledge) without; WebSockets over HTTP/2 streams "
+                             "(RFC 8441). Needs pip install 'realtime_lab[http2]'")
     parser.add_argument("--gc-freeze", action="store_true",
                         help="gc.freeze() connection objects so full garbage collections stay "
                              "short with many connections")
@@ -123,6 +127,7 @@ def _options(args: argparse.Namespace) -> ServerOptions:
         token_secret=args.token_secret,
         certfile=args.certfile,
         keyfile=args.keyfile,
+        http2=args.http2,
         gc_freeze=args.gc_freeze,
         metrics=args.metrics,
     )

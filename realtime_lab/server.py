@@ -371,11 +371,19 @@ def edge_http_server(app: Application, options: ServerOptions,
     guard = HostGuard(app, effective_allowed_hosts(options.allowed_hosts, sockets),
                       on_refused=lambda remote: hub.refused_handshake(
                           remote, 403, "forbidden_host", "allowed_hosts"))
-    return EdgeHTTPServer(guard, ssl_options=tls_context(options),
+    http = EdgeHTTPServer(guard, ssl_options=tls_context(options),
                           idle_connection_timeout=options.handshake_timeout,
                           max_header_size=options.max_http_header_bytes,
                           max_body_size=options.max_message_bytes,
                           body_timeout=options.http_body_timeout)
+    if options.http2:  # docs/http2.md
+        from realtime_lab.transports.http2 import H2Listener
+
+        http.h2 = H2Listener(http, websockets=options.http2_websockets,
+                             handshake_timeout=options.handshake_timeout,
+                             max_header_bytes=options.max_http_header_bytes,
+                             max_body_bytes=options.max_message_bytes)
+    return http
 
 
 def accept_connections(http: EdgeHTTPServer, sockets: Sequence[socket.socket],
@@ -397,4 +405,8 @@ def tls_context(options: ServerOptions) -> ssl.SSLContext | None:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(options.certfile, options.keyfile)
+    if options.http2:  # ALPN: h2 or http/1.1 (docs/http2.md)
+        from realtime_lab.transports.http2 import ALPN_PROTOCOLS
+
+        ctx.set_alpn_protocols(ALPN_PROTOCOLS)
     return ctx

@@ -101,6 +101,12 @@ class ServerOptions:
         token_verifier: callback ``token -> user id | dict | None`` used instead of
             (or besides) the HMAC check; None or an exception refuses with 4001.
         certfile, keyfile: PEM files; when set the server speaks TLS (wss://).
+        http2: also serve HTTP/2 on the same port (needs ``realtime_lab[http2]``):
+            h2 chosen by ALPN with TLS, h2c with prior knowledge without; WebSockets
+            over HTTP/2 streams (RFC 8441). docs/http2.md.
+        http2_websockets: announce SETTINGS_ENABLE_CONNECT_PROTOCOL and accept
+            WebSockets on HTTP/2 streams; False refuses extended CONNECT with 400
+            (browsers then open their WebSockets over HTTP/1.1).
 
     Channel authorization (docs/channels.md):
         channel_secret: HMAC secret of channel tokens
@@ -205,6 +211,8 @@ class ServerOptions:
     token_verifier: Callable[[str], Any] | None = None
     certfile: str | None = None
     keyfile: str | None = None
+    http2: bool = False
+    http2_websockets: bool = True
     # channel authorization
     channel_secret: str | None = None
     authorizer: Callable[..., Any] | None = None

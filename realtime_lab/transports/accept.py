@@ -57,22 +57,37 @@ class EdgeHTTPServer(HTTPServer):
         super().initialize(*args, **kwargs)
         self.pending: dict[str, int] = {}
         self._pending_ip: dict[Any, str] = {}
+        #: HTTP/2 on this port (``realtime_lab.transports.http2.H2Listener``), or None
+        self.h2: Any = None
 
     def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
         ip = peer_ip(address)
         self._pending_ip[stream] = ip
         self.pending[ip] = self.pending.get(ip, 0) + 1
-        super().handle_stream(stream, address)
+        if self.h2 is None:
+            super().handle_stream(stream, address)
+            return
+        # An HTTP/2 connection stays pending (one connection of its IP) until it closes.
+        self.h2.dispatch(stream, address, lambda: super(EdgeHTTPServer, self).handle_stream(
+            stream, address), lambda: self._release(stream))
 
     def on_close(self, server_conn: object) -> None:
-        ip = self._pending_ip.pop(getattr(server_conn, "stream", None), None)
+        self._release(getattr(server_conn, "stream", None))
+        super().on_close(server_conn)
+
+    def _release(self, stream: object) -> None:
+        ip = self._pending_ip.pop(stream, None)
         if ip is not None:
             count = self.pending[ip] - 1
             if count:
                 self.pending[ip] = count
             else:
                 del self.pending[ip]
-        super().on_close(server_conn)
+
+    async def close_all_connections(self) -> None:
+        if self.h2 is not None:
+            self.h2.close_all()
+        await super().close_all_connections()
 
 
 class AcceptLoop:

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import os
 import socket
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 from tornado.web import RequestHandler
@@ -27,16 +27,19 @@ from realtime_lab.core.security import handshake_origin_allowed
 from realtime_lab.logthrottle import LogThrottle
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.codec import encode
+from realtime_lab.protocol.connection import ServerConnection
 from realtime_lab.protocol.deflate import CompressionPolicy
 from realtime_lab.protocol.frames import text_frame
 from realtime_lab.protocol.handshake import (
     Agreement,
     HandshakeError,
     agree,
+    check_connect,
     check_upgrade,
     response_101,
 )
 from realtime_lab.protocol.messages import error_message
+from realtime_lab.protocol.wire import WireFormat
 from realtime_lab.transports.pump import Pump, SocketPump, StreamPump
 
 if TYPE_CHECKING:
@@ -58,9 +61,25 @@ def compression_policy(hub: Hub) -> CompressionPolicy:
     return hub.compression
 
 
-class WebSocketUpgrade(RequestHandler):
-    """A ``GET`` that becomes a WebSocket: check, agree, answer 101, hand over to a pump."""
+class Tunnel(Protocol):
+    """What ``detach()`` returns for an HTTP/2 extended CONNECT (RFC 8441): the stream,
+    which answers ``:status 200`` and becomes the WebSocket's pump
+    (``realtime_lab.transports.http2.H2Request``)."""
 
+    def accept_websocket(self, headers: list[tuple[str, str]], conn: ServerConnection,
+                         remote: str, *, close_timeout: float, flush_timeout: float,
+                         wire: WireFormat = ...) -> Pump: ...
+
+
+class WebSocketUpgrade(RequestHandler):
+    """A ``GET`` that becomes a WebSocket: check, agree, answer 101, hand over to a pump.
+
+    On HTTP/2 (``ServerOptions.http2``) the same handler takes the extended
+    ``CONNECT`` of RFC 8441: checked with :func:`check_connect`, answered 200 on
+    its stream, which becomes the pump.
+    """
+
+    SUPPORTED_METHODS = (*RequestHandler.SUPPORTED_METHODS, "CONNECT")
     policy: CompressionPolicy = CompressionPolicy()
     max_message_bytes = 64 << 20
     #: frames one message may arrive in (None: the connection's default for its size)
@@ -78,8 +97,13 @@ class WebSocketUpgrade(RequestHandler):
     def upgrade(self) -> Pump | None:
         """The pump of the accepted connection, or None when the request was refused."""
         request = self.request
+        key: str | None = None
         try:
-            key = check_upgrade(request.method or "", request.headers)
+            if request.method == "CONNECT":  # HTTP/2 (an HTTP/1.1 CONNECT has no :protocol)
+                check_connect(request.method, getattr(request.connection, "connect_protocol",
+                                                      None), request.headers)
+            else:
+                key = check_upgrade(request.method or "", request.headers)
         except HandshakeError as error:
             self.refuse(error)
             return None
@@ -92,11 +116,23 @@ class WebSocketUpgrade(RequestHandler):
         """Override to refuse an upgrade (the override answers it, e.g. 403)."""
         return True
 
-    def take_over(self, key: str, agreement: Agreement) -> Pump:
-        """Answer 101 and move the connection out of Tornado's HTTP server into a pump."""
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        """An HTTP/2 extended CONNECT: the same as the HTTP/1.1 ``GET``."""
+        return self.get(*args, **kwargs)
+
+    def take_over(self, key: str | None, agreement: Agreement) -> Pump:
+        """Answer 101 and move the connection out of Tornado's HTTP server into a pump
+        (``key`` None: answer 200 on the HTTP/2 stream, which becomes the pump)."""
         conn = agreement.connection(self.max_message_bytes, self.max_message_frames)
-        answer = response_101(key, agreement)
         remote = self.request.remote_ip or ""
+        if key is None:
+            self.set_status(200)
+            self.application.log_request(self)
+            tunnel = cast(Tunnel, self.detach())
+            return tunnel.accept_websocket(agreement.headers(), conn, remote,
+                                           close_timeout=self.close_timeout,
+                                           flush_timeout=self.flush_timeout, wire=agreement.wire)
+        answer = response_101(key, agreement)
         self.set_status(101)
         self.application.log_request(self)  # the access log line finish() would write
         stream = self.detach()

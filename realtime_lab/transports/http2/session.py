@@ -1,0 +1,422 @@
+"""One HTTP/2 connection: the ``h2`` state machine on a Tornado ``IOStream``.
+
+:class:`H2Session` reads bytes from the stream, gives them to ``h2`` and hands
+each HTTP/2 stream's events to its owner: an :class:`~.request.H2Request` (an
+ordinary request served by the Tornado application through
+``httputil.HTTPConnection``) or, after an accepted extended CONNECT (RFC 8441),
+a :class:`~.websocket.WebSocketStream` (the hub's connection port).
+
+The session owns flow control and the outgoing bytes of every stream:
+
+* Inbound: each stream's window is :data:`STREAM_WINDOW`, the connection's
+  :data:`MAX_STREAMS` times that, and received data is acknowledged (WINDOW_UPDATE)
+  only when the stream's owner consumed it, so a stream whose application stops
+  reading stops its client alone.
+* Outbound: bytes wait per stream in a :class:`SendBuffer` and are framed as
+  DATA within the windows, round robin, at most once per loop turn for all
+  streams together. A stream whose unsent bytes exceed :data:`STREAM_SEND_CAP`
+  is reset (``CANCEL``) alone. While the socket has more than
+  :data:`WRITE_HIGH_WATER` bytes not yet written, nothing more is framed and
+  nothing more is read.
+
+Protocol errors (a bad frame, a bad header block, a flow-control violation)
+are answered by ``h2`` with GOAWAY and their RFC 9113 code, then the
+connection closes; stream errors reset that stream only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol, cast
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    TrailersReceived,
+    WindowUpdated,
+)
+from h2.exceptions import ProtocolError, StreamClosedError
+from h2.settings import SettingCodes, Settings
+from tornado.iostream import IOStream
+from tornado.iostream import StreamClosedError as IOStreamClosed
+
+from realtime_lab.logthrottle import LogThrottle
+from realtime_lab.protocol.sendbuffer import SendBuffer
+
+log = logging.getLogger("realtime_lab.transports")
+_throttle = LogThrottle(log, interval=60.0)
+
+#: Each stream's receive window (SETTINGS_INITIAL_WINDOW_SIZE): what a client may
+#: send on one stream before the application consumed it.
+STREAM_WINDOW = 256 * 1024
+#: SETTINGS_MAX_CONCURRENT_STREAMS: streams one client may have open at once.
+MAX_STREAMS = 128
+#: The connection's receive window: every stream can fill its own window.
+CONNECTION_WINDOW = STREAM_WINDOW * MAX_STREAMS
+#: Bytes one stream may have waiting to be sent before it is reset (CANCEL).
+STREAM_SEND_CAP = 8 * 1024 * 1024
+#: Bytes handed to the socket but not written yet above which the session stops
+#: framing DATA and reading.
+WRITE_HIGH_WATER = 256 * 1024
+#: DATA bytes one stream sends per round before the next stream's turn.
+QUANTUM = 64 * 1024
+READ_SIZE = 64 * 1024
+_DEFAULT_WINDOW = 65535
+
+
+class StreamOwner(Protocol):
+    """What the session tells the owner of one stream (a request or a WebSocket)."""
+
+    def data_received(self, data: bytes, flow: int) -> None: ...
+
+    def end_received(self) -> None: ...
+
+    def reset_received(self) -> None: ...
+
+
+class RequestFactory(Protocol):
+    """Makes the owner of a new stream (:class:`~.request.RequestRouter`)."""
+
+    def __call__(self, session: H2Session, stream_id: int,
+                 headers: list[tuple[str, str]]) -> StreamOwner | None: ...
+
+
+class _Outbound:
+    """One stream's bytes not framed yet, whether END_STREAM follows, drain callbacks."""
+
+    __slots__ = ("buffer", "drains", "end")
+
+    def __init__(self) -> None:
+        self.buffer = SendBuffer()
+        self.end = False
+        self.drains: list[Callable[[], None]] = []
+
+
+class H2Session:
+    """The server side of one HTTP/2 connection (see the module docstring)."""
+
+    def __init__(self, stream: IOStream, remote: str, make_owner: RequestFactory, *,
+                 websockets: bool = True, max_header_bytes: int = 64 * 1024,
+                 on_close: Callable[[H2Session], None] | None = None) -> None:
+        self.stream = stream
+        self.remote = remote
+        self.websockets = websockets
+        self.make_owner = make_owner
+        self.on_close = on_close
+        self.loop = asyncio.get_running_loop()
+        self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding="utf-8"))
+        self.h2.local_settings = Settings(client=False, initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+            SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            SettingCodes.MAX_HEADER_LIST_SIZE: max_header_bytes,
+            SettingCodes.ENABLE_CONNECT_PROTOCOL: 1 if websockets else 0,
+        })
+        self.owners: dict[int, StreamOwner] = {}
+        self._out: dict[int, _Outbound] = {}
+        self._ready: dict[int, None] = {}  # streams with bytes to frame, in order
+        self._flush_due = False
+        self._reading = False
+        self._read_blocked = False
+        self._written = 0  # bytes handed to IOStream.write
+        self._landed = 0  # of which written to the socket
+        self.closed = False
+        self.requests = 0  # streams opened by the client (for tests and inspection)
+
+    # ------------------------------------------------------------ life
+
+    def start(self, early: bytes = b"") -> H2Session:
+        """Send the server preface (SETTINGS with ENABLE_CONNECT_PROTOCOL) and read."""
+        self.stream.set_close_callback(self._stream_closed)
+        self.stream.set_nodelay(True)  # small frames (WINDOW_UPDATE, pongs) go out at once
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
+        self._write_pending()
+        if early:
+            self._receive(early)
+        self._read()
+        return self
+
+    def close(self, code: ErrorCodes = ErrorCodes.NO_ERROR) -> None:
+        """GOAWAY with ``code``, then close the connection once it is written."""
+        if self.closed:
+            return
+        self.h2.close_connection(error_code=code)
+        self._write_pending()
+        self._close_after_write()
+
+    def _close_after_write(self) -> None:
+        if self.closed:
+            return
+        if self._written == self._landed:
+            self.stream.close()
+            return
+        try:
+            future = self.stream.write(b"")
+        except IOStreamClosed:
+            return
+        future.add_done_callback(lambda _f: self.stream.close())
+        self.loop.call_later(5.0, self.stream.close)  # a client that stopped reading
+
+    def _stream_closed(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        owners, self.owners = self.owners, {}
+        self._out.clear()
+        self._ready.clear()
+        for owner in owners.values():
+            try:
+                owner.reset_received()
+            except Exception:
+                _throttle.log("h2_owner_failed", logging.ERROR, "closing an HTTP/2 stream of %s "
+                              "failed", self.remote, exc_info=True)
+        if self.on_close is not None:
+            self.on_close(self)
+
+    # ------------------------------------------------------------ reading
+
+    def _read(self) -> None:
+        if self._reading or self.closed:
+            return
+        if self._written - self._landed > WRITE_HIGH_WATER:
+            self._read_blocked = True  # the client does not read what we send: wait
+            return
+        self._reading = True
+        try:
+            future = cast("asyncio.Future[bytes]", self.stream.read_bytes(READ_SIZE, partial=True))
+        except IOStreamClosed:
+            return
+        future.add_done_callback(self._on_read)
+
+    def _on_read(self, future: asyncio.Future[bytes]) -> None:
+        self._reading = False
+        if future.exception() is not None:  # closed: the close callback tells the owners
+            return
+        self._receive(future.result())
+        self._read()
+
+    def _receive(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except ProtocolError as exc:  # h2 queued GOAWAY with the error's code
+            _throttle.log("h2_protocol_error", logging.INFO, "HTTP/2 protocol error from %s: %s",
+                          self.remote, exc)
+            self._write_pending()
+            self._close_after_write()
+            return
+        for event in events:
+            try:
+                self._handle(event)
+            except Exception:  # a bug: this stream only (never a client's doing)
+                sid = getattr(event, "stream_id", 0) or 0
+                _throttle.log("h2_event_failed", logging.ERROR, "HTTP/2 event %s from %s failed",
+                              type(event).__name__, self.remote, exc_info=True)
+                if sid:
+                    self.reset(sid, ErrorCodes.INTERNAL_ERROR)
+        self._write_pending()
+
+    def _handle(self, event: object) -> None:
+        if isinstance(event, DataReceived):
+            owner = self.owners.get(event.stream_id)
+            if owner is None:  # a stream we already left: give the window back
+                self.acknowledge(event.stream_id, event.flow_controlled_length)
+            else:
+                owner.data_received(event.data, event.flow_controlled_length)
+        elif isinstance(event, RequestReceived):
+            self.requests += 1
+            headers = [(str(name), str(value)) for name, value in event.headers or ()]
+            owner = self.make_owner(self, event.stream_id, headers)
+            if owner is not None:
+                self.owners[event.stream_id] = owner
+        elif isinstance(event, StreamEnded):  # also after DataReceived / RequestReceived
+            self._ended(event.stream_id)
+        elif isinstance(event, StreamReset):
+            self._forget(event.stream_id)
+            owner = self.owners.pop(event.stream_id, None)
+            if owner is not None:
+                owner.reset_received()
+        elif isinstance(event, (WindowUpdated, RemoteSettingsChanged)):
+            self._schedule_flush()
+        elif isinstance(event, TrailersReceived):
+            self.reset(event.stream_id, ErrorCodes.PROTOCOL_ERROR)  # none of ours take trailers
+        elif isinstance(event, ConnectionTerminated):
+            self._close_after_write()
+
+    def _ended(self, stream_id: int) -> None:
+        owner = self.owners.get(stream_id)
+        if owner is not None:
+            owner.end_received()
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        """``size`` flow-controlled bytes of ``stream_id`` were consumed: open the windows."""
+        if size > 0 and not self.closed:
+            self.h2.acknowledge_received_data(size, stream_id)
+            self._write_soon()
+
+    # ------------------------------------------------------------ writing
+
+    def send_headers(self, stream_id: int, headers: list[tuple[str, str]],
+                     end_stream: bool = False) -> bool:
+        """Answer a stream's request head; False when the stream is gone."""
+        if self.closed:
+            return False
+        try:
+            self.h2.send_headers(stream_id, headers, end_stream=end_stream)
+        except (StreamClosedError, ProtocolError):
+            return False
+        self._write_soon()
+        return True
+
+    def send(self, stream_id: int, data: bytes, frames: bool = True) -> None:
+        """Queue ``data`` on ``stream_id``, framed as DATA when the windows allow."""
+        if self.closed or stream_id not in self.owners:
+            return
+        out = self._out.get(stream_id)
+        if out is None:
+            out = self._out[stream_id] = _Outbound()
+        out.buffer.append(data, frames=frames)
+        if out.buffer.nbytes > STREAM_SEND_CAP:
+            _throttle.log("h2_send_cap", logging.WARNING, "reset an HTTP/2 stream of %s: more "
+                          "than %d bytes unsent (STREAM_SEND_CAP)", self.remote, STREAM_SEND_CAP)
+            owner = self.owners.get(stream_id)
+            self.reset(stream_id, ErrorCodes.CANCEL)
+            if owner is not None:
+                owner.reset_received()
+            return
+        self._ready[stream_id] = None
+        self._schedule_flush()
+
+    def end_stream(self, stream_id: int) -> None:
+        """END_STREAM after what is queued on ``stream_id``; the session forgets its owner."""
+        self.owners.pop(stream_id, None)
+        out = self._out.get(stream_id)
+        if out is None:
+            out = self._out[stream_id] = _Outbound()
+        out.end = True
+        self._ready[stream_id] = None
+        self._schedule_flush()
+
+    def reset(self, stream_id: int, code: ErrorCodes = ErrorCodes.CANCEL) -> None:
+        """RST_STREAM ``stream_id`` now, dropping what it had unsent; forget its owner."""
+        self.owners.pop(stream_id, None)
+        self._forget(stream_id)
+        if self.closed:
+            return
+        try:
+            self.h2.reset_stream(stream_id, error_code=code)
+        except (StreamClosedError, ProtocolError):
+            return
+        self._write_soon()
+
+    def unsent(self, stream_id: int) -> int:
+        out = self._out.get(stream_id)
+        return out.buffer.nbytes if out is not None else 0
+
+    def drop_unsent(self, stream_id: int) -> int:
+        out = self._out.get(stream_id)
+        return out.buffer.drop_frames() if out is not None else 0
+
+    def when_drained(self, stream_id: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once ``stream_id`` has nothing unsent (soon, if so now)."""
+        out = self._out.get(stream_id)
+        if out is None or not out.buffer:
+            self.loop.call_soon(callback)
+        else:
+            out.drains.append(callback)
+
+    def _forget(self, stream_id: int) -> None:
+        self._out.pop(stream_id, None)
+        self._ready.pop(stream_id, None)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_due and not self.closed:
+            self._flush_due = True
+            self.loop.call_soon(self._flush)
+
+    def _write_soon(self) -> None:
+        self._schedule_flush()
+
+    def _flush(self) -> None:
+        """Frame the streams' bytes as DATA within the windows, round robin; write once."""
+        self._flush_due = False
+        if self.closed:
+            return
+        h2 = self.h2
+        progress = True
+        while self._ready and progress and self._written - self._landed <= WRITE_HIGH_WATER:
+            progress = False
+            for sid in list(self._ready):
+                out = self._out.get(sid)
+                if out is None:
+                    del self._ready[sid]
+                    continue
+                sent = self._send_some(h2, sid, out)
+                progress = progress or sent > 0
+                if not out.buffer:
+                    del self._ready[sid]
+                    self._finish_stream(sid, out)
+        self._write_pending()
+
+    def _send_some(self, h2: H2Connection, sid: int, out: _Outbound) -> int:
+        """Frame up to QUANTUM bytes of one stream; the bytes framed."""
+        sent = 0
+        buffer = out.buffer
+        try:
+            while buffer and sent < QUANTUM:
+                window = min(h2.local_flow_control_window(sid), h2.max_outbound_frame_size,
+                             QUANTUM - sent)
+                if window <= 0:
+                    break
+                chunk = bytes(buffer.peek()[:window])
+                h2.send_data(sid, chunk)
+                buffer.advance(len(chunk))
+                sent += len(chunk)
+        except (StreamClosedError, ProtocolError):  # reset meanwhile
+            buffer.clear()
+            out.end = False
+        return sent
+
+    def _finish_stream(self, sid: int, out: _Outbound) -> None:
+        if out.end:
+            del self._out[sid]
+            with contextlib.suppress(StreamClosedError, ProtocolError):
+                self.h2.end_stream(sid)
+        drains, out.drains = out.drains, []
+        for callback in drains:
+            callback()
+
+    def _write_pending(self) -> None:
+        data = self.h2.data_to_send()
+        if not data or self.closed:
+            return
+        try:
+            future = self.stream.write(data)
+        except IOStreamClosed:
+            return
+        self._written += len(data)
+        future.add_done_callback(functools.partial(self._landed_upto, self._written))
+
+    def _landed_upto(self, end: int, future: asyncio.Future[Any]) -> None:
+        if future.exception() is not None or self.closed:
+            return
+        self._landed = max(self._landed, end)
+        if self._ready:
+            self._schedule_flush()
+        if self._read_blocked and self._written - self._landed <= WRITE_HIGH_WATER:
+            self._read_blocked = False
+            self._read()
+
+
+__all__ = ["CONNECTION_WINDOW", "H2Session", "MAX_STREAMS", "STREAM_SEND_CAP", "STREAM_WINDOW",
+           "StreamOwner"]
