@@ -84,20 +84,20 @@ def per_publish(step: Callable[[], Any], sched: Any, number: int, repeats: int) 
 @contextlib.contextmanager
 def checks_off() -> Iterator[None]:
     """Patch the issue-13 data model checks out (for --ab)."""
-    from realtime_lab.core import delivery, membership
+    from realtime_lab.core import membership, outbox
     from realtime_lab.protocol import codec, msgpack_codec
 
     saved = (codec.json_text_suspect, membership.check_value, msgpack_codec.check_message,
-             delivery.FanOut.prepare)
+             outbox.FanOut.prepare)
     codec.json_text_suspect = lambda text: False  # type: ignore[assignment]
     membership.check_value = lambda *a, **k: None  # type: ignore[assignment]
     msgpack_codec.check_message = lambda *a, **k: None  # type: ignore[assignment]
-    delivery.FanOut.prepare = lambda self: None  # type: ignore[method-assign]
+    outbox.FanOut.prepare = lambda self: None  # type: ignore[method-assign]
     try:
         yield
     finally:
         (codec.json_text_suspect, membership.check_value, msgpack_codec.check_message,
-         delivery.FanOut.prepare) = saved  # type: ignore[method-assign]
+         outbox.FanOut.prepare) = saved  # type: ignore[method-assign]
 
 
 def ab(steps: dict[str, Callable[[], Any]], sched: Any, number: int,

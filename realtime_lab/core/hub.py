@@ -25,7 +25,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from realtime_lab.core import events as ev
 from realtime_lab.core.channels import Channel
-from realtime_lab.core.delivery import Delivery
 from realtime_lab.core.dispatch import LIMIT_OF_ERROR, Dispatch
 from realtime_lab.core.events import EventBus
 from realtime_lab.core.heartbeat import HeartbeatPolicy
@@ -35,6 +34,7 @@ from realtime_lab.core.liveness import Liveness
 from realtime_lab.core.membership import Membership
 from realtime_lab.core.options import ServerOptions
 from realtime_lab.core.outbound import Priority
+from realtime_lab.core.outbox import Outbox
 from realtime_lab.core.pipeline import compose
 from realtime_lab.core.ports import (
     BroadcastProbe,
@@ -89,16 +89,16 @@ def compression_of(middleware: Sequence[object], default: CompressionPolicy) -> 
     return default
 
 
-class Hub(Dispatch, Membership, Presence, Recovery, Delivery):
+class Hub(Dispatch, Membership, Presence, Recovery):
     """Channels, presence and broadcast for a set of connections.
 
     The hub is split by concern: this module holds admission and lifecycle;
     :mod:`~realtime_lab.core.dispatch` the inbound path;
     :mod:`~realtime_lab.core.membership` channels, presence and broadcast;
-    :mod:`~realtime_lab.core.delivery` the outbound queues and writes;
-    :mod:`~realtime_lab.core.liveness` heartbeat and idle checks and
-    :mod:`~realtime_lab.core.registry` the channels, their metadata and rules: both
-    services (``hub.services.liveness``, ``hub.services.registry``).
+    :mod:`~realtime_lab.core.liveness` heartbeat and idle checks,
+    :mod:`~realtime_lab.core.registry` the channels, their metadata and rules, and
+    :mod:`~realtime_lab.core.outbox` the outbound queues and writes: services
+    (``hub.services.liveness``, ``hub.services.registry``, ``hub.services.outbox``).
     """
 
     recorder: BroadcastProbe | None = None  # set by realtime_lab.instrument.Recorder.start()
@@ -121,8 +121,6 @@ class Hub(Dispatch, Membership, Presence, Recovery, Delivery):
         opts = self.options
         self.admission = Admission(opts.max_connections, opts.max_connections_per_ip)
         self._last_frame_size = 0
-        dp = opts.droppable_priority
-        self._droppable = -1 if dp == "none" else int(Priority.parse(dp))
         self._grace_timer: asyncio.TimerHandle | None = None  # core/presence.py
         self._idle_users: dict[str, set[str]] = {}
         self._histories: dict[str, History] = {}  # core/history.py
@@ -134,24 +132,24 @@ class Hub(Dispatch, Membership, Presence, Recovery, Delivery):
         self._schedule: Schedule = self.scheduler.call_soon
         self.sessions: dict[str, Session] = {}
         self.stats = HubStats()
-        self._dirty: list[Session] = []
-        #: Open sessions on another codec than JSON (MessagePack): while there are none, a
-        #: broadcast has no other encoding to prepare (core/delivery.py).
-        self.binary_sessions = 0
-        self._flush_scheduled = False
+        #: Per-connection queues, one write per turn, fan-outs, slow consumers.
+        outbox = Outbox(opts, stats=self.stats, bus=self.bus, clock=clock,
+                        log_throttle=self.log_throttle, schedule=self._schedule,
+                        close=self.close)
         #: New subscribers' member lists, sent in pages as they drain (core/presence_sync.py).
-        self.presence_pager = PresencePager(
-            opts, lambda s, msg, text, prio: self.send(s, msg, prio, text=text),
-            self._await_drain)
+        self.presence_pager = outbox.pager = PresencePager(
+            opts, lambda s, msg, text, prio: outbox.send(s, msg, prio, text=text),
+            outbox.await_drain)
         #: Set by realtime_lab.broker.ClusterNode when this hub is one node of several.
         self.cluster: ClusterPort | None = None
         self.services = Services(
             liveness=Liveness(opts, clock=clock, schedule=lambda cb: self._schedule(cb),
                               sessions=self.sessions, stats=self.stats, bus=self.bus,
-                              enqueue=self._enqueue, mark_dirty=self._mark_dirty,
+                              enqueue=outbox.enqueue, mark_dirty=outbox.mark_dirty,
                               close=self.close, reject=self.reject,
                               check_presence_idle=self.check_presence_idle),
             registry=ChannelRegistry(opts),
+            outbox=outbox,
         )
 
     # ------------------------------------------------------------------ liveness
@@ -189,7 +187,40 @@ class Hub(Dispatch, Membership, Presence, Recovery, Delivery):
         """Run the hub's deferred work on ``scheduler`` (``LabServer.start``: the running
         event loop; the hub is built before any loop runs)."""
         self.scheduler = scheduler
-        self._schedule = scheduler.call_soon
+        self._schedule = self.services.outbox.schedule = scheduler.call_soon
+
+    # ------------------------------------------------------------------ outbox
+
+    def send(self, session: Session, message: dict[str, Any],
+             priority: Priority = Priority.CONTROL, *, text: str | None = None) -> bool:
+        """Encode and queue one message for one session (``Outbox.send``)."""
+        return self.services.outbox.send(session, message, priority, text=text)
+
+    def flush(self) -> None:
+        """Write every dirty session's pending frames, one write each (``Outbox.flush``)."""
+        self.services.outbox.flush()
+
+    @property
+    def binary_sessions(self) -> int:
+        """Open sessions on another codec than JSON (``Outbox.binary_sessions``)."""
+        return self.services.outbox.binary_sessions
+
+    # The hub's parts not yet services (issue 14 steps 4-8) call the outbox through these.
+
+    def _enqueue(self, session: Session, frame: bytes,
+                 priority: Priority = Priority.NORMAL) -> bool:
+        return self.services.outbox.enqueue(session, frame, priority)
+
+    def _mark_dirty(self, session: Session) -> None:
+        self.services.outbox.mark_dirty(session)
+
+    def _fan_out_to(self, targets: list[Session], frame: bytes, priority: Priority,
+                    message: dict[str, Any] | None = None) -> int:
+        return self.services.outbox.fan_out(targets, frame, priority, message)
+
+    def _drop(self, session: Session, priority: int, size: int, reason: str = "queue_full",
+              channel: str | None = None) -> None:
+        self.services.outbox.drop(session, priority, size, reason, channel)
 
     def set_middleware(self, middleware: Sequence[object]) -> None:
         """Install the middleware chain (realtime_lab.middleware), first = outermost."""
@@ -288,7 +319,7 @@ class Hub(Dispatch, Membership, Presence, Recovery, Delivery):
         session.ping_factor = self.heartbeat.ping_factor()
         self.sessions[session.id] = session
         if session.wire.codec != JSON:
-            self.binary_sessions += 1
+            self.services.outbox.binary_sessions += 1
         session.state = ConnectionState.OPEN
         self.stats.connections_opened += 1
         self.send(session, self._welcome(session))
@@ -332,7 +363,7 @@ class Hub(Dispatch, Membership, Presence, Recovery, Delivery):
         session.state = ConnectionState.CLOSING
         session.close_code = code
         session.close_reason = reason
-        self._flush_session(session, force=True)
+        self.services.outbox.flush_session(session, force=True)
         session.port.close(code, reason)
 
     def closed(self, session: Session, code: int | None = None, reason: str = "") -> None:
@@ -354,7 +385,7 @@ class Hub(Dispatch, Membership, Presence, Recovery, Delivery):
             self._leave(session, name, reason=reason)
         self.sessions.pop(session.id, None)
         if session.wire.codec != JSON:
-            self.binary_sessions -= 1
+            self.services.outbox.binary_sessions -= 1
         self.stats.connections_closed += 1
         for mw in self._closers:
             try:
@@ -423,6 +454,7 @@ class Services:
 
     liveness: Liveness
     registry: ChannelRegistry
+    outbox: Outbox
 
 
 class PendingOpen:

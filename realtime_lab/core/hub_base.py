@@ -38,22 +38,18 @@ class HubBase:
     stats: HubStats
     clock: Clock
     log_throttle: LogThrottle
-    binary_sessions: int
     sessions: dict[str, Session]
     cluster: ClusterPort | None
     recorder: BroadcastProbe | None
     _last_frame_size: int
-    _droppable: int
-    services: Services  # core/hub.py: liveness, registry
+    services: Services  # core/hub.py: liveness, registry, outbox
     _schedule: Schedule
-    _dirty: list[Session]
-    _flush_scheduled: bool
     _inbound: Callable[[Inbound], Any] | None
     _outbound: Callable[[Outbound], Any] | None
     _idle_users: dict[str, set[str]]  # core/presence.py
     presence_pager: PresencePager  # core/presence_sync.py
 
-    if TYPE_CHECKING:  # implemented in hub.py, dispatch.py, delivery.py and membership.py
+    if TYPE_CHECKING:  # implemented in hub.py (some by the services), dispatch.py and membership.py
         @property
         def channels(self) -> dict[str, Channel]: ...  # hub.services.registry.channels
         def close(self, session: Session, code: int, reason: str) -> None: ...
@@ -92,7 +88,6 @@ class HubBase:
         def _position(self, name: str, reply: dict[str, Any]) -> None: ...
         def _fan_out_to(self, targets: list[Session], frame: bytes, priority: Priority,
                         message: dict[str, Any] | None = None) -> int: ...
-        def _await_drain(self, session: Session) -> None: ...
         def _fan_out(self, channel: Channel, frame: bytes, exclude: Session | None = None,
                      priority: Priority = Priority.NORMAL, *,
                      message: dict[str, Any] | None = None) -> int: ...

@@ -8,7 +8,7 @@ delegations: ``heartbeat_tick``, ``pong``, ``tick_period``, ``sweeps_sliced``,
 ``heartbeat``.
 
 A tick's walk over the sessions (a *sweep*) is time-sliced like the fan-out
-(core/delivery.py): up to ``fanout_slice_min`` sessions are checked in the tick
+(core/outbox.py): up to ``fanout_slice_min`` sessions are checked in the tick
 itself; a bigger server is checked for about ``fanout_slice_seconds`` per loop
 turn and the sweep continues in the next turn, so 10,000 connections do not
 hold the loop for one long call. A tick that finds the previous sweep still

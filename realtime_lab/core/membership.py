@@ -304,7 +304,7 @@ class Membership(HubBase):
 
         ``frame`` is the JSON text frame. Subscribers with another wire format
         (msgpack, compressed) get the frame of theirs, built once per broadcast.
-        A very large group is served over several loop turns (core/delivery.py).
+        A very large group is served over several loop turns (core/outbox.py).
         """
         subscribers = channel.subscribers
         targets = list(subscribers.values())

@@ -69,8 +69,10 @@ class ConnectionPort(Protocol):
     remote: str
     wire: WireFormat
 
-    def write(self, data: bytes) -> None:
-        """Send already-built WebSocket frames (one or several, concatenated, whole).
+    def write(self, data: bytes) -> int:
+        """Send already-built WebSocket frames (one or several, concatenated, whole);
+        return the bytes still buffered after it (``buffered_bytes()`` now), which the
+        hub keeps so that the next write needs no ``buffered_bytes()`` call.
 
         Nothing is sent once the connection is closing.
         """

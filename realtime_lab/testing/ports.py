@@ -36,8 +36,9 @@ class RecordingPort:
         self.buffered = 0
         self.drains: list[Callable[[], None]] = []
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> int:
         self.writes.append(data)
+        return self.buffered
 
     def buffered_bytes(self) -> int:
         return self.buffered
@@ -84,9 +85,10 @@ class SlowPort(RecordingPort):
     """A RecordingPort whose writes wait in the backlog (``buffered``) until
     :meth:`~RecordingPort.drain`, like a client that reads only when told."""
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> int:
         super().write(data)
         self.buffered += len(data)
+        return self.buffered
 
 
 class NullPort:
@@ -97,8 +99,9 @@ class NullPort:
         self.wire = wire
         self.writes = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> int:
         self.writes += 1
+        return 0
 
     def buffered_bytes(self) -> int:
         return 0

@@ -103,10 +103,12 @@ class Pump:
 
     # ------------------------------------------------------------ ConnectionPort
 
-    def write(self, data: bytes) -> None:
-        """Send frames built by the hub (nothing once the connection is closing)."""
+    def write(self, data: bytes) -> int:
+        """Send frames built by the hub (nothing once the connection is closing); return
+        the bytes still buffered (the hub keeps it: no ``buffered_bytes()`` call per write)."""
         if self.conn.state is _OPEN:
-            self._transmit(data)
+            return self._transmit(data)
+        return self.buffered_bytes()
 
     def buffered_bytes(self) -> int:
         """Bytes written but not yet taken by the operating system."""
@@ -296,7 +298,8 @@ class Pump:
 
     # ------------------------------------------------------------ I/O (subclasses)
 
-    def _transmit(self, data: bytes) -> None:
+    def _transmit(self, data: bytes) -> int:
+        """Write or queue ``data``; return the bytes buffered after it."""
         raise NotImplementedError
 
     def _reading(self, on: bool) -> None:
@@ -331,22 +334,26 @@ class SocketPump(Pump):
         out = self._out
         return out.nbytes if out is not None else 0
 
-    def _transmit(self, data: bytes, frames: bool = True) -> None:
-        """One ``socket.send`` when nothing waits; what the kernel does not take is queued."""
+    def _transmit(self, data: bytes, frames: bool = True) -> int:
+        """One ``socket.send`` when nothing waits; what the kernel does not take is queued.
+        Returns the bytes buffered after it."""
         if self._done:
-            return
-        if self._out is not None:
-            self._out.append(data, frames=frames)
-            return
+            return 0
+        out = self._out
+        if out is not None:
+            out.append(data, frames=frames)
+            return out.nbytes
         try:
             sent = self.sock.send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
             self._lost()
-            return
+            return 0
         if sent < len(data):
             self._queue(data, sent, frames)
+            return len(data) - sent
+        return 0
 
     def _queue(self, data: bytes, sent: int, frames: bool) -> None:
         out = self._out = SendBuffer()
@@ -452,11 +459,12 @@ class StreamPump(Pump):
     def buffered_bytes(self) -> int:
         return self._flight + self._out.nbytes
 
-    def _transmit(self, data: bytes) -> None:
+    def _transmit(self, data: bytes) -> int:
         if not self._done:
             self._out.append(data)
             if not self._flight:
                 self._pump_out()
+        return self.buffered_bytes()
 
     def _pump_out(self) -> None:
         out = self._out

@@ -1,4 +1,4 @@
-"""Time-sliced fan-out and flush (core/delivery.py): big groups over several loop turns.
+"""Time-sliced fan-out and flush (core/outbox.py): big groups over several loop turns.
 
 A fake scheduler collects the hub's callbacks; ``Turns.run`` plays them one loop
 turn at a time and tags every write with its turn, so the tests can see what
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from realtime_lab.core import Hub, ServerOptions, Session
-from realtime_lab.core.delivery import SLICE_STEP
 from realtime_lab.core.outbound import Priority
+from realtime_lab.core.outbox import SLICE_STEP
 from realtime_lab.protocol.frames import parse_frames, text_frame
 from realtime_lab.protocol.wire import JSON_WIRE
 from realtime_lab.testing import TurnScheduler
@@ -215,7 +215,7 @@ def test_without_a_flush_delay_writes_follow_each_slice() -> None:
 def test_a_put_off_flush_goes_out_once_it_has_waited_the_delay(
         monkeypatch: pytest.MonkeyPatch) -> None:
     now = [0.0]
-    monkeypatch.setattr("realtime_lab.core.delivery.perf_counter", lambda: now[0])
+    monkeypatch.setattr("realtime_lab.core.outbox.perf_counter", lambda: now[0])
     t = Turns(fanout_slice_seconds=0, fanout_slice_min=10, fanout_flush_delay=0.05)
     clients = t.open(100)
     for i in range(5):
@@ -226,7 +226,7 @@ def test_a_put_off_flush_goes_out_once_it_has_waited_the_delay(
     now[0] = 0.06  # the put-off flush has now waited longer than the delay
     for _ in range(3):
         t.step()
-    assert t.hub._fanout_jobs  # fan-outs still queued ...
+    assert t.hub.services.outbox.pending_fan_outs  # fan-outs still queued ...
     assert any(port.writes for _, port in clients)  # ... and writes went out anyway
     t.run()
     for _, port in clients:
@@ -256,7 +256,7 @@ def test_the_large_broadcasts_of_one_turn_share_one_time_budget(
     # Each fan-out alone fits in its slice; a publisher's burst read in one turn must
     # not get a fresh slice per message (that stalled the loop for 165 ms at 5000 x 200).
     now = [0.0]
-    monkeypatch.setattr("realtime_lab.core.delivery.perf_counter", lambda: now[0])
+    monkeypatch.setattr("realtime_lab.core.outbox.perf_counter", lambda: now[0])
     t = Turns(fanout_slice_seconds=0.005, fanout_slice_min=10)
     clients = t.open(40)
     t.hub.publish("room", 0)  # done at once: the turn's budget is not spent

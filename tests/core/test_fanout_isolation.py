@@ -53,14 +53,15 @@ class Lab:
 
     def poison_queue_of(self, victim: Session) -> None:
         """Make queueing a frame that holds ``poison`` for ``victim`` raise (a server bug)."""
-        enqueue = self.hub._enqueue
+        outbox = self.hub.services.outbox
+        enqueue = outbox.enqueue
 
         def failing(session: Session, frame: bytes, *args: Any) -> bool:
             if session is victim and b"poison" in frame:
                 raise RuntimeError("bug while queueing a frame")
             return enqueue(session, frame, *args)
 
-        self.hub._enqueue = failing  # type: ignore[method-assign]
+        outbox.enqueue = failing  # type: ignore[method-assign]
 
     @staticmethod
     def data(session: Session) -> list[Any]:

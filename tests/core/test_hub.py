@@ -690,7 +690,7 @@ def test_slow_consumer_closed_when_pending_bytes_exceed_the_limit() -> None:
         sent += 1
         assert slow.pending_bytes <= 2000
         if fast.pending_bytes > 1500:  # the healthy one flushes in time
-            h.hub._flush_session(fast)
+            h.hub.services.outbox.flush_session(fast)
         assert sent < 100
     assert pslow.closes == [(CloseCode.SLOW_CONSUMER, "slow consumer: outbound buffer full")]
     assert slow.pending == [] and slow.pending_bytes == 0
@@ -707,7 +707,10 @@ def test_slow_consumer_closed_when_the_transport_buffer_is_full() -> None:
     h = Harness(ServerOptions(max_outbound_bytes=1000))
     s, port = h.open()
     h.subscribe(s, port, "room")
-    port.buffered = 990
+    port.buffered = 990  # the client stopped reading: the transport holds 990 bytes
+    h.hub.send(s, {"type": "pong"})  # the hub learns the backlog from a write (its result)
+    h.flush()
+    port.take()
     h.hub.publish("room", "hello")
     h.flush()
     assert port.writes == [], "nothing more is written past the limit"

@@ -51,14 +51,14 @@ async def read_messages(ws: Any, count: int) -> list[Any]:
 async def test_a_sliced_broadcast_reaches_everyone_in_order(server: LabServer, raw_ws) -> None:
     hub = server.hub
     flushes = 0
-    flush = hub.flush
+    flush = hub.services.outbox.flush
 
     def counting_flush() -> None:
         nonlocal flushes
         flushes += 1
         flush()
 
-    hub.flush = counting_flush  # type: ignore[method-assign]
+    hub.services.outbox.flush = counting_flush  # type: ignore[method-assign]
     subs = []
     for start in range(0, SUBSCRIBERS, 50):  # stay under the listen backlog
         subs += await asyncio.gather(*(raw_ws(server.port) for _ in range(start, start + 50)))

@@ -194,14 +194,14 @@ async def test_a_fan_out_job_that_raises_never_stops_delivery(server: LabServer,
     publisher.binary = False
     await recv(publisher)
     victim = next(s for s in hub.sessions.values() if s.wire.codec == "msgpack")
-    enqueue = hub._enqueue
+    enqueue = hub.services.outbox.enqueue
 
     def failing(session: Any, frame: bytes, *args: Any) -> bool:
         if session is victim and b"poison" in frame:
             raise RuntimeError("injected: queueing this frame fails")
         return enqueue(session, frame, *args)
 
-    hub._enqueue = failing
+    hub.services.outbox.enqueue = failing
     await send(publisher, {"type": "publish", "channel": "big", "data": "poison"})
     assert (await publish(publisher, "other", "canary-1", "c1"))["recipients"] == 1
     assert (await recv_type(canary, "message"))["data"] == "canary-1"

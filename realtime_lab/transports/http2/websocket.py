@@ -87,11 +87,14 @@ class WebSocketStream(Pump):
     def discard_unsent(self) -> int:
         return self.h2.drop_unsent(self.stream_id)
 
-    def _transmit(self, data: bytes) -> None:
-        if not self._done:
-            self.h2.send(self.stream_id, data)
-            if self.h2.unsent(self.stream_id) == len(data):  # first bytes waiting
-                self.h2.when_drained(self.stream_id, self._drained)
+    def _transmit(self, data: bytes) -> int:
+        if self._done:
+            return 0
+        self.h2.send(self.stream_id, data)
+        unsent = self.h2.unsent(self.stream_id)
+        if unsent == len(data):  # first bytes waiting
+            self.h2.when_drained(self.stream_id, self._drained)
+        return unsent
 
     def _reading(self, on: bool) -> None:
         self._read_on = on
