@@ -142,7 +142,7 @@ class Hub(Dispatch, Membership, Presence, Recovery):
             outbox.await_drain)
         #: Set by realtime_lab.broker.ClusterNode when this hub is one node of several.
         self.cluster: ClusterPort | None = None
-        self.services = Services(
+        self.services = Services(  # the liveness schedule reads the hub's at call time (bind)
             liveness=Liveness(opts, clock=clock, schedule=lambda cb: self._schedule(cb),
                               sessions=self.sessions, stats=self.stats, bus=self.bus,
                               enqueue=outbox.enqueue, mark_dirty=outbox.mark_dirty,

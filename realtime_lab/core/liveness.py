@@ -29,7 +29,7 @@ from realtime_lab.core.events import EventBus
 from realtime_lab.core.heartbeat import HeartbeatPolicy
 from realtime_lab.core.options import ServerOptions
 from realtime_lab.core.outbound import Priority
-from realtime_lab.core.ports import Clock
+from realtime_lab.core.ports import Clock, Schedule
 from realtime_lab.core.session import ConnectionState, Session
 from realtime_lab.core.stats import HubStats
 from realtime_lab.errors import IdleTimeout, ProtocolError
@@ -47,8 +47,6 @@ Reject = Callable[[Session, ProtocolError], None]
 Enqueue = Callable[[Session, bytes, Priority], object]
 MarkDirty = Callable[[Session], None]
 CheckIdle = Callable[[float], int]
-#: Runs a callback on a later loop turn (``loop.call_soon``; the hub's scheduler).
-Schedule = Callable[[Callable[[], None]], object]
 
 SWEEP_STEP = 32  # sessions checked between two looks at the slice deadline
 # Pings one slice of a sliced sweep may send. Each ping brings back a pong that
