@@ -74,3 +74,32 @@ async def test_autobahn_cases(tmp_path: Path) -> None:
     print(f"\nAutobahn ({'full 12/13' if full else '1-10 + 12/13 sample'}): {summary}")
     bad = {c: v for c, v in summary["not_ok"].items() if v[0] in BAD or v[1] in BAD}
     assert not bad, bad
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+async def test_autobahn_cases_over_http2(tmp_path: Path) -> None:
+    """The same cases through an RFC 6455-to-RFC 8441 bridge (h2_bridge.py): each client
+    is an extended CONNECT stream of an h2c connection to the server's /echo."""
+    from .h2_bridge import Bridge
+
+    full = os.environ.get("RTL_CONFORMANCE") == "full"
+    ids = case_ids(full)
+    outdir = Path(os.environ.get("RTL_CONFORMANCE_DIR", tmp_path / "autobahn")) / "http2"
+    server = await realtime_lab.serve(port=0, conformance_echo=True, http2=True)
+    bridge = Bridge("127.0.0.1", server.port)
+    try:
+        port = await bridge.start()
+        results = await run_kosoku(f"ws://127.0.0.1:{port}/echo", ids, outdir,
+                                   parallel=2 if full else 1)
+    finally:
+        await bridge.stop()
+        await server.stop()
+    assert set(results) == set(ids)
+    counts = collections.Counter(r["behavior"] for r in results.values())
+    not_ok = {c: [r["behavior"], r["behaviorClose"], r["remoteCloseCode"]]
+              for c, r in sorted(results.items())
+              if r["behavior"] != "OK" or r["behaviorClose"] != "OK"}
+    print(f"\nAutobahn over HTTP/2: {len(results)} cases, {dict(counts)}, not OK: {not_ok}")
+    bad = {c: v for c, v in not_ok.items() if v[0] in BAD or v[1] in BAD}
+    assert not bad, bad

@@ -14,8 +14,8 @@ The session owns flow control and the outgoing bytes of every stream:
   reading stops its client alone.
 * Outbound: bytes wait per stream in a :class:`SendBuffer` and are framed as
   DATA within the windows, round robin, at most once per loop turn for all
-  streams together. A stream whose unsent bytes exceed :data:`STREAM_SEND_CAP`
-  is reset (``CANCEL``) alone. While the socket has more than
+  streams together. A stream with more than :data:`STREAM_SEND_CAP` unsent bytes
+  behind the chunk under way is reset (``CANCEL``) alone. While the socket has more than
   :data:`WRITE_HIGH_WATER` bytes not yet written, nothing more is framed and
   nothing more is read.
 
@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
@@ -64,7 +65,9 @@ STREAM_WINDOW = 256 * 1024
 MAX_STREAMS = 128
 #: The connection's receive window: every stream can fill its own window.
 CONNECTION_WINDOW = STREAM_WINDOW * MAX_STREAMS
-#: Bytes one stream may have waiting to be sent before it is reset (CANCEL).
+#: Bytes one stream may have waiting behind the chunk being sent before it is reset
+#: (CANCEL): any one write goes out whole (messages are bounded by max_message_bytes),
+#: what piles up behind it is bounded by this.
 STREAM_SEND_CAP = 8 * 1024 * 1024
 #: Bytes handed to the socket but not written yet above which the session stops
 #: framing DATA and reading.
@@ -72,6 +75,8 @@ WRITE_HIGH_WATER = 256 * 1024
 #: DATA bytes one stream sends per round before the next stream's turn.
 QUANTUM = 64 * 1024
 READ_SIZE = 64 * 1024
+#: Seconds a closing connection (GOAWAY sent) is read and discarded before it is closed.
+LINGER = 2.0
 _DEFAULT_WINDOW = 65535
 
 
@@ -90,6 +95,40 @@ class RequestFactory(Protocol):
 
     def __call__(self, session: H2Session, stream_id: int,
                  headers: list[tuple[str, str]]) -> StreamOwner | None: ...
+
+
+class FrameGuard:
+    """Finds frame headers in the bytes a client sends, so that a frame longer than
+    SETTINGS_MAX_FRAME_SIZE is refused at its header (``h2`` would first buffer its
+    whole body, up to 16 MiB)."""
+
+    __slots__ = ("max_size", "_head", "_skip")
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._skip = 24  # the connection preface (h2 checks it)
+        self._head = b""
+
+    def too_large(self, data: bytes) -> bool:
+        """Follow ``data``; True once a frame header announces more than ``max_size``."""
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+                continue
+            need = 9 - len(self._head)
+            self._head += data[pos:pos + need]
+            pos += need
+            if len(self._head) < 9:
+                return False
+            length = int.from_bytes(self._head[:3], "big")
+            self._head = b""
+            if length > self.max_size:
+                return True
+            self._skip = length
+        return False
 
 
 class _Outbound:
@@ -130,6 +169,8 @@ class H2Session:
         self._read_blocked = False
         self._written = 0  # bytes handed to IOStream.write
         self._landed = 0  # of which written to the socket
+        self._goaway = False  # closing: GOAWAY sent, reading only to discard
+        self._guard = FrameGuard(self.h2.max_inbound_frame_size)
         self.closed = False
         self.requests = 0  # streams opened by the client (for tests and inspection)
 
@@ -148,25 +189,48 @@ class H2Session:
         return self
 
     def close(self, code: ErrorCodes = ErrorCodes.NO_ERROR) -> None:
-        """GOAWAY with ``code``, then close the connection once it is written."""
+        """GOAWAY with ``code``, then close the connection once it is written (the
+        server is stopping: no lingering)."""
         if self.closed:
             return
-        self.h2.close_connection(error_code=code)
-        self._write_pending()
-        self._close_after_write()
+        if not self._goaway:
+            self.h2.close_connection(error_code=code)
+            self._write_pending()
+        self._goaway = True
+        try:
+            self.stream.write(b"").add_done_callback(lambda _f: self.stream.close())
+        except IOStreamClosed:
+            return
 
     def _close_after_write(self) -> None:
-        if self.closed:
+        """Once our last frame (GOAWAY) is written, shut our side and read on, discarding,
+        until the client closes or :data:`LINGER` seconds pass: closing a socket with
+        unread input sends a TCP reset, which can destroy the GOAWAY in flight."""
+        if self.closed or self._goaway:
             return
+        self._goaway = True
+        self._ready.clear()
+        self.loop.call_later(LINGER, self.stream.close)
         if self._written == self._landed:
-            self.stream.close()
+            self._shut_write()
             return
         try:
             future = self.stream.write(b"")
         except IOStreamClosed:
             return
-        future.add_done_callback(lambda _f: self.stream.close())
-        self.loop.call_later(5.0, self.stream.close)  # a client that stopped reading
+        future.add_done_callback(lambda _f: self._shut_write())
+
+    def _shut_write(self) -> None:
+        sock = self.stream.socket
+        if sock is None or self.stream.closed():
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.stream.close()
+            return
+        self._read_blocked = False
+        self._read()
 
     def _stream_closed(self) -> None:
         if self.closed:
@@ -207,6 +271,15 @@ class H2Session:
         self._read()
 
     def _receive(self, data: bytes) -> None:
+        if self._goaway:  # closing: what the client still sends is discarded
+            return
+        if self._guard.too_large(data):
+            _throttle.log("h2_frame_size", logging.INFO, "HTTP/2 frame over %d bytes from %s",
+                          self._guard.max_size, self.remote)
+            self.h2.close_connection(error_code=ErrorCodes.FRAME_SIZE_ERROR)
+            self._write_pending()
+            self._close_after_write()
+            return
         try:
             events = self.h2.receive_data(data)
         except ProtocolError as exc:  # h2 queued GOAWAY with the error's code
@@ -285,8 +358,9 @@ class H2Session:
         out = self._out.get(stream_id)
         if out is None:
             out = self._out[stream_id] = _Outbound()
-        out.buffer.append(data, frames=frames)
-        if out.buffer.nbytes > STREAM_SEND_CAP:
+        buffer = out.buffer
+        buffer.append(data, frames=frames)
+        if buffer.nbytes > STREAM_SEND_CAP and buffer.nbytes - len(buffer.peek()) > STREAM_SEND_CAP:
             _throttle.log("h2_send_cap", logging.WARNING, "reset an HTTP/2 stream of %s: more "
                           "than %d bytes unsent (STREAM_SEND_CAP)", self.remote, STREAM_SEND_CAP)
             owner = self.owners.get(stream_id)
