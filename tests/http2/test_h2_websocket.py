@@ -193,3 +193,30 @@ class TestExtendedConnectOff:
         assert not server.hub.sessions
         status, _, _ = await h2.get("/health")  # ordinary requests still work
         assert status == 200
+
+
+class TestLimitsPerStream:
+    @pytest.fixture
+    def options(self) -> ServerOptions:
+        return ServerOptions(http2=True, max_connections_per_ip=3, max_message_bytes=1024)
+
+    async def test_per_ip_limit_counts_streams(self, server: LabServer, h2: H2Client) -> None:
+        streams = [await open_ws(h2) for _ in range(3)]
+        extra = await h2.websocket("/ws")  # a fourth WebSocket from the same IP
+        error = await extra.recv_json()
+        assert error["type"] == "error" and error["code"] == "too_many_connections_from_ip"
+        closing = await extra.recv()
+        assert isinstance(closing, CloseConnection) and closing.code == 4104
+        await streams[0].send({"type": "ping", "id": 3})  # the others are untouched
+        assert (await streams[0].recv_type("pong"))["id"] == 3
+
+    async def test_oversized_message_closes_that_stream_only(self, server: LabServer,
+                                                              h2: H2Client) -> None:
+        big, other = await open_ws(h2), await open_ws(h2)
+        await big.send("x" * 4096)  # over max_message_bytes: 1009 for this stream alone
+        closing = await big.recv()
+        while not isinstance(closing, CloseConnection):
+            closing = await big.recv()
+        assert closing.code == 1009
+        await other.send({"type": "ping", "id": 4})
+        assert (await other.recv_type("pong"))["id"] == 4

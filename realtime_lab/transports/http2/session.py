@@ -446,16 +446,17 @@ class H2Session:
         """Frame up to QUANTUM bytes of one stream; the bytes framed."""
         sent = 0
         buffer = out.buffer
+        frame_max = h2.max_outbound_frame_size
         try:
-            while buffer and sent < QUANTUM:
-                window = min(h2.local_flow_control_window(sid), h2.max_outbound_frame_size,
-                             QUANTUM - sent)
-                if window <= 0:
-                    break
-                chunk = bytes(buffer.peek()[:window])
+            window = h2.local_flow_control_window(sid)
+            while buffer and sent < QUANTUM and window > 0:
+                view = buffer.peek()
+                size = min(window, frame_max, QUANTUM - sent)
+                chunk = bytes(view[:size])
                 h2.send_data(sid, chunk)
                 buffer.advance(len(chunk))
                 sent += len(chunk)
+                window -= len(chunk)
         except (StreamClosedError, ProtocolError):  # reset meanwhile
             buffer.clear()
             out.end = False

@@ -19,6 +19,7 @@ RST_STREAM ``CANCEL``.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 class WebSocketStream(Pump):
     """A WebSocket on ``stream_id`` of ``session``, after its ``:status 200``."""
 
-    __slots__ = ("h2", "stream_id", "_acked", "_ended", "_fed", "_feeding", "_inbox",
+    __slots__ = ("h2", "stream_id", "_acked", "_armed", "_ended", "_fed", "_feeding", "_inbox",
                  "_read_on", "_remote_done")
 
     def __init__(self, session: H2Session, stream_id: int, conn: ServerConnection, remote: str,
@@ -51,6 +52,7 @@ class WebSocketStream(Pump):
         self._feeding = False
         self._ended = False  # the client's END_STREAM arrived (after what is in the inbox)
         self._remote_done = False  # END_STREAM or RST_STREAM from the client
+        self._armed = False  # the session will call _fire when the stream drains
 
     # ------------------------------------------------------------ the session's calls
 
@@ -87,14 +89,35 @@ class WebSocketStream(Pump):
     def discard_unsent(self) -> int:
         return self.h2.drop_unsent(self.stream_id)
 
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        super().when_drained(callback)
+        if self._drains:
+            self._arm()
+
     def _transmit(self, data: bytes) -> int:
         if self._done:
             return 0
         self.h2.send(self.stream_id, data)
-        unsent = self.h2.unsent(self.stream_id)
-        if unsent == len(data):  # first bytes waiting
-            self.h2.when_drained(self.stream_id, self._drained)
-        return unsent
+        if self.conn.state is not ConnectionState.OPEN:  # closing: _drained decides
+            self._arm()
+        return self.h2.unsent(self.stream_id)
+
+    def _after_events(self) -> None:
+        if self.conn.state is not ConnectionState.OPEN and not self._done \
+                and self.buffered_bytes():
+            self._arm()  # closing behind frames still unsent: wait for them to go
+        super()._after_events()
+
+    def _arm(self) -> None:
+        """Have the session call ``_drained`` when the stream has nothing unsent (only
+        when someone waits for that: a write per turn costs no callback)."""
+        if not self._armed:
+            self._armed = True
+            self.h2.when_drained(self.stream_id, self._fire)
+
+    def _fire(self) -> None:
+        self._armed = False
+        self._drained()
 
     def _reading(self, on: bool) -> None:
         self._read_on = on
