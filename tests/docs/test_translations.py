@@ -60,6 +60,7 @@ PAIRS = {
     "quickstart.md": "tutorial-quickstart.md",
     "index.md": "index.md",
     "rendimiento.md": "performance.md",
+    "http2.md": "http2.md",
 }
 
 FENCE = re.compile(r"^\s*(```+|~~~+)")
