@@ -78,6 +78,7 @@ TITLES_ES = {
     "Metrics": "Métricas",
     "The dashboard": "El panel",
     "Performance": "Rendimiento",
+    "WebSocket over HTTP/2": "WebSocket sobre HTTP/2",
     "Reference": "Referencia",
     "API": "API",
     "API guide and CLI": "Guía de la API y CLI",
