@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from tornado.httpclient import HTTPRequest
-from tornado.websocket import WebSocketClientConnection, websocket_connect
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
 from realtime_lab.client.options import ClientOptions
 from realtime_lab.logthrottle import LogThrottle
@@ -85,7 +85,13 @@ def _needs_no_context_takeover(ws: WebSocketClientConnection) -> bool:
 
 
 def write(ws: WebSocketClientConnection, message: dict[str, Any]) -> Any:
-    """Send one message in the protocol the server agreed (msgpack: a binary frame)."""
+    """Send one message in the protocol the server agreed (msgpack: a binary frame).
+
+    Raises ``WebSocketClosedError`` once the connection is gone, as ``write_message``
+    does (``selected_subprotocol`` would fail an assertion instead).
+    """
+    if ws.protocol is None:
+        raise WebSocketClosedError()
     if ws.selected_subprotocol == MSGPACK_SUBPROTOCOL:
         from realtime_lab.protocol import msgpack_codec
 
