@@ -8,7 +8,7 @@ this module imports nothing from the package so every layer can import it).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Self
 
 
 class RealtimeLabError(Exception):
@@ -19,16 +19,38 @@ class ProtocolError(RealtimeLabError):
     """A client sent something the protocol does not allow.
 
     ``code`` is the error code put in the ``error`` reply. When ``close_code`` is
-    not None the connection is closed with it after the reply.
+    not None the connection is closed with it after the reply. Each class has
+    its own; ``code`` and ``close_code`` given at construction override them for
+    this error (a hook's ``Refuse(code, reason)``, see
+    :meth:`realtime_lab.core.hooks.Refuse.error`). ``request_id`` is the ``id`` of
+    the request the error answers, when one is known where the error is built
+    (the hub answers with the id of the request it is handling,
+    :class:`realtime_lab.core.requests.Request`).
     """
 
-    code: ClassVar[str] = "bad_request"
-    close_code: ClassVar[int | None] = None
+    code: str = "bad_request"
+    close_code: int | None = None
 
-    def __init__(self, message: str, *, request_id: int | str | None = None) -> None:
+    def __init__(self, message: str, *, request_id: int | str | None = None,
+                 code: str | None = None, close_code: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.request_id = request_id
+        if code is not None:
+            self.code = code
+        if close_code is not None:
+            self.close_code = close_code
+
+    def for_request(self, request_id: int | str | None) -> Self:
+        """This error answering request ``request_id``: itself when it already does,
+        else a copy (an error is never changed once built: it may have been raised)."""
+        if request_id == self.request_id:
+            return self
+        cls = type(self)
+        copy = cls.__new__(cls, *self.args)
+        copy.__dict__.update(self.__dict__)
+        copy.request_id = request_id
+        return copy
 
 
 class BadJSON(ProtocolError):

@@ -193,10 +193,6 @@ def _grant(verdict: Any, channel: str) -> Grant:
         return Grant()
     if isinstance(verdict, dict):
         return Grant(dict(verdict))
-    err = ChannelUnauthorized(f"not authorized to subscribe to {channel!r}")
     if isinstance(verdict, Refuse):
-        err.message = verdict.reason
-        err.args = (verdict.reason,)
-        if isinstance(verdict.code, str):
-            err.code = verdict.code  # type: ignore[misc]
-    raise err
+        raise verdict.error(ChannelUnauthorized)
+    raise ChannelUnauthorized(f"not authorized to subscribe to {channel!r}")

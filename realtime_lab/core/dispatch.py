@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from realtime_lab.core import events as ev
 from realtime_lab.core.error_limit import INVALID_INPUT_CODES, count_invalid
-from realtime_lab.core.hooks import refused, then
+from realtime_lab.core.hooks import HookResult, MaybeAwaitable, Refuse, refused
 from realtime_lab.core.hub_base import HubBase
 from realtime_lab.core.outbound import Priority
 from realtime_lab.core.pipeline import Inbound
+from realtime_lab.core.requests import LIMIT_OF_ERROR, Request, request_for
 from realtime_lab.core.session import ConnectionState, Session
 from realtime_lab.errors import (
     BinaryNotSupported,
@@ -40,23 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("realtime_lab.core")
 
-#: error code -> the option (limit) it enforces, for ``limit.exceeded`` events.
-LIMIT_OF_ERROR = {
-    "too_many_subscriptions": "max_subscriptions",
-    "bad_channel": "channel_name",
-    "forbidden": "publish_channels",
-    "rate_limited": "rate_limit",
-    "rate_limit_abuse": "rate_limit",
-    "server_full": "max_connections",
-    "too_many_connections_from_ip": "max_connections_per_ip",
-    "idle_timeout": "idle_timeout",
-    "unauthorized": "connect_token",
-    "token_expired": "connect_token",
-    "presence_full": "max_presence_members",
-    "presence_meta_too_large": "max_presence_meta_bytes",
-    "presence_meta_full": "max_presence_channel_meta_bytes",
-    "too_many_errors": "error_limit",
-}
+#: What a middleware that does not pass a request on means (``message_refused``).
+DROPPED_BY_MIDDLEWARE = Refuse(reason="dropped by middleware")
 
 
 class Dispatch(HubBase):
@@ -80,75 +66,94 @@ class Dispatch(HubBase):
         session.stats.messages_in += 1
         session.stats.bytes_in += len(text)
         self.stats.messages_in += 1
-        obj: Any = None
+        request: Request | None = None
         try:
             obj = decode(text)
+            request = request_for(session, obj, self)
             inbound = self._inbound
+            ctx: Inbound | None = None
             if inbound is None:
-                result = self._handle(session, obj)
+                request.reached = True
+                result = self._handle(request, obj)
             else:
-                result = inbound(Inbound(session, obj, len(text), now, cast("Hub", self)))
+                ctx = Inbound(session, obj, len(text), now, cast("Hub", self), request=request)
+                result = inbound(ctx)
             if inspect.isawaitable(result):
-                return self._finish(session, obj, result)
+                return self._finish(session, request, result, ctx)
+            if not request.reached:
+                self._not_passed_on(request, ctx)
         except ProtocolError as err:
-            self._reject_for(session, obj, err)
+            self._reject_for(session, request, err)
         except Exception as exc:
-            self._failed_on(session, obj, exc)
+            self._failed_on(session, request, exc)
         return None
 
-    async def _finish(self, session: Session, obj: Any, result: Awaitable[Any]) -> None:
+    async def _finish(self, session: Session, request: Request, result: Awaitable[None],
+                      ctx: Inbound | None) -> None:
         try:
             await result
+            if not request.reached:
+                self._not_passed_on(request, ctx)
         except ProtocolError as err:
-            self._reject_for(session, obj, err)
+            self._reject_for(session, request, err)
         except Exception as exc:
-            self._failed_on(session, obj, exc)
+            self._failed_on(session, request, exc)
 
-    def _failed_on(self, session: Session, obj: Any, exc: Exception) -> None:
+    def _failed_on(self, session: Session, request: Request | None, exc: Exception) -> None:
         """The server failed on a message (a bug: input is refused before it can fail):
         ``internal_error``, and the traceback logged once per kind and minute."""
         self.stats.internal_errors += 1
         self.log_throttle.log(f"inbound_failed:{type(exc).__name__}", logging.ERROR,
                               "failed to handle a message from %s", session.id,
                               exc_info=exc)
-        self._reject_for(session, obj, InternalError("the server failed on this message"))
+        self._reject_for(session, request, InternalError("the server failed on this message"))
 
-    def _reject_for(self, session: Session, obj: Any, err: ProtocolError) -> None:
-        if session.state is not ConnectionState.OPEN:
-            return
-        if err.request_id is None and isinstance(obj, dict):
-            rid = obj.get("id")
-            if isinstance(rid, int | str) and not isinstance(rid, bool):
-                err.request_id = rid
-        self.reject(session, err)
+    def _reject_for(self, session: Session, request: Request | None,
+                    err: ProtocolError) -> None:
+        if request is not None:
+            request.reject(err)
+        elif session.state is ConnectionState.OPEN:  # not decoded: the error has the id
+            self.reject(session, err)
 
-    def _inbound_endpoint(self, ctx: Inbound) -> Any:
-        return self._handle(ctx.session, ctx.message)
+    def _not_passed_on(self, request: Request, ctx: Inbound | None) -> None:
+        """The inbound middleware returned without passing the message on: dropped."""
+        if not request.answered and request.is_open:
+            self._dropped(request, "middleware", ctx.channel if ctx is not None else None,
+                          DROPPED_BY_MIDDLEWARE)
 
-    def _handle(self, session: Session, obj: Any) -> Any:
+    def _dropped(self, request: Request, reason: str, channel: str | None,
+                 refusal: Refuse) -> None:
+        """A message the ``on_message`` hook or a middleware dropped: ``message.dropped``
+        (``reason``), and ``message_refused`` when the request has an ``id``."""
+        self._drop(request.session, Priority.NORMAL, 0, reason, channel)
+        if request.id is not None:
+            request.reject(refusal.error(MessageRefused))
+
+    def _inbound_endpoint(self, ctx: Inbound) -> MaybeAwaitable[None]:
+        request = ctx.request
+        if request is None:  # a middleware passed on a context of its own
+            request = request_for(ctx.session, ctx.message, self)
+        request.reached = True
+        return self._handle(request, ctx.message)
+
+    def _handle(self, request: Request, obj: Any) -> MaybeAwaitable[None]:
         msg = messages.parse_client_message(obj)
         if self.hooks.on_message is None:
-            return self._dispatch(session, msg)
-        result = self.hooks.run("on_message", session, obj)
-        return then(result, lambda r: self._after_message_hook(session, msg, r))
+            return self._dispatch(request, msg)
+        result = self.hooks.run("on_message", request.session, obj)
+        return request.then(result, lambda r: self._after_message_hook(request, msg, r))
 
-    def _after_message_hook(self, session: Session, msg: messages.ClientMessage,
-                            result: Any) -> Any:
-        if session.state is not ConnectionState.OPEN:
-            return None
+    def _after_message_hook(self, request: Request, msg: messages.ClientMessage,
+                            result: HookResult) -> MaybeAwaitable[None]:
         verdict = refused(result)
         if verdict is not None:
-            self._drop(session, Priority.NORMAL, 0, "hook", getattr(msg, "channel", None))
-            if msg.id is not None:
-                err = MessageRefused(verdict.reason, request_id=msg.id)
-                if isinstance(verdict.code, str):
-                    err.code = verdict.code  # type: ignore[misc]
-                raise err
+            self._dropped(request, "hook", getattr(msg, "channel", None), verdict)
             return None
         if isinstance(result, dict):
             check_message(result)  # the hook's message must be in the data model too
             msg = messages.parse_client_message(result)
-        return self._dispatch(session, msg)
+            request.id, request.kind = msg.id, result["type"]  # its id replaces the first
+        return self._dispatch(request, msg)
 
     def receive_binary(self, session: Session, data: bytes) -> Awaitable[None] | None:
         """A MessagePack message on the msgpack protocol; on JSON, an error."""
@@ -164,7 +169,10 @@ class Dispatch(HubBase):
         return None
 
     def reject(self, session: Session, err: ProtocolError) -> None:
-        """Answer a bad request with an error message, and close when the error is fatal."""
+        """Answer a bad request with an error message, and close when the error is fatal.
+
+        The reply carries ``err.request_id`` (a :class:`Request` gives the error its id).
+        """
         session.stats.errors += 1
         self.stats.errors_sent += 1
         if log.isEnabledFor(logging.DEBUG):
@@ -187,59 +195,59 @@ class Dispatch(HubBase):
                 self.stats.too_many_errors += 1
                 self.reject(session, too_many)
 
-    def _dispatch(self, session: Session, msg: messages.ClientMessage) -> Any:
+    def _dispatch(self, request: Request, msg: messages.ClientMessage) -> MaybeAwaitable[None]:
+        session = request.session
         if isinstance(msg, messages.Publish):
             if not self.options.client_publish:
-                raise Forbidden("clients may not publish on this server", request_id=msg.id)
-            self.services.registry.check_publish(session, msg.channel, msg.id)
+                raise Forbidden("clients may not publish on this server")
+            self.services.registry.check_publish(session, msg.channel)
             sender = None if self.options.echo_to_sender else session
             prio = Priority.NORMAL if msg.priority is None else Priority.parse(msg.priority)
             recipients = self._broadcast(msg.channel, msg.data, session.user, exclude=sender,
                                          priority=prio)
             if msg.id is not None:
-                self.send(session, messages.published_message(msg.channel, msg.id, recipients))
+                request.reply(messages.published_message(msg.channel, msg.id, recipients))
         elif isinstance(msg, messages.Subscribe):
-            result = self.subscribe(session, msg.channel, msg.id, msg.auth)
+            result = self._subscribe(request, msg.channel, msg.auth)
             if msg.since is None:
                 return result
             since = msg.since  # recovery runs in the same step as the join: no gap
-            return then(result, lambda _: self._recover_if_joined(session, msg.channel, since))
+            return request.then(result, lambda _: self._recover_if_joined(session, msg.channel,
+                                                                          since))
         elif isinstance(msg, messages.Unsubscribe):
             if msg.channel not in session.subscriptions:
-                raise NotSubscribed(f"not subscribed to {msg.channel!r}", request_id=msg.id)
+                raise NotSubscribed(f"not subscribed to {msg.channel!r}")
             if self.hooks.on_unsubscribe is None:
-                return self._unsubscribe(session, msg.channel, msg.id, None)
-            result = self.hooks.run("on_unsubscribe", session, msg.channel)
-            return then(result, lambda r: self._unsubscribe(session, msg.channel, msg.id, r))
+                self._unsubscribe(request, msg.channel, None)
+                return None
+            verdict = self.hooks.run("on_unsubscribe", session, msg.channel)
+            return request.then(verdict, lambda r: self._unsubscribe(request, msg.channel, r))
         elif isinstance(msg, messages.SetPresence):  # on_presence, then the reply
-            self.services.registry.validate(msg.channel, msg.id)
-            return self.presence_message(session, msg)
+            self.services.registry.validate(msg.channel)
+            return self.presence_message(request, msg)
         elif isinstance(msg, messages.Receipts):  # no reply; kept only while recording
             if msg.channel not in session.subscriptions:
                 raise NotSubscribed(f"receipts for {msg.channel!r}, which this connection is "
-                                    "not subscribed to", request_id=msg.id)
+                                    "not subscribed to")
             if self.recorder is not None:
                 self.recorder.latency_ms(msg.channel, msg.latency_ms)
         else:  # Ping
-            self.send(session, messages.pong_message(msg.id))
+            request.reply(messages.pong_message(msg.id))
         return None
 
     def _recover_if_joined(self, session: Session, name: str, since: dict[str, Any]) -> None:
-        if session.state is ConnectionState.OPEN and name in session.subscriptions:
+        if name in session.subscriptions:
             self.recover(session, name, since)
 
-    def _unsubscribe(self, session: Session, name: str, rid: messages.RequestId,
-                     verdict: Any) -> None:
-        if session.state is not ConnectionState.OPEN or name not in session.subscriptions:
+    def _unsubscribe(self, request: Request, name: str, verdict: HookResult) -> None:
+        session = request.session
+        if name not in session.subscriptions:
             return
         refusal = refused(verdict)
         if refusal is not None:
-            err = UnsubscribeRefused(refusal.reason, request_id=rid)
-            if isinstance(refusal.code, str):
-                err.code = refusal.code  # type: ignore[misc]
-            raise err
+            raise refusal.error(UnsubscribeRefused)
         self._leave(session, name)
-        self.send(session, messages.unsubscribed_message(name, rid))
+        request.reply(messages.unsubscribed_message(name, request.id))
 
 
-__all__ = ["LIMIT_OF_ERROR", "Dispatch"]
+__all__ = ["DROPPED_BY_MIDDLEWARE", "LIMIT_OF_ERROR", "Dispatch"]

@@ -40,17 +40,26 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeAlias, TypeVar, Union
 
 from realtime_lab.errors import HookFailed, HookTimeout, ProtocolError
 from realtime_lab.logthrottle import LogThrottle
+
+if TYPE_CHECKING:
+    from realtime_lab.core.session import Session
 
 log = logging.getLogger("realtime_lab.core")
 
 HOOK_NAMES = ("on_connect", "on_message", "on_subscribe", "on_unsubscribe", "on_presence",
               "on_disconnect")
+
+T = TypeVar("T")
+E = TypeVar("E", bound=ProtocolError)
+
+#: A value, or an awaitable of it: what a hook, a middleware or a step of a request returns.
+MaybeAwaitable: TypeAlias = Union[T, Awaitable[T]]  # noqa: UP007 (a generic alias needs Union)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +69,24 @@ class Refuse:
 
     code: int | str | None = None
     reason: str = "refused"
+
+    def error(self, kind: type[E]) -> E:
+        """The error this refusal means: ``kind`` with the refusal's reason and code.
+
+        An error that closes the connection (``kind.close_code`` set: ``ConnectRefused``)
+        takes an int code as its close code; any other takes a string code as its
+        error code. A code of the other type is ignored.
+        """
+        code = self.code
+        if kind.close_code is not None:
+            close = code if isinstance(code, int) and not isinstance(code, bool) else None
+            return kind(self.reason, close_code=close)
+        return kind(self.reason, code=code if isinstance(code, str) else None)
+
+
+#: What a hook may return (the table above): allow (None, True), refuse (False,
+#: :class:`Refuse`), or allow with data (a dict). A value of another type allows.
+HookResult: TypeAlias = "bool | Refuse | Mapping[str, object] | None"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,31 +102,43 @@ class ConnectRequest:
     token: str | None = None
 
 
-Hook = Callable[..., Any]
+#: ``on_connect(request)``: a dict may hold ``user`` and ``metadata``.
+OnConnect: TypeAlias = Callable[[ConnectRequest], MaybeAwaitable[HookResult]]
+#: ``on_message(session, message)``: a dict replaces the message.
+OnMessage: TypeAlias = Callable[["Session", dict[str, object]], MaybeAwaitable[HookResult]]
+#: ``on_subscribe(session, channel)`` and ``on_unsubscribe(session, channel)``.
+OnChannel: TypeAlias = Callable[["Session", str], MaybeAwaitable[HookResult]]
+#: ``on_presence(session, channel, change)``: a dict replaces the member's metadata.
+OnPresence: TypeAlias = Callable[["Session", str, dict[str, object]],
+                                 MaybeAwaitable[HookResult]]
+#: ``on_disconnect(session, close_code, close_reason)``: what it returns is ignored.
+OnDisconnect: TypeAlias = Callable[["Session", "int | None", str], MaybeAwaitable[object]]
+#: Any of the hooks above.
+Hook: TypeAlias = OnConnect | OnMessage | OnChannel | OnPresence | OnDisconnect
 
 
 @dataclass(frozen=True, kw_only=True)
 class Hooks:
     """The server's hooks (each optional) and the time an async one may take."""
 
-    on_connect: Hook | None = None
-    on_message: Hook | None = None
-    on_subscribe: Hook | None = None
-    on_unsubscribe: Hook | None = None
-    on_presence: Hook | None = None
-    on_disconnect: Hook | None = None
+    on_connect: OnConnect | None = None
+    on_message: OnMessage | None = None
+    on_subscribe: OnChannel | None = None
+    on_unsubscribe: OnChannel | None = None
+    on_presence: OnPresence | None = None
+    on_disconnect: OnDisconnect | None = None
     timeout: float = 5.0
     #: A hook that fails on some input fails on every such message: one record a minute.
     _log: LogThrottle = field(default_factory=lambda: LogThrottle(log), init=False,
                               repr=False, compare=False)
 
-    def run(self, name: str, *args: Any) -> Any:
+    def run(self, name: str, *args: object) -> MaybeAwaitable[HookResult]:
         """Call hook ``name``; return its result or an awaitable of it.
 
         Raises :class:`HookFailed` if the hook raised; the awaitable raises
         :class:`HookTimeout` after :attr:`timeout`.
         """
-        fn: Hook | None = getattr(self, name)
+        fn = getattr(self, name)  # one of the fields above: called with its own arguments
         if fn is None:
             return None
         try:
@@ -110,11 +149,11 @@ class Hooks:
             self._failed(name, exc)
         if inspect.isawaitable(result):
             return self._guard(name, result)
-        return result
+        return _as_result(result)
 
-    async def _guard(self, name: str, awaitable: Awaitable[Any]) -> Any:
+    async def _guard(self, name: str, awaitable: Awaitable[object]) -> HookResult:
         try:
-            return await asyncio.wait_for(awaitable, self.timeout)
+            return _as_result(await asyncio.wait_for(awaitable, self.timeout))
         except TimeoutError:
             self._log.log(f"hook_timeout:{name}", logging.WARNING,
                           "hook %s timed out after %.3gs", name, self.timeout)
@@ -130,25 +169,14 @@ class Hooks:
         raise HookFailed(f"{name} failed: {type(exc).__name__}") from None
 
 
-def then(result: Any, continuation: Callable[[Any], Any]) -> Any:
-    """Apply ``continuation`` to ``result`` now, or after awaiting it when it is awaitable.
-
-    The value returned is the continuation's (possibly itself awaitable, in which
-    case the coroutine awaits it too).
-    """
-    if inspect.isawaitable(result):
-        return _then_async(result, continuation)
-    return continuation(result)
+def _as_result(value: object) -> HookResult:
+    """A hook's return value as a :data:`HookResult` (a value of another type allows)."""
+    if value is None or isinstance(value, bool | Refuse | Mapping):
+        return value
+    return None
 
 
-async def _then_async(result: Awaitable[Any], continuation: Callable[[Any], Any]) -> Any:
-    out = continuation(await result)
-    if inspect.isawaitable(out):
-        out = await out
-    return out
-
-
-def refused(result: Any) -> Refuse | None:
+def refused(result: object) -> Refuse | None:
     """The refusal a hook result means, or None when it allows."""
     if result is False:
         return Refuse()

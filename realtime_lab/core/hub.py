@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from realtime_lab.core import events as ev
 from realtime_lab.core.channels import Channel
-from realtime_lab.core.dispatch import LIMIT_OF_ERROR, Dispatch
+from realtime_lab.core.dispatch import Dispatch
 from realtime_lab.core.events import EventBus
 from realtime_lab.core.heartbeat import HeartbeatPolicy
 from realtime_lab.core.history import History, Recovery
@@ -49,6 +49,7 @@ from realtime_lab.core.ports import (
 from realtime_lab.core.presence import CLOSED, TIMEOUT, Presence
 from realtime_lab.core.presence_sync import PresencePager
 from realtime_lab.core.registry import ChannelRegistry
+from realtime_lab.core.requests import LIMIT_OF_ERROR
 from realtime_lab.core.security import Admission, verify_token
 from realtime_lab.core.session import ConnectionState, Session
 from realtime_lab.core.stats import HubStats
@@ -307,10 +308,7 @@ class Hub(Dispatch, Membership, Presence, Recovery):
             return session
         verdict = refused(result)
         if verdict is not None:
-            err = ConnectRefused(verdict.reason)
-            if isinstance(verdict.code, int):
-                err.close_code = verdict.code  # type: ignore[misc]
-            return self._refuse(session, err)
+            return self._refuse(session, verdict.error(ConnectRefused))
         if isinstance(result, dict):
             user = result.get("user") or user
             session.metadata.update(result.get("metadata") or {})
@@ -404,7 +402,7 @@ class Hub(Dispatch, Membership, Presence, Recovery):
             self.bus.emit(ev.Disconnected(at=now, session=session.id, user=session.user,
                                           code=session.close_code, reason=session.close_reason))
 
-    def _fire_and_forget(self, name: str, *args: Any) -> None:
+    def _fire_and_forget(self, name: str, *args: object) -> None:
         try:
             result = self.hooks.run(name, *args)
         except ProtocolError:

@@ -16,12 +16,13 @@ from realtime_lab.core.outbound import Priority
 if TYPE_CHECKING:
     from realtime_lab.core.channels import Channel
     from realtime_lab.core.events import EventBus
-    from realtime_lab.core.hooks import Hooks
+    from realtime_lab.core.hooks import Hooks, MaybeAwaitable
     from realtime_lab.core.hub import Services
     from realtime_lab.core.options import ServerOptions
     from realtime_lab.core.pipeline import Inbound, Outbound
     from realtime_lab.core.ports import BroadcastProbe, Clock, ClusterPort, Schedule
     from realtime_lab.core.presence_sync import PresencePager
+    from realtime_lab.core.requests import Request
     from realtime_lab.core.session import Session
     from realtime_lab.core.stats import HubStats
     from realtime_lab.errors import ProtocolError
@@ -44,7 +45,7 @@ class HubBase:
     _last_frame_size: int
     services: Services  # core/hub.py: liveness, registry, outbox
     _schedule: Schedule
-    _inbound: Callable[[Inbound], Any] | None
+    _inbound: Callable[[Inbound], MaybeAwaitable[None]] | None
     _outbound: Callable[[Outbound], Any] | None
     _idle_users: dict[str, set[str]]  # core/presence.py
     presence_pager: PresencePager  # core/presence_sync.py
@@ -61,8 +62,8 @@ class HubBase:
         def _mark_dirty(self, session: Session) -> None: ...
         def _drop(self, session: Session, priority: int, size: int, reason: str = "queue_full",
                   channel: str | None = None) -> None: ...
-        def subscribe(self, session: Session, name: str, request_id: messages.RequestId = None,
-                      auth: str | None = None) -> Any: ...
+        def _subscribe(self, request: Request, name: str,
+                       auth: str | None) -> MaybeAwaitable[None]: ...
         def _broadcast(self, name: str, data: Any, sender: str | None,
                        exclude: Session | None = None,
                        priority: Priority = Priority.NORMAL) -> int: ...
@@ -75,11 +76,11 @@ class HubBase:
         def _announce_leave(self, channel: Channel, user: str, reason: str,
                             session: str | None = None) -> None: ...
         def _hold(self, channel: Channel, session: Session, reason: str) -> None: ...
-        def _check_meta_room(self, channel: Channel, user: str, size: int,
-                             request_id: messages.RequestId = None) -> None: ...
+        def _check_meta_room(self, channel: Channel, user: str, size: int) -> None: ...
         def check_presence_idle(self, now: float | None = None) -> int: ...
         def _wake(self, session: Session) -> None: ...
-        def presence_message(self, session: Session, msg: messages.SetPresence) -> Any: ...
+        def presence_message(self, request: Request,
+                             msg: messages.SetPresence) -> MaybeAwaitable[None]: ...
         # core/history.py
         def _record(self, name: str, msg: dict[str, Any]) -> None: ...
         def recover(self, session: Session, name: str, since: dict[str, Any]) -> None: ...

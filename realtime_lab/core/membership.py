@@ -12,16 +12,17 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, cast
 
 from realtime_lab.core import events as ev
-from realtime_lab.core.authz import Grant, authorize
+from realtime_lab.core.authz import authorize
 from realtime_lab.core.channels import Channel
-from realtime_lab.core.hooks import refused, then
+from realtime_lab.core.hooks import HookResult, MaybeAwaitable, refused
 from realtime_lab.core.hub_base import HubBase
 from realtime_lab.core.outbound import Priority
 from realtime_lab.core.pipeline import Outbound
 from realtime_lab.core.presence import CLOSED, KICKED, LEFT, TIMEOUT
 from realtime_lab.core.presence import meta_size as presence_meta_size
 from realtime_lab.core.presence_sync import ChannelMembers
-from realtime_lab.core.session import ConnectionState, Session
+from realtime_lab.core.requests import Request
+from realtime_lab.core.session import Session
 from realtime_lab.errors import (
     PresenceFull,
     ProtocolError,
@@ -42,79 +43,73 @@ class Membership(HubBase):
     """Subscriptions, presence and encode-once broadcast (part of Hub)."""
 
     def subscribe(self, session: Session, name: str, request_id: messages.RequestId = None,
-                  auth: str | None = None) -> Any:
+                  auth: str | None = None) -> MaybeAwaitable[None]:
         """Subscribe ``session`` to channel ``name`` (idempotent).
 
         Runs the ``on_subscribe`` hook, the channel authorization (``auth``: a
         channel token, docs/channels.md) and the ``on_presence`` hook; returns an
-        awaitable when one of them is async.
+        awaitable when one of them is async. The ``subscribed`` reply carries
+        ``request_id``; a refusal raises its :class:`~realtime_lab.errors.ProtocolError`.
         """
-        self.services.registry.validate(name, request_id)
-        if name in session.subscriptions:
-            self.send(session, messages.subscribed_message(name, request_id))
-            return None
-        self._check_subscription_limit(session, request_id)
-        if self.hooks.on_subscribe is None:
-            return self._authorized(session, name, request_id, None, auth)
-        result = self.hooks.run("on_subscribe", session, name)
-        return then(result, lambda r: self._join_checked(session, name, request_id, r, auth))
+        return self._subscribe(Request(session, request_id, "subscribe", self), name, auth)
 
-    def _check_subscription_limit(self, session: Session, request_id: messages.RequestId) -> None:
+    def _subscribe(self, request: Request, name: str,
+                   auth: str | None) -> MaybeAwaitable[None]:
+        self.services.registry.validate(name)
+        session = request.session
+        if not request.is_open:
+            return None
+        if name in session.subscriptions:
+            request.reply(messages.subscribed_message(name, request.id))
+            return None
+        self._check_subscription_limit(session)
+        if self.hooks.on_subscribe is None:
+            return self._authorized(request, name, None, auth)
+        result = self.hooks.run("on_subscribe", session, name)
+        return request.then(result, lambda r: self._join_checked(request, name, r, auth))
+
+    def _check_subscription_limit(self, session: Session) -> None:
         if len(session.subscriptions) >= self.options.max_subscriptions:
             raise TooManySubscriptions(
                 f"already subscribed to {len(session.subscriptions)} channels; "
-                f"the limit is {self.options.max_subscriptions}", request_id=request_id)
+                f"the limit is {self.options.max_subscriptions}")
 
-    def _join_checked(self, session: Session, name: str, rid: messages.RequestId,
-                      verdict: Any, auth: str | None = None) -> Any:
-        if session.state is not ConnectionState.OPEN:
-            return None
+    def _join_checked(self, request: Request, name: str, verdict: HookResult,
+                      auth: str | None = None) -> MaybeAwaitable[None]:
         refusal = refused(verdict)
         if refusal is not None:
-            err = SubscribeRefused(refusal.reason, request_id=rid)
-            if isinstance(refusal.code, str):
-                err.code = refusal.code  # type: ignore[misc]
-            raise err
-        if name in session.subscriptions:
-            self.send(session, messages.subscribed_message(name, rid))
+            raise refusal.error(SubscribeRefused)
+        if name in request.session.subscriptions:
+            request.reply(messages.subscribed_message(name, request.id))
             return None
-        self._check_subscription_limit(session, rid)
-        return self._authorized(session, name, rid,
-                                verdict if isinstance(verdict, dict) else None, auth)
+        self._check_subscription_limit(request.session)
+        return self._authorized(request, name, verdict if isinstance(verdict, dict) else None,
+                                auth)
 
-    def _authorized(self, session: Session, name: str, rid: messages.RequestId,
-                    meta: dict[str, Any] | None, auth: str | None) -> Any:
+    def _authorized(self, request: Request, name: str, meta: dict[str, Any] | None,
+                    auth: str | None) -> MaybeAwaitable[None]:
         """Check the channel's rule (core/authz.py), then join with the granted member data."""
         rule = self.services.registry.rule(name)
         if rule.policy == "public":
-            return self._join(session, name, rid, meta)
+            return self._join(request, name, meta)
         opts = self.options
-        try:
-            grant = authorize(rule, session, name, auth,
-                              secret=opts.channel_secret or opts.token_secret,
-                              authorizer=opts.authorizer, timeout=self.hooks.timeout)
-        except ProtocolError as err:
-            err.request_id = rid
-            raise
-        return then(_with_rid(grant, rid),
-                    lambda g: self._join_granted(session, name, rid, meta, g))
+        grant = authorize(rule, request.session, name, auth,
+                          secret=opts.channel_secret or opts.token_secret,
+                          authorizer=opts.authorizer, timeout=self.hooks.timeout)
+        return request.then(grant, lambda g: self._join(request, name, meta, g.member))
 
-    def _join_granted(self, session: Session, name: str, rid: messages.RequestId,
-                      meta: dict[str, Any] | None, grant: Grant) -> Any:
-        if session.state is not ConnectionState.OPEN:
-            return None
-        return self._join(session, name, rid, meta, grant.member)
-
-    def _join(self, session: Session, name: str, rid: messages.RequestId,
-              meta: dict[str, Any] | None, member: dict[str, Any] | None = None) -> Any:
+    def _join(self, request: Request, name: str, meta: dict[str, Any] | None,
+              member: dict[str, Any] | None = None) -> MaybeAwaitable[None]:
         if self.hooks.on_presence is None or not self.services.registry.has_presence(name):
-            return self._join_now(session, name, rid, meta, member)
-        verdict = self._ask_presence(session, name, {
+            self._join_now(request, name, meta, member)
+            return None
+        verdict = self._ask_presence(request.session, name, {
             "event": "join", "state": self.options.presence_states[0], "meta": member or {}})
-        return then(verdict, lambda v: self._join_now(
-            session, name, rid, meta, member if v is True or v is None else v))
+        return request.then(verdict, lambda v: self._join_now(
+            request, name, meta, member if v is True or v is None else v))
 
-    def _ask_presence(self, session: Session, name: str, change: dict[str, Any]) -> Any:
+    def _ask_presence(self, session: Session, name: str,
+                      change: dict[str, object]) -> MaybeAwaitable[HookResult]:
         """The on_presence verdict; a failing hook vetoes (False), never raises."""
         try:
             result = self.hooks.run("on_presence", session, name, change)
@@ -124,22 +119,23 @@ class Membership(HubBase):
             return _veto_on_error(result)
         return result
 
-    def _join_now(self, session: Session, name: str, request_id: messages.RequestId,
-                  meta: dict[str, Any] | None, verdict: Any) -> None:
-        if session.state is not ConnectionState.OPEN or name in session.subscriptions:
+    def _join_now(self, request: Request, name: str, meta: dict[str, Any] | None,
+                  verdict: HookResult) -> None:
+        session = request.session
+        if name in session.subscriptions:
             return
         # values from on_subscribe / on_presence / the authorizer are stored: check them first
         if meta:
-            check_value(meta, what="metadata", request_id=request_id)
+            check_value(meta, what="metadata")
         if isinstance(verdict, dict):
-            check_value(verdict, depth=PRESENCE_META_DEPTH, what="meta", request_id=request_id)
+            check_value(verdict, depth=PRESENCE_META_DEPTH, what="meta")
         channel = self.channels.get(name)
         visible = refused(verdict) is None
         if (channel is not None and channel.presence and visible
                 and session.user not in channel.members
                 and len(channel.members) >= self.options.max_presence_members):
             raise PresenceFull(f"{name!r} has {len(channel.members)} members; the limit is "
-                               f"{self.options.max_presence_members}", request_id=request_id)
+                               f"{self.options.max_presence_members}")
         occupied = channel is None or not channel.subscribers
         known = visible and channel is not None and session.user in channel.members
         took_over = visible and channel is not None and session.user in channel.grace
@@ -148,7 +144,7 @@ class Membership(HubBase):
             meta_size = presence_meta_size(verdict)
         channel, joined = self.services.registry.join(
             session, name, visible=visible, admit=None if not meta_size else (
-                lambda ch: self._check_meta_room(ch, session.user, meta_size, request_id)))
+                lambda ch: self._check_meta_room(ch, session.user, meta_size)))
         if meta:
             channel.metadata.update(meta)
         if joined and isinstance(verdict, dict):
@@ -156,16 +152,16 @@ class Membership(HubBase):
         if self.bus.active:
             self._emit_join(session, channel, occupied, joined)
         if self.cluster is not None:  # the node answers once the cluster knows
-            self.cluster.subscribed(session, channel, request_id)
+            self.cluster.subscribed(session, channel, request.id)
             return
-        reply = messages.subscribed_message(name, request_id)
+        reply = messages.subscribed_message(name, request.id)
         if channel.metadata:
             reply["meta"] = channel.metadata
         if self.options.subscribe_channel_info:
             reply["info"] = self.services.registry.info(name)
         if self.options.history:
             self._position(name, reply)
-        self.send(session, reply)
+        request.reply(reply)
         if channel.presence:
             self.presence_pager.start(session, name, ChannelMembers(
                 channel, self.options.presence_states[0]))
@@ -313,22 +309,7 @@ class Membership(HubBase):
         return self._fan_out_to(targets, frame, priority, message)
 
 
-def _with_rid(grant: Grant | Awaitable[Grant], rid: messages.RequestId) -> Any:
-    """``grant``; when it is awaitable, one whose errors carry the request id."""
-    if not inspect.isawaitable(grant):
-        return grant
-
-    async def attach() -> Grant:
-        try:
-            return await grant
-        except ProtocolError as err:
-            err.request_id = rid
-            raise
-
-    return attach()
-
-
-async def _veto_on_error(result: Awaitable[Any]) -> Any:
+async def _veto_on_error(result: Awaitable[HookResult]) -> HookResult:
     try:
         return await result
     except ProtocolError:

@@ -461,6 +461,8 @@ class Outbox:
         self.stats.dropped += 1
         if reason == "hook":
             self.stats.dropped_by_hook += 1
+        elif reason == "middleware":
+            self.stats.dropped_by_middleware += 1
         if self.bus.active:
             self.bus.emit(ev.MessageDropped(at=self.clock(), session=session.id, user=session.user,
                                             channel=channel, priority=Priority(priority).label,

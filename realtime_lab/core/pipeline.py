@@ -4,8 +4,10 @@ A middleware is an object with ``inbound(ctx, call_next)`` and/or
 ``outbound(ctx, call_next)`` methods (a plain function counts as inbound). Each
 gets the context and the next handler, Starlette style: it may look at or change
 the context, call ``call_next(ctx)`` and return its result, skip it (the message
-is dropped), or raise a :class:`~realtime_lab.errors.ProtocolError` (the client
-gets that error code). realtime_lab.middleware has ready-made ones.
+is dropped: ``message.dropped`` with reason ``middleware``, and an ``error``
+``message_refused`` when the message had an ``id``), or raise a
+:class:`~realtime_lab.errors.ProtocolError` (the client gets that error code).
+realtime_lab.middleware has ready-made ones.
 
 * **Inbound** runs once per message a client sends, after JSON decoding and
   before the hub parses and dispatches it. It may return an awaitable; the
@@ -19,14 +21,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+
+from realtime_lab.core.hooks import MaybeAwaitable
 
 if TYPE_CHECKING:
     from realtime_lab.core.hub import Hub
+    from realtime_lab.core.requests import Request
     from realtime_lab.core.session import Session
 
+C = TypeVar("C")
+R = TypeVar("R")
+
+InboundNext: TypeAlias = "Callable[[Inbound], MaybeAwaitable[None]]"
+"""The next handler of the inbound chain: ``call_next(ctx)`` passes the message on
+(None, or an awaitable when an async middleware or hook is still working)."""
+OutboundNext: TypeAlias = "Callable[[Outbound], int]"
+"""The next handler of the outbound chain: returns the number of recipients."""
 Next = Callable[[Any], Any]
-"""The next handler of a chain: ``call_next(ctx)`` passes the message on."""
+"""The next handler of either chain (kept for existing middleware; the two above are
+exact)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -39,6 +53,9 @@ class Inbound:
     now: float
     hub: Hub
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The request this message is (core/requests.py). The hub's endpoint marks it as
+    #: reached; when the chain returns without that, the message was dropped.
+    request: Request | None = None
 
     @property
     def type(self) -> str | None:
@@ -69,14 +86,15 @@ class Outbound:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _link(fn: Callable[[Any, Next], Any], nxt: Next) -> Next:
-    def handler(ctx: Any) -> Any:
+def _link(fn: Callable[[C, Callable[[C], R]], R], nxt: Callable[[C], R]) -> Callable[[C], R]:
+    def handler(ctx: C) -> R:
         return fn(ctx, nxt)
 
     return handler
 
 
-def compose(middleware: Sequence[Any], endpoint: Next, direction: str) -> Next | None:
+def compose(middleware: Sequence[object], endpoint: Callable[[C], R],
+            direction: str) -> Callable[[C], R] | None:
     """Wrap ``endpoint`` in every middleware that has a ``direction`` method.
 
     The first middleware in the list is the outermost (it sees the message first

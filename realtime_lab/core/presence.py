@@ -28,10 +28,11 @@ from typing import Any
 
 from realtime_lab.core import events as ev
 from realtime_lab.core.channels import Channel
-from realtime_lab.core.hooks import refused, then
+from realtime_lab.core.hooks import HookResult, MaybeAwaitable, refused
 from realtime_lab.core.hub_base import HubBase
 from realtime_lab.core.outbound import Priority
-from realtime_lab.core.session import ConnectionState, Session
+from realtime_lab.core.requests import Request
+from realtime_lab.core.session import Session
 from realtime_lab.errors import (
     BadPresenceState,
     NotSubscribed,
@@ -58,7 +59,8 @@ class Presence(HubBase):
 
     # ------------------------------------------------------------------ client changes
 
-    def presence_message(self, session: Session, msg: messages.SetPresence) -> Any:
+    def presence_message(self, request: Request,
+                         msg: messages.SetPresence) -> MaybeAwaitable[None]:
         """Handle a client's ``presence`` message: :meth:`request_presence`, then the reply.
 
         The reply (when the message has an ``id``) is
@@ -66,24 +68,16 @@ class Presence(HubBase):
         a refusal is an ``error`` with the message's ``id``. Returns None or an
         awaitable (an async ``on_presence`` hook).
         """
-        def reply(changed: list[str]) -> None:
-            if msg.id is not None and session.state is ConnectionState.OPEN:
-                self.send(session, {"type": "presence", "channel": msg.channel, "id": msg.id,
-                                    "changed": changed})
+        def reply(changed: list[str] | None) -> None:
+            if request.id is not None:
+                request.reply({"type": "presence", "channel": msg.channel, "id": request.id,
+                               "changed": changed or []})
 
-        try:
-            result = self.request_presence(session, msg.channel, state=msg.state,
-                                           meta=msg.meta)
-        except ProtocolError as err:
-            err.request_id = msg.id
-            raise
-        if inspect.isawaitable(result):
-            return _then_with_rid(result, reply, msg.id)
-        reply(result)
-        return None
+        result = self._request_presence(request, msg.channel, state=msg.state, meta=msg.meta)
+        return request.then(result, reply)
 
     def request_presence(self, session: Session, name: str, *, state: str | None = None,
-                         meta: dict[str, Any] | None = None) -> Any:
+                         meta: dict[str, Any] | None = None) -> MaybeAwaitable[list[str] | None]:
         """A change ``session`` asks for: check it, run ``on_presence``, apply the verdict.
 
         The hook gets ``{"event": "update", "state": ..., "meta": ..., "changed":
@@ -94,8 +88,15 @@ class Presence(HubBase):
         :class:`NotSubscribed`, :class:`BadPresenceState` and
         :class:`PresenceMetaTooLarge` before the hook runs; a hook that fails raises
         ``hook_failed`` / ``hook_timeout``. Returns the changed fields (or an
-        awaitable of them); nothing changes for a connection that is not a member.
+        awaitable of them); nothing changes for a connection that is not a member
+        (``[]``) or that closed while the hook ran (None).
         """
+        return self._request_presence(Request(session, None, "presence", self), name,
+                                      state=state, meta=meta)
+
+    def _request_presence(self, request: Request, name: str, *, state: str | None,
+                          meta: dict[str, Any] | None) -> MaybeAwaitable[list[str] | None]:
+        session = request.session
         channel = self.channels.get(name)
         if channel is None or session.id not in channel.subscribers:
             raise NotSubscribed(f"not subscribed to {name!r}")
@@ -113,24 +114,20 @@ class Presence(HubBase):
             "changed": [f for f, v in (("state", state), ("meta", meta)) if v is not None],
         }
         verdict = self.hooks.run("on_presence", session, name, change)
-        return then(verdict, lambda v: self._apply_verdict(session, name, state, meta, v))
+        return request.then(verdict, lambda v: self._apply_verdict(session, name, state, meta,
+                                                                   v))
 
     def _apply_verdict(self, session: Session, name: str, state: str | None,
-                       meta: dict[str, Any] | None, verdict: Any) -> list[str]:
-        if session.state is not ConnectionState.OPEN:
-            return []
+                       meta: dict[str, Any] | None, verdict: HookResult) -> list[str]:
         refusal = refused(verdict)
         if refusal is not None:
-            err = PresenceRefused(refusal.reason)
-            if isinstance(refusal.code, str):
-                err.code = refusal.code  # type: ignore[misc]
-            raise err
+            raise refusal.error(PresenceRefused)
         if isinstance(verdict, dict):
             meta = verdict
         return self.set_presence(session, name, state=state, meta=meta)
 
     def update_presence(self, session: Session, name: str, meta: dict[str, Any] | None = None,
-                        *, state: str | None = None) -> Any:
+                        *, state: str | None = None) -> MaybeAwaitable[bool]:
         """Server side, on behalf of ``session``: the change its ``presence`` message
         would make, through the ``on_presence`` hook (:meth:`request_presence`).
 
@@ -224,8 +221,7 @@ class Presence(HubBase):
                 state=channel.state_of(user, opts.presence_states[0]), changed=tuple(changed)))
         return changed
 
-    def _check_meta_room(self, channel: Channel, user: str, size: int,
-                         request_id: messages.RequestId = None) -> None:
+    def _check_meta_room(self, channel: Channel, user: str, size: int) -> None:
         """Raise :class:`PresenceMetaFull` when ``user``'s metadata of ``size`` bytes
         would take the channel's total past ``max_presence_channel_meta_bytes``
         (metadata that does not grow is always accepted)."""
@@ -235,8 +231,7 @@ class Presence(HubBase):
         if size > old and total > limit:
             raise PresenceMetaFull(
                 f"the presence metadata of {channel.name!r} would be {total} bytes, all "
-                f"members together; the limit is {limit} (max_presence_channel_meta_bytes)",
-                request_id=request_id)
+                f"members together; the limit is {limit} (max_presence_channel_meta_bytes)")
 
     def _announce_change(self, channel: Channel, user: str, changed: list[str],
                          exclude: Session | None = None) -> None:
@@ -376,16 +371,7 @@ def meta_size(meta: dict[str, Any]) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
 
-async def _then_with_rid(result: Awaitable[Any], reply: Any, rid: messages.RequestId) -> None:
-    """Await ``result`` and ``reply`` with it; errors carry the request id ``rid``."""
-    try:
-        reply(await result)
-    except ProtocolError as err:
-        err.request_id = rid
-        raise
-
-
-async def _applied(result: Awaitable[Any]) -> bool:
+async def _applied(result: Awaitable[object]) -> bool:
     try:
         await result
     except ProtocolError:

@@ -73,9 +73,8 @@ class ChannelRegistry:
         ``name`` is an allowed channel name."""
         try:
             validate_channel(name, self.options)
-        except ProtocolError as err:
-            err.request_id = request_id
-            raise
+        except ProtocolError as err:  # built whole: a copy with the id, when it has one
+            raise err.for_request(request_id) from None
 
     def rule(self, name: str) -> ChannelRule:
         """The rule of channel ``name`` (the first that matches, else public)."""

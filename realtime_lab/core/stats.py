@@ -22,6 +22,8 @@ class HubStats:
     idle_timeouts: int = 0
     too_many_errors: int = 0
     dropped_by_hook: int = 0  # the part of ``dropped`` an on_message hook refused
+    #: The part of ``dropped`` an inbound middleware did not pass on.
+    dropped_by_middleware: int = 0
     #: ``internal_error`` replies: the server failed on a message (a bug, never the input).
     internal_errors: int = 0
     #: Broadcasts dropped because their fan-out raised (a bug; later ones go on).

@@ -162,10 +162,12 @@ class LabCollector:
         dropped = CounterMetricFamily(
             f"{PREFIX}_messages_dropped", "messages not delivered, by reason: queue_full "
             "(a droppable message for a connection that fell behind), hook (on_message "
-            "refused it)", labels=["reason"])
-        by_hook = c.stats["dropped_by_hook"]
-        dropped.add_metric(["queue_full"], c.stats["dropped"] - by_hook)
+            "refused it), middleware (an inbound middleware did not pass it on)",
+            labels=["reason"])
+        by_hook, by_middleware = c.stats["dropped_by_hook"], c.stats["dropped_by_middleware"]
+        dropped.add_metric(["queue_full"], c.stats["dropped"] - by_hook - by_middleware)
         dropped.add_metric(["hook"], by_hook)
+        dropped.add_metric(["middleware"], by_middleware)
         yield dropped
         closes = CounterMetricFamily(
             f"{PREFIX}_server_closes", "connections the server closed because a limit was "

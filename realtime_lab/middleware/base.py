@@ -9,18 +9,24 @@ the outbound path. See realtime_lab.core.pipeline for the contexts.
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
-from realtime_lab.core.pipeline import Inbound, Next, Outbound
+from realtime_lab.core.hooks import MaybeAwaitable
+from realtime_lab.core.pipeline import Inbound, InboundNext, Next, Outbound, OutboundNext
 
 if TYPE_CHECKING:
     from realtime_lab.core.session import Session
 
-__all__ = ["Inbound", "Middleware", "Next", "Outbound", "maybe_await"]
+__all__ = ["Inbound", "InboundNext", "MaybeAwaitable", "Middleware", "Next", "Outbound",
+           "OutboundNext", "maybe_await"]
+
+F = TypeVar("F", bound=Callable[..., object])
+T = TypeVar("T")
 
 
-def _passthrough(fn: Any) -> Any:
-    fn.passthrough = True
+def _passthrough(fn: F) -> F:
+    fn.passthrough = True  # type: ignore[attr-defined]
     return fn
 
 
@@ -28,12 +34,17 @@ class Middleware:
     """Base of realtime_lab middleware; every method passes through by default."""
 
     @_passthrough
-    def inbound(self, ctx: Inbound, call_next: Next) -> Any:
-        """One client message (decoded JSON) on its way to the hub."""
+    def inbound(self, ctx: Inbound, call_next: InboundNext) -> MaybeAwaitable[None]:
+        """One client message (decoded JSON) on its way to the hub.
+
+        Return what ``call_next(ctx)`` returns; returning without calling it drops
+        the message (``message.dropped``, reason ``middleware``; ``message_refused``
+        when it had an ``id``).
+        """
         return call_next(ctx)
 
     @_passthrough
-    def outbound(self, ctx: Outbound, call_next: Next) -> int:
+    def outbound(self, ctx: Outbound, call_next: OutboundNext) -> int:
         """One broadcast before encoding; returns the number of recipients."""
         return int(call_next(ctx))
 
@@ -44,7 +55,7 @@ class Middleware:
         return f"{type(self).__name__}()"
 
 
-async def maybe_await(value: Any) -> Any:
+async def maybe_await(value: MaybeAwaitable[T]) -> T:
     """Await ``value`` if it is awaitable (for async middleware calling ``call_next``)."""
     if inspect.isawaitable(value):
         return await value

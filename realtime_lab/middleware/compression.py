@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from realtime_lab.middleware.base import Middleware, Next, Outbound
+from realtime_lab.middleware.base import Middleware, Outbound, OutboundNext
 from realtime_lab.protocol.deflate import CompressionPolicy
 
 __all__ = ["Compression", "CompressionPolicy"]
@@ -32,7 +32,7 @@ class Compression(Middleware):
         """The policy the transport negotiates (``Hub.compression`` reads it)."""
         return self.policy
 
-    def outbound(self, ctx: Outbound, call_next: Next) -> int:
+    def outbound(self, ctx: Outbound, call_next: OutboundNext) -> int:
         ctx.compress = self.policy.enabled
         return int(call_next(ctx))
 

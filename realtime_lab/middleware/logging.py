@@ -14,7 +14,14 @@ import logging
 from typing import Any
 
 from realtime_lab.errors import ProtocolError
-from realtime_lab.middleware.base import Inbound, Middleware, Next, Outbound
+from realtime_lab.middleware.base import (
+    Inbound,
+    InboundNext,
+    MaybeAwaitable,
+    Middleware,
+    Outbound,
+    OutboundNext,
+)
 
 REDACTED = "<redacted>"
 
@@ -60,7 +67,7 @@ class Logging(Middleware):
         self.lines += 1
         self.log.log(self.level, json.dumps(fields, default=str, separators=(",", ":")))
 
-    def inbound(self, ctx: Inbound, call_next: Next) -> Any:
+    def inbound(self, ctx: Inbound, call_next: InboundNext) -> MaybeAwaitable[None]:
         if not self._sampled():
             return call_next(ctx)
         session = ctx.session
@@ -78,7 +85,7 @@ class Logging(Middleware):
         self._emit(fields)
         return result
 
-    def outbound(self, ctx: Outbound, call_next: Next) -> int:
+    def outbound(self, ctx: Outbound, call_next: OutboundNext) -> int:
         if not self._sampled():
             return int(call_next(ctx))
         delivered = int(call_next(ctx))

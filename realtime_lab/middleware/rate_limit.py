@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from realtime_lab.errors import RateLimitAbuse, RateLimited
-from realtime_lab.middleware.base import Inbound, Middleware, Next
+from realtime_lab.middleware.base import Inbound, InboundNext, MaybeAwaitable, Middleware
 
 if TYPE_CHECKING:
     from realtime_lab.core.session import Session
@@ -98,7 +98,7 @@ class RateLimit(Middleware):
             bucket = table[key] = TokenBucket(rate, now)
         return bucket
 
-    def inbound(self, ctx: Inbound, call_next: Next) -> Any:
+    def inbound(self, ctx: Inbound, call_next: InboundNext) -> MaybeAwaitable[None]:
         now, session = ctx.now, ctx.session
         buckets: list[TokenBucket] = []
         if self.per_connection is not None:
@@ -115,13 +115,13 @@ class RateLimit(Middleware):
             buckets.append(self._bucket(table, mtype, typed, now))
         for bucket in buckets:
             if bucket.refill(now) < 1.0:
-                return self._refuse(session, now, mtype)
+                self._refuse(session, now, mtype)
         for bucket in buckets:
             bucket.tokens -= 1.0
         self.allowed += 1
         return call_next(ctx)
 
-    def _refuse(self, session: Session, now: float, mtype: str | None) -> Any:
+    def _refuse(self, session: Session, now: float, mtype: str | None) -> NoReturn:
         self.refused += 1
         if self.max_violations is not None:
             recent = self._violations.setdefault(session.id, deque())

@@ -18,7 +18,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPResponse
 import realtime_lab
 from realtime_lab import LabServer, ServerOptions
 from realtime_lab.broker import InMemoryBus
-from realtime_lab.core.hooks import Hooks
+from realtime_lab.core.hooks import Hooks, MaybeAwaitable
+from realtime_lab.middleware import Inbound, InboundNext, Middleware
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.frames import OP_TEXT
 
@@ -50,6 +51,13 @@ def refuse_drop(session: Any, message: dict[str, Any]) -> bool | None:
     return False if message.get("data") == "drop" else None
 
 
+class DropMiddleware(Middleware):
+    """Inbound: does not pass on publishes whose data is "mw-drop"."""
+
+    def inbound(self, ctx: Inbound, call_next: InboundNext) -> MaybeAwaitable[None]:
+        return None if ctx.message.get("data") == "mw-drop" else call_next(ctx)
+
+
 async def test_metrics_are_off_by_default(server: LabServer) -> None:
     assert server.metrics_registry is None
     assert (await fetch(server.http_url + "/metrics")).code == 404
@@ -77,7 +85,8 @@ def test_prometheus_client_is_imported_only_when_metrics_are_on() -> None:
     metrics=True, max_outbound_bytes=16 * 1024)])
 async def test_scrape_after_real_traffic(options: ServerOptions, raw_ws, wait_until) -> None:
     server = await realtime_lab.serve(port=0, options=options,
-                                      hooks=Hooks(on_message=refuse_drop))
+                                      hooks=Hooks(on_message=refuse_drop),
+                                      middleware=[DropMiddleware()])
     clients = []
     try:
         ada = await realtime_lab.connect(server.url, user="ada")
@@ -91,6 +100,7 @@ async def test_scrape_after_real_traffic(options: ServerOptions, raw_ws, wait_un
         for _ in range(5):
             await bob.recv_message("room", timeout=5)
         await ada.publish("room", "drop")  # refused by the hook: a drop, reason hook
+        await ada.publish("room", "mw-drop")  # not passed on: a drop, reason middleware
         await bob.send({"type": "dance"})  # unknown type: one error sent
         assert (await bob.recv(timeout=5))["code"] == "unknown_type"
 
@@ -101,8 +111,9 @@ async def test_scrape_after_real_traffic(options: ServerOptions, raw_ws, wait_un
         slow_session = next(s for s in server.hub.sessions.values() if s.user not in
                             ("ada", "bob"))
         pad = "x" * 8000
+        stats = server.hub.stats
         for _ in range(10_000):  # ~80 MB at most: far more than the socket buffers hold
-            if server.hub.stats.dropped - server.hub.stats.dropped_by_hook:
+            if stats.dropped - stats.dropped_by_hook - stats.dropped_by_middleware:
                 break
             server.publish("firehose", {"pad": pad}, priority="low")
             await asyncio.sleep(0)  # let the server write what fits
@@ -113,7 +124,6 @@ async def test_scrape_after_real_traffic(options: ServerOptions, raw_ws, wait_un
         await wait_until(lambda: len(server.hub.sessions) == 2, what="the slow one to go")
 
         samples = await scrape(server)
-        stats = server.hub.stats
         assert value(samples, "realtime_lab_connections") == 2
         assert value(samples, "realtime_lab_channels") == 2  # room, news
         assert value(samples, "realtime_lab_subscriptions") == 3
@@ -121,7 +131,7 @@ async def test_scrape_after_real_traffic(options: ServerOptions, raw_ws, wait_un
         assert value(samples, "realtime_lab_connections_opened_total") == 3
         assert value(samples, "realtime_lab_connections_closed_total") == 1
         assert value(samples, "realtime_lab_messages_received_total") == stats.messages_in
-        assert stats.messages_in >= 5 + 1 + 1 + 3 + 1  # publishes, drop, dance, subs
+        assert stats.messages_in >= 5 + 2 + 1 + 3 + 1  # publishes, drops, dance, subs
         assert value(samples, "realtime_lab_messages_published_total") == stats.published
         assert value(samples, "realtime_lab_messages_delivered_total") == stats.deliveries
         assert stats.deliveries >= 10  # 5 messages x 2 subscribers of room
@@ -129,8 +139,9 @@ async def test_scrape_after_real_traffic(options: ServerOptions, raw_ws, wait_un
         assert value(samples, "realtime_lab_internal_errors_total") == 0
         assert value(samples, "realtime_lab_fanouts_failed_total") == 0
         assert value(samples, "realtime_lab_messages_dropped_total", reason="hook") == 1
+        assert value(samples, "realtime_lab_messages_dropped_total", reason="middleware") == 1
         assert value(samples, "realtime_lab_messages_dropped_total",
-                     reason="queue_full") == stats.dropped - 1 >= 1
+                     reason="queue_full") == stats.dropped - 2 >= 1
         assert value(samples, "realtime_lab_server_closes_total", reason="slow_consumer",
                      code="4100") == 1
         assert value(samples, "realtime_lab_server_closes_total", reason="heartbeat_timeout",
