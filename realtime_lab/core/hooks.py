@@ -58,8 +58,9 @@ HOOK_NAMES = ("on_connect", "on_message", "on_subscribe", "on_unsubscribe", "on_
 T = TypeVar("T")
 E = TypeVar("E", bound=ProtocolError)
 
-#: A value, or an awaitable of it: what a hook, a middleware or a step of a request returns.
 MaybeAwaitable: TypeAlias = Union[T, Awaitable[T]]  # noqa: UP007 (a generic alias needs Union)
+"""A value, or an awaitable of it: what a hook, a middleware or a step of a request
+returns (``MaybeAwaitable[None]``: None, or an awaitable the transport awaits)."""
 
 
 @dataclass(frozen=True, slots=True)
