@@ -61,6 +61,7 @@ PAIRS = {
     "index.md": "index.md",
     "rendimiento.md": "performance.md",
     "http2.md": "http2.md",
+    "arquitectura.md": "architecture.md",
 }
 
 FENCE = re.compile(r"^\s*(```+|~~~+)")
