@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -167,8 +167,34 @@ def test_spanish_navigation_uses_every_translation(site: Path) -> None:
     for lesson in sorted((ROOT / "notebooks" / "es").glob("*.ipynb")):
         assert f'href="notebooks/{lesson.stem}/"' in spanish_index, f"{lesson.name} not in the nav"
     assert 'href="notebooks/"' in spanish_index  # the Spanish index of the lessons
-    stub = (site / "es" / "architecture" / "index.html").read_text(encoding="utf-8")
-    assert "aún no está traducida" in stub and 'href="../../architecture/"' in stub
+    # docs/es/arquitectura.md, the last page to be translated, took its stub's place
+    assert 'href="arquitectura/"' in spanish_index
+    assert not (site / "es" / "architecture").exists()
+    stubs = [p for p in (site / "es").rglob("index.html")
+             if "aún no está traducida" in p.read_text(encoding="utf-8")]
+    for stub in stubs:  # each links its English page, on the English site
+        english = stub.parent.relative_to(site / "es").as_posix()
+        depth = "../" * (english.count("/") + 2)
+        assert f'href="{depth}{english}/"' in stub.read_text(encoding="utf-8"), stub
+
+
+def test_an_untranslated_page_gets_a_stub_linking_the_english() -> None:
+    """Every English page has a translation today, so the Spanish site shows no stub;
+    a page added without one gets a Spanish nav entry whose page links the English."""
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "tools" / "docs_hooks.py")
+    assert spec and spec.loader
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    config = SimpleNamespace(nav=[{"Topics": [
+        {"Architecture and the way of one message": "architecture.md"},
+        {"Some new topic": "new-topic.md"}]}])
+    hooks._spanish_nav(config)
+    assert config.nav[0] == {"Temas": [
+        {"Arquitectura y el camino de un mensaje": "arquitectura.md"},
+        {"Some new topic": "new-topic.md"}]}
+    assert hooks._STUBS == {"new-topic.md": ("Some new topic", "new-topic.md")}
+    stub = hooks._stub("new-topic.md", "Some new topic", "new-topic.md")
+    assert "aún no está traducida" in stub and "(../../new-topic/)" in stub
 
 
 LESSONS = [("", p) for p in sorted((ROOT / "notebooks").glob("*.ipynb"))] + [
