@@ -63,6 +63,27 @@ def test_readme_spanish_section_links_the_spanish_docs_absolutely() -> None:
         assert (ROOT / link[len(base):]).is_file(), f"README, En español: no file for {link!r}"
 
 
+def test_every_readme_link_into_the_repository_is_absolute() -> None:
+    """A relative link works on the repository's page but breaks on a package page
+    (PyPI shows the README as the long description): every link of the README that
+    points into the repository is absolute, under the project URL, to a file or a
+    folder that exists here."""
+    text = (ROOT / "README.md").read_text()
+    repository = PROJECT["urls"]["Repository"].rstrip("/") + "/"
+    links = [link for link in re.findall(r"\]\(\s*<?([^)\s>]+)", text)
+             if not link.startswith("#")]
+    assert links, "the README has no link"
+    for link in links:
+        assert re.match(r"[a-z]+:", link), f"README link {link!r} is relative"
+        if not link.startswith(repository):
+            continue  # a link to another site
+        kind, _, rest = link[len(repository):].partition("/main/")
+        assert kind in {"blob", "tree", "raw"}, f"README link {link!r}: not blob|tree|raw/main"
+        path = ROOT / rest.split("#", 1)[0]
+        assert path.exists(), f"README link {link!r}: no {path.relative_to(ROOT)} here"
+        assert path.is_dir() == (kind == "tree"), f"README link {link!r}: tree/ is for folders"
+
+
 def test_metadata_for_an_index() -> None:
     assert {"Homepage", "Repository", "Documentation", "Issues"} <= set(PROJECT["urls"])
     classifiers = PROJECT["classifiers"]
