@@ -355,14 +355,38 @@ class Hub(Dispatch, Membership, Presence, Recovery):
         return session
 
     def close(self, session: Session, code: int, reason: str) -> None:
-        """Close a connection from the server side with ``code``."""
+        """Close a connection from the server side with ``code``.
+
+        The session leaves its channels and presence now, when the server decides
+        (heartbeat or idle timeout, a fatal error, a slow consumer, the application),
+        not when the socket finishes closing (up to ``close_timeout`` later for a
+        client that does not answer): the others see the leave at once, with its
+        reason. :meth:`closed` then has nothing left to leave.
+        """
+        if self._start_closing(session, code, reason):
+            self._detach(session)
+
+    def _start_closing(self, session: Session, code: int, reason: str) -> bool:
+        """State CLOSING, what is queued flushed, the close frame sent; False when the
+        session was closing already."""
         if session.state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
-            return
+            return False
         session.state = ConnectionState.CLOSING
         session.close_code = code
         session.close_reason = reason
         self.services.outbox.flush_session(session, force=True)
         session.port.close(code, reason)
+        return True
+
+    def _detach(self, session: Session) -> None:
+        """Leave every channel of ``session`` (presence leaves with the reason of its close
+        code: ``timeout`` for 4101 and 4105, else ``closed``). Idempotent: a session
+        that left everything has nothing to leave again."""
+        if not session.subscriptions or self.sessions.get(session.id) is not session:
+            return
+        reason = TIMEOUT if session.close_code in TIMEOUT_CODES else CLOSED
+        for name in list(session.subscriptions):
+            self._leave(session, name, reason=reason)
 
     def closed(self, session: Session, code: int | None = None, reason: str = "") -> None:
         """The transport reports the socket closed: drop subscriptions and presence."""
@@ -378,9 +402,7 @@ class Hub(Dispatch, Membership, Presence, Recovery):
         self.admission.remove(session.id)
         if not registered:  # refused, or gone before an async on_connect finished
             return
-        reason = TIMEOUT if session.close_code in TIMEOUT_CODES else CLOSED
-        for name in list(session.subscriptions):
-            self._leave(session, name, reason=reason)
+        self._detach(session)  # usually done already, when the server decided to close
         self.sessions.pop(session.id, None)
         if session.wire.codec != JSON:
             self.services.outbox.binary_sessions -= 1
@@ -412,8 +434,14 @@ class Hub(Dispatch, Membership, Presence, Recovery):
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server stopping") -> None:
-        for session in list(self.sessions.values()):
-            self.close(session, code, reason)
+        """Close every connection with ``code``; then each leaves its channels.
+
+        Every session is CLOSING before the first leave, so no leave diff is queued
+        for a connection that is about to close (they would be flushed ahead of its
+        close frame)."""
+        sessions = [s for s in self.sessions.values() if self._start_closing(s, code, reason)]
+        for session in sessions:
+            self._detach(session)
 
     # ------------------------------------------------------------------ views
 

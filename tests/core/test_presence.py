@@ -181,18 +181,20 @@ def test_timeout_close_is_a_leave_with_reason_timeout(options: dict[str, Any], c
     lab.sub(ada)
     watcher.port.take()  # type: ignore[attr-defined]
     lab.kinds()
+    seen: list[dict[str, Any]] = []
     for _ in range(3):  # the watcher answers and talks; ada is silent
         lab.clock.now += 1.0
         lab.hub.heartbeat_tick()
         lab.hub.pong(watcher)
-        lab.send(watcher, {"type": "ping"})
+        seen += lab.send(watcher, {"type": "ping"})
     assert ada.port.closes[-1][0] == code  # type: ignore[attr-defined]
     assert watcher.port.closes == []  # type: ignore[attr-defined]
     lab.hub.closed(ada)  # the transport reports the close
     if grace:
         assert "ada" in lab.hub.presence("room") and lab.events == []
         lab.advance(grace)
-    diffs = [m for m in watcher.port.take() if m["type"] == "presence_diff"]  # type: ignore
+    seen += watcher.port.take()  # type: ignore[attr-defined]
+    diffs = [m for m in seen if m["type"] == "presence_diff"]
     assert diffs == [{"type": "presence_diff", "channel": "room", "joins": {},
                       "leaves": {"ada": {"connections": 0, "reason": "timeout"}}}]
     assert [(e.type, e.user, e.reason) for e in lab.events] == [
@@ -436,3 +438,58 @@ def test_presence_event_rate_1000_members_joining(n: int) -> None:
         lab.sub(s)
     assert len(lab.hub.presence("room")) == n
     assert sum(1 for e in lab.events if e.type == "presence.join") == n
+
+
+@pytest.mark.parametrize(("code", "reason"), [(4101, "timeout"), (4105, "timeout"),
+                                              (4100, "closed"), (4200, "closed")])
+def test_a_server_close_leaves_at_once_and_the_socket_close_leaves_nothing_twice(
+        code: int, reason: str) -> None:
+    lab = Lab(presence_details=True)
+    watcher, ada = lab.open("w"), lab.open("ada")
+    lab.sub(watcher)
+    lab.sub(ada)
+    watcher.port.take()  # type: ignore[attr-defined]
+    lab.kinds()
+    lab.hub.close(ada, code, "bye")  # the server decides; the socket closes later
+    assert ada.subscriptions == set() and "ada" not in lab.hub.presence("room")
+    assert [m for m in watcher.port.take() if m["type"] == "presence_diff"] == [  # type: ignore
+        {"type": "presence_diff", "channel": "room", "joins": {},
+         "leaves": {"ada": {"connections": 0, "reason": reason}}}]
+    kind = "presence.timeout" if reason == "timeout" else "presence.leave"
+    assert lab.kinds() == [(kind, "ada")]
+    assert ada.id in lab.hub.sessions  # until the transport reports the socket closed
+    lab.hub.closed(ada, 1006, "")
+    assert watcher.port.take() == [] and lab.kinds() == []  # type: ignore[attr-defined]
+    assert ada.id not in lab.hub.sessions and ada.close_code == code
+
+
+def test_a_server_close_starts_the_grace_period_at_once() -> None:
+    lab = Lab(presence_grace=2.0)
+    watcher, ada = lab.open("w"), lab.open("ada")
+    lab.sub(watcher)
+    lab.sub(ada)
+    watcher.port.take()  # type: ignore[attr-defined]
+    lab.hub.close(ada, 4101, "heartbeat timeout")
+    assert "ada" in lab.hub.presence("room")  # held, nothing sent yet
+    lab.advance(1.0)
+    lab.hub.closed(ada)  # the socket closes a second later: the deadline stays
+    assert watcher.port.take() == []  # type: ignore[attr-defined]
+    lab.advance(1.0)
+    assert [m["leaves"] for m in watcher.port.take()] == [  # type: ignore[attr-defined]
+        {"ada": {"connections": 0, "reason": "timeout"}}]
+
+
+def test_close_all_sends_no_leave_to_connections_it_closes() -> None:
+    lab = Lab()
+    sessions = [lab.open(f"u{i}") for i in range(5)]
+    for s in sessions:
+        lab.sub(s)
+    for s in sessions:
+        s.port.take()  # type: ignore[attr-defined]
+    lab.kinds()
+    lab.hub.close_all(1001, "server stopping")
+    for s in sessions:
+        assert s.port.take() == [] and s.port.closes == [(1001, "server stopping")]  # type: ignore
+        assert s.subscriptions == set()
+    assert lab.hub.presence("room") == {} and "room" not in lab.hub.channels
+    assert sorted(u for _, u in lab.kinds()) == [f"u{i}" for i in range(5)]
