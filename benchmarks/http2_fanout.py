@@ -10,6 +10,10 @@ its own turn), and reports its own process CPU time from the first publish until
 every subscriber has read every message. The clients (this process: raw sockets for
 h1, the h2 library for h2) only count bytes; they are not measured. Runs alternate
 h1, h2, h1, h2... and the table gives medians and the h2/h1 ratio.
+
+``--ref main`` adds a third run to each round: HTTP/2 with realtime_lab as of that
+git revision (exported, so editing the working tree meanwhile changes nothing of it).
+``--profile PREFIX`` instead runs each mode once with cProfile in the server.
 """
 
 from __future__ import annotations
@@ -24,11 +28,15 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 CHILD = r"""
-import asyncio, json, sys, time
+import asyncio, cProfile, json, os, sys, time
 import realtime_lab
+
+PROFILE = os.environ.get("HTTP2_FANOUT_PROFILE")
+profiler = cProfile.Profile() if PROFILE else None
 
 async def main():
     server = await realtime_lab.serve(port=0, http2=True, max_connections_per_ip=100000)
@@ -43,12 +51,17 @@ async def main():
             print(json.dumps({"subscribers": info.get("subscribers", 0)}), flush=True)
         elif cmd["op"] == "publish":
             t0 = time.process_time()
+            if profiler is not None:
+                profiler.enable()
             payload = "x" * cmd["size"]
             for i in range(cmd["count"]):
                 server.publish("bench", {"i": i, "p": payload})
                 await asyncio.sleep(cmd["interval"])
             print(json.dumps({"published": True, "t0": t0}), flush=True)
         elif cmd["op"] == "cpu":
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(PROFILE)
             print(json.dumps({"cpu": time.process_time()}), flush=True)
         elif cmd["op"] == "stop":
             break
@@ -143,9 +156,16 @@ async def ask(child: subprocess.Popen[str], op: dict[str, Any]) -> dict[str, Any
 
 
 async def one_run(mode: str, size: int, count: int, interval: float,
-                  payload: int) -> float:
+                  payload: int, profile: str | None = None, src: Path | None = None) -> float:
+    """One server, one mode; ``src``: import realtime_lab from there (``--ref``)."""
+    env = dict(os.environ)
+    if profile:
+        env["HTTP2_FANOUT_PROFILE"] = profile
+    if src is not None:  # first on sys.path, and not the working tree as the current dir
+        env["PYTHONPATH"] = str(src)
     child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, text=True, env=env,
+                             cwd=src if src is not None else None)
     try:
         assert child.stdout is not None
         port = json.loads(child.stdout.readline())["port"]
@@ -195,24 +215,62 @@ async def main() -> None:
     parser.add_argument("--count", type=int, default=50, help="messages published per run")
     parser.add_argument("--interval", type=float, default=0.02)
     parser.add_argument("--payload", type=int, default=100, help="bytes of each message's data")
+    parser.add_argument("--ref", default=None, help="also HTTP/2 as of git revision REF "
+                        "(e.g. main), in the same rounds")
+    parser.add_argument("--profile", metavar="PREFIX", default=None,
+                        help="instead: one run per size and mode with cProfile in the server, "
+                        "stats in PREFIX-<mode>-<size>.prof, the top functions printed")
     args = parser.parse_args()
-    rows = []
-    for size in (int(s) for s in args.sizes.split(",")):
-        results: dict[str, list[float]] = {"h1": [], "h2": []}
-        for _ in range(args.rounds):
-            for mode in ("h1", "h2"):
-                results[mode].append(await one_run(mode, size, args.count, args.interval,
-                                                   args.payload))
-                print(f"{size} {mode} {results[mode][-1]:.2f} us/delivery", flush=True)
-        ratios = [b / a for a, b in zip(results["h1"], results["h2"], strict=True)]
-        rows.append((size, statistics.median(results["h1"]), min(results["h1"]),
-                     max(results["h1"]), statistics.median(results["h2"]), min(results["h2"]),
-                     max(results["h2"]), statistics.median(ratios)))
+    if args.profile:
+        await profile(args)
+        return
+    from benchmarks.run import source_tree
+
+    with source_tree(args.ref) as ref_src:
+        rows = [await measure(size, args, ref_src) for size in
+                (int(s) for s in args.sizes.split(","))]
+    ref = f" | HTTP/2 at {args.ref}, us / delivery | ratio at {args.ref}" if args.ref else ""
     print("\n| subscribers | HTTP/1.1 sockets, us / delivery | HTTP/2 streams, us / delivery "
-          "| ratio h2/h1 (median of pairs) |\n|---:|---:|---:|---:|")
-    for size, m1, lo1, hi1, m2, lo2, hi2, ratio in rows:
-        print(f"| {size} | {m1:.2f} ({lo1:.2f}-{hi1:.2f}) | {m2:.2f} ({lo2:.2f}-{hi2:.2f}) "
-              f"| {ratio:.2f} |")
+          f"| ratio h2/h1 (median of pairs){ref} |\n|---:|---:|---:|---:|"
+          + ("---:|---:|" if args.ref else ""))
+    for size, cells in rows:
+        print(f"| {size} | " + " | ".join(cells) + " |")
+
+
+async def measure(size: int, args: argparse.Namespace,
+                  ref_src: Path | None) -> tuple[int, list[str]]:
+    """``args.rounds`` rounds of h1, h2 (and h2 at ``--ref``) runs, interleaved; the cells
+    of the table's row: medians (min-max) and the median of each round's h2/h1 ratio."""
+    modes = ["h1", "h2"] + (["ref"] if ref_src is not None else [])
+    results: dict[str, list[float]] = {mode: [] for mode in modes}
+    for _ in range(args.rounds):
+        for mode in modes:
+            src = ref_src if mode == "ref" else None
+            results[mode].append(await one_run("h2" if mode == "ref" else mode, size,
+                                               args.count, args.interval, args.payload,
+                                               src=src))
+            print(f"{size} {mode} {results[mode][-1]:.2f} us/delivery", flush=True)
+    cells = []
+    for mode in modes:
+        values = results[mode]
+        cells.append(f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})")
+        if mode != "h1":
+            ratios = [b / a for a, b in zip(results["h1"], values, strict=True)]
+            cells.append(f"{statistics.median(ratios):.2f}")
+    return size, cells
+
+
+async def profile(args: argparse.Namespace) -> None:
+    """One profiled run per size and mode (cProfile slows the server: read its shares,
+    not its times)."""
+    import pstats
+
+    for size in (int(s) for s in args.sizes.split(",")):
+        for mode in ("h1", "h2"):
+            path = f"{args.profile}-{mode}-{size}.prof"
+            await one_run(mode, size, args.count, args.interval, args.payload, profile=path)
+            print(f"\n== {mode}, {size} subscribers ({path})")
+            pstats.Stats(path).sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ the same hub serves HTTP/1.1 clients (realtime_lab's asyncio client) beside them
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
-from wsproto.events import CloseConnection
+from wsproto.events import CloseConnection, Ping
 
 import realtime_lab
 from realtime_lab import LabServer, ServerOptions
@@ -148,6 +149,22 @@ async def test_data_after_reset_is_ignored(server: LabServer, h2: H2Client) -> N
     await other.send({"type": "ping", "id": 1})
     assert (await other.recv_type("pong"))["id"] == 1
     assert h2.terminated is None
+
+
+async def test_ping_and_reset_in_one_read(server: LabServer, h2: H2Client,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A WebSocket ping and its stream's RST_STREAM in one read: the pong, written while
+    the ping is read, is not framed on the stream h2 has already closed (h2 could not
+    account for it), and nothing fails."""
+    ws = await open_ws(h2)
+    h2.h2.send_data(ws.sid, ws.ws.send(Ping(b"are you there")))
+    h2.h2.reset_stream(ws.sid)
+    h2.flush()  # one write
+    other = await open_ws(h2)
+    await other.send({"type": "ping", "id": 3})
+    assert (await other.recv_type("pong"))["id"] == 3
+    assert h2.terminated is None
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_http_requests_on_h2(server: LabServer, h2: H2Client) -> None:

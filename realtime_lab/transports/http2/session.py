@@ -12,9 +12,10 @@ The session owns flow control and the outgoing bytes of every stream:
   :data:`MAX_STREAMS` times that, and received data is acknowledged (WINDOW_UPDATE)
   only when the stream's owner consumed it, so a stream whose application stops
   reading stops its client alone.
-* Outbound: bytes wait per stream in a :class:`SendBuffer` and are framed as
-  DATA within the windows, round robin, at most once per loop turn for all
-  streams together. A stream with more than :data:`STREAM_SEND_CAP` unsent bytes
+* Outbound: a :class:`~.sender.DataSender` frames each write as DATA at once
+  when the windows allow it; what they do not allow waits per stream and is
+  framed round robin as they open. Everything framed in a loop turn goes out in
+  one socket write. A stream with more than :data:`STREAM_SEND_CAP` unsent bytes
   behind the chunk under way is reset (``CANCEL``) alone. While the socket has more than
   :data:`WRITE_HIGH_WATER` bytes not yet written, nothing more is framed and
   nothing more is read.
@@ -27,7 +28,6 @@ connection closes; stream errors reset that stream only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import socket
@@ -53,7 +53,7 @@ from tornado.iostream import IOStream
 from tornado.iostream import StreamClosedError as IOStreamClosed
 
 from realtime_lab.logthrottle import LogThrottle
-from realtime_lab.protocol.sendbuffer import SendBuffer
+from realtime_lab.transports.http2.sender import STREAM_SEND_CAP, DataSender
 
 log = logging.getLogger("realtime_lab.transports")
 _throttle = LogThrottle(log, interval=60.0)
@@ -65,15 +65,9 @@ STREAM_WINDOW = 256 * 1024
 MAX_STREAMS = 128
 #: The connection's receive window: every stream can fill its own window.
 CONNECTION_WINDOW = STREAM_WINDOW * MAX_STREAMS
-#: Bytes one stream may have waiting behind the chunk being sent before it is reset
-#: (CANCEL): any one write goes out whole (messages are bounded by max_message_bytes),
-#: what piles up behind it is bounded by this.
-STREAM_SEND_CAP = 8 * 1024 * 1024
 #: Bytes handed to the socket but not written yet above which the session stops
 #: framing DATA and reading.
 WRITE_HIGH_WATER = 256 * 1024
-#: DATA bytes one stream sends per round before the next stream's turn.
-QUANTUM = 64 * 1024
 READ_SIZE = 64 * 1024
 #: Seconds a closing connection (GOAWAY sent) is read and discarded before it is closed.
 LINGER = 2.0
@@ -131,17 +125,6 @@ class FrameGuard:
         return False
 
 
-class _Outbound:
-    """One stream's bytes not framed yet, whether END_STREAM follows, drain callbacks."""
-
-    __slots__ = ("buffer", "drains", "end")
-
-    def __init__(self) -> None:
-        self.buffer = SendBuffer()
-        self.end = False
-        self.drains: list[Callable[[], None]] = []
-
-
 class H2Session:
     """The server side of one HTTP/2 connection (see the module docstring)."""
 
@@ -162,14 +145,15 @@ class H2Session:
             SettingCodes.ENABLE_CONNECT_PROTOCOL: 1 if websockets else 0,
         })
         self.owners: dict[int, StreamOwner] = {}
-        self._out: dict[int, _Outbound] = {}
-        self._ready: dict[int, None] = {}  # streams with bytes to frame, in order
+        self.sender = DataSender(self.h2)
         self._flush_due = False
         self._reading = False
         self._read_blocked = False
         self._written = 0  # bytes handed to IOStream.write
         self._landed = 0  # of which written to the socket
         self._goaway = False  # closing: GOAWAY sent, reading only to discard
+        self._sending = True  # h2's connection is open: DATA may be framed
+        self._peer_reset: set[int] = set()  # streams reset by the events being handled
         self._guard = FrameGuard(self.h2.max_inbound_frame_size)
         self.closed = False
         self.requests = 0  # streams opened by the client (for tests and inspection)
@@ -193,7 +177,8 @@ class H2Session:
         server is stopping: no lingering)."""
         if self.closed:
             return
-        if not self._goaway:
+        if not self._goaway and self._settle():
+            self._stop_sending()
             self.h2.close_connection(error_code=code)
             self._write_pending()
         self._goaway = True
@@ -209,7 +194,7 @@ class H2Session:
         if self.closed or self._goaway:
             return
         self._goaway = True
-        self._ready.clear()
+        self._stop_sending()
         self.loop.call_later(LINGER, self.stream.close)
         if self._written == self._landed:
             self._shut_write()
@@ -237,8 +222,7 @@ class H2Session:
             return
         self.closed = True
         owners, self.owners = self.owners, {}
-        self._out.clear()
-        self._ready.clear()
+        self.sender.clear()
         for owner in owners.values():
             try:
                 owner.reset_received()
@@ -273,6 +257,8 @@ class H2Session:
     def _receive(self, data: bytes) -> None:
         if self._goaway:  # closing: what the client still sends is discarded
             return
+        if not self._settle():
+            return
         if self._guard.too_large(data):
             _throttle.log("h2_frame_size", logging.INFO, "HTTP/2 frame over %d bytes from %s",
                           self._guard.max_size, self.remote)
@@ -288,6 +274,12 @@ class H2Session:
             self._write_pending()
             self._close_after_write()
             return
+        for event in events:  # what h2 closed already: nothing more is framed there
+            if isinstance(event, StreamReset):
+                self._peer_reset.add(event.stream_id)
+                self.sender.forget(event.stream_id)
+            elif isinstance(event, ConnectionTerminated):
+                self._stop_sending()
         for event in events:
             try:
                 self._handle(event)
@@ -297,6 +289,7 @@ class H2Session:
                               type(event).__name__, self.remote, exc_info=True)
                 if sid:
                     self.reset(sid, ErrorCodes.INTERNAL_ERROR)
+        self._peer_reset.clear()
         self._write_pending()
 
     def _handle(self, event: object) -> None:
@@ -319,7 +312,10 @@ class H2Session:
             owner = self.owners.pop(event.stream_id, None)
             if owner is not None:
                 owner.reset_received()
-        elif isinstance(event, (WindowUpdated, RemoteSettingsChanged)):
+        elif isinstance(event, WindowUpdated):
+            self.sender.window_opened(event.stream_id, event.delta)
+            self._schedule_flush()
+        elif isinstance(event, RemoteSettingsChanged):
             self._schedule_flush()
         elif isinstance(event, TrailersReceived):
             self.reset(event.stream_id, ErrorCodes.PROTOCOL_ERROR)  # none of ours take trailers
@@ -342,7 +338,7 @@ class H2Session:
     def send_headers(self, stream_id: int, headers: list[tuple[str, str]],
                      end_stream: bool = False) -> bool:
         """Answer a stream's request head; False when the stream is gone."""
-        if self.closed:
+        if self.closed or not self._settle():
             return False
         try:
             self.h2.send_headers(stream_id, headers, end_stream=end_stream)
@@ -352,15 +348,12 @@ class H2Session:
         return True
 
     def send(self, stream_id: int, data: bytes, frames: bool = True) -> None:
-        """Queue ``data`` on ``stream_id``, framed as DATA when the windows allow."""
-        if self.closed or stream_id not in self.owners:
+        """Send ``data`` on ``stream_id``: framed as DATA now if the windows allow,
+        else when they open; the stream is reset when too much waits."""
+        if not self._sending or stream_id not in self.owners or (
+                self._peer_reset and stream_id in self._peer_reset):
             return
-        out = self._out.get(stream_id)
-        if out is None:
-            out = self._out[stream_id] = _Outbound()
-        buffer = out.buffer
-        buffer.append(data, frames=frames)
-        if buffer.nbytes > STREAM_SEND_CAP and buffer.nbytes - len(buffer.peek()) > STREAM_SEND_CAP:
+        if not self.sender.queue(stream_id, data, frames=frames, frame_now=self._may_frame()):
             _throttle.log("h2_send_cap", logging.WARNING, "reset an HTTP/2 stream of %s: more "
                           "than %d bytes unsent (STREAM_SEND_CAP)", self.remote, STREAM_SEND_CAP)
             owner = self.owners.get(stream_id)
@@ -368,24 +361,20 @@ class H2Session:
             if owner is not None:
                 owner.reset_received()
             return
-        self._ready[stream_id] = None
         self._schedule_flush()
 
     def end_stream(self, stream_id: int) -> None:
         """END_STREAM after what is queued on ``stream_id``; the session forgets its owner."""
         self.owners.pop(stream_id, None)
-        out = self._out.get(stream_id)
-        if out is None:
-            out = self._out[stream_id] = _Outbound()
-        out.end = True
-        self._ready[stream_id] = None
-        self._schedule_flush()
+        if self._sending:
+            self.sender.end(stream_id)
+            self._schedule_flush()
 
     def reset(self, stream_id: int, code: ErrorCodes = ErrorCodes.CANCEL) -> None:
         """RST_STREAM ``stream_id`` now, dropping what it had unsent; forget its owner."""
         self.owners.pop(stream_id, None)
-        self._forget(stream_id)
-        if self.closed:
+        self.sender.forget(stream_id)
+        if self.closed or not self._settle():
             return
         try:
             self.h2.reset_stream(stream_id, error_code=code)
@@ -394,24 +383,45 @@ class H2Session:
         self._write_soon()
 
     def unsent(self, stream_id: int) -> int:
-        out = self._out.get(stream_id)
-        return out.buffer.nbytes if out is not None else 0
+        return self.sender.unsent(stream_id)
 
     def drop_unsent(self, stream_id: int) -> int:
-        out = self._out.get(stream_id)
-        return out.buffer.drop_frames() if out is not None else 0
+        return self.sender.drop_unsent(stream_id)
 
     def when_drained(self, stream_id: int, callback: Callable[[], None]) -> None:
         """Call ``callback`` once ``stream_id`` has nothing unsent (soon, if so now)."""
-        out = self._out.get(stream_id)
-        if out is None or not out.buffer:
+        if not self.sender.drained(stream_id, callback):
             self.loop.call_soon(callback)
-        else:
-            out.drains.append(callback)
 
     def _forget(self, stream_id: int) -> None:
-        self._out.pop(stream_id, None)
-        self._ready.pop(stream_id, None)
+        self.sender.forget(stream_id)
+
+    def _may_frame(self) -> bool:
+        """Below :data:`WRITE_HIGH_WATER` bytes framed but not written to the socket."""
+        return self._written - self._landed + self.sender.output_bytes <= WRITE_HIGH_WATER
+
+    def _settle(self) -> bool:
+        """Bring h2's windows up to date (before any call into h2 that looks at them or
+        at a stream's state); False, and the connection closing, if h2 refused that."""
+        try:
+            self.sender.settle()
+        except (ProtocolError, StreamClosedError):  # a bug of ours, never the client's doing
+            self._out_of_step()
+            return False
+        return True
+
+    def _out_of_step(self) -> None:
+        _throttle.log("h2_settle_failed", logging.ERROR, "HTTP/2 flow control of %s out of step",
+                      self.remote, exc_info=True)
+        self._stop_sending()
+        self.h2.close_connection(error_code=ErrorCodes.INTERNAL_ERROR)
+        self._write_pending()
+        self._close_after_write()
+
+    def _stop_sending(self) -> None:
+        """h2's connection is closed (GOAWAY sent or received): no more DATA."""
+        self._sending = False
+        self.sender.clear()
 
     def _schedule_flush(self) -> None:
         if not self._flush_due and not self.closed:
@@ -419,60 +429,26 @@ class H2Session:
             self.loop.call_soon(self._flush)
 
     def _write_soon(self) -> None:
+        self.sender.collect()  # h2's frames, in order with the DATA framed after them
         self._schedule_flush()
 
     def _flush(self) -> None:
-        """Frame the streams' bytes as DATA within the windows, round robin; write once."""
+        """Frame what waits within the windows, round robin; one socket write."""
         self._flush_due = False
         if self.closed:
             return
-        h2 = self.h2
-        progress = True
-        while self._ready and progress and self._written - self._landed <= WRITE_HIGH_WATER:
-            progress = False
-            for sid in list(self._ready):
-                out = self._out.get(sid)
-                if out is None:
-                    del self._ready[sid]
-                    continue
-                sent = self._send_some(h2, sid, out)
-                progress = progress or sent > 0
-                if not out.buffer:
-                    del self._ready[sid]
-                    self._finish_stream(sid, out)
+        sender = self.sender
+        try:
+            while sender.ready and self._sending and self._may_frame():
+                if not sender.frame_ready():
+                    break
+        except (ProtocolError, StreamClosedError):  # settling before an END_STREAM failed
+            self._out_of_step()
+            return
         self._write_pending()
 
-    def _send_some(self, h2: H2Connection, sid: int, out: _Outbound) -> int:
-        """Frame up to QUANTUM bytes of one stream; the bytes framed."""
-        sent = 0
-        buffer = out.buffer
-        frame_max = h2.max_outbound_frame_size
-        try:
-            window = h2.local_flow_control_window(sid)
-            while buffer and sent < QUANTUM and window > 0:
-                view = buffer.peek()
-                size = min(window, frame_max, QUANTUM - sent)
-                chunk = bytes(view[:size])
-                h2.send_data(sid, chunk)
-                buffer.advance(len(chunk))
-                sent += len(chunk)
-                window -= len(chunk)
-        except (StreamClosedError, ProtocolError):  # reset meanwhile
-            buffer.clear()
-            out.end = False
-        return sent
-
-    def _finish_stream(self, sid: int, out: _Outbound) -> None:
-        if out.end:
-            del self._out[sid]
-            with contextlib.suppress(StreamClosedError, ProtocolError):
-                self.h2.end_stream(sid)
-        drains, out.drains = out.drains, []
-        for callback in drains:
-            callback()
-
     def _write_pending(self) -> None:
-        data = self.h2.data_to_send()
+        data = self.sender.take()
         if not data or self.closed:
             return
         try:
@@ -486,7 +462,7 @@ class H2Session:
         if future.exception() is not None or self.closed:
             return
         self._landed = max(self._landed, end)
-        if self._ready:
+        if self.sender.ready:
             self._schedule_flush()
         if self._read_blocked and self._written - self._landed <= WRITE_HIGH_WATER:
             self._read_blocked = False
