@@ -46,7 +46,7 @@ from realtime_lab.transports.tornado_ws import HubWebSocketHandler
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
-    from realtime_lab.broker import ClusterNode
+    from realtime_lab.broker import BrokerBackplane
     from realtime_lab.inspection import ServerSnapshot
     from realtime_lab.instrument import Recorder
     from realtime_lab.widgets import Dashboard
@@ -64,7 +64,7 @@ class LabServer:
                  middleware: Sequence[object] = ()) -> None:
         self.options = options or ServerOptions()
         self.broker = broker  # None, "redis://...", an InMemoryBus or a Broker
-        self.cluster: ClusterNode | None = None  # set by start() when broker is given
+        self.cluster: BrokerBackplane | None = None  # set by start() when broker is given
         self.host = host
         self.requested_port = port
         self.hub = Hub(self.options, hooks=hooks, middleware=middleware)
@@ -162,9 +162,9 @@ class LabServer:
             raise
         self._port = sockets[0].getsockname()[1]
         if broker is not None:  # join the cluster before the first client arrives
-            from realtime_lab.broker import ClusterNode
+            from realtime_lab.broker import BrokerBackplane
 
-            self.cluster = await ClusterNode(self.hub, broker).start()
+            self.cluster = await BrokerBackplane(self.hub, broker).start()
         opts = self.options
         self._http = edge_http_server(self.make_app(), opts, sockets, self.hub)
         self._listener = accept_connections(self._http, sockets, opts, self.hub)

@@ -310,9 +310,9 @@ def test_imports_point_downward() -> None:
 
 
 CYCLES_TODAY = {  # group -> what issue 14 found (and this test confirmed) on main at 0f9e295
-    # (client and across packages: gone with issue 14 step 1)
+    # (client and across packages: gone with issue 14 step 1; broker, node.py <->
+    # recovery.py: gone with step 6, broker/backplane.py)
     "core": "the hub's mixins and hub_base (10 modules), channels/session/ports/options/authz",
-    "broker": "node.py <-> recovery.py (ClusterNode and its ClusterRecovery mixin)",
 }
 GROUPS = sorted({group_of(m) for m in modules_of(PACKAGE_DIR, "realtime_lab")} - {"(top)"})
 

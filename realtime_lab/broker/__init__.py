@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from realtime_lab.broker.backplane import BrokerBackplane, ClusterNode
 from realtime_lab.broker.base import Broker, BrokerStats, Envelope, HistoryRead, PresenceEvent
 from realtime_lab.broker.memory import InMemoryBus, MemoryBroker
-from realtime_lab.broker.node import ClusterNode
 
 BrokerSpec = Broker | InMemoryBus | str | None
 """What ``serve(broker=...)`` accepts: see `make_broker`."""
@@ -66,6 +66,7 @@ def _split_options(url: str) -> tuple[str, dict[str, Any]]:
 
 __all__ = [
     "Broker",
+    "BrokerBackplane",
     "BrokerSpec",
     "BrokerStats",
     "ClusterNode",

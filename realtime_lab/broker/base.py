@@ -35,6 +35,8 @@ from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from realtime_lab.core.backplane import HistoryRead
+
 MESSAGE = "m"
 PRESENCE = "p"
 HISTORY = "h"
@@ -98,31 +100,6 @@ def presence_event(user: str, before: int, after: int, version: int) -> Presence
     """The event for a user's cluster-wide count going from ``before`` to ``after``."""
     event = "join" if before <= 0 < after else "leave" if after <= 0 < before else "count"
     return PresenceEvent(user, max(after, 0), version, event)
-
-
-def numbered_text(text: str, offset: int, epoch: str) -> str:
-    """``text`` (an encoded JSON object) with ``offset`` and ``epoch`` appended."""
-    return f'{text[:-1]},"offset":{offset},"epoch":"{epoch}"}}'
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryRead:
-    """What :meth:`Broker.history_since` read, in one atomic step.
-
-    ``texts`` are the retained messages after the asked offset (oldest first,
-    encoded, with their ``offset`` and ``epoch``); ``first`` is the offset of the
-    oldest message still retained (``offset + 1`` when none is); ``offset`` and
-    ``epoch`` are the channel's current position.
-    """
-
-    epoch: str
-    offset: int
-    first: int
-    texts: list[str]
-
-    def complete_since(self, offset: int, epoch: str) -> bool:
-        """Whether the retained messages are all that was published after ``offset``."""
-        return epoch == self.epoch and 0 <= offset <= self.offset and self.first <= offset + 1
 
 
 @dataclass(slots=True)

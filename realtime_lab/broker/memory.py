@@ -30,9 +30,9 @@ from realtime_lab.broker.base import (
     Contributions,
     Envelope,
     HistoryRead,
-    numbered_text,
     presence_event,
 )
+from realtime_lab.core.backplane import numbered_text
 
 
 class ChannelHistory:

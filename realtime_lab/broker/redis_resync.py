@@ -21,15 +21,32 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from realtime_lab.broker.redis import RedisBroker
+from realtime_lab.broker.base import BrokerListener, BrokerStats
 
 log = logging.getLogger("realtime_lab.broker")
 
 #: Seconds between two looks for the nodes a settle waits for.
 PEER_POLL = 0.05
+
+
+class RedisBroker(Protocol):
+    """What the resync uses of its ``realtime_lab.broker.redis.RedisBroker`` (typed here
+    so that this module does not import the broker that owns it)."""
+
+    node_id: str
+    namespace: str
+    node_ttl: float
+    resync_hold: float
+    listener: BrokerListener | None
+    stats: BrokerStats
+    _shas: dict[str, str]
+
+    def _key(self, kind: str, name: str) -> str: ...
+    def _lost(self, exc: BaseException) -> None: ...
+    async def _drain(self) -> None: ...
+    async def nodes(self) -> list[str] | None: ...
 
 
 class PresenceResync:

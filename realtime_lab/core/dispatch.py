@@ -203,8 +203,8 @@ class Dispatch(HubBase):
             self.services.registry.check_publish(session, msg.channel)
             sender = None if self.options.echo_to_sender else session
             prio = Priority.NORMAL if msg.priority is None else Priority.parse(msg.priority)
-            recipients = self._broadcast(msg.channel, msg.data, session.user, exclude=sender,
-                                         priority=prio)
+            recipients = self.services.publisher.publish(msg.channel, msg.data, session.user,
+                                                         exclude=sender, priority=prio)
             if msg.id is not None:
                 request.reply(messages.published_message(msg.channel, msg.id, recipients))
         elif isinstance(msg, messages.Subscribe):
@@ -229,8 +229,9 @@ class Dispatch(HubBase):
             if msg.channel not in session.subscriptions:
                 raise NotSubscribed(f"receipts for {msg.channel!r}, which this connection is "
                                     "not subscribed to")
-            if self.recorder is not None:
-                self.recorder.latency_ms(msg.channel, msg.latency_ms)
+            probe = self.services.publisher.probe
+            if probe is not None:
+                probe.latency_ms(msg.channel, msg.latency_ms)
         else:  # Ping
             request.reply(messages.pong_message(msg.id))
         return None

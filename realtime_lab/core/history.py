@@ -1,6 +1,7 @@
 """Channel history and recovery: offsets, an epoch, and what a reconnecting client missed.
 
-A part of :class:`realtime_lab.core.hub.Hub` (a mixin; docs/channels.md#history-and-recovery).
+:class:`HistoryService` is a service of :class:`realtime_lab.core.hub.Hub`
+(``hub.services.history``; docs/channels.md#history-and-recovery).
 
 Channels matching a :class:`HistoryRule` keep their last ``size`` messages for at
 most ``ttl`` seconds. Every message published to such a channel carries
@@ -10,11 +11,19 @@ gets, right after ``subscribed``, every retained message after that offset, in
 order, then ``{"type": "recovered", "complete": ...}``; no live message can come
 between them (the hub handles the subscribe in one step).
 
-With a broker (several nodes) the broker numbers a history channel's messages
-and keeps its history, so offsets, epoch and recovery are the same on every
-node: :meth:`Recovery._publish_numbered` hands the message to the node
-(realtime_lab/broker/recovery.py), which delivers it when the broker sends it
-back, and :meth:`Recovery.recover` leaves the recovery to the node.
+One server numbers a message on the way through its backplane
+(:meth:`HistoryService.number`, called by ``core.backplane.LocalBackplane``). With
+a broker (several nodes) the broker numbers a history channel's messages and keeps
+its history, so offsets, epoch and recovery are the same on every node; each node
+delivers them in offset order when the broker sends them back. A subscribe to such
+a channel holds the session's live messages (:meth:`HistoryService.hold`) until the
+node has the broker's position (one atomic read: epoch, offset, and with ``since``
+the retained messages after it). Then the hub sends ``subscribed`` with that
+position and :meth:`HistoryService.finish` the missed messages, ``recovered``, and
+the held live messages whose offset is above the position. The read may be ahead
+of the messages still to come from the broker; until those arrive, the session
+skips live messages at or below its position (its *floor*). So every message is
+sent exactly once, in offset order, whichever node the client used before.
 """
 
 from __future__ import annotations
@@ -22,14 +31,17 @@ from __future__ import annotations
 import fnmatch
 import secrets
 from collections import deque
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from realtime_lab.core import events as ev
-from realtime_lab.core.hub_base import HubBase
+from realtime_lab.core.backplane import HistoryRead, Publication, numbered_text
+from realtime_lab.core.options import ServerOptions
 from realtime_lab.core.outbound import Priority
+from realtime_lab.core.ports import Clock
 from realtime_lab.core.session import Session
-from realtime_lab.protocol import codec
+from realtime_lab.protocol.frames import text_frame
+from realtime_lab.protocol.wire import JSON_WIRE, FrameVariants
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +60,8 @@ class HistoryRule:
             raise ValueError(f"history ttl must be > 0 seconds, got {self.ttl}")
 
 
-class History:
-    """One channel's retained messages."""
+class HistoryStore:
+    """One channel's retained messages (numbered in this process: one server)."""
 
     __slots__ = ("epoch", "items", "offset", "rule")
 
@@ -86,12 +98,40 @@ class History:
         return missed, complete
 
 
-class Recovery(HubBase):
-    """History per channel pattern and recovery on subscribe (part of Hub)."""
+#: The name the store had before it was the service's (issue 14 step 6).
+History = HistoryStore
 
-    _histories: dict[str, History]
+#: A live message held for a session that waits for its position:
+#: (epoch, offset, id of a session that must not get it or "", encoded text).
+Held = tuple[str, int, str, str]
+#: ``send(session, message, priority)``: queue one message (``Outbox.send``).
+Send = Callable[[Session, dict[str, Any], Priority], bool]
+#: ``enqueue(session, frame, priority)``: queue one built frame (``Outbox.enqueue``).
+Enqueue = Callable[[Session, bytes, Priority], bool]
 
-    def history_rule(self, name: str) -> HistoryRule | None:
+
+class HistoryService:
+    """History per channel pattern, recovery on subscribe, and the live messages held
+    for sessions that wait for their position (``hub.services.history``)."""
+
+    def __init__(self, options: ServerOptions, *, clock: Clock, send: Send,
+                 enqueue: Enqueue) -> None:
+        self.options = options
+        self.clock = clock
+        self.send = send
+        self.enqueue = enqueue
+        #: Channels numbered in this process (one server), by name.
+        self.stores: dict[str, HistoryStore] = {}
+        self._waiting: dict[str, dict[str, list[Held]]] = {}  # channel -> session -> held
+        self._since: dict[tuple[str, str], dict[str, Any]] = {}  # (session, channel) -> since
+        self._last_offset: dict[str, tuple[str, int]] = {}  # channel -> (epoch, offset) seen
+        self._floors: dict[str, dict[str, tuple[str, int]]] = {}  # channel -> session -> pos
+        #: Subscribes with ``since`` answered from a broker's history.
+        self.recoveries = 0
+
+    # ------------------------------------------------------------------ rules and stores
+
+    def rule(self, name: str) -> HistoryRule | None:
         """The first history rule matching channel ``name`` (None: no history)."""
         rules: tuple[HistoryRule, ...] = self.options.history
         for rule in rules:
@@ -99,74 +139,185 @@ class Recovery(HubBase):
                 return rule
         return None
 
-    def _history(self, name: str) -> History | None:
-        history = self._histories.get(name)
-        if history is None and self.options.history:
-            rule = self.history_rule(name)
+    def store(self, name: str) -> HistoryStore | None:
+        """Channel ``name``'s store in this process (made on first use; None: no rule)."""
+        store = self.stores.get(name)
+        if store is None and self.options.history:
+            rule = self.rule(name)
             if rule is not None:
-                history = self._histories[name] = History(rule)
-        return history
+                store = self.stores[name] = HistoryStore(rule)
+        return store
 
-    def _publish_numbered(self, name: str, msg: dict[str, Any], exclude: Session | None,
-                          priority: Priority) -> int | None:
-        """With a broker: let it number and deliver a history channel's message.
+    def number(self, pub: Publication) -> None:
+        """Give a publication of this process its offset and epoch, and keep it."""
+        store = self.store(pub.channel)
+        if store is None or pub.message is None:
+            return
+        now = self.clock()
+        store.prune(now)
+        pub.offset = store.append(pub.message, now)
+        pub.epoch = store.epoch
+        pub.text = numbered_text(pub.text, pub.offset, pub.epoch)
 
-        Returns the local subscriber count when the broker took the message, or
-        None when the hub must deliver it itself (no broker: numbered here by
-        :meth:`_record`; no history rule, or broker unreachable: unnumbered).
-        """
-        cluster = self.cluster
-        if cluster is None:
-            self._record(name, msg)
-            return None
-        if not cluster.publish_numbered(name, codec.encode(msg), exclude):
-            return None
-        channel = self.channels.get(name)
-        if self.bus.active:
-            self.bus.emit(ev.MessagePublished(at=self.clock(), channel=name,
-                                              user=msg.get("from"), priority=priority.label))
-        if channel is None:
-            return 0
-        return len(channel.subscribers) - (exclude is not None and exclude.id
-                                           in channel.subscribers)
-
-    def _record(self, name: str, msg: dict[str, Any]) -> None:
-        """Give a published message its offset and epoch, and keep it (history channels)."""
-        history = self._history(name)
-        if history is not None:
-            now = self.clock()
-            history.prune(now)
-            history.append(msg, now)
-
-    def _position(self, name: str, reply: dict[str, Any]) -> None:
+    def position(self, name: str, reply: dict[str, Any]) -> None:
         """Add the channel's current ``offset`` and ``epoch`` to a ``subscribed`` reply."""
-        history = self._history(name)
-        if history is not None:
-            reply["offset"] = history.offset
-            reply["epoch"] = history.epoch
+        store = self.store(name)
+        if store is not None:
+            reply["offset"] = store.offset
+            reply["epoch"] = store.epoch
+
+    def messages(self, name: str) -> list[dict[str, Any]]:
+        """The retained messages of channel ``name`` (oldest first; ``hub.history``)."""
+        store = self.stores.get(name)
+        if store is None:
+            return []
+        store.prune(self.clock())
+        return [msg for _, _, msg in store.items]
+
+    # ------------------------------------------------------------------ recovery
 
     def recover(self, session: Session, name: str, since: dict[str, Any]) -> None:
-        """Send ``session`` what it missed in ``name`` since ``since``, then ``recovered``."""
-        if self.cluster is not None and self.history_rule(name) is not None:
-            self.cluster.recover(session, name, since)  # from the broker's history
+        """Send ``session`` what it missed in ``name`` since ``since``, then ``recovered``;
+        a session waiting for a broker's position gets them with it (:meth:`finish`)."""
+        waiting = self._waiting.get(name)
+        if waiting is not None and session.id in waiting:
+            self._since[(session.id, name)] = since
             return
-        history = self._history(name)
+        store = self.store(name)
         offset, epoch = since.get("offset"), since.get("epoch")
         missed: list[dict[str, Any]] = []
         complete = False
-        if history is not None and isinstance(offset, int) and isinstance(epoch, str):
-            missed, complete = history.since(offset, epoch, self.clock())
+        if store is not None and isinstance(offset, int) and isinstance(epoch, str):
+            missed, complete = store.since(offset, epoch, self.clock())
         for msg in missed:  # normal priority: in order with the live messages that follow
             self.send(session, msg, Priority.NORMAL)
-        self.send(session, {
-            "type": "recovered", "channel": name, "complete": complete, "count": len(missed),
-            "offset": history.offset if history else 0,
-            "epoch": history.epoch if history else None}, Priority.NORMAL)
+        self.send(session, recovered_message(
+            name, complete, len(missed), store.offset if store else 0,
+            store.epoch if store else None), Priority.NORMAL)
 
-    def history(self, name: str) -> list[dict[str, Any]]:
-        """The retained messages of channel ``name`` (oldest first)."""
-        history = self._histories.get(name)
-        if history is None:
-            return []
-        history.prune(self.clock())
-        return [msg for _, _, msg in history.items]
+    # ------------------------------------------------------------------ positions from a broker
+
+    def hold(self, session: Session, name: str) -> None:
+        """Hold ``session``'s live messages of ``name`` until :meth:`finish` (a
+        subscribe that waits for a broker's position)."""
+        if self.rule(name) is not None:
+            self._waiting.setdefault(name, {})[session.id] = []
+
+    def release(self, session: Session, name: str) -> None:
+        """``session`` left ``name``: forget what was held or skipped for it."""
+        for table in (self._waiting, self._floors):
+            per_channel = table.get(name)
+            if per_channel is not None:
+                per_channel.pop(session.id, None)
+                if not per_channel:
+                    del table[name]
+        self._since.pop((session.id, name), None)
+
+    def forget(self, name: str) -> None:
+        """This node no longer gets ``name``'s messages: the next one starts afresh."""
+        self._last_offset.pop(name, None)
+
+    def wanted(self, session: Session, name: str) -> tuple[int, float | None] | None:
+        """``(offset, ttl)`` to read for a session that waits for its position (offset
+        -1: the position only); None when it waits for none."""
+        waiting = self._waiting.get(name)
+        rule = self.rule(name)
+        if waiting is None or session.id not in waiting or rule is None:
+            return None
+        since = self._since.get((session.id, name))
+        offset = since.get("offset") if since else None
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            offset = -1
+        return offset, rule.ttl
+
+    def finish(self, session: Session, name: str, read: HistoryRead | None) -> None:
+        """Send the missed messages, ``recovered``, then the held live messages."""
+        waiting = self._waiting.get(name)
+        held = waiting.pop(session.id, None) if waiting is not None else None
+        if waiting is not None and not waiting:
+            del self._waiting[name]
+        since = self._since.pop((session.id, name), None)
+        if held is None or name not in session.subscriptions or not session.is_open:
+            return
+        if since is not None:
+            offset, epoch = since.get("offset"), since.get("epoch")
+            missed: list[str] = []
+            complete = False
+            if read is not None and isinstance(offset, int) and isinstance(epoch, str):
+                complete = read.complete_since(offset, epoch)
+                if epoch == read.epoch:
+                    missed = read.texts
+            for text in missed:
+                self._send_text(session, text)
+            self.send(session, recovered_message(
+                name, complete, len(missed), read.offset if read else 0,
+                read.epoch if read else None), Priority.NORMAL)
+            self.recoveries += 1
+        for epoch, off, exclude, text in held:
+            if read is not None and epoch == read.epoch and off <= read.offset:
+                continue  # before the position, or already sent as recovered
+            if exclude != session.id:
+                self._send_text(session, text)
+        last = self._last_offset.get(name)
+        if read is not None and (last is None or last[0] != read.epoch or last[1] < read.offset):
+            # the read is ahead of the broker's deliveries: skip what is still to come up to it
+            self._floors.setdefault(name, {})[session.id] = (read.epoch, read.offset)
+
+    def _send_text(self, session: Session, text: str) -> None:
+        frame = text_frame(text)
+        if session.wire is not JSON_WIRE:
+            frame = FrameVariants(frame).get(session.wire)
+        self.enqueue(session, frame, Priority.NORMAL)
+
+    # ------------------------------------------------------------------ delivery
+
+    def sequence(self, name: str, epoch: str, offset: int) -> int:
+        """A broker-numbered message arrives: -1 when ``offset`` was seen already (drop
+        it), else how many offsets were skipped before it (0: none)."""
+        last = self._last_offset.get(name)
+        gap = 0
+        if last is not None and last[0] == epoch:
+            if offset <= last[1]:
+                return -1
+            gap = offset - last[1] - 1
+        self._last_offset[name] = (epoch, offset)
+        return gap
+
+    def admit(self, pub: Publication) -> Collection[str]:
+        """Ids of this node's sessions that must not get ``pub`` now: those waiting for
+        their position (it is held for them) and those whose position is at or above
+        its offset. Empty in the common case."""
+        name = pub.channel
+        waiting = self._waiting.get(name)
+        floors = self._floors.get(name)
+        if not waiting and not floors:
+            return ()
+        skip: set[str] = set()
+        if waiting:
+            exclude = pub.exclude  # the origin's own session (set only on the origin)
+            for held in waiting.values():
+                held.append((pub.epoch, pub.offset, exclude, pub.text))
+            skip.update(waiting)
+        if floors:
+            skip.update(self._below_floor(name, floors, pub.epoch, pub.offset))
+        return skip
+
+    def _below_floor(self, name: str, floors: dict[str, tuple[str, int]], epoch: str,
+                     offset: int) -> list[str]:
+        """Sessions whose position is at or above ``offset``; drop floors passed."""
+        below = []
+        for sid, (floor_epoch, floor) in list(floors.items()):
+            if floor_epoch == epoch and offset <= floor:
+                below.append(sid)  # already sent (recovered) or before its position
+            if floor_epoch != epoch or offset >= floor:
+                del floors[sid]
+        if not floors:
+            del self._floors[name]
+        return below
+
+
+def recovered_message(channel: str, complete: bool, count: int, offset: int,
+                      epoch: str | None) -> dict[str, Any]:
+    """The ``recovered`` message that ends a recovery (docs/protocol.md), built here only."""
+    return {"type": "recovered", "channel": channel, "complete": complete, "count": count,
+            "offset": offset, "epoch": epoch}

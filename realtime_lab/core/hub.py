@@ -24,11 +24,12 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from realtime_lab.core import events as ev
+from realtime_lab.core.backplane import Backplane, Cluster, LocalBackplane
 from realtime_lab.core.channels import Channel
 from realtime_lab.core.dispatch import Dispatch
 from realtime_lab.core.events import EventBus
 from realtime_lab.core.heartbeat import HeartbeatPolicy
-from realtime_lab.core.history import History, Recovery
+from realtime_lab.core.history import HistoryRule, HistoryService
 from realtime_lab.core.hooks import ConnectRequest, Hooks, refused
 from realtime_lab.core.liveness import Liveness
 from realtime_lab.core.membership import Membership
@@ -39,7 +40,6 @@ from realtime_lab.core.pipeline import compose
 from realtime_lab.core.ports import (
     BroadcastProbe,
     Clock,
-    ClusterPort,
     ConnectionPort,
     Schedule,
     Scheduler,
@@ -48,6 +48,7 @@ from realtime_lab.core.ports import (
 )
 from realtime_lab.core.presence import CLOSED, TIMEOUT, Presence
 from realtime_lab.core.presence_sync import PresencePager
+from realtime_lab.core.publish import PublishPath
 from realtime_lab.core.registry import ChannelRegistry
 from realtime_lab.core.requests import LIMIT_OF_ERROR
 from realtime_lab.core.security import Admission, verify_token
@@ -63,6 +64,7 @@ from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.deflate import CompressionPolicy
 from realtime_lab.protocol.frames import text_frame
+from realtime_lab.protocol.values import check_value
 from realtime_lab.protocol.wire import JSON
 
 log = logging.getLogger("realtime_lab.core")
@@ -90,19 +92,21 @@ def compression_of(middleware: Sequence[object], default: CompressionPolicy) -> 
     return default
 
 
-class Hub(Dispatch, Membership, Presence, Recovery):
+class Hub(Dispatch, Membership, Presence):
     """Channels, presence and broadcast for a set of connections.
 
     The hub is split by concern: this module holds admission and lifecycle;
     :mod:`~realtime_lab.core.dispatch` the inbound path;
     :mod:`~realtime_lab.core.membership` channels, presence and broadcast;
     :mod:`~realtime_lab.core.liveness` heartbeat and idle checks,
-    :mod:`~realtime_lab.core.registry` the channels, their metadata and rules, and
-    :mod:`~realtime_lab.core.outbox` the outbound queues and writes: services
-    (``hub.services.liveness``, ``hub.services.registry``, ``hub.services.outbox``).
+    :mod:`~realtime_lab.core.registry` the channels, their metadata and rules,
+    :mod:`~realtime_lab.core.outbox` the outbound queues and writes,
+    :mod:`~realtime_lab.core.history` history and recovery,
+    :mod:`~realtime_lab.core.publish` the publish path and
+    :mod:`~realtime_lab.core.backplane` how a publication reaches every node: services
+    (``hub.services.liveness``, ``.registry``, ``.outbox``, ``.history``,
+    ``.publisher``, ``.backplane``).
     """
-
-    recorder: BroadcastProbe | None = None  # set by realtime_lab.instrument.Recorder.start()
 
     def __init__(
         self,
@@ -118,13 +122,10 @@ class Hub(Dispatch, Membership, Presence, Recovery):
         #: Events (docs/events.md); built only when someone listens (``bus.active``).
         self.bus = bus or EventBus()
         self.hooks = hooks or Hooks()
-        self.set_middleware(middleware)
         opts = self.options
         self.admission = Admission(opts.max_connections, opts.max_connections_per_ip)
-        self._last_frame_size = 0
         self._grace_timer: asyncio.TimerHandle | None = None  # core/presence.py
         self._idle_users: dict[str, set[str]] = {}
-        self._histories: dict[str, History] = {}  # core/history.py
         self.clock = clock
         #: Tracebacks input can trigger are logged once per kind and LOG_INTERVAL.
         self.log_throttle = LogThrottle(log, interval=LOG_INTERVAL, clock=clock)
@@ -141,17 +142,28 @@ class Hub(Dispatch, Membership, Presence, Recovery):
         self.presence_pager = outbox.pager = PresencePager(
             opts, lambda s, msg, text, prio: outbox.send(s, msg, prio, text=text),
             outbox.await_drain)
-        #: Set by realtime_lab.broker.ClusterNode when this hub is one node of several.
-        self.cluster: ClusterPort | None = None
+        #: The other nodes when this hub is one node of several (``use_backplane``).
+        self.cluster: Cluster | None = None
+        registry = ChannelRegistry(opts)
+        history = HistoryService(opts, clock=clock, send=outbox.send, enqueue=outbox.enqueue)
+        backplane = self._local = LocalBackplane(secrets.token_hex(6), history.number)
+        publisher = PublishPath(opts, hub=self, backplane=backplane, registry=registry,
+                                outbox=outbox, history=history, stats=self.stats,
+                                bus=self.bus, clock=clock)
+        backplane.attach(publisher)
         self.services = Services(  # the liveness schedule reads the hub's at call time (bind)
             liveness=Liveness(opts, clock=clock, schedule=lambda cb: self._schedule(cb),
                               sessions=self.sessions, stats=self.stats, bus=self.bus,
                               enqueue=outbox.enqueue, mark_dirty=outbox.mark_dirty,
                               close=self.close, reject=self.reject,
                               check_presence_idle=self.check_presence_idle),
-            registry=ChannelRegistry(opts),
+            registry=registry,
             outbox=outbox,
+            history=history,
+            publisher=publisher,
+            backplane=backplane,
         )
+        self.set_middleware(middleware)
 
     # ------------------------------------------------------------------ liveness
 
@@ -190,6 +202,52 @@ class Hub(Dispatch, Membership, Presence, Recovery):
         self.scheduler = scheduler
         self._schedule = self.services.outbox.schedule = scheduler.call_soon
 
+    def use_backplane(self, cluster: Cluster | None) -> None:
+        """Publish through ``cluster`` (``realtime_lab.broker.BrokerBackplane.start``,
+        before the first client), or through this hub's local backplane again (None)."""
+        backplane: Backplane = cluster if cluster is not None else self._local
+        publisher = self.services.publisher
+        backplane.attach(publisher)
+        publisher.backplane = backplane
+        self.cluster = cluster
+        self.services = dataclasses.replace(self.services, backplane=backplane)
+
+    # ------------------------------------------------------------------ publish and history
+
+    def publish(self, channel: str, data: Any, *, sender: str | None = None,
+                priority: Priority | str = Priority.NORMAL) -> int:
+        """Publish ``data`` to every subscriber of ``channel`` (on every node); return
+        this node's recipient count (``PublishPath.publish``).
+
+        Raises :class:`~realtime_lab.errors.BadValue` (a ``ValueError``) when ``data``
+        is outside the data model (docs/protocol.md, "Values"), before anything is sent.
+        """
+        self.services.registry.validate(channel)
+        check_value(data)
+        return self.services.publisher.publish(channel, data, sender,
+                                               priority=Priority.parse(priority))
+
+    @property
+    def recorder(self) -> BroadcastProbe | None:
+        """The broadcast observer (``realtime_lab.instrument.Recorder.start()`` sets it)."""
+        return self.services.publisher.probe
+
+    @recorder.setter
+    def recorder(self, probe: BroadcastProbe | None) -> None:
+        self.services.publisher.probe = probe
+
+    def history_rule(self, name: str) -> HistoryRule | None:
+        """The first history rule matching channel ``name`` (None: no history)."""
+        return self.services.history.rule(name)
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """The retained messages of channel ``name`` (oldest first)."""
+        return self.services.history.messages(name)
+
+    def recover(self, session: Session, name: str, since: dict[str, Any]) -> None:
+        """Send ``session`` what it missed in ``name`` since ``since``, then ``recovered``."""
+        self.services.history.recover(session, name, since)
+
     # ------------------------------------------------------------------ outbox
 
     def send(self, session: Session, message: dict[str, Any],
@@ -206,18 +264,7 @@ class Hub(Dispatch, Membership, Presence, Recovery):
         """Open sessions on another codec than JSON (``Outbox.binary_sessions``)."""
         return self.services.outbox.binary_sessions
 
-    # The hub's parts not yet services (issue 14 steps 4-8) call the outbox through these.
-
-    def _enqueue(self, session: Session, frame: bytes,
-                 priority: Priority = Priority.NORMAL) -> bool:
-        return self.services.outbox.enqueue(session, frame, priority)
-
-    def _mark_dirty(self, session: Session) -> None:
-        self.services.outbox.mark_dirty(session)
-
-    def _fan_out_to(self, targets: list[Session], frame: bytes, priority: Priority,
-                    message: dict[str, Any] | None = None) -> int:
-        return self.services.outbox.fan_out(targets, frame, priority, message)
+    # The hub's parts not yet services (issue 14 steps 7-8) call the outbox through this.
 
     def _drop(self, session: Session, priority: int, size: int, reason: str = "queue_full",
               channel: str | None = None) -> None:
@@ -230,7 +277,7 @@ class Hub(Dispatch, Membership, Presence, Recovery):
         #: middleware's, else ``options.compression`` (resolved here, once).
         self.compression = compression_of(self.middleware, self.options.compression)
         self._inbound = compose(self.middleware, self._inbound_endpoint, "inbound")
-        self._outbound = compose(self.middleware, self._outbound_endpoint, "outbound")
+        self.services.publisher.set_middleware(self.middleware)
         self._closers = [m for m in self.middleware if hasattr(m, "connection_closed")]
 
     def open(self, port: ConnectionPort, *, user: str | None = None,
@@ -481,6 +528,9 @@ class Services:
     liveness: Liveness
     registry: ChannelRegistry
     outbox: Outbox
+    history: HistoryService
+    publisher: PublishPath
+    backplane: Backplane
 
 
 class PendingOpen:

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 from realtime_lab.core.outbound import Priority
 
 if TYPE_CHECKING:
+    from realtime_lab.core.backplane import Cluster
     from realtime_lab.core.channels import Channel
     from realtime_lab.core.events import EventBus
     from realtime_lab.core.hooks import Hooks, MaybeAwaitable
     from realtime_lab.core.hub import Services
     from realtime_lab.core.options import ServerOptions
-    from realtime_lab.core.pipeline import Inbound, Outbound
-    from realtime_lab.core.ports import BroadcastProbe, Clock, ClusterPort, Schedule
+    from realtime_lab.core.pipeline import Inbound
+    from realtime_lab.core.ports import Clock, Schedule
     from realtime_lab.core.presence_sync import PresencePager
     from realtime_lab.core.requests import Request
     from realtime_lab.core.session import Session
@@ -40,13 +41,10 @@ class HubBase:
     clock: Clock
     log_throttle: LogThrottle
     sessions: dict[str, Session]
-    cluster: ClusterPort | None
-    recorder: BroadcastProbe | None
-    _last_frame_size: int
+    cluster: Cluster | None
     services: Services  # core/hub.py: liveness, registry, outbox
     _schedule: Schedule
     _inbound: Callable[[Inbound], MaybeAwaitable[None]] | None
-    _outbound: Callable[[Outbound], Any] | None
     _idle_users: dict[str, set[str]]  # core/presence.py
     presence_pager: PresencePager  # core/presence_sync.py
 
@@ -57,16 +55,10 @@ class HubBase:
         def reject(self, session: Session, err: ProtocolError) -> None: ...
         def send(self, session: Session, message: dict[str, Any],
                  priority: Priority = Priority.CONTROL, *, text: str | None = None) -> bool: ...
-        def _enqueue(self, session: Session, frame: bytes,
-                     priority: Priority = Priority.NORMAL) -> bool: ...
-        def _mark_dirty(self, session: Session) -> None: ...
         def _drop(self, session: Session, priority: int, size: int, reason: str = "queue_full",
                   channel: str | None = None) -> None: ...
         def _subscribe(self, request: Request, name: str,
                        auth: str | None) -> MaybeAwaitable[None]: ...
-        def _broadcast(self, name: str, data: Any, sender: str | None,
-                       exclude: Session | None = None,
-                       priority: Priority = Priority.NORMAL) -> int: ...
         def _leave(self, session: Session, name: str, *, timed_out: bool = False,
                    reason: str | None = None) -> None: ...
         # core/presence.py
@@ -81,14 +73,7 @@ class HubBase:
         def _wake(self, session: Session) -> None: ...
         def presence_message(self, request: Request,
                              msg: messages.SetPresence) -> MaybeAwaitable[None]: ...
-        # core/history.py
-        def _record(self, name: str, msg: dict[str, Any]) -> None: ...
         def recover(self, session: Session, name: str, since: dict[str, Any]) -> None: ...
-        def _publish_numbered(self, name: str, msg: dict[str, Any], exclude: Session | None,
-                              priority: Priority) -> int | None: ...
-        def _position(self, name: str, reply: dict[str, Any]) -> None: ...
-        def _fan_out_to(self, targets: list[Session], frame: bytes, priority: Priority,
-                        message: dict[str, Any] | None = None) -> int: ...
         def _fan_out(self, channel: Channel, frame: bytes, exclude: Session | None = None,
                      priority: Priority = Priority.NORMAL, *,
                      message: dict[str, Any] | None = None) -> int: ...

@@ -1,4 +1,6 @@
-"""Channels and broadcast: subscribe, presence, publish, encode once and fan out.
+"""Channels: subscribe (the ``subscribed`` reply, built once), leave, presence diffs.
+
+Publishing is core/publish.py's (``hub.services.publisher``).
 
 A part of :class:`realtime_lab.core.hub.Hub` (a mixin); it shares the hub's state.
 """
@@ -9,15 +11,15 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from realtime_lab.core import events as ev
 from realtime_lab.core.authz import authorize
+from realtime_lab.core.backplane import HistoryRead
 from realtime_lab.core.channels import Channel
 from realtime_lab.core.hooks import HookResult, MaybeAwaitable, refused
 from realtime_lab.core.hub_base import HubBase
 from realtime_lab.core.outbound import Priority
-from realtime_lab.core.pipeline import Outbound
 from realtime_lab.core.presence import CLOSED, KICKED, LEFT, TIMEOUT
 from realtime_lab.core.presence import meta_size as presence_meta_size
 from realtime_lab.core.presence_sync import ChannelMembers
@@ -32,9 +34,6 @@ from realtime_lab.errors import (
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.frames import text_frame
 from realtime_lab.protocol.values import PRESENCE_META_DEPTH, check_value
-
-if TYPE_CHECKING:
-    from realtime_lab.core.hub import Hub
 
 log = logging.getLogger("realtime_lab.core")
 
@@ -151,20 +150,13 @@ class Membership(HubBase):
             channel.put_meta(session.user, verdict, meta_size)
         if self.bus.active:
             self._emit_join(session, channel, occupied, joined)
-        if self.cluster is not None:  # the node answers once the cluster knows
-            self.cluster.subscribed(session, channel, request.id)
+        cluster = self.cluster
+        if cluster is not None:  # the hub answers once the node gets the channel
+            self.services.history.hold(session, name)
+            cluster.subscribed(session, channel, lambda read: self._answer(request, name, read))
             return
-        reply = messages.subscribed_message(name, request.id)
-        if channel.metadata:
-            reply["meta"] = channel.metadata
-        if self.options.subscribe_channel_info:
-            reply["info"] = self.services.registry.info(name)
-        if self.options.history:
-            self._position(name, reply)
-        request.reply(reply)
+        self._answer(request, name, None)
         if channel.presence:
-            self.presence_pager.start(session, name, ChannelMembers(
-                channel, self.options.presence_states[0]))
             if joined:
                 diff = messages.presence_diff_message(
                     name, {session.user: self._info(channel, session.user)}, {})
@@ -172,6 +164,38 @@ class Membership(HubBase):
                               priority=Priority.HIGH)
             elif known and not took_over and self.options.presence_details:  # another tab
                 self._announce_change(channel, session.user, ["connections"], exclude=session)
+
+    def _answer(self, request: Request, name: str, read: HistoryRead | None) -> None:
+        """The ``subscribed`` reply (built here only), the member list, and with a broker
+        the missed and held messages; ``read``: the broker's history position."""
+        session = request.session
+        channel = self.channels.get(name)
+        cluster = self.cluster
+        history = self.services.history
+        if channel is None or name not in session.subscriptions or not request.is_open:
+            history.finish(session, name, read)  # forgets what it held
+            return
+        reply = messages.subscribed_message(name, request.id)
+        if channel.metadata:
+            reply["meta"] = channel.metadata
+        if self.options.subscribe_channel_info:
+            info = self.services.registry.info(name)
+            counts = cluster.counts(name) if cluster is not None else None
+            if info is not None and counts is not None:  # cluster-wide, as GET /api/channels
+                info["subscribers"], info["members"] = counts
+            reply["info"] = info
+        if read is not None:
+            reply["offset"], reply["epoch"] = read.offset, read.epoch
+        elif cluster is None and self.options.history:
+            history.position(name, reply)
+        request.reply(reply)
+        if channel.presence:
+            source = cluster.member_source(name) if cluster is not None else ChannelMembers(
+                channel, self.options.presence_states[0])
+            if source is not None:
+                self.presence_pager.start(session, name, source)
+        if cluster is not None:
+            history.finish(session, name, read)
 
     def _emit_join(self, session: Session, channel: Channel, occupied: bool,
                    joined: bool) -> None:
@@ -221,78 +245,6 @@ class Membership(HubBase):
                                        channel=name))
         self.services.registry.drop_if_empty(channel)
 
-    def publish(self, channel: str, data: Any, *, sender: str | None = None,
-                priority: Priority | str = Priority.NORMAL) -> int:
-        """Publish ``data`` to every subscriber of ``channel``; return the recipient count.
-
-        Raises :class:`~realtime_lab.errors.BadValue` (a ``ValueError``) when ``data``
-        is outside the data model (docs/protocol.md, "Values"), before anything is sent.
-        """
-        self.services.registry.validate(channel)
-        check_value(data)
-        return self._broadcast(channel, data, sender, priority=Priority.parse(priority))
-
-    def _broadcast(self, name: str, data: Any, sender: str | None,
-                   exclude: Session | None = None, priority: Priority = Priority.NORMAL) -> int:
-        self.stats.published += 1
-        channel = self.channels.get(name)
-        cluster = self.cluster  # the other nodes (realtime_lab.broker), usually None
-        msg = messages.channel_message(name, data, sender)
-        if self.options.history:  # offset and epoch (core/history.py; with a broker, its own)
-            numbered = self._publish_numbered(name, msg, exclude, priority)
-            if numbered is not None:
-                return numbered
-        if channel is None:
-            if cluster is not None:
-                cluster.published(name, codec.encode(msg))
-            if self.bus.active:
-                self.bus.emit(ev.MessagePublished(at=self.clock(), channel=name, user=sender,
-                                                  priority=priority.label))
-            return 0
-        channel.messages += 1
-        if self._outbound is not None:
-            ctx = Outbound(name, msg, priority, sender, len(channel.subscribers), self.clock(),
-                           cast("Hub", self), exclude)
-            return int(self._outbound(ctx) or 0)
-        return self._deliver(channel, msg, exclude, priority)
-
-    def _outbound_endpoint(self, ctx: Outbound) -> int:
-        channel = self.channels.get(ctx.channel)
-        if channel is None:
-            return 0
-        delivered = self._deliver(channel, ctx.message, ctx.exclude, Priority(ctx.priority))
-        ctx.size = self._last_frame_size
-        return delivered
-
-    def _deliver(self, channel: Channel, msg: dict[str, Any], exclude: Session | None,
-                 priority: Priority) -> int:
-        """Encode once, queue the same frame for every subscriber, report it."""
-        name = channel.name
-        cluster = self.cluster
-        probe = self.recorder  # instrumentation probe (realtime_lab.instrument), usually None
-        t0 = probe.begin(msg) if probe is not None else 0.0
-        text = codec.encode(msg)
-        if cluster is not None:  # the same encoded text goes to the other nodes
-            cluster.published(name, text)
-        frame = text_frame(text)
-        self._last_frame_size = len(frame)
-        if probe is None:
-            delivered = self._fan_out(channel, frame, exclude, priority, message=msg)
-        else:
-            t1 = probe.clock()
-            delivered = self._fan_out(channel, frame, exclude, priority, message=msg)
-            probe.end(channel, len(frame), delivered, t0, t1, exclude)
-        bus = self.bus
-        if bus.active:  # built only for handlers whose type filter can match (bus.wants)
-            now, sender, label = self.clock(), msg.get("from"), priority.label
-            if bus.wants("message.published"):
-                bus.emit(ev.MessagePublished(at=now, channel=name, user=sender,
-                                             size=len(frame), priority=label))
-            if bus.wants("message.delivered"):
-                bus.emit(ev.MessageDelivered(at=now, channel=name, user=sender,
-                                             count=delivered, size=len(frame), priority=label))
-        return delivered
-
     def _fan_out(self, channel: Channel, frame: bytes, exclude: Session | None = None,
                  priority: Priority = Priority.NORMAL, *,
                  message: dict[str, Any] | None = None) -> int:
@@ -302,11 +254,9 @@ class Membership(HubBase):
         (msgpack, compressed) get the frame of theirs, built once per broadcast.
         A very large group is served over several loop turns (core/outbox.py).
         """
-        subscribers = channel.subscribers
-        targets = list(subscribers.values())
-        if exclude is not None and subscribers.get(exclude.id) is exclude:
-            targets.remove(exclude)
-        return self._fan_out_to(targets, frame, priority, message)
+        skip = (exclude.id,) if exclude is not None else ()
+        return self.services.outbox.fan_out(list(channel.subscribers.values()), frame, priority,
+                                            message, skip=skip)
 
 
 async def _veto_on_error(result: Awaitable[HookResult]) -> HookResult:

@@ -102,7 +102,7 @@ class ConnectionPort(Protocol):
 
 
 class BroadcastProbe(Protocol):
-    """An observer of broadcasts (realtime_lab.instrument.Recorder); see Hub._broadcast."""
+    """An observer of broadcasts (realtime_lab.instrument.Recorder); see core/publish.py."""
 
     clock: Clock
 
@@ -115,28 +115,3 @@ class BroadcastProbe(Protocol):
 
     def latency_ms(self, channel: str, values_ms: Sequence[float]) -> None:
         """Delivery latencies a client reported for ``channel`` (``receipts`` messages)."""
-
-
-class ClusterPort(Protocol):
-    """The other nodes, as the hub sees them (realtime_lab.broker.ClusterNode).
-
-    Only set when the server runs with a broker; a single server has none.
-    """
-
-    def subscribed(self, session: Session, channel: Channel, request_id: int | str | None) -> None:
-        """A session joined ``channel``; the node sends ``subscribed`` and the member list."""
-
-    def left(self, session: Session, channel: Channel) -> None:
-        """A session left ``channel`` (already removed from it)."""
-
-    def published(self, name: str, text: str) -> None:
-        """A channel message was encoded as ``text``: deliver it on the other nodes."""
-
-    def publish_numbered(self, name: str, text: str, exclude: Session | None = None) -> bool:
-        """A history channel's message: the broker numbers it and every node delivers it.
-
-        False when the channel has no history or the broker is unreachable.
-        """
-
-    def recover(self, session: Session, name: str, since: dict[str, Any]) -> None:
-        """Recover ``session``'s missed messages of ``name`` from the broker's history."""

@@ -1,13 +1,13 @@
 """One server and a cluster must be one program (issue 14, point 2).
 
-Today a single server and a server with a broker take different paths through the
-hub (``core/membership.py`` for one, ``broker/node.py`` and ``broker/recovery.py``
-for the other), and they disagree. Each test below shows one disagreement named in
-issue 14 ("Read from the code", "Measured"). They are ``xfail(strict=True)``: they
-fail on today's code, and the redesign (one publish path: publish -> backplane ->
-on_publication -> outbox; one presence truth) must make them pass, at which point
-the strict mark turns the unexpected pass into a failure until the mark is removed.
-Where a single server already behaves, the same test runs on it as a passing control.
+A single server and a server with a broker took different paths through the hub
+(``core/membership.py`` for one, ``broker/node.py`` and ``broker/recovery.py`` for
+the other), and they disagreed. Each test below shows one disagreement named in
+issue 14 ("Read from the code", "Measured"); each failed on the old code. Those
+still ``xfail(strict=True)`` wait for the rest of the redesign (one presence truth);
+the publish path is one since issue 14 step 6 (publish -> backplane ->
+on_publication -> outbox, core/publish.py). Where a single server already behaved,
+the same test runs on it as a passing control.
 """
 
 from __future__ import annotations
@@ -96,8 +96,6 @@ class Stamp(Middleware):
 # ---------------------------------------------------------------------- subscribe reply
 
 
-@xfail("subscribe_channel_info does nothing when a broker is configured "
-       "(broker/node.py builds its own subscribed reply, without info)")
 async def test_subscribe_channel_info_with_a_broker(made: Made) -> None:
     a, b = await nodes(made, "two nodes", subscribe_channel_info=True)
     await connect(made, a, "ada", "room")
@@ -116,9 +114,6 @@ async def test_subscribe_channel_info_with_a_broker(made: Made) -> None:
 # ---------------------------------------------------------------------- publish path
 
 
-@xfail("what remote nodes receive depends on whether the publishing node has local "
-       "subscribers (Hub._broadcast hands the broker the message before outbound "
-       "middleware and the recorder when the channel is not local)")
 async def test_remote_nodes_get_the_same_message_whoever_is_local(made: Made) -> None:
     stamp = Stamp()
     bus = InMemoryBus()
@@ -135,10 +130,7 @@ async def test_remote_nodes_get_the_same_message_whoever_is_local(made: Made) ->
     assert alone == shared
 
 
-@pytest.mark.parametrize("broker", [
-    None, pytest.param("memory", marks=xfail(
-        "on a history channel with a broker, outbound middleware and the recorder probe "
-        "never run (Recovery._publish_numbered returns before Hub._deliver)"))])
+@pytest.mark.parametrize("broker", [None, "memory"])
 async def test_history_channel_runs_outbound_middleware_and_recorder(
         made: Made, broker: str | None) -> None:
     stamp = Stamp()
@@ -157,9 +149,6 @@ async def test_history_channel_runs_outbound_middleware_and_recorder(
     assert rows == 1 and "ts" in got, f"{rows} broadcast rows; {got}"
 
 
-@xfail("the recovery fan-out (broker/recovery.py _fan_out_except) skips the slicing and "
-       "job queue, so with more than 1000 subscribers it overtakes a broadcast still "
-       "being sliced")
 async def test_numbered_fan_out_keeps_publish_order_above_the_slice() -> None:
     """1100 socketless subscribers of a history channel on one node with a broker; a
     server publish (sliced: 32 subscribers per turn) then a client publish that excludes

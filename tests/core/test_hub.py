@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from realtime_lab.core import ConnectionState, Hub, ServerOptions, Session
-from realtime_lab.core import membership as broadcast_module
+from realtime_lab.core import publish as broadcast_module
 from realtime_lab.errors import BadChannel, MessageTooBig, TooManyErrors
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.frames import OP_TEXT, parse_frames

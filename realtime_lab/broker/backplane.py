@@ -1,12 +1,16 @@
-"""ClusterNode: joins a hub to a broker so that channels and presence span nodes.
+"""BrokerBackplane (``ClusterNode``): joins a hub to a broker so that channels and
+presence span nodes.
 
-The hub calls three hooks (only when a node is attached, so a single server pays
-nothing): :meth:`ClusterNode.subscribed`, :meth:`ClusterNode.left` and
-:meth:`ClusterNode.published`. The broker calls back :meth:`on_envelope`.
+It is the hub's backplane (core/backplane.py): the hub's one publish path
+(core/publish.py) hands it each publication, encoded once after the outbound
+middleware; the broker calls back :meth:`BrokerBackplane.on_envelope`, which hands
+what other nodes published to the same path (``on_publication``). The hub also calls
+:meth:`BrokerBackplane.subscribed` and :meth:`BrokerBackplane.left` (presence, until
+it has one truth: issue 14 step 7).
 
-* A publish is delivered locally by the hub at once and handed to the broker as
-  one envelope carrying the already-encoded message text; a node that receives
-  it builds one frame and appends the same bytes to each local subscriber.
+* A publish is delivered locally at once and handed to the broker as one envelope
+  carrying the already-encoded message text; a node that receives it builds one
+  frame and appends the same bytes to each local subscriber.
 * Presence: the hub keeps local members; the broker keeps the cluster-wide table
   and decides join/leave once for the cluster. Each node mirrors the cluster
   members of the channels it has local subscribers for (``links``) and sends the
@@ -26,9 +30,10 @@ nothing): :meth:`ClusterNode.subscribed`, :meth:`ClusterNode.left` and
   it: the survivors reap them (leave) within the node TTL.
 * History channels: offsets and epoch come from the broker
   (:meth:`Broker.publish_numbered`), every node (the publisher's included)
-  delivers in offset order when the broker sends the message back, and a
-  subscribe waits for the broker's position (and, with ``since``, the missed
-  messages) before it lets live messages through; see :mod:`.recovery`.
+  delivers in offset order when the broker sends the message back, once each
+  (duplicates dropped, gaps counted in ``missed``), and a subscribe waits for the
+  broker's position (and, with ``since``, the missed messages) before it lets live
+  messages through (core/history.py ``HistoryService``).
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from realtime_lab.broker.presence_link import (
     merged_counts,
     resync_diff,
 )
-from realtime_lab.broker.recovery import ClusterRecovery
+from realtime_lab.core.backplane import Answer, BackplaneListener, HistoryRead, Publication
 from realtime_lab.core.outbound import Priority
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.frames import text_frame
@@ -66,6 +71,7 @@ from realtime_lab.protocol.frames import text_frame
 if TYPE_CHECKING:
     from realtime_lab.core.channels import Channel
     from realtime_lab.core.hub import Hub
+    from realtime_lab.core.presence_sync import MemberSource
     from realtime_lab.core.session import Session
 
 log = logging.getLogger("realtime_lab.broker")
@@ -83,18 +89,19 @@ class NodeStats:
     unrouted: int = 0  # envelopes for a channel with no local subscriber (left meanwhile)
     missed: int = 0  # gaps in an origin's per-channel sequence: envelopes that never came
     presence_diffs: int = 0
-    recoveries: int = 0  # subscribes with ``since`` answered from the broker's history
     resyncs: int = 0  # channel member lists reloaded after the broker settled
     resync_diffs: int = 0  # of which changed something (one presence_diff each)
 
 
-class ClusterNode(ClusterRecovery):
+class BrokerBackplane:
     """One server's membership in a cluster of servers sharing a broker."""
 
     def __init__(self, hub: Hub, broker: Broker, *, node_id: str | None = None) -> None:
         self.hub = hub
         self.broker = broker
         self.node_id = node_id or secrets.token_hex(6)
+        self.history = hub.services.history
+        self.listener: BackplaneListener | None = None
         self.links: dict[str, ChannelLink] = {}
         self.stats = NodeStats()
         self._seq: dict[str, int] = {}  # channel -> envelopes this node published to it
@@ -106,14 +113,16 @@ class ClusterNode(ClusterRecovery):
         self._stopped = False
         #: The broker link was lost and the cluster has not settled since (presence_link.py).
         self._holding = False
-        self._init_recovery()
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> ClusterNode:
+    async def start(self) -> BrokerBackplane:
         await self.broker.start(self.node_id, self)
-        self.hub.cluster = self
+        self.hub.use_backplane(self)
         return self
+
+    def attach(self, listener: BackplaneListener) -> None:
+        self.listener = listener
 
     async def stop(self, *, crash: bool = False) -> None:
         """Leave the cluster (after the hub closed its sessions). Idempotent."""
@@ -121,7 +130,7 @@ class ClusterNode(ClusterRecovery):
             return
         self._stopped = True
         if self.hub.cluster is self:
-            self.hub.cluster = None
+            self.hub.use_backplane(None)
         for task in list(self._tasks):
             task.cancel()
         for timers in self._grace.values():  # stop: withdrawn at once; crash: reaped
@@ -140,9 +149,8 @@ class ClusterNode(ClusterRecovery):
 
     # ------------------------------------------------------------------ hub hooks
 
-    def subscribed(self, session: Session, channel: Channel,
-                   request_id: messages.RequestId) -> None:
-        """A local session subscribed: count it cluster-wide, answer when ready."""
+    def subscribed(self, session: Session, channel: Channel, answer: Answer) -> None:
+        """A local session subscribed: count it cluster-wide; ``answer`` when ready."""
         name = channel.name
         link = self.links.get(name)
         if link is None:
@@ -156,13 +164,12 @@ class ClusterNode(ClusterRecovery):
                 applied = asyncio.sleep(0)
             else:
                 applied = self._change(name, session.user, +1, session)
-        self._hold_live(session, name)  # history channels: live messages wait for the position
-        self._spawn(self._answer(session, name, link, request_id, applied))
+        self._spawn(self._ready(session, name, link, applied, answer))
 
     def left(self, session: Session, channel: Channel) -> None:
         """A local session left ``channel`` (the hub already removed it)."""
         name = channel.name
-        self._release_live(session, name)
+        self.history.release(session, name)
         if (session.id, name) in self._counted:
             self._counted.discard((session.id, name))
             grace = self.hub.options.presence_grace
@@ -173,12 +180,24 @@ class ClusterNode(ClusterRecovery):
         if not channel.subscribers and self.links.pop(name, None) is not None:
             self.broker.unsubscribe(name)
             self._last_seq.pop(name, None)
-            self._last_offset.pop(name, None)
+            self.history.forget(name)
 
-    def published(self, name: str, text: str) -> None:
-        """The hub encoded a channel message (``text``): send it to the other nodes."""
+    def publish(self, pub: Publication) -> int:
+        """A publication of this node: a history channel's goes to the broker to be
+        numbered and comes back to every node (this one too); any other is delivered
+        here at once and sent to the other nodes as one envelope."""
+        name = pub.channel
+        rule = pub.history
+        if rule is not None and self.broker.publish_numbered(
+                name, pub.text, size=rule.size, ttl=rule.ttl, exclude=pub.exclude):
+            channel = self.hub.channels.get(name)
+            if channel is None:
+                return 0
+            return len(channel.subscribers) - (pub.exclude in channel.subscribers)
         seq = self._seq[name] = self._seq.get(name, 0) + 1
-        self.broker.publish(Envelope(self.node_id, seq, name, MESSAGE, text))
+        self.broker.publish(Envelope(self.node_id, seq, name, MESSAGE, pub.text))
+        listener = self.listener
+        return listener.on_publication(pub) if listener is not None else 0
 
     # ------------------------------------------------------------------ grace period
 
@@ -221,8 +240,9 @@ class ClusterNode(ClusterRecovery):
     def _show(self, channel: Channel, diff: dict[str, Any],
               exclude: Session | None = None) -> None:
         """Send a presence diff to the channel's local subscribers (high priority)."""
-        self.hub._fan_out(channel, text_frame(codec.encode(diff)), exclude, Priority.HIGH,
-                          message=diff)
+        self.hub.services.outbox.fan_out(
+            list(channel.subscribers.values()), text_frame(codec.encode(diff)), Priority.HIGH,
+            diff, skip=(exclude.id,) if exclude is not None else ())
         self.stats.presence_diffs += 1
 
     def _take_over(self, name: str, user: str) -> bool:
@@ -257,23 +277,17 @@ class ClusterNode(ClusterRecovery):
             link.apply(ev)
         link.ready.set()
 
-    async def _answer(self, session: Session, name: str, link: ChannelLink,
-                      request_id: messages.RequestId, applied: Awaitable[None]) -> None:
+    async def _ready(self, session: Session, name: str, link: ChannelLink,
+                     applied: Awaitable[None], answer: Answer) -> None:
+        """Wait until the change is applied and the link loaded, read the history
+        position the session waits for (if any), then ``answer``."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.gather(applied, link.ready.wait()), SUBSCRIBE_WAIT)
-        read = await self._read_position(session, name)
-        if name not in session.subscriptions or not session.is_open:
-            return
-        channel = self.hub.channels.get(name)
-        reply = messages.subscribed_message(name, request_id)
-        if channel is not None and channel.metadata:
-            reply["meta"] = channel.metadata
-        if read is not None:
-            reply["offset"], reply["epoch"] = read.offset, read.epoch
-        self.hub.send(session, reply)
-        if channel is not None and channel.presence and self.links.get(name) is link:
-            self.hub.presence_pager.start(session, name, LinkMembers(link, channel))
-        self._finish_recovery(session, name, read)
+        read: HistoryRead | None = None
+        wanted = self.history.wanted(session, name)
+        if wanted is not None:
+            read = await self.broker.history_since(name, wanted[0], ttl=wanted[1])
+        answer(read)
 
     # ------------------------------------------------------------------ broker callbacks
 
@@ -284,6 +298,27 @@ class ClusterNode(ClusterRecovery):
             self._on_numbered(envelope)
         elif envelope.kind == PRESENCE:
             self._on_presence(envelope)
+
+    def _on_numbered(self, env: Envelope) -> None:
+        """A history channel's message, numbered by the broker: deliver it once, in order."""
+        name = env.channel
+        epoch, exclude, text = env.payload.split("\n", 2)
+        gap = self.history.sequence(name, epoch, env.seq)
+        if gap < 0:
+            self.broker.stats.duplicates += 1
+            return
+        self.stats.missed += gap
+        self._deliver(Publication(name, text, env.origin,
+                                  exclude if env.origin == self.node_id else "",
+                                  offset=env.seq, epoch=epoch))
+
+    def _deliver(self, pub: Publication) -> None:
+        self.stats.envelopes_in += 1
+        listener = self.listener
+        if pub.channel not in self.hub.channels or listener is None:
+            self.stats.unrouted += 1
+            return
+        self.stats.remote_deliveries += listener.on_publication(pub)
 
     def _on_message(self, env: Envelope) -> None:
         if env.origin == self.node_id:
@@ -296,13 +331,7 @@ class ClusterNode(ClusterRecovery):
                 return
             self.stats.missed += env.seq - last - 1
         seen[env.origin] = env.seq
-        self.stats.envelopes_in += 1
-        channel = self.hub.channels.get(env.channel)
-        if channel is None:
-            self.stats.unrouted += 1
-            return
-        channel.messages += 1
-        self.stats.remote_deliveries += self.hub._fan_out(channel, text_frame(env.payload))
+        self._deliver(Publication(env.channel, env.payload, env.origin))
 
     def _on_presence(self, env: Envelope) -> None:
         link = self.links.get(env.channel)
@@ -364,6 +393,23 @@ class ClusterNode(ClusterRecovery):
 
     # ------------------------------------------------------------------ views
 
+    def counts(self, name: str) -> tuple[int, int] | None:
+        """Cluster-wide ``(subscribers, members)`` of ``name`` as this node knows them."""
+        link = self.links.get(name)
+        channel = self.hub.channels.get(name)
+        if link is None or channel is None:
+            return None
+        counts = merged_counts(link, channel)
+        return sum(counts.values()), len(counts)
+
+    def member_source(self, name: str) -> MemberSource | None:
+        """The cluster-wide member list a new subscriber of ``name`` gets."""
+        link = self.links.get(name)
+        channel = self.hub.channels.get(name)
+        if link is None or channel is None:
+            return None
+        return LinkMembers(link, channel)
+
     def presence(self, name: str) -> dict[str, dict[str, Any]]:
         """Cluster-wide members of a channel this node has subscribers for."""
         link = self.links.get(name)
@@ -413,8 +459,13 @@ class ClusterNode(ClusterRecovery):
                 "presence_diffs": self.stats.presence_diffs,
                 "published": sum(self._seq.values()),
                 "grace_pending": sum(len(t) for t in self._grace.values()),
-                "recoveries": self.stats.recoveries,
+                "recoveries": self.history.recoveries,
                 "resyncs": self.stats.resyncs,
                 "resync_diffs": self.stats.resync_diffs,
             },
         }
+
+
+ClusterNode = BrokerBackplane
+"""The name :class:`BrokerBackplane` had before it was the hub's backplane (kept:
+``LabServer.cluster`` is one)."""
