@@ -17,7 +17,14 @@ Two measurements (``python benchmarks/presence_join.py --members 1000``):
   whole run, writes included.
 
 ``--minimal`` runs with ``presence_details=False`` (the opt-out wire); the
-default is the server default (``presence_details=True``).
+default is the server default (``presence_details=True``). ``--window SECONDS``
+sets ``presence_batch_window`` (the server default, 0.05, when not given; 0: each
+diff at once, the wire before batching). With a window, the hub mode runs on an
+event loop (the batcher waits windows out on it), the joins in chunks of
+``--chunk`` per loop turn, and the diffs queued are counted once the last window
+has been sent; in both modes ``diff_deliveries`` / ``server_diffs_queued`` count
+presence frames queued to the members (the ``presence_state`` each newcomer gets
+not included).
 """
 
 from __future__ import annotations
@@ -40,26 +47,47 @@ SUBSCRIBE = json.dumps({"type": "subscribe", "channel": CHANNEL})
 BIG_QUEUE = 64 * 1024 * 1024
 
 
-def run(members: int, grace: float, details: bool = True) -> dict[str, Any]:
-    """The hub alone: N subscribes in a row, fake ports."""
+DEFAULT_WINDOW = ServerOptions().presence_batch_window
+
+
+def run(members: int, grace: float, details: bool = True, window: float = DEFAULT_WINDOW,
+        chunk: int = 50) -> dict[str, Any]:
+    """The hub alone: N subscribes in a row, fake ports (on a loop when batching)."""
     # channel_rules=(): measure presence alone, without channel authorization
     hub = Hub(ServerOptions(presence_grace=grace, max_outbound_bytes=BIG_QUEUE,
-                            channel_rules=(), presence_details=details))
+                            channel_rules=(), presence_details=details,
+                            presence_batch_window=window))
     events: list[object] = []
     hub.bus.subscribe(events.append, "presence.*")
     sessions = [hub.open(NullPort(), user=f"u{i}", request=ConnectRequest(remote="b"))
                 for i in range(members)]
     t0, c0 = time.perf_counter(), time.process_time()
-    for s in sessions:
-        hub.receive_text(s, SUBSCRIBE)
+    if window > 0:
+        asyncio.run(_join_on_a_loop(hub, sessions, chunk))
+    else:
+        for s in sessions:
+            hub.receive_text(s, SUBSCRIBE)
     t1, c1 = time.perf_counter(), time.process_time()
     deliveries = hub.stats.deliveries
     return {"mode": "hub", "members": members, "presence_details": details,
+            "presence_batch_window": window,
+            "diff_messages": hub.presence_batch.stats.diffs_out,  # each framed once
             "seconds": round(t1 - t0, 4), "cpu_seconds": round(c1 - c0, 4),
             "joins_per_s": round(members / (t1 - t0)),
             "diff_deliveries": deliveries,
             "diff_deliveries_per_s": round(deliveries / (t1 - t0)),
             "presence_events": len(events)}
+
+
+async def _join_on_a_loop(hub: Hub, sessions: list[Any], chunk: int) -> None:
+    """Subscribe ``chunk`` sessions per loop turn, then wait for the last window."""
+    hub.bind(asyncio.get_running_loop())
+    for i, s in enumerate(sessions):
+        hub.receive_text(s, SUBSCRIBE)
+        if i % chunk == chunk - 1:
+            await asyncio.sleep(0)
+    while hub.presence_batch.pending:
+        await asyncio.sleep(hub.presence_batch.window / 4)
 
 
 SERVER = """
@@ -70,7 +98,7 @@ from realtime_lab import ServerOptions
 async def main():
     opts = ServerOptions(channel_rules=(), presence_details={details},
                          max_outbound_bytes={queue}, heartbeat_interval=600.0,
-                         heartbeat_timeout=600.0)
+                         heartbeat_timeout=600.0, presence_batch_window={window})
     server = await realtime_lab.serve(port=0, options=opts)
     joins = []
 
@@ -78,8 +106,10 @@ async def main():
         joins.append(event)
         if len(joins) == {members}:  # after this turn: its diff is queued too
             now = time.time()
-            asyncio.get_running_loop().call_soon(
-                lambda: print(f"joined {{now}} {{server.hub.stats.deliveries}}", flush=True))
+            # once its window (if any) has gone out: every diff is queued
+            asyncio.get_running_loop().call_later(
+                {window} * 1.5, lambda: print(f"joined {{now}} {{server.hub.stats.deliveries}}",
+                                             flush=True))
 
     server.on("presence.join", joined)
     print(server.port, flush=True)
@@ -89,14 +119,15 @@ asyncio.run(main())
 """
 
 
-async def run_sockets(members: int, details: bool = True, timeout: float = 300.0
-                      ) -> dict[str, Any]:
+async def run_sockets(members: int, details: bool = True, timeout: float = 300.0,
+                      window: float = DEFAULT_WINDOW) -> dict[str, Any]:
     """A real server (child process) and ``members`` clients joining at once."""
     import psutil
     from tornado.websocket import websocket_connect
 
     child = subprocess.Popen(
-        [sys.executable, "-c", SERVER.format(details=details, queue=BIG_QUEUE, members=members)],
+        [sys.executable, "-c", SERVER.format(details=details, queue=BIG_QUEUE, members=members,
+                                             window=window)],
         stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None
@@ -138,6 +169,7 @@ async def run_sockets(members: int, details: bool = True, timeout: float = 300.0
             ws.close()
         server_cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
         return {"mode": "sockets", "members": members, "presence_details": details,
+                "presence_batch_window": window,
                 "server_join_phase_seconds": round(join_phase, 3),
                 "server_joins_per_s": round(members / join_phase),
                 "server_diffs_queued": int(queued),
@@ -162,12 +194,16 @@ def main() -> None:
                         help="presence_details=False (the opt-out wire)")
     parser.add_argument("--sockets", action="store_true",
                         help="a real server process and N WebSocket clients")
+    parser.add_argument("--window", type=float, default=DEFAULT_WINDOW,
+                        help="presence_batch_window in seconds (0: each diff at once)")
+    parser.add_argument("--chunk", type=int, default=50,
+                        help="hub mode with a window: joins per loop turn")
     args = parser.parse_args()
     details = not args.minimal
     if args.sockets:
-        print(json.dumps(asyncio.run(run_sockets(args.members, details))))
+        print(json.dumps(asyncio.run(run_sockets(args.members, details, window=args.window))))
     else:
-        print(json.dumps(run(args.members, args.grace, details)))
+        print(json.dumps(run(args.members, args.grace, details, args.window, args.chunk)))
 
 
 if __name__ == "__main__":

@@ -65,6 +65,9 @@ VALUE_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
     ("--close-flush-timeout", float, "SECONDS", "time a client the server closes (a slow "
                                                 "consumer too) has to read up to its close "
                                                 "frame"),
+    ("--presence-batch-window", float, "SECONDS", "seconds over which a channel's presence "
+                                                  "joins, leaves and updates are merged into "
+                                                  "one diff; 0 sends each at once"),
 )
 
 

@@ -207,6 +207,7 @@ class LabServer:
             for session in list(self.hub.sessions.values()):
                 session.port.abort()  # a client that did not take its close frame in time
                 self.hub.closed(session, CloseCode.GOING_AWAY, "server stopped")
+            self.hub.presence_batch.close()  # nobody is left to tell
             if self.cluster is not None:
                 await self.cluster.stop()
         finally:

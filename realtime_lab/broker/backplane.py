@@ -64,9 +64,7 @@ from realtime_lab.broker.presence_link import (
     resync_diff,
 )
 from realtime_lab.core.backplane import Answer, BackplaneListener, HistoryRead, Publication
-from realtime_lab.core.outbound import Priority
-from realtime_lab.protocol import codec, messages
-from realtime_lab.protocol.frames import text_frame
+from realtime_lab.protocol import messages
 
 if TYPE_CHECKING:
     from realtime_lab.core.channels import Channel
@@ -240,9 +238,7 @@ class BrokerBackplane:
     def _show(self, channel: Channel, diff: dict[str, Any],
               exclude: Session | None = None) -> None:
         """Send a presence diff to the channel's local subscribers (high priority)."""
-        self.hub.services.outbox.fan_out(
-            list(channel.subscribers.values()), text_frame(codec.encode(diff)), Priority.HIGH,
-            diff, skip=(exclude.id,) if exclude is not None else ())
+        self.hub.announce_presence(channel.name, diff, exclude)
         self.stats.presence_diffs += 1
 
     def _take_over(self, name: str, user: str) -> bool:

@@ -7,6 +7,11 @@ server default) a member that stays but changes (a tab opened or closed, a new
 state or metadata) comes in ``joins`` with its whole info and in ``changed``;
 leaves carry a ``reason``. :meth:`PresenceView.apply` also says what happened.
 
+A diff may name many members: the server merges a channel's changes over
+``presence_batch_window`` (docs/presence.md, "Batched diffs"), and it may name a
+member this client already has as it is (a join it saw in its ``presence_state``)
+or a leave of one it never saw: neither is reported.
+
 A large member list comes in ``presence_page`` messages (docs/protocol.md,
 "Presence pages"): page 1 starts a new list, later pages of the same ``sync`` are
 merged into it, diffs that arrive meanwhile are applied to it, and the page with
@@ -39,6 +44,16 @@ _FIELDS = ("connections", "state", "meta")
 
 def _diff_fields(before: dict[str, Any], after: dict[str, Any]) -> tuple[str, ...]:
     return tuple(f for f in _FIELDS if before.get(f) != after.get(f))
+
+
+def _changed(before: dict[str, Any], after: dict[str, Any],
+             hint: list[str] | None) -> tuple[str, ...]:
+    """The fields that differ: those of the diff's ``changed`` entry (a merged diff may
+    name a field that changed and changed back, or that this client already has: it is
+    left out), or, without an entry, every field compared."""
+    if hint is None:
+        return _diff_fields(before, after)
+    return tuple(f for f in hint if before.get(f) != after.get(f))
 
 
 #: The ``presence_page`` format this client reads (its ``v`` field).
@@ -119,7 +134,7 @@ class PresenceView:
             if known is None or user in change.left:
                 change.joined[user] = info
             else:
-                fields = tuple(hints.get(user) or _diff_fields(known, info))
+                fields = _changed(known, info, hints.get(user))
                 if fields:
                     change.updated[user] = fields
             members[user] = info

@@ -47,6 +47,7 @@ from realtime_lab.core.ports import (
     run_now,
 )
 from realtime_lab.core.presence import CLOSED, TIMEOUT, Presence
+from realtime_lab.core.presence_batch import PresenceBatcher
 from realtime_lab.core.presence_sync import PresencePager
 from realtime_lab.core.publish import PublishPath
 from realtime_lab.core.registry import ChannelRegistry
@@ -138,10 +139,18 @@ class Hub(Dispatch, Membership, Presence):
         outbox = Outbox(opts, stats=self.stats, bus=self.bus, clock=clock,
                         log_throttle=self.log_throttle, schedule=self._schedule,
                         close=self.close)
+        #: Presence diffs merged per channel over ``presence_batch_window``
+        #: (core/presence_batch.py).
+        self.presence_batch = PresenceBatcher(opts.presence_batch_window, self._send_diff,
+                                              details=opts.presence_details,
+                                              max_bytes=opts.page_bytes)
+
+        def send_members(s: Session, msg: dict[str, Any], text: str, prio: Priority) -> bool:
+            self.presence_batch.synced(msg["channel"])  # a diff due may name who it lists
+            return outbox.send(s, msg, prio, text=text)
+
         #: New subscribers' member lists, sent in pages as they drain (core/presence_sync.py).
-        self.presence_pager = outbox.pager = PresencePager(
-            opts, lambda s, msg, text, prio: outbox.send(s, msg, prio, text=text),
-            outbox.await_drain)
+        self.presence_pager = outbox.pager = PresencePager(opts, send_members, outbox.await_drain)
         #: The other nodes when this hub is one node of several (``use_backplane``).
         self.cluster: Cluster | None = None
         registry = ChannelRegistry(opts)
@@ -201,6 +210,7 @@ class Hub(Dispatch, Membership, Presence):
         event loop; the hub is built before any loop runs)."""
         self.scheduler = scheduler
         self._schedule = self.services.outbox.schedule = scheduler.call_soon
+        self.presence_batch.bind(scheduler)
 
     def use_backplane(self, cluster: Cluster | None) -> None:
         """Publish through ``cluster`` (``realtime_lab.broker.BrokerBackplane.start``,

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from realtime_lab.core.options import ServerOptions
     from realtime_lab.core.pipeline import Inbound
     from realtime_lab.core.ports import Clock, Schedule
+    from realtime_lab.core.presence_batch import PresenceBatcher
     from realtime_lab.core.presence_sync import PresencePager
     from realtime_lab.core.requests import Request
     from realtime_lab.core.session import Session
@@ -47,6 +48,7 @@ class HubBase:
     _inbound: Callable[[Inbound], MaybeAwaitable[None]] | None
     _idle_users: dict[str, set[str]]  # core/presence.py
     presence_pager: PresencePager  # core/presence_sync.py
+    presence_batch: PresenceBatcher  # core/presence_batch.py
 
     if TYPE_CHECKING:  # implemented in hub.py (some by the services), dispatch.py and membership.py
         @property
@@ -65,6 +67,8 @@ class HubBase:
         def _info(self, channel: Channel, user: str) -> dict[str, object]: ...
         def _announce_change(self, channel: Channel, user: str, changed: list[str],
                              exclude: Session | None = None) -> None: ...
+        def announce_presence(self, name: str, diff: dict[str, Any],
+                              exclude: Session | None = None) -> None: ...
         def _announce_leave(self, channel: Channel, user: str, reason: str,
                             session: str | None = None) -> None: ...
         def _hold(self, channel: Channel, session: Session, reason: str) -> None: ...

@@ -31,8 +31,7 @@ from realtime_lab.errors import (
     SubscribeRefused,
     TooManySubscriptions,
 )
-from realtime_lab.protocol import codec, messages
-from realtime_lab.protocol.frames import text_frame
+from realtime_lab.protocol import messages
 from realtime_lab.protocol.values import PRESENCE_META_DEPTH, check_value
 
 log = logging.getLogger("realtime_lab.core")
@@ -160,8 +159,7 @@ class Membership(HubBase):
             if joined:
                 diff = messages.presence_diff_message(
                     name, {session.user: self._info(channel, session.user)}, {})
-                self._fan_out(channel, text_frame(codec.encode(diff)), exclude=session,
-                              priority=Priority.HIGH)
+                self.announce_presence(name, diff, exclude=session)
             elif known and not took_over and self.options.presence_details:  # another tab
                 self._announce_change(channel, session.user, ["connections"], exclude=session)
 

@@ -144,6 +144,10 @@ class ServerOptions:
             subscriber as one ``presence_state``; a larger one as ``presence_page``
             messages of about this size, each sent once the connection has taken
             the one before (at most a quarter of ``max_outbound_bytes``).
+        presence_batch_window: seconds over which a channel's joins, leaves and
+            updates are merged into one ``presence_diff`` (one frame per member per
+            window instead of one per change: a join storm of N costs about N
+            frames per window, not N*(N-1)/2). 0: each diff at once, as before.
 
     History (docs/channels.md):
         history: :class:`~realtime_lab.core.history.HistoryRule` s (pattern, size,
@@ -228,6 +232,7 @@ class ServerOptions:
     max_presence_meta_bytes: int = 1024
     max_presence_channel_meta_bytes: int = 1024 * 1024
     presence_page_bytes: int = 64 * 1024
+    presence_batch_window: float = 0.05
     # history and recovery (docs/channels.md)
     history: tuple[Any, ...] = ()
     # operations (docs/deploy.md)
@@ -329,6 +334,11 @@ def _check_presence_options(opts: ServerOptions) -> None:
     grace = opts.presence_grace
     if isinstance(grace, bool) or not isinstance(grace, int | float) or not 0 <= grace < math.inf:
         raise ValueError(f"presence_grace must be a number of seconds >= 0, got {grace!r}")
+    window = opts.presence_batch_window
+    if (isinstance(window, bool) or not isinstance(window, int | float)
+            or not 0 <= window < math.inf):
+        raise ValueError(f"presence_batch_window must be a number of seconds >= 0, "
+                         f"got {window!r}")
     idle = opts.presence_idle_timeout
     if idle is not None and (isinstance(idle, bool) or not isinstance(idle, int | float)
                              or not 0 < idle < math.inf):

@@ -238,8 +238,26 @@ class Presence(HubBase):
         """Send the member's new info to the channel as a ``presence_diff`` with ``changed``."""
         diff = messages.presence_diff_message(channel.name, {user: self._info(channel, user)}, {})
         diff["changed"] = {user: changed}
-        self._fan_out(channel, text_frame(codec.encode(diff)), exclude=exclude,
-                      priority=Priority.HIGH)
+        self.announce_presence(channel.name, diff, exclude)
+
+    def announce_presence(self, name: str, diff: dict[str, Any],
+                          exclude: Session | None = None) -> None:
+        """The one way a ``presence_diff`` reaches channel ``name``'s local subscribers
+        (joins, leaves and updates of this server, and the broker's remote ones).
+
+        Merged with the channel's other diffs of the window (``presence_batch_window``,
+        core/presence_batch.py), or sent at once to all but ``exclude`` (a window of 0,
+        or a hub no scheduler drives).
+        """
+        self.presence_batch.add(name, diff, exclude)
+
+    def _send_diff(self, name: str, diff: dict[str, Any], exclude: Session | None,
+                   text: str | None) -> None:
+        """Frame a (merged) diff once and queue it for the channel's subscribers."""
+        channel = self.channels.get(name)
+        if channel is not None and channel.subscribers:
+            frame = text_frame(text if text is not None else codec.encode(diff))
+            self._fan_out(channel, frame, exclude, Priority.HIGH, message=diff)
 
     def _info(self, channel: Channel, user: str) -> dict[str, object]:
         return channel.member_info(user, self.options.presence_states[0])
@@ -254,8 +272,8 @@ class Presence(HubBase):
         if reason != LEFT and self.options.presence_details:
             info["reason"] = reason
         if channel.subscribers:
-            diff = messages.presence_diff_message(channel.name, {}, {user: info})
-            self._fan_out(channel, text_frame(codec.encode(diff)), priority=Priority.HIGH)
+            self.announce_presence(channel.name,
+                                   messages.presence_diff_message(channel.name, {}, {user: info}))
         if self.bus.active:
             kind = ev.PresenceTimeout if reason == TIMEOUT else ev.PresenceLeave
             self.bus.emit(kind(at=self.clock(), session=session, user=user,

@@ -10,6 +10,9 @@
 //
 // State and metadata changes carry `changed` with both. Applying leaves, then
 // joins (a join for a known user replaces its info) gives the server's map.
+// A diff may name many members (the server merges a channel's changes over
+// `presence_batch_window`); a member it names as this client already has it, or a
+// leave of one it never had, is not reported.
 //
 // A large member list arrives as `presence_page` messages instead of one
 // `presence_state` (docs/protocol.md#presence-pages): followPresence() builds it
@@ -69,7 +72,9 @@ export function applyPresence(members, msg) {
     if (known === undefined || user in left) {
       joined[user] = info;
     } else {
-      const changed = hints[user] || changedFields(known, info);
+      // a merged diff may name a field that changed back, or that this client has already
+      const differ = changedFields(known, info);
+      const changed = hints[user] ? hints[user].filter((f) => differ.includes(f)) : differ;
       if (changed.length) updated[user] = [...changed];
     }
     after[user] = info;

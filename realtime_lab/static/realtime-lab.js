@@ -495,6 +495,9 @@ export class RealtimeClient extends EventTarget {
       else this._presenceBuilds.delete(msg.channel);
       if (!next.change) return;  // pages still arriving
       this.presence.set(msg.channel, next.members);
+      const { joined, updated, left: gone } = next.change;
+      // a merged diff may bring nothing new here (this client's own join, say): no event
+      if (msg.type === "presence_diff" && ![joined, updated, gone].some((m) => Object.keys(m).length)) return;
       this.dispatchEvent(new CustomEvent("presence", { detail: { channel: msg.channel,
         kind: msg.type === "presence_diff" ? "diff" : "state", ...next.change } }));
     } else if (msg.type === "unsubscribed" && msg.id === undefined) {  // the server removed us (kicked)

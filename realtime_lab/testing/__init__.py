@@ -2,7 +2,7 @@
 restartable server, socketless ports, a manual clock and a turn-by-turn scheduler for a
 socketless hub, silent presence members."""
 
-from realtime_lab.testing.clock import ManualClock, TurnScheduler
+from realtime_lab.testing.clock import ManualClock, ManualScheduler, TurnScheduler
 from realtime_lab.testing.crowd import Crowd
 from realtime_lab.testing.fault_proxy import FaultProxy
 from realtime_lab.testing.ports import NullPort, RecordingPort, SlowPort
@@ -14,6 +14,7 @@ __all__ = [
     "Crowd",
     "FaultProxy",
     "ManualClock",
+    "ManualScheduler",
     "NullPort",
     "RecordingPort",
     "RestartableServer",

@@ -57,7 +57,9 @@ def canonical(value: Any) -> str:
 
 async def test_presence_state_and_meta_are_restored_after_a_cut(
         context: Any, clients: list[Client]) -> None:
-    options = ServerOptions(heartbeat_interval=2, heartbeat_timeout=2, presence_details=True)
+    # each change in its own diff (no batch window): the test reads the diffs one by one
+    options = ServerOptions(heartbeat_interval=2, heartbeat_timeout=2, presence_details=True,
+                            presence_batch_window=0)
     async with RestartableServer(options) as lab, FaultProxy(lab.port) as proxy:
         bob = await python_client(clients, lab.url, "bob")
         page: Page = await context.new_page()

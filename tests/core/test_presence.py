@@ -4,16 +4,17 @@ property test: the member list rebuilt from presence_state + diffs equals the se
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from realtime_lab.client.presence import PresenceView
 from realtime_lab.core import Hub, ServerOptions, Session
 from realtime_lab.core.hooks import ConnectRequest
-from realtime_lab.testing import ManualClock, RecordingPort, SlowPort
+from realtime_lab.testing import ManualClock, ManualScheduler, RecordingPort, SlowPort
 
 
 class Lab:
@@ -24,6 +25,7 @@ class Lab:
         self.hub = Hub(ServerOptions(**options), clock=self.clock)
         self.events: list[Any] = []
         self.hub.bus.subscribe(self.events.append, "presence.*")
+        self.on_advance: Callable[[], object] = lambda: None
 
     def open(self, user: str, port: RecordingPort | None = None) -> Session:
         port = port or RecordingPort("10.0.0.8")
@@ -41,6 +43,7 @@ class Lab:
     def advance(self, seconds: float) -> None:
         self.clock.now += seconds
         self.hub.expire_presence()
+        self.on_advance()  # timers due (a ManualScheduler's run_due)
 
     def kinds(self) -> list[tuple[str, str | None]]:
         out = [(e.type, e.user) for e in self.events]
@@ -303,6 +306,46 @@ def without_counts(members: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
             for u, info in members.items()}
 
 
+def run_step(lab: Lab, step: tuple[Any, ...], live: list[Session], watchers: list[Watcher],
+             paged: bool) -> list[Session]:
+    """Do one step of the property tests; return the members' live sessions."""
+    kind = step[0]
+    if kind == "open":
+        s = lab.open(step[1])
+        lab.sub(s)
+        live.append(s)
+    elif kind == "wait":
+        lab.advance(step[1])
+    elif kind == "idle":
+        lab.advance(10.0)
+        lab.hub.check_presence_idle()
+    elif kind == "kick":
+        lab.hub.kick("room", step[1])
+        live = [s for s in live if "room" in s.subscriptions]
+    elif kind == "watch":
+        if len(watchers) == 1:
+            watchers.append(Watcher(lab, "late", SlowPort() if paged else None))
+    elif kind == "read":
+        watchers[-1].read()
+    elif kind == "window":  # the batch window ends
+        lab.advance(WINDOW)
+    elif live:
+        s = live[step[1] % len(live)]
+        if kind == "close":
+            lab.hub.closed(s)
+            live.remove(s)
+        elif kind == "unsub":
+            lab.send(s, {"type": "unsubscribe", "channel": "room"})
+            live.remove(s)
+        elif kind == "ping":
+            lab.send(s, {"type": "ping"})
+        elif kind == "state":
+            lab.send(s, {"type": "presence", "channel": "room", "state": step[2]})
+        else:
+            lab.send(s, {"type": "presence", "channel": "room", "meta": step[2]})
+    return live
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(op, max_size=40), st.sampled_from([0.0, 3.0]), st.booleans(), st.booleans())
 def test_rebuilt_member_list_equals_the_servers(ops: list[tuple[Any, ...]],
@@ -346,44 +389,95 @@ def test_rebuilt_member_list_equals_the_servers(ops: list[tuple[Any, ...]],
             w.seen.clear()
 
     for step in ops:
-        kind = step[0]
-        if kind == "open":
-            s = lab.open(step[1])
-            lab.sub(s)
-            live.append(s)
-        elif kind == "wait":
-            lab.advance(step[1])
-        elif kind == "idle":
-            lab.advance(10.0)
-            lab.hub.check_presence_idle()
-        elif kind == "kick":
-            lab.hub.kick("room", step[1])
-            live = [s for s in live if "room" in s.subscriptions]
-        elif kind == "watch":
-            if len(watchers) == 1:
-                watchers.append(Watcher(lab, "late", SlowPort() if paged else None))
-        elif kind == "read":
-            watchers[-1].read()
-        elif live:
-            s = live[step[1] % len(live)]
-            if kind == "close":
-                lab.hub.closed(s)
-                live.remove(s)
-            elif kind == "unsub":
-                lab.send(s, {"type": "unsubscribe", "channel": "room"})
-                live.remove(s)
-            elif kind == "ping":
-                lab.send(s, {"type": "ping"})
-            elif kind == "state":
-                lab.send(s, {"type": "presence", "channel": "room", "state": step[2]})
-            else:
-                lab.send(s, {"type": "presence", "channel": "room", "meta": step[2]})
+        live = run_step(lab, step, live, watchers, paged)
         check()
     lab.advance(100.0)
     for _ in range(20):  # the late watcher reads everything
         watchers[-1].read()
     check()
     assert all(w.complete for w in watchers)
+    assert set(lab.hub.presence("room")) == (
+        {w.session.user for w in watchers} | {s.user for s in live})
+
+
+WINDOW = 0.05
+#: The steps above, and the end of a batch window (several steps merge into one diff).
+batched_op = st.one_of(op, st.tuples(st.just("window")), st.tuples(st.just("window")))
+
+
+def net_news(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]],
+             reasons: dict[str, str]) -> list[tuple[str, str, str | None]]:
+    """What changed from ``before`` to ``after``, as (kind, user, reason or field): the
+    news a merged diff brings (``reasons``: each user's last leave reason)."""
+    news: list[tuple[str, str, str | None]] = [
+        ("join", u, None) for u in after.keys() - before.keys()]
+    news += [("leave", u, reasons[u]) for u in before.keys() - after.keys()]
+    news += [("update", u, f) for u in before.keys() & after.keys() for f in ("state", "meta")
+             if before[u].get(f) != after[u].get(f)]
+    return sorted(news, key=repr)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(batched_op, max_size=40), st.sampled_from([0.0, 3.0]), st.booleans(),
+       st.booleans())
+# a join and a leave in one window, a member list sent in between: the leave must go out
+@example([("open", "u0"), ("watch",), ("close", 0)], 0.0, True, False)
+@example([("open", "u0"), ("watch",), ("read",), ("unsub", 0)], 0.0, True, True)
+# a member there before leaves and comes back within the window (an update), tabs too
+@example([("open", "u0"), ("window",), ("unsub", 0), ("open", "u0"), ("open", "u0"),
+          ("state", 1, "away"), ("watch",), ("close", 0)], 0.0, True, False)
+def test_batched_diffs_rebuild_the_servers_member_list(ops: list[tuple[Any, ...]],
+                                                       grace: float, details: bool,
+                                                       paged: bool) -> None:
+    """The same steps with ``presence_batch_window``: each channel's changes merge into
+    one diff per window (joins then leaves, leaves then joins, tabs, states, metadata,
+    kicks, grace, idle moves, a watcher that subscribes or gets its pages in the middle
+    of a window). At each window's end every watcher's rebuilt list is exactly the
+    server's (counts included with presence_details), never a phantom member; and what
+    PresenceView.apply reports is exactly the net change since the watcher's last
+    check: joins, leaves with the last leave's reason, state and meta updates."""
+    lab = Lab(presence_grace=grace, presence_details=details, presence_idle_timeout=10.0,
+              presence_batch_window=WINDOW, **({"presence_page_bytes": 40} if paged else {}))
+    timers = ManualScheduler(lab.clock)
+    lab.hub.bind(timers)
+    watchers = [Watcher(lab, "watcher")]
+    bases: dict[int, dict[str, Any]] = {}  # each watcher's list at its last check
+    reasons: dict[str, str] = {}
+    live: list[Session] = []
+
+    def check() -> None:
+        """After every step, and right after every window's end (diffs come only then)."""
+        for e in lab.events:
+            if e.type in ("presence.leave", "presence.timeout"):
+                reasons[e.user] = e.reason
+        lab.events.clear()
+        server, settled = lab.hub.presence("room"), not lab.hub.presence_batch.pending
+        for w in watchers:
+            w.drain()
+            if not w.complete:  # its pages are still on their way
+                assert w.view.syncing("room") and lab.hub.presence_pager.in_progress(w.session)
+                continue
+            view = w.view.channels["room"]
+            if id(w) not in bases:  # its list came now: what it had before is not news
+                bases[id(w)], w.seen = dict(view), []
+            if settled:  # no diff waits: the rebuilt list is the server's, news exact
+                assert (view if details else without_counts(view)) == (
+                    server if details else without_counts(server))
+                if details:
+                    assert sorted(w.seen, key=repr) == net_news(bases[id(w)], view, reasons)
+                bases[id(w)], w.seen = dict(view), []
+
+    lab.on_advance = lambda: timers.run_due() and check()
+
+    for step in ops:
+        live = run_step(lab, step, live, watchers, paged)
+        check()
+    lab.advance(100.0)
+    for _ in range(20):  # the late watcher reads everything
+        watchers[-1].read()
+    lab.advance(WINDOW)
+    check()
+    assert all(w.complete for w in watchers) and not lab.hub.presence_batch.pending
     assert set(lab.hub.presence("room")) == (
         {w.session.user for w in watchers} | {s.user for s in live})
 

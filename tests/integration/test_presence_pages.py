@@ -91,8 +91,11 @@ async def test_members_join_leave_and_change_while_pages_are_in_flight(
     each of them members leave, join, change state and metadata, and open tabs. The
     newcomer received diffs between its pages, and rebuilt the server's list. (Fewer
     subscribers than ``fanout_slice_min``, so every diff is queued at once, before
-    the next page; tests/core/test_presence_pages.py has the sliced case.)"""
-    server = await realtime_lab.serve(port=0, max_outbound_bytes=256 * 1024)
+    the next page; tests/core/test_presence_pages.py has the sliced case. Diffs at
+    once, no batch window: each turn's diffs go between the pages; batched diffs
+    with pages in flight: tests/integration/test_presence_batch.py.)"""
+    server = await realtime_lab.serve(port=0, max_outbound_bytes=256 * 1024,
+                                      presence_batch_window=0)
     try:
         room = SilentMembers(server.hub)
         room.fill([f"m{i:04d}" for i in range(900)], META)

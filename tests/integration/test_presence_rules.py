@@ -105,7 +105,8 @@ async def test_reconnect_within_grace_emits_no_event_outside_leave_then_join() -
 
 
 async def test_kick_unsubscribes_every_tab_with_reason_kicked() -> None:
-    async with lab(ServerOptions()) as (server, events, clients):
+    # diffs at once: the join and the second tab are two diffs (batched, they merge)
+    async with lab(ServerOptions(presence_batch_window=0)) as (server, events, clients):
         watcher = await open_client(server, clients, "w")
         await watcher.subscribe("room")
         tabs = [await open_client(server, clients, "bob") for _ in range(2)]
