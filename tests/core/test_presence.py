@@ -235,6 +235,7 @@ def test_idle_moves_to_a_configured_state_on_the_heartbeat_tick_and_back() -> No
 # ---------------------------------------------------------------------------- property
 
 USERS = ["u0", "u1", "u2", "u3"]
+WINDOW = 0.05  # presence_batch_window of the batched property test
 op = st.one_of(
     st.tuples(st.just("open"), st.sampled_from(USERS)),
     st.tuples(st.just("close"), st.integers(0, 20)),
@@ -346,6 +347,22 @@ def run_step(lab: Lab, step: tuple[Any, ...], live: list[Session], watchers: lis
     return live
 
 
+def run_steps(lab: Lab, ops: list[tuple[Any, ...]], watchers: list[Watcher], paged: bool,
+              check: Callable[[], None]) -> list[Session]:
+    """Every step, ``check()`` after each; then the grace periods end, the late watcher
+    reads everything, a last window ends, and a last check. Returns the live sessions."""
+    live: list[Session] = []
+    for step in ops:
+        live = run_step(lab, step, live, watchers, paged)
+        check()
+    lab.advance(100.0)
+    for _ in range(20):
+        watchers[-1].read()
+    lab.advance(WINDOW)
+    check()
+    return live
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(op, max_size=40), st.sampled_from([0.0, 3.0]), st.booleans(), st.booleans())
 def test_rebuilt_member_list_equals_the_servers(ops: list[tuple[Any, ...]],
@@ -364,7 +381,6 @@ def test_rebuilt_member_list_equals_the_servers(ops: list[tuple[Any, ...]],
               **({"presence_page_bytes": 40} if paged else {}))
     watchers = [Watcher(lab, "watcher")]
     lab.events.clear()
-    live: list[Session] = []
 
     def check() -> None:
         server = lab.hub.presence("room")
@@ -388,19 +404,12 @@ def test_rebuilt_member_list_equals_the_servers(ops: list[tuple[Any, ...]],
                 assert without_counts(w.view.channels["room"]) == without_counts(server)
             w.seen.clear()
 
-    for step in ops:
-        live = run_step(lab, step, live, watchers, paged)
-        check()
-    lab.advance(100.0)
-    for _ in range(20):  # the late watcher reads everything
-        watchers[-1].read()
-    check()
+    live = run_steps(lab, ops, watchers, paged, check)
     assert all(w.complete for w in watchers)
     assert set(lab.hub.presence("room")) == (
         {w.session.user for w in watchers} | {s.user for s in live})
 
 
-WINDOW = 0.05
 #: The steps above, and the end of a batch window (several steps merge into one diff).
 batched_op = st.one_of(op, st.tuples(st.just("window")), st.tuples(st.just("window")))
 
@@ -443,7 +452,6 @@ def test_batched_diffs_rebuild_the_servers_member_list(ops: list[tuple[Any, ...]
     watchers = [Watcher(lab, "watcher")]
     bases: dict[int, dict[str, Any]] = {}  # each watcher's list at its last check
     reasons: dict[str, str] = {}
-    live: list[Session] = []
 
     def check() -> None:
         """After every step, and right after every window's end (diffs come only then)."""
@@ -469,14 +477,7 @@ def test_batched_diffs_rebuild_the_servers_member_list(ops: list[tuple[Any, ...]
 
     lab.on_advance = lambda: timers.run_due() and check()
 
-    for step in ops:
-        live = run_step(lab, step, live, watchers, paged)
-        check()
-    lab.advance(100.0)
-    for _ in range(20):  # the late watcher reads everything
-        watchers[-1].read()
-    lab.advance(WINDOW)
-    check()
+    live = run_steps(lab, ops, watchers, paged, check)
     assert all(w.complete for w in watchers) and not lab.hub.presence_batch.pending
     assert set(lab.hub.presence("room")) == (
         {w.session.user for w in watchers} | {s.user for s in live})
