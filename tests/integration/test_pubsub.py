@@ -73,6 +73,13 @@ async def test_request_errors_raise_request_failed(server: LabServer, connect) -
     assert await client.ping() >= 0
 
 
+#: Each presence change its own diff (no batch window): the tests below read the diffs
+#: one by one (merged diffs: tests/integration/test_presence_batch.py).
+AT_ONCE = pytest.mark.parametrize(
+    "options", [ServerOptions(max_subscriptions=5, presence_batch_window=0)], ids=["at-once"])
+
+
+@AT_ONCE
 async def test_presence_join_and_leave(server: LabServer, connect) -> None:
     ada = await connect(user="ada")
     await ada.subscribe("lab")
@@ -97,6 +104,7 @@ async def test_presence_join_and_leave(server: LabServer, connect) -> None:
     assert server.presence("lab") == {"ada": {"connections": 1}}
 
 
+@AT_ONCE
 async def test_two_tabs_are_one_member(server: LabServer, connect) -> None:
     watcher = await connect(user="w")
     await watcher.subscribe("lab")
