@@ -87,7 +87,7 @@ def _enough_descriptors(n: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)  # 155 s at load 10 with both cores burned; 40-60 s quiet
 async def test_2000_clients_join_one_presence_channel_and_every_list_is_exact(
         server_factory: Any) -> None:
     n = 2000
@@ -106,7 +106,7 @@ async def test_2000_clients_join_one_presence_channel_and_every_list_is_exact(
             got = m.members()
             return got is not None and len(got) == n
 
-        async with asyncio.timeout(240):
+        async with asyncio.timeout(480):
             await asyncio.gather(*(m.read_until(whole) for m in members))
             while server.hub.presence_batch.pending:  # the last window's diff, if any
                 await asyncio.sleep(server.options.presence_batch_window)
