@@ -145,8 +145,8 @@ class Hub(Dispatch, Membership, Presence):
                                               details=opts.presence_details,
                                               max_bytes=opts.page_bytes)
 
-        def send_members(s: Session, msg: dict[str, Any], text: str, prio: Priority) -> bool:
-            self.presence_batch.synced(msg["channel"])  # a diff due may name who it lists
+        def send_members(s: Session, msg: dict[str, object], text: str, prio: Priority) -> bool:
+            self.presence_batch.synced(str(msg["channel"]))  # a diff due may name who it lists
             return outbox.send(s, msg, prio, text=text)
 
         #: New subscribers' member lists, sent in pages as they drain (core/presence_sync.py).

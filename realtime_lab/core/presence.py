@@ -240,7 +240,7 @@ class Presence(HubBase):
         diff["changed"] = {user: changed}
         self.announce_presence(channel.name, diff, exclude)
 
-    def announce_presence(self, name: str, diff: dict[str, Any],
+    def announce_presence(self, name: str, diff: dict[str, object],
                           exclude: Session | None = None) -> None:
         """The one way a ``presence_diff`` reaches channel ``name``'s local subscribers
         (joins, leaves and updates of this server, and the broker's remote ones).
@@ -251,7 +251,7 @@ class Presence(HubBase):
         """
         self.presence_batch.add(name, diff, exclude)
 
-    def _send_diff(self, name: str, diff: dict[str, Any], exclude: Session | None,
+    def _send_diff(self, name: str, diff: dict[str, object], exclude: Session | None,
                    text: str | None) -> None:
         """Frame a (merged) diff once and queue it for the channel's subscribers."""
         channel = self.channels.get(name)

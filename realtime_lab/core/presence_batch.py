@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from realtime_lab.protocol import codec, messages
 
@@ -45,11 +45,19 @@ if TYPE_CHECKING:
 
 #: ``send(channel, diff, exclude, text)``: one ``presence_diff`` to a channel's local
 #: subscribers (``text``: its JSON when already encoded, else None).
-SendDiff = Callable[[str, dict[str, Any], "Session | None", "str | None"], None]
+#: A member's entry in a diff (its info, or a leave with its reason), as on the wire.
+MemberInfo = dict[str, object]
+SendDiff = Callable[[str, dict[str, object], "Session | None", "str | None"], None]
 
 #: The fields a rejoin may change, with exact counts on the wire and without them.
 REJOIN_FIELDS = ("connections", "state", "meta")
 REJOIN_FIELDS_MINIMAL = ("state", "meta")
+
+
+
+def _section(diff: dict[str, object], key: str) -> dict[str, MemberInfo]:
+    """``diff[key]`` (``joins`` or ``leaves``: user -> entry), empty when absent."""
+    return cast("dict[str, MemberInfo]", diff.get(key) or {})
 
 
 @dataclass(slots=True)
@@ -58,8 +66,8 @@ class _Member:
 
     before: bool  # listed when the window began
     sync: int  # the channel's member lists sent when this entry was made
-    info: dict[str, Any] | None = None  # its info now; None: not a member now
-    leave: dict[str, Any] | None = None  # its last leave entry (with the reason)
+    info: MemberInfo | None = None  # its info now; None: not a member now
+    leave: MemberInfo | None = None  # its last leave entry (with the reason)
     changed: set[str] = field(default_factory=set)
     rejoined: bool = False  # left and came back within the window
 
@@ -115,7 +123,7 @@ class PresenceBatcher:
         """Channels with changes waiting for the end of the window."""
         return len(self._pending)
 
-    def add(self, channel: str, diff: dict[str, Any], exclude: Session | None = None) -> None:
+    def add(self, channel: str, diff: dict[str, object], exclude: Session | None = None) -> None:
         """A ``presence_diff`` for ``channel``'s local subscribers: sent at once (not
         batching: to all but ``exclude``), or merged into the window's diff (to all:
         ``exclude`` already has the member in the list it was sent, so the diff
@@ -131,14 +139,14 @@ class PresenceBatcher:
             if self._timer is None and self._scheduler is not None:
                 self._timer = self._scheduler.call_later(self.window, self._due)
         members, syncs = batch.members, batch.syncs
-        for user, leave in diff.get("leaves", {}).items():
+        for user, leave in _section(diff, "leaves").items():
             entry = members.get(user)
             if entry is None:
                 entry = members[user] = _Member(before=True, sync=syncs)
             entry.info = None
             entry.leave = leave
-        changed = diff.get("changed") or {}
-        for user, info in diff.get("joins", {}).items():
+        changed = cast("dict[str, list[str]]", diff.get("changed") or {})
+        for user, info in _section(diff, "joins").items():
             fields = changed.get(user)
             entry = members.get(user)
             if entry is None:  # an update is of a member that was there; a join is not
@@ -182,8 +190,8 @@ class PresenceBatcher:
         self._timer = None
         self.flush()
 
-    def _send_split(self, channel: str, entries: list[tuple[str, Any]],
-                    leaves: dict[str, Any], changed: dict[str, list[str]]) -> None:
+    def _send_split(self, channel: str, entries: list[tuple[str, MemberInfo]],
+                    leaves: dict[str, MemberInfo], changed: dict[str, list[str]]) -> None:
         """Send ``entries`` (user, info) as one diff, or as several of at most about
         ``max_bytes`` each (never one frame near the slow-consumer bound); each user
         is in one of them, so they apply in any order."""
@@ -202,10 +210,10 @@ class PresenceBatcher:
         self._send(channel, diff, None, text)
         self.stats.diffs_out += 1
 
-    def _merged(self, batch: _Channel) -> tuple[dict[str, Any], dict[str, Any],
+    def _merged(self, batch: _Channel) -> tuple[dict[str, MemberInfo], dict[str, MemberInfo],
                                                  dict[str, list[str]]]:
-        joins: dict[str, Any] = {}
-        leaves: dict[str, Any] = {}
+        joins: dict[str, MemberInfo] = {}
+        leaves: dict[str, MemberInfo] = {}
         changed: dict[str, list[str]] = {}
         for user, entry in batch.members.items():
             if entry.info is not None:
