@@ -110,8 +110,11 @@ class BroadcastProbe(Protocol):
         """Before encoding: may add fields (``ts``); returns the start time."""
 
     def end(self, channel: Channel, frame_bytes: int, delivered: int, t0: float, t1: float,
-            exclude: Session | None) -> None:
-        """After fan-out: ``t1`` is when encoding ended."""
+            exclude: Session | None, *, fanout: int) -> None:
+        """After fan-out: ``t1`` is when encoding ended; ``fanout`` the channel's local
+        subscribers when it began (some may have left since: a slow consumer closed
+        by this very fan-out leaves at once); ``exclude`` the sender left out (one of
+        them), if any."""
 
     def latency_ms(self, channel: str, values_ms: Sequence[float]) -> None:
         """Delivery latencies a client reported for ``channel`` (``receipts`` messages)."""

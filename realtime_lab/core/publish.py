@@ -112,6 +112,7 @@ class PublishPath:
             return 0
         subscribers = channel.subscribers
         targets = list(subscribers.values())
+        fanout = len(targets)  # the sender among them, if subscribed
         skip = self.history.admit(pub)
         excluded: Session | None = None
         if pub.exclude and pub.origin == self.backplane.node_id:
@@ -133,7 +134,7 @@ class PublishPath:
                 t0 = t1 = probe.clock()
             delivered = self.outbox.fan_out(targets, frame, pub.priority, pub.message,
                                             skip=skip)
-            probe.end(channel, size, delivered, t0, t1, excluded)
+            probe.end(channel, size, delivered, t0, t1, excluded, fanout=fanout)
         channel.messages += 1
         bus = self.bus
         if bus.active:  # built only for handlers whose type filter can match (bus.wants)

@@ -154,11 +154,11 @@ class Recorder:
         return self.clock()
 
     def end(self, channel: Channel, frame_bytes: int, delivered: int, t0: float, t1: float,
-            exclude: Session | None) -> None:
-        """Called by the hub after fan-out: one row in ``broadcasts``."""
+            exclude: Session | None, *, fanout: int) -> None:
+        """Called by the hub after fan-out: one row in ``broadcasts`` (``fanout``: the
+        local subscribers when it began, the excluded sender among them)."""
         t2 = self.clock()
-        fanout = len(channel.subscribers)
-        excluded = 1 if exclude is not None and exclude.id in channel.subscribers else 0
+        excluded = 1 if exclude is not None else 0
         i = self._b.next_index()
         ct, cch, cfan, cdel, cdrop, cbytes, cenc, cenq = self._b_cols
         ct[i] = t2 - self.t0
