@@ -11,7 +11,13 @@ working tree's ``realtime_lab`` in the same interleaved run (before/after):
 - ``idle``: server RSS growth over 5000 idle connections;
 - ``large``: realtime_lab alone, 10,000 subscribers get a short burst;
 - ``paced``: after the burst rounds, a paced publisher at half of realtime_lab's
-  median burst deliveries/s at the smallest size; delivery latency.
+  median burst deliveries/s at the smallest size; delivery latency;
+- ``join-storm`` (issue 16, ``benchmarks/join_storm.py``, also runnable alone with
+  ``python -m benchmarks.join_storm``): 1,000 / 5,000 / 10,000 clients connect and
+  subscribe to one channel, realtime_lab with presence on and off and the peers
+  without; then a reconnect storm of 5,000 after a server restart. Not in
+  ``--smoke`` unless named (its load client is Node.js; tests/benchmarks has its
+  own smoke test).
 
 It prints the tables, writes the raw rows as CSV into data/bench/ and the
 tables into docs/performance.md (``benchmarks/report.py``). ``--smoke`` runs a
@@ -46,7 +52,11 @@ from benchmarks.servers import PYTHON_SERVERS, SERVERS, ServerSpec
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "performance.md"
 DATA = ROOT / "data" / "bench"
-SCENARIOS = ("burst", "idle", "large", "paced")
+SCENARIOS = ("burst", "idle", "large", "paced", "join-storm")
+#: The scenarios of the issue 7 report (the join storm reports on its own).
+ISSUE7 = ("burst", "idle", "large", "paced")
+#: The servers the join storm runs (realtime_lab, also @REV, gives presence on and off).
+JOIN_STORM_SERVERS = ("realtime_lab", "node_ws", "websockets")
 
 
 @dataclass
@@ -179,11 +189,13 @@ def code_revision(ref: str | None) -> str:
 
 @dataclass
 class Running:
-    """A started server: its pid, port, and (once stopped) its loop-lag record."""
+    """A started server: its pid, port, and (once stopped) its loop-lag record; ``proc``
+    (its stdin and stdout) for a scenario that talks to it (benchmarks/join_storm.py)."""
 
     pid: int
     port: int
     lag: dict[str, Any] | None = None
+    proc: subprocess.Popen[bytes] | None = None
 
 
 @contextlib.contextmanager
@@ -209,7 +221,7 @@ def server_process(spec: ServerSpec, src: Path | None = None,
             port = _read_port(proc, proc.stdout, timeout)
             if port is None:
                 raise RuntimeError(f"{spec.name} did not report its port within {timeout}s")
-            running = Running(proc.pid, port)
+            running = Running(proc.pid, port, proc=proc)
             yield running
         except Exception as exc:
             errors.seek(0)
@@ -457,8 +469,9 @@ def parse_args(argv: list[str] | None) -> Config:
     p.add_argument("--servers", default=None,
                    help=f"comma-separated, from: {', '.join(SERVERS)}, and realtime_lab@REV "
                         "(realtime_lab as of a git revision, beside the working tree)")
-    p.add_argument("--scenarios", default=",".join(SCENARIOS),
-                   help=f"comma-separated, from: {', '.join(SCENARIOS)}")
+    p.add_argument("--scenarios", default=None,
+                   help=f"comma-separated, from: {', '.join(SCENARIOS)} (default all; "
+                        "with --smoke all but join-storm)")
     p.add_argument("--sizes", "--subscribers", "-n", type=_ints, default=None,
                    help="burst group sizes, comma-separated (default 1000,5000)")
     p.add_argument("--messages", type=int, default=None)
@@ -488,7 +501,8 @@ def parse_args(argv: list[str] | None) -> Config:
     servers = (a.servers.split(",") if a.servers
                else list(PYTHON_SERVERS) if smoke else list(SERVERS))
     unknown = [s for s in servers if not _known(s)]
-    scenarios = a.scenarios.split(",")
+    scenarios = (a.scenarios.split(",") if a.scenarios
+                 else list(ISSUE7) if smoke else list(SCENARIOS))
     if unknown or any(s not in SCENARIOS for s in scenarios):
         p.error(f"unknown server(s) or scenario(s): {a.servers} {a.scenarios}")
     cfg = Config(
@@ -538,10 +552,20 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # stop the servers in finally blocks
-    for name, why in cfg.skipped.items():
-        print(f"{name} skipped: {why}", flush=True)
     command = "python -m benchmarks.run" + "".join(
         " " + shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    storm = 0
+    if "join-storm" in cfg.scenarios:
+        from benchmarks import join_storm
+
+        cfg.scenarios.remove("join-storm")
+        servers = [s for s in cfg.servers if s.partition("@")[0] in JOIN_STORM_SERVERS]
+        storm = join_storm.report(join_storm.config(
+            servers=servers, smoke=cfg.smoke, timeout=max(cfg.timeout, 300.0)), command)
+        if not cfg.scenarios:
+            return storm
+    for name, why in cfg.skipped.items():
+        print(f"{name} skipped: {why}", flush=True)
     when = dt.datetime.now(dt.UTC)
     started = time.monotonic()
     rows = run_benchmark(cfg)
@@ -557,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in rows if r.error]
     for r in failed:
         print(f"round {r.round} {r.scenario} {r.server} FAILED: {r.error.splitlines()[0]}")
-    if failed:
+    if failed or storm:
         return 1
     return 2 if any(r.lost for r in rows) else 0
 

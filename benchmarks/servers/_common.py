@@ -26,6 +26,8 @@ from pathlib import Path
 
 Stop = Callable[[], Awaitable[None]]
 Start = Callable[[argparse.Namespace], Awaitable[tuple[int, Stop]]]
+#: What a server reports on a ``stats`` line on stdin (its counters; see ``server_main``).
+Report = Callable[[], dict[str, object]]
 
 HOST = "127.0.0.1"
 LAG_PERIOD = 0.002  # seconds between probe firings
@@ -86,7 +88,15 @@ def server_main(start: Start, argv: list[str] | None = None) -> None:
     parser.add_argument("--max-outbound-bytes", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--lag-file", type=Path, default=None,
                         help="write the loop-lag probe's record here when stopping")
+    parser.add_argument("--port", type=int, default=0,
+                        help="port to bind (0: any free one); a server that honours it")
+    parser.add_argument("--presence", action="store_true",
+                        help="presence on, where the server has it (realtime_lab)")
+    parser.add_argument("--serve-defaults", action="store_true",
+                        help="the server's own defaults, as `realtime-lab serve` has them "
+                             "(realtime_lab: no raised outbound bound, no gc_freeze)")
     args = parser.parse_args(argv)
+    args.report = None  # start() may set a Report for ``stats`` lines on stdin
     raise_nofile_limit()
     asyncio.run(_serve(start, args))
 
@@ -109,6 +119,9 @@ async def _serve(start: Start, args: argparse.Namespace) -> None:
         if not data:  # EOF: the runner closed our stdin
             loop.remove_reader(stdin)
             done.set()
+        for _ in range(data.count(b"stats\n")):  # the runner asks for the counters
+            report = args.report() if args.report is not None else {}
+            print(f"STATS {json.dumps(report)}", flush=True)
 
     loop.add_reader(stdin, on_stdin)
     print(f"PORT {port}", flush=True)

@@ -1,0 +1,513 @@
+"""The join storm (issue 16 point 6): N clients connect and subscribe to one channel.
+
+``python -m benchmarks.join_storm`` (or ``python -m benchmarks.run --scenarios
+join-storm``; ``make bench`` runs it with the other scenarios). Each measurement has a
+fresh server process and a load client in a process of its own: the Node.js client
+``benchmarks/node/join_storm.js`` (the ``ws`` package that ``make bench`` installs, or
+Node's own WebSocket). The servers:
+
+* ``realtime_lab presence``: ``realtime-lab serve`` defaults, presence on every
+  channel (``presence_channels="*"``); every client rebuilds the member list and the
+  storm is over when every list holds all N members, exactly;
+* ``realtime_lab no presence``: the same server with ``presence_channels=None``;
+* the peers without presence: Node.js ``ws`` and ``websockets`` (benchmarks/servers).
+
+Scenarios, rounds interleaved across servers:
+
+* ``join-N`` (N = 1,000, 5,000, 10,000; ``--sizes``): at most 64 handshakes in flight,
+  each client subscribes as soon as it is welcomed. Measured: the time until every
+  client is subscribed, until every member list is exact (the storm settled), the
+  presence diffs the server queued (``hub.stats.deliveries``: nothing else is
+  fanned out in this scenario) and the presence frames the clients received, the
+  server's CPU seconds, and its RSS per connection once idle.
+* ``reconnect-N`` (realtime_lab, presence on and off; ``--reconnect``, 5,000): the
+  crowd settled, the server process is stopped (1001 to every client) and started
+  again on the same port; the clients reconnect as realtime_lab's clients do (a
+  random first delay up to 0.5 s, then full-jitter backoff from 0.5 s) and subscribe
+  again. Measured: the time from the stop until all are back, subscribed, and their
+  lists exact; from the new server's start; its CPU and presence diffs.
+
+Prints a Markdown block (docs/performance.md, "Join storm") and writes the rows as
+CSV into data/bench/ (``--csv``). ``--smoke``: 20 and 40 clients, 10 in the
+reconnect storm, one round, the Python servers only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import datetime as dt
+import json
+import os
+import selectors
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from benchmarks.loadgen import cpu_seconds
+from benchmarks.run import (
+    DATA,
+    ROOT,
+    Running,
+    code_revision,
+    server_process,
+    source_tree,
+    spec_for,
+)
+from benchmarks.servers import NODE_DIR, ServerSpec
+
+CLIENT = NODE_DIR / "join_storm.js"
+PEERS = ("node_ws", "websockets")
+
+
+@dataclass
+class Variant:
+    """One server of the run: a spec, with presence or not, from a source tree."""
+
+    name: str
+    spec: ServerSpec
+    presence: bool
+    rev: str | None = None
+    src: Path | None = None
+
+    @property
+    def lab(self) -> bool:
+        """A realtime_lab server (it answers ``stats``; it takes ``--port``)."""
+        return self.spec.module == "benchmarks.servers.realtime_lab_server"
+
+
+@dataclass
+class Config:
+    servers: list[str] = field(default_factory=lambda: ["realtime_lab", *PEERS])
+    sizes: list[int] = field(default_factory=lambda: [1000, 5000, 10000])
+    rounds: int = 3
+    large_rounds: int = 1  # rounds of sizes above 5,000 (the machine is shared)
+    reconnect: int = 5000  # clients in the reconnect storm (0: none)
+    timeout: float = 300.0  # seconds per phase
+    settle: float = 0.5  # seconds before the first RSS reading
+    idle_wait: float = 1.0  # seconds after the storm before the RSS reading
+    csv_path: Path | None = None
+    smoke: bool = False
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StormRow:
+    """One measurement."""
+
+    round: int
+    scenario: str
+    server: str
+    clients: int
+    presence: bool
+    subscribed_s: float = float("nan")  # storm start -> every client subscribed
+    settled_s: float = float("nan")  # storm start -> every list exact (or subscribed)
+    down_s: float = float("nan")  # reconnect: the stop -> the new server listening
+    back_s: float = float("nan")  # reconnect: the new server listening -> settled
+    presence_diffs: float = float("nan")  # the server's fan-out deliveries
+    presence_frames: int = 0  # presence_state / page / diff frames the clients got
+    frames: int = 0
+    closes: int = 0  # connections closed during the join storm (0 expected)
+    bad_members: int = 0
+    server_cpu_s: float = float("nan")
+    rss_before: int = 0
+    rss_after: int = 0
+    bytes_per_connection: float = float("nan")
+    load_avg: float = float("nan")
+    code: str = ""
+    error: str = ""
+
+
+# ---------------------------------------------------------------------- processes
+
+
+def node_command() -> list[str] | str:
+    """The argv prefix that runs the load client, or why it cannot run here."""
+    node = shutil.which("node")
+    if node is None:
+        return "node is not installed (apt-get install nodejs)"
+    if (NODE_DIR / "node_modules" / "ws").is_dir():
+        return [node]
+    version = subprocess.run([node, "--version"], capture_output=True, text=True,
+                             timeout=10, check=False).stdout.strip().lstrip("v")
+    major = int(version.split(".")[0] or 0)
+    if major >= 22:
+        return [node]
+    if major >= 20:
+        return [node, "--experimental-websocket", "--no-warnings"]
+    return (f"node {version} has no WebSocket client: install the ws package "
+            "(npm ci --prefix benchmarks/node) or Node.js 20 or later")
+
+
+def read_line(stream: IO[bytes], buffer: bytearray, deadline: float) -> str | None:
+    """The next line of ``stream`` (a pipe), or None at the deadline or EOF."""
+    fd = stream.fileno()
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while b"\n" not in buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(timeout=left):
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            buffer += chunk
+    line, _, rest = bytes(buffer).partition(b"\n")
+    buffer[:] = rest
+    return line.decode(errors="replace")
+
+
+class LoadClient:
+    """The Node.js crowd: started on a port, read for ``settled`` lines."""
+
+    def __init__(self, command: list[str], port: int, clients: int, presence: bool) -> None:
+        argv = [*command, str(CLIENT), "--port", str(port), "--clients", str(clients)]
+        self.proc = subprocess.Popen([*argv, *(["--presence"] if presence else [])],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, cwd=ROOT)
+        self.buffer = bytearray()
+
+    def settled(self, phase: int, timeout: float) -> dict[str, Any]:
+        """The client's report when the crowd of ``phase`` settled; RuntimeError after
+        ``timeout`` seconds (with where the crowd was)."""
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            line = read_line(self.proc.stdout, self.buffer, deadline)
+            if line is None:
+                break
+            event = json.loads(line)
+            if event.get("event") == "settled" and event["phase"] == phase:
+                return event
+        status = "no status"
+        with contextlib.suppress(OSError, ValueError):
+            self.proc.stdin.write(b"status\n")
+            self.proc.stdin.flush()
+            status = read_line(self.proc.stdout, self.buffer, time.monotonic() + 5) or status
+        raise RuntimeError(f"not settled within {timeout:.0f} s: {status}")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@contextlib.contextmanager
+def load_client(command: list[str], port: int, clients: int,
+                presence: bool) -> Iterator[LoadClient]:
+    client = LoadClient(command, port, clients, presence)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def server_stats(srv: Running, timeout: float = 10.0) -> dict[str, Any]:
+    """A realtime_lab server's ``hub.stats`` (its ``stats`` line on stdin)."""
+    proc = srv.proc
+    assert proc is not None and proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"stats\n")
+    proc.stdin.flush()
+    buffer = bytearray()
+    deadline = time.monotonic() + timeout
+    while (line := read_line(proc.stdout, buffer, deadline)) is not None:
+        if line.startswith("STATS "):
+            stats: dict[str, Any] = json.loads(line[6:])
+            return stats
+    raise RuntimeError("the server did not report its stats")
+
+
+def _seconds(event: dict[str, Any], key: str, start: int) -> float:
+    value = event.get(key)
+    return (int(value) - start) / 1e9 if value is not None else float("nan")
+
+
+def _client_figures(row: StormRow, event: dict[str, Any]) -> None:
+    row.presence_frames = event["presence_frames"]
+    row.frames = event["frames"]
+    row.bad_members = event["bad_members"]
+
+
+# ---------------------------------------------------------------------- measuring
+
+
+def measure_join(v: Variant, cfg: Config, row: StormRow, node: list[str]) -> None:
+    """One join storm of ``row.clients`` on a fresh server."""
+    with server_process(v.spec, v.src) as srv:
+        proc = psutil.Process(srv.pid)
+        time.sleep(cfg.settle)
+        row.rss_before = proc.memory_info().rss
+        cpu0 = cpu_seconds(proc)
+        with load_client(node, srv.port, row.clients, v.presence) as client:
+            event = client.settled(0, cfg.timeout)
+            row.server_cpu_s = cpu_seconds(proc) - cpu0
+            start = int(event["phase_start_ns"])
+            row.subscribed_s = _seconds(event, "all_subscribed_ns", start)
+            row.settled_s = _seconds(event, "settled_ns", start)
+            row.closes = event["closes"]
+            _client_figures(row, event)
+            if v.lab:
+                row.presence_diffs = server_stats(srv)["deliveries"]
+            time.sleep(cfg.idle_wait)
+            row.rss_after = proc.memory_info().rss
+    row.bytes_per_connection = (row.rss_after - row.rss_before) / row.clients
+
+
+def measure_reconnect(v: Variant, cfg: Config, row: StormRow, node: list[str]) -> None:
+    """A settled crowd, the server process restarted on its port, the crowd back."""
+    first = server_process(v.spec, v.src)
+    srv: Running | None = first.__enter__()
+    try:
+        assert srv is not None
+        port = srv.port
+        with load_client(node, port, row.clients, v.presence) as client:
+            client.settled(0, cfg.timeout)
+            stopped = time.monotonic_ns()
+            srv = None
+            first.__exit__(None, None, None)  # stdin EOF: a graceful stop (1001)
+            again = dataclasses.replace(v.spec, args=(*v.spec.args, "--port", str(port)))
+            with server_process(again, v.src) as srv2:
+                up = time.monotonic_ns()
+                proc = psutil.Process(srv2.pid)
+                cpu0 = cpu_seconds(proc)
+                event = client.settled(1, cfg.timeout)
+                row.server_cpu_s = cpu_seconds(proc) - cpu0
+                row.down_s = (up - stopped) / 1e9
+                row.settled_s = _seconds(event, "settled_ns", stopped)
+                row.subscribed_s = _seconds(event, "all_subscribed_ns", stopped)
+                row.back_s = _seconds(event, "settled_ns", up)
+                _client_figures(row, event)
+                row.presence_diffs = server_stats(srv2)["deliveries"]
+    finally:
+        if srv is not None:
+            first.__exit__(*sys.exc_info())
+
+
+def _attempt(row: StormRow, measure: Callable[..., None], *args: Any) -> None:
+    try:
+        measure(*args)
+    except (RuntimeError, OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
+        row.error = f"{row.scenario}: {exc}"
+    where = f"round {row.round} {row.scenario:<15} {row.server:<28}"
+    if row.error:
+        print(f"{where} FAILED: {row.error.splitlines()[0][:300]}", file=sys.stderr, flush=True)
+    else:
+        print(f"{where} settled {row.settled_s:7.2f} s, subscribed {row.subscribed_s:7.2f} s, "
+              f"diffs {row.presence_diffs:,.0f}, CPU {row.server_cpu_s:6.2f} s, "
+              f"{row.bytes_per_connection / 1000:5.1f} KB/conn, closes {row.closes}",
+              file=sys.stderr, flush=True)
+
+
+def variants(cfg: Config) -> list[Variant]:
+    """The servers of the run: each realtime_lab name gives presence on and off."""
+    out: list[Variant] = []
+    for name in cfg.servers:
+        spec = spec_for(name)
+        if spec.module == "benchmarks.servers.realtime_lab_server":
+            rev = name.partition("@")[2] or None  # realtime_lab@REV: as of REV
+            for presence in (True, False):
+                args = ("--serve-defaults", *(("--presence",) if presence else ()))
+                label = f"{name} {'presence' if presence else 'no presence'}"
+                out.append(Variant(label, dataclasses.replace(spec, name=label, args=args),
+                                   presence, rev))
+        else:
+            out.append(Variant(name, spec, False))
+    return out
+
+
+def run(cfg: Config) -> list[StormRow]:
+    """Every size, rounds interleaved across servers; then the reconnect storms."""
+    node = node_command()
+    if isinstance(node, str):
+        raise RuntimeError(f"the join storm needs its Node.js load client: {node}")
+    rows: list[StormRow] = []
+    with contextlib.ExitStack() as stack:
+        trees: dict[str, Path | None] = {}
+        vs = []
+        for v in variants(cfg):
+            why = v.spec.unavailable()
+            if why is not None:
+                cfg.skipped[v.name] = why
+                continue
+            if v.rev is not None:
+                if v.rev not in trees:
+                    trees[v.rev] = stack.enter_context(source_tree(v.rev))
+                v.src = trees[v.rev]
+            vs.append(v)
+        for rnd in range(1, cfg.rounds + 1):
+            for n in cfg.sizes:
+                if n > 5000 and rnd > cfg.large_rounds:
+                    continue
+                for v in vs:
+                    row = _row(rnd, f"join-{n}", v, n)
+                    _attempt(row, measure_join, v, cfg, row, node)
+                    rows.append(row)
+        if cfg.reconnect:
+            for rnd in range(1, cfg.rounds + 1):
+                for v in (v for v in vs if v.lab):
+                    row = _row(rnd, f"reconnect-{cfg.reconnect}", v, cfg.reconnect)
+                    _attempt(row, measure_reconnect, v, cfg, row, node)
+                    rows.append(row)
+    return rows
+
+
+def _row(rnd: int, scenario: str, v: Variant, n: int) -> StormRow:
+    return StormRow(rnd, scenario, v.name, n, v.presence, load_avg=os.getloadavg()[0],
+                    code=code_revision(v.rev))
+
+
+# ---------------------------------------------------------------------- report
+
+
+def _med(rows: list[StormRow], get: Callable[[StormRow], float]) -> float:
+    values = [get(r) for r in rows if not r.error]
+    return statistics.median(values) if values else float("nan")
+
+
+def _cell(value: float, spec: str) -> str:
+    return "—" if value != value else format(value, spec)
+
+
+def render(rows: list[StormRow], cfg: Config, command: str) -> str:
+    """The Markdown block: one table for the join storms, one for the reconnect storms."""
+    servers = list(dict.fromkeys(r.server for r in rows))
+    scenarios = list(dict.fromkeys(r.scenario for r in rows))
+    out = [f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC with `{command}`; "
+           f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end. "
+           "Medians of the rounds (runs in brackets); KB = 1000 bytes."]
+    for name, why in cfg.skipped.items():
+        out.append(f"{name} skipped: {why}.")
+    out += ["", "| scenario | server | all subscribed (s) | settled, lists exact (s) | "
+            "presence diffs (server) | presence frames (clients) | server CPU (s) | "
+            "RSS / connection (KB) | closes |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for sc in (s for s in scenarios if s.startswith("join-")):
+        for server in servers:
+            rs = [r for r in rows if r.scenario == sc and r.server == server]
+            if not rs:
+                continue
+            ok = [r for r in rs if not r.error]
+            failed = "" if len(ok) == len(rs) else f" ({len(rs) - len(ok)} failed)"
+            out.append(
+                f"| {sc} | {server} ({len(ok)}){failed} | "
+                f"{_cell(_med(rs, lambda r: r.subscribed_s), '.2f')} | "
+                f"{_cell(_med(rs, lambda r: r.settled_s), '.2f')} | "
+                f"{_cell(_med(rs, lambda r: r.presence_diffs), ',.0f')} | "
+                f"{_cell(_med(rs, lambda r: float(r.presence_frames)), ',.0f')} | "
+                f"{_cell(_med(rs, lambda r: r.server_cpu_s), '.2f')} | "
+                f"{_cell(_med(rs, lambda r: r.bytes_per_connection / 1000), '.1f')} | "
+                f"{_cell(_med(rs, lambda r: float(r.closes)), '.0f')} |")
+    reconnects = [s for s in scenarios if s.startswith("reconnect-")]
+    if reconnects:
+        out += ["", "| scenario | server | down (s) | back after the stop (s) | "
+                "back after the restart (s) | presence diffs | server CPU (s) |",
+                "|---|---|---:|---:|---:|---:|---:|"]
+        for sc in reconnects:
+            for server in servers:
+                rs = [r for r in rows if r.scenario == sc and r.server == server]
+                if rs:
+                    ok = len([r for r in rs if not r.error])
+                    out.append(
+                        f"| {sc} | {server} ({ok}) | {_cell(_med(rs, lambda r: r.down_s), '.2f')}"
+                        f" | {_cell(_med(rs, lambda r: r.settled_s), '.2f')} | "
+                        f"{_cell(_med(rs, lambda r: r.back_s), '.2f')} | "
+                        f"{_cell(_med(rs, lambda r: r.presence_diffs), ',.0f')} | "
+                        f"{_cell(_med(rs, lambda r: r.server_cpu_s), '.2f')} |")
+    failures = [r for r in rows if r.error]
+    if failures:
+        out += ["", *(f"- round {r.round} {r.server}: {r.error[:300]}" for r in failures)]
+    return "\n".join(out)
+
+
+def write_csv(rows: list[StormRow], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = [f.name for f in dataclasses.fields(StormRow)]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=names)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(dataclasses.asdict(row))
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str] | None) -> Config:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.join_storm",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--smoke", action="store_true",
+                   help="20 and 40 clients, 10 reconnecting, one round, Python servers only")
+    p.add_argument("--servers", default=None,
+                   help="comma-separated: realtime_lab (presence on and off), "
+                        "realtime_lab@REV, node_ws, websockets")
+    p.add_argument("--sizes", default=None, help="clients per join storm (1000,5000,10000)")
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--large-rounds", type=int, default=1,
+                   help="rounds of the sizes above 5,000 (default 1)")
+    p.add_argument("--reconnect", type=int, default=None,
+                   help="clients in the reconnect storm (default 5000; 0 skips)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per phase")
+    p.add_argument("--csv", type=Path, default=None)
+    a = p.parse_args(argv)
+    return config(servers=a.servers.split(",") if a.servers else None,
+                  sizes=[int(x) for x in a.sizes.split(",")] if a.sizes else None,
+                  rounds=a.rounds, large_rounds=a.large_rounds, reconnect=a.reconnect,
+                  timeout=a.timeout, csv_path=a.csv, smoke=a.smoke)
+
+
+def config(*, servers: list[str] | None = None, sizes: list[int] | None = None,
+           rounds: int | None = None, large_rounds: int = 1, reconnect: int | None = None,
+           timeout: float = 300.0, csv_path: Path | None = None,
+           smoke: bool = False) -> Config:
+    """A run's configuration; ``smoke`` makes every unset figure tiny."""
+    cfg = Config(
+        servers=servers or (["realtime_lab", "websockets"] if smoke
+                            else ["realtime_lab", *PEERS]),
+        sizes=sizes or ([20, 40] if smoke else [1000, 5000, 10000]),
+        rounds=rounds or (1 if smoke else 3), large_rounds=large_rounds,
+        reconnect=reconnect if reconnect is not None else (10 if smoke else 5000),
+        timeout=min(timeout, 60.0) if smoke else timeout,
+        settle=0.1 if smoke else 0.5, idle_wait=0.1 if smoke else 1.0,
+        csv_path=csv_path, smoke=smoke)
+    if cfg.csv_path is None and not smoke:
+        cfg.csv_path = DATA / f"join_storm_{dt.datetime.now(dt.UTC):%Y%m%dT%H%M}.csv"
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, print, write the CSV. Exit status 1 when a measurement failed."""
+    cfg = parse_args(argv)
+    command = "python -m benchmarks.join_storm" + "".join(
+        f" {a}" for a in (sys.argv[1:] if argv is None else argv))
+    return report(cfg, command)
+
+
+def report(cfg: Config, command: str) -> int:
+    """Run ``cfg``, print its block, write its CSV; 1 when a measurement failed."""
+    rows = run(cfg)
+    print(render(rows, cfg, command))
+    if cfg.csv_path is not None:
+        write_csv(rows, cfg.csv_path)
+        print(f"raw rows: {cfg.csv_path}")
+    return 1 if any(r.error for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
