@@ -3,6 +3,9 @@
 ``python -m benchmarks.memory_breakdown [-n 2000] [--server realtime_lab|tornado]``
 ``python -m benchmarks.memory_breakdown --hold -n 10000`` (hold n subscribed
 connections in this process, broadcast one message, count who got it)
+``python -m benchmarks.memory_breakdown --subscribe [--presence] -n 2000`` (each
+connection also subscribes to one channel, with presence on or off: the cost of a
+subscription and of a presence member, issue 16 point 3)
 
 The server runs in this process (so its heap can be inspected); the clients run
 in a child process (``benchmarks.loadgen``'s minimal client, each connection
@@ -100,6 +103,7 @@ class Clients:
         return answer.strip()
 
     async def open(self, count: int, *, subscribe: bool = False) -> None:
+        """Open ``count`` idle connections (each subscribed to one channel if asked)."""
         answer = await self.command(f"{'subscribe' if subscribe else 'open'} {count}")
         if answer != "ok":
             raise RuntimeError(f"client process failed: {answer!r}")
@@ -126,15 +130,32 @@ class Server:
     hub: Any = None
 
 
-async def start_server(kind: str) -> Server:
+@dataclass(frozen=True)
+class Load:
+    """What each measured connection does: only connect, or also subscribe to one
+    channel (with presence on that channel, or not)."""
+
+    subscribe: bool = False
+    presence: bool = False
+
+    def args(self) -> list[str]:
+        return [*(["--subscribe"] if self.subscribe else []),
+                *(["--presence"] if self.presence else [])]
+
+    def __str__(self) -> str:
+        return ("idle" if not self.subscribe
+                else "subscribed, presence on" if self.presence else "subscribed")
+
+
+async def start_server(kind: str, load: Load = Load()) -> Server:
     """realtime_lab as in benchmarks/servers/realtime_lab_server.py, or plain Tornado."""
     if kind == "realtime_lab":
         import realtime_lab
         from realtime_lab.transports.pump import SocketPump
 
-        server = await realtime_lab.serve(host=HOST, port=0, presence_channels=None,
-                                          max_outbound_bytes=64 << 20,
-                                          max_connections_per_ip=100_000)
+        server = await realtime_lab.serve(
+            host=HOST, port=0, presence_channels="*" if load.presence else None,
+            max_outbound_bytes=64 << 20, max_connections_per_ip=100_000)
         return Server(server.port, server.stop, lambda: _instances(SocketPump), server.hub)
     from benchmarks.servers import tornado_server
 
@@ -281,6 +302,7 @@ def handler_app(root: Any) -> Any:
 class Report:
     server: str
     connections: int
+    load: str = "idle"
     rss_per_connection: float = 0.0
     traced_per_connection: float = 0.0
     by_line: list[tuple[str, float, float]] = field(default_factory=list)
@@ -301,14 +323,14 @@ async def _wait_closed(server: Server, timeout: float = 30.0) -> None:
         gc.collect()
 
 
-async def measure_rss(kind: str, n: int) -> float:
-    server = await start_server(kind)
+async def measure_rss(kind: str, n: int, load: Load = Load()) -> float:
+    server = await start_server(kind, load)
     clients = Clients(server.port)
     try:
-        await clients.open(WARMUP)
+        await clients.open(WARMUP, subscribe=load.subscribe)
         await asyncio.sleep(0.5)
         before = rss()
-        await clients.open(n)
+        await clients.open(n, subscribe=load.subscribe)
         await asyncio.sleep(1.0)
         after = rss()
     finally:
@@ -336,21 +358,21 @@ def _growth(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]
     return sorted(rows, key=lambda r: -r[1])
 
 
-async def measure_traced(kind: str, n: int, report: Report) -> None:
+async def measure_traced(kind: str, n: int, report: Report, load: Load = Load()) -> None:
     """tracemalloc growth by line and file, gc census by type, one connection's graph."""
     tracemalloc.start(1)
-    server = await start_server(kind)
+    server = await start_server(kind, load)
     clients = Clients(server.port)
     filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
     try:
-        await clients.open(WARMUP)
+        await clients.open(WARMUP, subscribe=load.subscribe)
         await asyncio.sleep(0.5)
         gc.collect()
         types1 = census()
         snap = tracemalloc.take_snapshot().filter_traces(filters)
         lines1, files1 = _stats(snap, "lineno"), _stats(snap, "filename")
         del snap  # its traces are tuples: keep them out of the second census
-        await clients.open(n)
+        await clients.open(n, subscribe=load.subscribe)
         await asyncio.sleep(1.0)
         gc.collect()
         types2 = census()
@@ -384,7 +406,7 @@ def _short(path: str) -> str:
 
 def print_report(r: Report) -> None:
     p = print
-    p(f"\n== {r.server}: {r.connections} idle connections ==")
+    p(f"\n== {r.server}: {r.connections} connections, {r.load} ==")
     p(f"RSS growth per connection:          {r.rss_per_connection:8.0f} B "
       f"({r.rss_per_connection / 1024:.1f} KiB)")
     p(f"tracemalloc growth per connection:  {r.traced_per_connection:8.0f} B")
@@ -436,22 +458,22 @@ async def hold(n: int) -> dict[str, Any]:
             "rss_mib": round(after / 2**20, 1), "clients": answer}
 
 
-async def run_phase(kind: str, n: int, phase: str) -> Report:
-    report = Report(kind, n)
+async def run_phase(kind: str, n: int, phase: str, load: Load = Load()) -> Report:
+    report = Report(kind, n, str(load))
     if phase == "rss":
-        report.rss_per_connection = await measure_rss(kind, n)
+        report.rss_per_connection = await measure_rss(kind, n, load)
     else:
-        await measure_traced(kind, n, report)
+        await measure_traced(kind, n, report, load)
     return report
 
 
-def run(kind: str, n: int) -> Report:
+def run(kind: str, n: int, load: Load = Load()) -> Report:
     """Both phases, each in a fresh process (RSS never shrinks back within a process)."""
-    report = Report(kind, n)
+    report = Report(kind, n, str(load))
     for phase in ("rss", "trace"):
         out = subprocess.run(
             [sys.executable, "-m", "benchmarks.memory_breakdown", "--phase", phase,
-             "--server", kind, "-n", str(n)],
+             "--server", kind, "-n", str(n), *load.args()],
             check=True, stdout=subprocess.PIPE, text=True, timeout=1200).stdout
         got = json.loads(out.strip().splitlines()[-1])
         if phase == "rss":
@@ -469,6 +491,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=str, default=None, help="also write the report here")
     parser.add_argument("--hold", action="store_true",
                         help="only hold n subscribed connections and broadcast once to them")
+    parser.add_argument("--subscribe", action="store_true",
+                        help="each connection subscribes to one channel (presence off)")
+    parser.add_argument("--presence", action="store_true",
+                        help="each connection subscribes to one presence channel (realtime_lab)")
     parser.add_argument("--client", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--phase", choices=("rss", "trace"), default=None,
                         help=argparse.SUPPRESS)
@@ -481,13 +507,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(asyncio.run(hold(args.connections))))
         return 0
     kinds = args.server or ["realtime_lab"]
+    load = Load(subscribe=args.subscribe or args.presence, presence=args.presence)
     if args.phase is not None:
-        report = asyncio.run(run_phase(kinds[0], args.connections, args.phase))
+        report = asyncio.run(run_phase(kinds[0], args.connections, args.phase, load))
         print(json.dumps(report.__dict__))
         return 0
     reports = []
     for kind in kinds:
-        report = run(kind, args.connections)
+        report = run(kind, args.connections, load)
         print_report(report)
         reports.append(report)
     if args.json:

@@ -124,7 +124,9 @@ class ChannelRegistry:
                 self.drop_if_empty(channel)
                 raise
         joined = channel.add(session, visible=visible)
-        session.subscriptions.add(name)
+        # the channel's own name string, not this request's copy: one string per channel,
+        # not one per subscription (about 54 bytes each; issue 16 point 3)
+        session.subscriptions.add(channel.name)
         return channel, joined
 
     def leave(self, session: Session, name: str) -> tuple[Channel, int] | None:
