@@ -92,7 +92,7 @@ class Config:
     sizes: list[int] = field(default_factory=lambda: [1000, 5000, 10000])
     rounds: int = 3
     large_rounds: int = 1  # rounds of sizes above 5,000 (the machine is shared)
-    reconnect: int = 5000  # clients in the reconnect storm (0: none)
+    reconnect: list[int] = field(default_factory=lambda: [5000])  # reconnect storm sizes
     timeout: float = 300.0  # seconds per phase
     settle: float = 0.5  # seconds before the first RSS reading
     idle_wait: float = 1.0  # seconds after the storm before the RSS reading
@@ -235,6 +235,16 @@ def server_stats(srv: Running, timeout: float = 10.0) -> dict[str, Any]:
     raise RuntimeError("the server did not report its stats")
 
 
+def _stats_line(srv: Running) -> str:
+    """A failed storm's server counters (realtime_lab only), for the error message."""
+    try:
+        stats = server_stats(srv)
+    except (RuntimeError, OSError, ValueError, AssertionError):
+        return "no stats"
+    keys = ("sessions", "deliveries", "slow_consumers", "dropped", "connections_closed")
+    return ", ".join(f"{k} {stats[k]}" for k in keys if k in stats)
+
+
 def _seconds(event: dict[str, Any], key: str, start: int) -> float:
     value = event.get(key)
     return (int(value) - start) / 1e9 if value is not None else float("nan")
@@ -257,7 +267,11 @@ def measure_join(v: Variant, cfg: Config, row: StormRow, node: list[str]) -> Non
         row.rss_before = proc.memory_info().rss
         cpu0 = cpu_seconds(proc)
         with load_client(node, srv.port, row.clients, v.presence) as client:
-            event = client.settled(0, cfg.timeout)
+            try:
+                event = client.settled(0, cfg.timeout)
+            except RuntimeError as exc:  # say what the server saw: slow consumers?
+                stats = _stats_line(srv) if v.lab else "no stats"
+                raise RuntimeError(f"{exc}; server: {stats}") from None
             row.server_cpu_s = cpu_seconds(proc) - cpu0
             start = int(event["phase_start_ns"])
             row.subscribed_s = _seconds(event, "all_subscribed_ns", start)
@@ -360,10 +374,10 @@ def run(cfg: Config) -> list[StormRow]:
                     row = _row(rnd, f"join-{n}", v, n)
                     _attempt(row, measure_join, v, cfg, row, node)
                     rows.append(row)
-        if cfg.reconnect:
-            for rnd in range(1, cfg.rounds + 1):
+        for rnd in range(1, cfg.rounds + 1):
+            for n in cfg.reconnect:
                 for v in (v for v in vs if v.lab):
-                    row = _row(rnd, f"reconnect-{cfg.reconnect}", v, cfg.reconnect)
+                    row = _row(rnd, f"reconnect-{n}", v, n)
                     _attempt(row, measure_reconnect, v, cfg, row, node)
                     rows.append(row)
     return rows
@@ -423,9 +437,9 @@ def render(rows: list[StormRow], cfg: Config, command: str) -> str:
             for server in servers:
                 rs = [r for r in rows if r.scenario == sc and r.server == server]
                 if rs:
-                    ok = len([r for r in rs if not r.error])
+                    good = len([r for r in rs if not r.error])
                     out.append(
-                        f"| {sc} | {server} ({ok}) | {_cell(_med(rs, lambda r: r.down_s), '.2f')}"
+                        f"| {sc} | {server} ({good}) | {_cell(_med(rs, lambda r: r.down_s), '.2f')}"
                         f" | {_cell(_med(rs, lambda r: r.settled_s), '.2f')} | "
                         f"{_cell(_med(rs, lambda r: r.back_s), '.2f')} | "
                         f"{_cell(_med(rs, lambda r: r.presence_diffs), ',.0f')} | "
@@ -457,32 +471,41 @@ def parse_args(argv: list[str] | None) -> Config:
     p.add_argument("--servers", default=None,
                    help="comma-separated: realtime_lab (presence on and off), "
                         "realtime_lab@REV, node_ws, websockets")
-    p.add_argument("--sizes", default=None, help="clients per join storm (1000,5000,10000)")
+    p.add_argument("--sizes", default=None,
+                   help="clients per join storm (default 1000,5000,10000; 0: none)")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--large-rounds", type=int, default=1,
                    help="rounds of the sizes above 5,000 (default 1)")
-    p.add_argument("--reconnect", type=int, default=None,
-                   help="clients in the reconnect storm (default 5000; 0 skips)")
+    p.add_argument("--reconnect", default=None,
+                   help="clients per reconnect storm (default 5000; 0: none)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per phase")
     p.add_argument("--csv", type=Path, default=None)
     a = p.parse_args(argv)
     return config(servers=a.servers.split(",") if a.servers else None,
-                  sizes=[int(x) for x in a.sizes.split(",")] if a.sizes else None,
-                  rounds=a.rounds, large_rounds=a.large_rounds, reconnect=a.reconnect,
+                  sizes=_sizes(a.sizes), rounds=a.rounds, large_rounds=a.large_rounds,
+                  reconnect=_sizes(a.reconnect),
                   timeout=a.timeout, csv_path=a.csv, smoke=a.smoke)
 
 
+def _sizes(text: str | None) -> list[int] | None:
+    """``1000,5000`` -> [1000, 5000]; ``0`` -> []; None -> None (the default)."""
+    if text is None:
+        return None
+    return [n for n in (int(x) for x in text.split(",") if x) if n > 0]
+
+
 def config(*, servers: list[str] | None = None, sizes: list[int] | None = None,
-           rounds: int | None = None, large_rounds: int = 1, reconnect: int | None = None,
+           rounds: int | None = None, large_rounds: int = 1,
+           reconnect: list[int] | None = None,
            timeout: float = 300.0, csv_path: Path | None = None,
            smoke: bool = False) -> Config:
     """A run's configuration; ``smoke`` makes every unset figure tiny."""
     cfg = Config(
         servers=servers or (["realtime_lab", "websockets"] if smoke
                             else ["realtime_lab", *PEERS]),
-        sizes=sizes or ([20, 40] if smoke else [1000, 5000, 10000]),
+        sizes=sizes if sizes is not None else ([20, 40] if smoke else [1000, 5000, 10000]),
         rounds=rounds or (1 if smoke else 3), large_rounds=large_rounds,
-        reconnect=reconnect if reconnect is not None else (10 if smoke else 5000),
+        reconnect=reconnect if reconnect is not None else ([10] if smoke else [5000]),
         timeout=min(timeout, 60.0) if smoke else timeout,
         settle=0.1 if smoke else 0.5, idle_wait=0.1 if smoke else 1.0,
         csv_path=csv_path, smoke=smoke)
