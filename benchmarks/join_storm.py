@@ -409,10 +409,12 @@ def render(rows: list[StormRow], cfg: Config, command: str) -> str:
            "Medians of the rounds (runs in brackets); KB = 1000 bytes."]
     for name, why in cfg.skipped.items():
         out.append(f"{name} skipped: {why}.")
-    out += ["", "| scenario | server | all subscribed (s) | settled, lists exact (s) | "
-            "presence diffs (server) | presence frames (clients) | server CPU (s) | "
-            "RSS / connection (KB) | closes |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for sc in (s for s in scenarios if s.startswith("join-")):
+    joins = [s for s in scenarios if s.startswith("join-")]
+    if joins:
+        out += ["", "| scenario | server | all subscribed (s) | settled, lists exact (s) | "
+                "presence diffs (server) | presence frames (clients) | server CPU (s) | "
+                "RSS / connection (KB) | closes |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for sc in joins:
         for server in servers:
             rs = [r for r in rows if r.scenario == sc and r.server == server]
             if not rs:
