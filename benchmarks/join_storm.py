@@ -83,6 +83,8 @@ class Variant:
 
 @dataclass
 class Config:
+    """What one join-storm run does (:func:`config` fills it)."""
+
     servers: list[str] = field(default_factory=lambda: ["realtime_lab", *PEERS])
     sizes: list[int] = field(default_factory=lambda: [1000, 5000, 10000])
     rounds: int = 3
@@ -110,7 +112,9 @@ class StormRow:
     down_s: float = float("nan")  # reconnect: the stop -> the new server listening
     back_s: float = float("nan")  # reconnect: the new server listening -> settled
     presence_diffs: float = float("nan")  # the server's fan-out deliveries
-    presence_frames: int = 0  # presence_state / page / diff frames the clients got
+    # presence_state / page / diff frames, and all frames, the clients got (a reconnect
+    # row: since the crowd first connected, both storms)
+    presence_frames: int = 0
     frames: int = 0
     closes: int = 0  # connections closed during the join storm (0 expected)
     bad_members: int = 0
