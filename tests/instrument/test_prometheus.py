@@ -103,6 +103,9 @@ async def test_scrape_after_real_traffic(options: ServerOptions, raw_ws, wait_un
         await ada.publish("room", "mw-drop")  # not passed on: a drop, reason middleware
         await bob.send({"type": "dance"})  # unknown type: one error sent
         assert (await bob.recv(timeout=5))["code"] == "unknown_type"
+        hub_stats = server.hub.stats  # ada's two publishes had no ack: wait for both drops
+        await wait_until(lambda: hub_stats.dropped_by_hook == hub_stats.dropped_by_middleware == 1,
+                         what="ada's two publishes to be dropped")
 
         # a client that stops reading: low messages are dropped, then it is closed (4100)
         slow = await raw_ws(server.port, rcvbuf=4096)
