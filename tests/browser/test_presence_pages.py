@@ -43,8 +43,12 @@ def canonical(value: Any) -> str:
 
 
 async def test_a_page_joins_a_channel_larger_than_the_outbound_bound(context: Any) -> None:
-    options = ServerOptions(max_outbound_bytes=256 * 1024)  # the members never answer pings:
-    # the default heartbeat (25 s + 20 s) leaves it alone for the test's duration
+    # The members never answer pings: the default heartbeat (25 s + 20 s) leaves them
+    # alone for the test's duration. Diffs unbatched (window 0): each change meets the
+    # pages in flight at once, as this test means; with a window, changes made while the
+    # last page goes out arrive in a diff after it (tests/integration/test_presence_batch.py
+    # rebuilds lists with pages and batched diffs in flight).
+    options = ServerOptions(max_outbound_bytes=256 * 1024, presence_batch_window=0)
     async with RestartableServer(options) as lab:
         hub = lab.current.hub
         room = SilentMembers(hub)
