@@ -109,7 +109,9 @@ HOSTILE = [
 
 
 async def test_hostile_receipts_get_documented_codes() -> None:
-    server = await realtime_lab.serve(port=0, error_limit=None)
+    # presence diffs at once: the test reads the replies one by one (batched, the
+    # subscriber's own join would come back in the window's diff among them)
+    server = await realtime_lab.serve(port=0, error_limit=None, presence_batch_window=0)
     rec = server.record()
     ws = await websocket_connect(server.url + "?user=mallory")
     try:
