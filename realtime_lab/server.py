@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from realtime_lab.broker import BrokerBackplane
     from realtime_lab.inspection import ServerSnapshot
     from realtime_lab.instrument import Recorder
+    from realtime_lab.pusher.adapter import PusherAdapter
     from realtime_lab.widgets import Dashboard
 
 log = logging.getLogger("realtime_lab.server")
@@ -68,6 +69,12 @@ class LabServer:
         self.host = host
         self.requested_port = port
         self.hub = Hub(self.options, hooks=hooks, middleware=middleware)
+        #: The Pusher protocol's routes and webhooks (ServerOptions.pusher_apps; docs/pusher.md).
+        self.pusher: PusherAdapter | None = None
+        if self.options.pusher_apps:
+            from realtime_lab.pusher.adapter import PusherAdapter
+
+            self.pusher = PusherAdapter(self.hub)
         self.started_at = time.time()
         self._http: EdgeHTTPServer | None = None
         self._listener: AcceptLoop | None = None  # accepts on the listening sockets
@@ -133,6 +140,8 @@ class LabServer:
 
             app.wildcard_router.add_rules([(r"/metrics", MetricsHandler, {
                 "registry": self.metrics_registry, "token": self.options.api_token})])
+        if self.pusher is not None:  # /app/{key}, /apps/{app_id}/... (docs/pusher.md)
+            app.wildcard_router.add_rules(self.pusher.routes(self.started_at))
         if self.options.conformance_echo:  # /echo for Autobahn cases (tests/conformance)
             from realtime_lab.transports.tornado_ws import EchoHandler, compression_policy
 
@@ -175,6 +184,8 @@ class LabServer:
         self.hub.tick_period = period
         self._heartbeat = PeriodicCallback(self.hub.heartbeat_tick, period * 1000)
         self._heartbeat.start()
+        if self.pusher is not None:
+            self.pusher.start()
         if opts.gc_freeze:
             self._gc_freezer = GcFreezer(lambda: len(self.hub.sessions))
             self._gc_freezer.start()
@@ -210,6 +221,8 @@ class LabServer:
             self.hub.presence_batch.close()  # nobody is left to tell
             if self.cluster is not None:
                 await self.cluster.stop()
+            if self.pusher is not None:
+                await self.pusher.stop()
         finally:
             if self._gc_freezer is not None:
                 self._gc_freezer.stop()

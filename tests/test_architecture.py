@@ -20,7 +20,7 @@ rank  modules
       snapshots of the hub for widgets and tools)
 4     transports, client, testing.fault_proxy (plain asyncio sockets)
 5     instrument, plot, testing.crowd (lab clients behind a fault proxy; the dashboard's
-      controls drive it)
+      controls drive it), pusher (the Pusher protocol: a second adapter on the hub)
 6     widgets
 7     server
 8     instrument.experiment, testing, demo
@@ -63,6 +63,7 @@ LAYERS: dict[str, int] = {
     "realtime_lab.instrument": 5,
     "realtime_lab.plot": 5,
     "realtime_lab.testing.crowd": 5,
+    "realtime_lab.pusher": 5,
     "realtime_lab.widgets": 6,
     "realtime_lab.server": 7,
     "realtime_lab.instrument.experiment": 8,

@@ -201,10 +201,11 @@ class Dispatch(HubBase):
             if not self.options.client_publish:
                 raise Forbidden("clients may not publish on this server")
             self.services.registry.check_publish(session, msg.channel)
-            sender = None if self.options.echo_to_sender else session
+            echo = self.options.echo_to_sender if session.echo is None else session.echo
             prio = Priority.NORMAL if msg.priority is None else Priority.parse(msg.priority)
-            recipients = self.services.publisher.publish(msg.channel, msg.data, session.user,
-                                                         exclude=sender, priority=prio)
+            recipients = self.services.publisher.publish(
+                msg.channel, msg.data, session.user, exclude=None if echo else session,
+                priority=prio, event=msg.event)
             if msg.id is not None:
                 request.reply(messages.published_message(msg.channel, msg.id, recipients))
         elif isinstance(msg, messages.Subscribe):

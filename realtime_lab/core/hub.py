@@ -61,12 +61,11 @@ from realtime_lab.errors import (
     Unauthorized,
 )
 from realtime_lab.logthrottle import LogThrottle
-from realtime_lab.protocol import codec, messages
+from realtime_lab.protocol import messages
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.deflate import CompressionPolicy
-from realtime_lab.protocol.frames import text_frame
 from realtime_lab.protocol.values import check_value
-from realtime_lab.protocol.wire import JSON
+from realtime_lab.protocol.wire import JSON, frame_for
 
 log = logging.getLogger("realtime_lab.core")
 
@@ -225,17 +224,21 @@ class Hub(Dispatch, Membership, Presence):
     # ------------------------------------------------------------------ publish and history
 
     def publish(self, channel: str, data: Any, *, sender: str | None = None,
-                priority: Priority | str = Priority.NORMAL) -> int:
+                priority: Priority | str = Priority.NORMAL, event: str | None = None,
+                exclude: Session | None = None) -> int:
         """Publish ``data`` to every subscriber of ``channel`` (on every node); return
         this node's recipient count (``PublishPath.publish``).
 
-        Raises :class:`~realtime_lab.errors.BadValue` (a ``ValueError``) when ``data``
-        is outside the data model (docs/protocol.md, "Values"), before anything is sent.
+        ``event``: a name the ``message`` carries (a Pusher client's event name);
+        ``exclude``: a connection of this node that does not get it (the Pusher HTTP
+        API's ``socket_id``). Raises :class:`~realtime_lab.errors.BadValue` (a
+        ``ValueError``) when ``data`` is outside the data model (docs/protocol.md,
+        "Values"), before anything is sent.
         """
         self.services.registry.validate(channel)
         check_value(data)
-        return self.services.publisher.publish(channel, data, sender,
-                                               priority=Priority.parse(priority))
+        return self.services.publisher.publish(channel, data, sender, exclude,
+                                               priority=Priority.parse(priority), event=event)
 
     @property
     def recorder(self) -> BroadcastProbe | None:
@@ -407,7 +410,7 @@ class Hub(Dispatch, Membership, Presence):
             if limit is not None:
                 self.bus.emit(ev.LimitExceeded(at=now, session=session.id, user=session.user,
                                                limit=limit, code=code, remote=session.remote))
-        session.port.write(text_frame(codec.encode(messages.error_message(err.code, err.message))))
+        session.port.write(frame_for(session.wire, messages.error_message(err.code, err.message)))
         session.port.close(code, err.code)
         return session
 

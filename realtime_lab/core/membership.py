@@ -90,10 +90,10 @@ class Membership(HubBase):
         rule = self.services.registry.rule(name)
         if rule.policy == "public":
             return self._join(request, name, meta)
-        opts = self.options
+        opts, own = self.options, request.session.authorizer
         grant = authorize(rule, request.session, name, auth,
-                          secret=opts.channel_secret or opts.token_secret,
-                          authorizer=opts.authorizer, timeout=self.hooks.timeout)
+                          secret=None if own else opts.channel_secret or opts.token_secret,
+                          authorizer=own or opts.authorizer, timeout=self.hooks.timeout)
         return request.then(grant, lambda g: self._join(request, name, meta, g.member))
 
     def _join(self, request: Request, name: str, meta: dict[str, Any] | None,

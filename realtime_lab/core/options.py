@@ -122,6 +122,17 @@ class ServerOptions:
         subscribe_channel_info: send the channel's counts and custom metadata in
             ``subscribed`` as ``info`` (off by default).
 
+    Pusher Channels protocol (docs/pusher.md):
+        pusher_apps: apps whose Pusher clients and server SDKs the server speaks to,
+            each a ``realtime_lab.pusher.PusherApp`` or an ``"APP_ID:KEY:SECRET"``
+            string; non-empty: pusher-js connects at ``/app/{key}``, the HTTP API is
+            at ``/apps/{app_id}/...``. Webhooks go to each app's ``webhooks`` URLs.
+        pusher_auth: callback ``(handler, socket_id, channel) -> verdict`` (sync or
+            async) behind ``POST /pusher/auth``, the auth endpoint pusher-js calls
+            for private and presence channels: True allows, a dict
+            ``{"user_id": ..., "user_info": {...}}`` allows a presence member,
+            anything else refuses (403). None: no such endpoint.
+
     Presence (docs/presence.md):
         presence_states: the states a member may have; the first is the default
             (not sent on the wire).
@@ -246,6 +257,9 @@ class ServerOptions:
     # binary protocol and compression (docs/compression.md)
     compression: CompressionPolicy = field(default_factory=CompressionPolicy)
     conformance_echo: bool = False
+    # the Pusher Channels protocol (docs/pusher.md)
+    pusher_apps: tuple[Any, ...] = ()
+    pusher_auth: Callable[..., Any] | None = None
     _channel_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -268,6 +282,7 @@ class ServerOptions:
         _check_issue4_options(self)
         _check_error_limit(self)
         _check_presence_options(self)
+        object.__setattr__(self, "pusher_apps", _pusher_apps(self.pusher_apps))
         try:  # a CompressionPolicy, True or False
             object.__setattr__(self, "compression", as_policy(self.compression))
         except TypeError as exc:
@@ -390,3 +405,14 @@ def _check_issue4_options(opts: ServerOptions) -> None:
             object.__setattr__(opts, name, (value,))
         elif value is not None:
             object.__setattr__(opts, name, tuple(value))
+
+
+def _pusher_apps(apps: Any) -> tuple[Any, ...]:
+    """``pusher_apps`` as a tuple; a string must be ``APP_ID:KEY:SECRET`` (the apps
+    themselves are checked by ``realtime_lab.pusher.PusherApps`` when the server starts)."""
+    found: tuple[Any, ...] = (apps,) if isinstance(apps, str) else tuple(apps)
+    for app in found:
+        if isinstance(app, str) and (app.count(":") != 2 or "" in app.split(":")):
+            raise ValueError("a Pusher app is 'APP_ID:KEY:SECRET' (three non-empty parts), "
+                             f"got {app.count(':') + 1} parts")
+    return found

@@ -78,11 +78,12 @@ class FanOut:
     def prepare(self) -> None:
         """Encode the broadcast now for every codec its targets use (JSON is done), so
         that a value a codec cannot carry fails before anyone gets anything."""
+        seen: set[str] = set()
         for session in self.targets:
             wire = session.wire
-            if wire is not JSON_WIRE and wire.codec != JSON:  # the one other codec
+            if wire is not JSON_WIRE and wire.codec != JSON and wire.codec not in seen:
+                seen.add(wire.codec)  # MessagePack, or a protocol adapter's codec
                 self.frame_for(session)
-                return
 
     def frame_for(self, session: Session) -> bytes:
         """This broadcast's frame in ``session``'s wire format (each built once)."""

@@ -66,11 +66,12 @@ class PublishPath:
     # ------------------------------------------------------------------ origin
 
     def publish(self, name: str, data: Any, sender: str | None, exclude: Session | None = None,
-                priority: Priority = Priority.NORMAL) -> int:
+                priority: Priority = Priority.NORMAL, event: str | None = None) -> int:
         """Publish ``data`` to channel ``name`` on every node; return this node's
-        recipient count. ``exclude``: a session of this node that must not get it."""
+        recipient count. ``exclude``: a session of this node that must not get it;
+        ``event``: the name the ``message`` carries (docs/protocol.md, ``publish``)."""
         self.stats.published += 1
-        msg = messages.channel_message(name, data, sender)
+        msg = messages.channel_message(name, data, sender, event)
         chain = self.chain
         if chain is None:
             return self._send(name, msg, exclude, priority, None)

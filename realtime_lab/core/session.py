@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,14 @@ class Session:
     invalid_times: deque[float] | None = None
     #: Codec and outbound compression agreed at the handshake (protocol/wire.py).
     wire: WireFormat = JSON_WIRE
+    #: Whether this connection gets its own publishes back (None: the server's
+    #: ``echo_to_sender``). A protocol adapter sets it: a Pusher connection never does.
+    echo: bool | None = None
+    #: The channel authorizer of this connection, ``(session, channel, auth) -> verdict``
+    #: as ``ServerOptions.authorizer``, used instead of the server's channel secret and
+    #: authorizer (core/authz.py). A protocol adapter sets it: a Pusher connection's
+    #: checks its app's HMAC signature (realtime_lab/pusher/auth.py).
+    authorizer: Callable[..., Any] | None = None
 
     @property
     def pending_bytes(self) -> int:

@@ -140,10 +140,15 @@ class Agreement:
     subprotocol: str | None = None
     deflate: DeflateParams | None = None
     policy: CompressionPolicy | None = None
+    #: A codec the endpoint fixes (a protocol adapter's, e.g. ``pusher`` at
+    #: ``/app/{key}``) instead of the subprotocol's; such a connection is not compressed.
+    codec: str | None = None
 
     @property
     def wire(self) -> WireFormat:
         """The connection's wire format: codec from the subprotocol, outbound compressor."""
+        if self.codec is not None:
+            return wire_format(self.codec)
         kind = SUBPROTOCOLS.get(self.subprotocol or "", JSON)
         if self.deflate is None or self.policy is None:
             return JSON_WIRE if kind == JSON else wire_format(kind)

@@ -58,15 +58,20 @@ class Publish:
         data: any JSON value (any MessagePack value on the binary protocol).
         id: request id; when set the server replies with ``published`` (or ``error``).
         priority: ``"low"``, ``"normal"`` or ``"high"`` (None is normal).
+        event: an optional name the message carries to its subscribers (1 to
+            ``MAX_EVENT_LENGTH`` characters; a Pusher client sees it as the event name).
     """
 
     channel: str
     data: Any
     id: RequestId = None
     priority: str | None = None  # "low" | "normal" | "high"; None is normal
+    event: str | None = None
 
 
 CLIENT_PRIORITIES = ("low", "normal", "high")
+#: The longest ``event`` name a ``publish`` may carry (Pusher's limit on event names).
+MAX_EVENT_LENGTH = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +169,12 @@ def parse_client_message(obj: object) -> ClientMessage:
         priority = obj.get("priority")
         if priority is not None and priority not in CLIENT_PRIORITIES:
             raise BadField("'priority' must be one of low, normal, high", request_id=rid)
-        return Publish(channel, obj["data"], rid, priority)
+        event = obj.get("event")
+        if event is not None and not (isinstance(event, str)
+                                      and 0 < len(event) <= MAX_EVENT_LENGTH):
+            raise BadField(f"'event' must be a string of 1 to {MAX_EVENT_LENGTH} characters",
+                           request_id=rid)
+        return Publish(channel, obj["data"], rid, priority, event)
     if mtype == "subscribe":
         auth = obj.get("auth")
         if auth is not None and not isinstance(auth, str):
@@ -232,10 +242,13 @@ def published_message(channel: str, rid: RequestId, recipients: int) -> dict[str
     return _with_id({"type": "published", "channel": channel, "recipients": recipients}, rid)
 
 
-def channel_message(channel: str, data: Any, sender: str | None) -> dict[str, Any]:
+def channel_message(channel: str, data: Any, sender: str | None,
+                    event: str | None = None) -> dict[str, Any]:
     msg: dict[str, Any] = {"type": "message", "channel": channel, "data": data}
     if sender is not None:
         msg["from"] = sender
+    if event is not None:
+        msg["event"] = event
     return msg
 
 

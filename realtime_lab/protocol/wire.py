@@ -11,6 +11,7 @@ three encodings, not 1000.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,25 @@ SUBPROTOCOLS: dict[str, str] = {
     "realtime-lab.v1.msgpack": MSGPACK,
 }
 SUBPROTOCOL_OF: dict[str, str] = {v: k for k, v in SUBPROTOCOLS.items()}
+
+#: A codec that turns one hub message into whole WebSocket frames: zero (the
+#: message means nothing in that protocol), one, or several, concatenated.
+FrameEncoder = Callable[[dict[str, Any]], bytes]
+
+#: Codecs of other protocols spoken on the same hub (a protocol adapter registers
+#: its own: ``realtime_lab.pusher`` registers ``pusher``). Never compressed.
+FRAME_CODECS: dict[str, FrameEncoder] = {}
+
+
+def register_frame_codec(name: str, encode: FrameEncoder) -> None:
+    """Let connections use codec ``name``, whose frames ``encode`` builds from each
+    message the hub sends (a protocol adapter's translation of the native messages).
+
+    A broadcast still encodes once per codec in use, not once per subscriber.
+    """
+    if name in (JSON, MSGPACK):
+        raise ValueError(f"{name!r} is a built-in codec")
+    FRAME_CODECS[name] = encode
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -62,8 +82,11 @@ def wire_format(codec_name: str = JSON, deflate: Deflater | None = None) -> Wire
     """The interned wire format for a codec and an outbound compressor (or None)."""
     wire = _INTERNED.get((codec_name, deflate))
     if wire is None:
-        if codec_name not in (JSON, MSGPACK):
-            raise ValueError(f"unknown codec {codec_name!r}; expected json or msgpack")
+        if codec_name not in (JSON, MSGPACK) and codec_name not in FRAME_CODECS:
+            raise ValueError(f"unknown codec {codec_name!r}; expected json, msgpack or a "
+                             "registered one (register_frame_codec)")
+        if deflate is not None and codec_name in FRAME_CODECS:
+            raise ValueError(f"codec {codec_name!r} builds its own frames: no compression")
         wire = _INTERNED[(codec_name, deflate)] = WireFormat(codec_name, deflate)
     return wire
 
@@ -92,6 +115,9 @@ def build(wire: WireFormat, payload: bytes) -> bytes:
 
 def frame_for(wire: WireFormat, message: dict[str, Any]) -> bytes:
     """Encode and frame one message for one connection (``Hub.send``)."""
+    framer = FRAME_CODECS.get(wire.codec)
+    if framer is not None:
+        return framer(message)
     return build(wire, encode_payload(wire.codec, message))
 
 
@@ -135,6 +161,13 @@ class FrameVariants:
         """The frame for a connection with this wire format."""
         frame = self._frames.get(wire)
         if frame is None:
+            framer = FRAME_CODECS.get(wire.codec)
+            if framer is not None:  # another protocol's frames, built once
+                if self.message is None:
+                    self.message = codec.decode(_strip_header(self.json_frame))
+                assert self.message is not None
+                frame = self._frames[wire] = framer(self.message)
+                return frame
             payload = self.payload(wire.codec)
             deflate = wire.deflate
             if deflate is not None and len(payload) < deflate.threshold:

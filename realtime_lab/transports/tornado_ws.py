@@ -109,8 +109,12 @@ class WebSocketUpgrade(RequestHandler):
             return None
         if not self.accept_origin():
             return None
-        agreement = agree(request.headers, self.policy)
-        return self.take_over(key, agreement)
+        return self.take_over(key, self.agreement())
+
+    def agreement(self) -> Agreement:
+        """What this endpoint agrees with the client: by default the subprotocol and
+        permessage-deflate it offered (a protocol adapter's endpoint fixes its codec)."""
+        return agree(self.request.headers, self.policy)
 
     def accept_origin(self) -> bool:
         """Override to refuse an upgrade (the override answers it, e.g. 403)."""

@@ -1,0 +1,279 @@
+"""Pusher clients on the hub: ``/app/{key}``, a second protocol adapter.
+
+A Pusher connection is an ordinary hub session whose codec is ``pusher``
+(``protocol.py`` translates what the hub sends). What the client sends is
+translated here into native messages and handed to ``Hub.receive_text``, so it
+takes the native path: inbound middleware (rate limits), the ``on_message``,
+``on_subscribe`` and ``on_presence`` hooks, channel rules, limits, counters and
+events. Two things are set on the session at the handshake, through its public
+fields: ``echo = False`` (Pusher never sends a client its own client events) and
+``authorizer``, the app's HMAC signature check for private and presence channels.
+
+=======================  ======================================================
+Pusher event             native message
+=======================  ======================================================
+``pusher:ping``          ``ping`` (answered ``pusher:pong``)
+``pusher:subscribe``     ``subscribe`` (``auth``: the signature and channel data)
+``pusher:unsubscribe``   ``unsubscribe`` (ignored when not subscribed)
+``client-*``             ``publish`` with ``event`` (private and presence channels)
+=======================  ======================================================
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from realtime_lab.core.hooks import ConnectRequest
+from realtime_lab.core.hub import PendingOpen
+from realtime_lab.errors import (
+    BinaryNotSupported,
+    ChannelUnauthorized,
+    ProtocolError,
+    RateLimited,
+)
+from realtime_lab.logthrottle import LogThrottle
+from realtime_lab.protocol.handshake import Agreement
+from realtime_lab.protocol.wire import register_frame_codec
+from realtime_lab.pusher import protocol as pp
+from realtime_lab.pusher.apps import PusherApp, PusherApps
+from realtime_lab.pusher.auth import check_channel_auth
+from realtime_lab.transports.tornado_ws import HubWebSocketHandler
+
+if TYPE_CHECKING:
+    from realtime_lab.core.hub import Hub
+    from realtime_lab.core.session import Session
+    from realtime_lab.pusher.webhooks import Webhooks
+
+log = logging.getLogger("realtime_lab.pusher")
+_throttle = LogThrottle(log)
+
+register_frame_codec(pp.CODEC, pp.frames_for)
+
+#: The longest presence ``user_id`` (the hub's user ids are at most this long).
+MAX_USER_ID = 128
+_PING = {"type": "ping"}
+
+
+class ChannelAuthorizer:
+    """A Pusher connection's channel authorizer (``Session.authorizer``): the app's
+    HMAC signature of ``socket_id:channel[:channel_data]``.
+
+    On a presence channel the signed ``channel_data`` names the member: its
+    ``user_id`` becomes the session's user (one user per connection) and its
+    ``user_info`` the member's metadata.
+    """
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: PusherApp) -> None:
+        self.app = app
+
+    def __call__(self, session: Session, channel: str, auth: str | None) -> Any:
+        if auth is None:
+            raise ChannelUnauthorized(f"{channel!r} needs an auth signature")
+        try:
+            signature, data = json.loads(auth)
+        except (ValueError, TypeError):
+            raise ChannelUnauthorized("malformed auth") from None
+        presence = pp.is_presence(channel)
+        if not isinstance(signature, str) or (presence and not isinstance(data, str)):
+            raise ChannelUnauthorized(f"{channel!r} needs 'auth'"
+                                      + (" and 'channel_data'" if presence else ""))
+        socket_id = pp.socket_id_of(session.id)
+        if not check_channel_auth(self.app, socket_id, channel, signature,
+                                  data if presence else None):
+            raise ChannelUnauthorized(f"invalid signature for {channel!r}")
+        if not presence:
+            return True
+        return self._member(session, channel, data)
+
+    @staticmethod
+    def _member(session: Session, channel: str, data: str) -> Any:
+        try:
+            member = json.loads(data)
+        except ValueError:
+            raise ChannelUnauthorized("channel_data is not JSON") from None
+        user_id = member.get("user_id") if isinstance(member, dict) else None
+        if isinstance(user_id, int) and not isinstance(user_id, bool):
+            user_id = str(user_id)
+        if not isinstance(user_id, str) or not 0 < len(user_id) <= MAX_USER_ID:
+            raise ChannelUnauthorized(f"channel_data needs a user_id of 1 to {MAX_USER_ID} "
+                                      "characters")
+        if user_id != session.user and any(pp.is_presence(c) for c in session.subscriptions):
+            raise ChannelUnauthorized(
+                f"this connection is a presence member as {session.user!r} already; one "
+                "connection is one user in every presence channel")
+        session.user = user_id
+        info = member.get("user_info")
+        return dict(info) if isinstance(info, dict) and info else True
+
+
+class RateBucket:
+    """A token bucket: ``rate`` events per second, bursts up to ``rate``."""
+
+    __slots__ = ("at", "rate", "tokens")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.at = now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class PusherConnection:
+    """The pump's endpoint for one Pusher connection: Pusher events in, hub calls out."""
+
+    __slots__ = ("app", "bucket", "hub", "webhooks")
+
+    def __init__(self, hub: Hub, app: PusherApp, webhooks: Webhooks | None) -> None:
+        self.hub = hub
+        self.app = app
+        self.webhooks = webhooks
+        self.bucket: RateBucket | None = None
+
+    def receive_text(self, session: Session, text: str) -> Any:
+        try:
+            native = self.translate(session, text)
+        except ProtocolError as err:
+            self.hub.reject(session, err)
+            return None
+        if native is None:
+            return None
+        return self.hub.receive_text(session, text, decode=lambda _text: native)
+
+    def receive_binary(self, session: Session, data: bytes) -> Any:
+        self.hub.reject(session, BinaryNotSupported(
+            "binary frames are not part of the Pusher protocol; send JSON text frames"))
+
+    def pong(self, session: Session) -> None:
+        self.hub.pong(session)
+
+    def closed(self, session: Session, code: int | None, reason: str) -> None:
+        self.hub.closed(session, code, reason)
+
+    def translate(self, session: Session, text: str) -> dict[str, Any] | None:
+        """The native message a Pusher event becomes (None: nothing to do)."""
+        event = pp.parse_event(text)
+        name = event.event
+        if name in ("pusher:ping", "pusher:pong"):
+            return _PING
+        if name == "pusher:subscribe":
+            return self._subscribe(event.data)
+        if name == "pusher:unsubscribe":
+            channel = pp.field(event.data, "channel")
+            if channel not in session.subscriptions:
+                return None
+            return {"type": "unsubscribe", "channel": channel}
+        if name.startswith(pp.CLIENT_EVENT_PREFIX):
+            return self._client_event(session, event)
+        raise pp.PusherError(f"unsupported event {name!r}")
+
+    def _subscribe(self, data: Any) -> dict[str, Any]:
+        channel = pp.field(data, "channel")
+        assert channel is not None
+        msg: dict[str, Any] = {"type": "subscribe", "channel": channel,
+                               "id": pp.SUBSCRIBE_ID_PREFIX + channel}
+        if pp.is_private(channel):
+            auth = data.get("auth")
+            channel_data = data.get("channel_data")
+            if isinstance(auth, str):
+                msg["auth"] = json.dumps([auth, channel_data if isinstance(channel_data, str)
+                                          else None])
+        return msg
+
+    def _client_event(self, session: Session, event: pp.PusherEvent) -> dict[str, Any]:
+        app, channel, name = self.app, event.channel, event.event
+        if not app.client_events:
+            raise pp.PusherError("client events are not enabled for this app")
+        if channel is None or not pp.is_private(channel) \
+                or channel.startswith(pp.ENCRYPTED_PREFIX):
+            raise pp.PusherError("client events are allowed on private and presence channels "
+                                 "only (not encrypted ones)")
+        if channel not in session.subscriptions:
+            raise pp.PusherError(f"not subscribed to {channel!r}")
+        now = self.hub.clock()
+        bucket = self.bucket
+        if bucket is None:
+            bucket = self.bucket = RateBucket(app.client_event_rate, now)
+        if not bucket.take(now):
+            raise RateLimited(f"more than {app.client_event_rate:g} client events a second")
+        size = len(json.dumps(event.data, separators=(",", ":")))
+        if size > app.max_event_bytes:
+            raise pp.PusherError(f"the event's data is {size} bytes; the limit is "
+                                 f"{app.max_event_bytes}")
+        if self.webhooks is not None:
+            self.webhooks.client_event(app, channel, name, event.data,
+                                       pp.socket_id_of(session.id),
+                                       session.user if pp.is_presence(channel) else None)
+        return {"type": "publish", "channel": channel, "data": event.data, "event": name}
+
+
+class PusherSocketHandler(HubWebSocketHandler):
+    """``/app/{key}?protocol=7``: a Pusher client's WebSocket, admitted by the hub."""
+
+    def initialize(self, hub: Hub, apps: PusherApps,  # type: ignore[override]
+                   webhooks: Webhooks | None = None) -> None:
+        super().initialize(hub)
+        self.apps = apps
+        self.webhooks = webhooks
+
+    def agreement(self) -> Agreement:
+        """The ``pusher`` codec, no subprotocol and no compression."""
+        return Agreement(codec=pp.CODEC)
+
+    def get(self, *args: Any, **kwargs: Any) -> None:
+        key = args[0] if args else ""
+        app = self.apps.by_key(key)
+        version = self.get_query_argument("protocol", None)
+        connect = self._connect_request(self.request.remote_ip or "", None)
+        pump = self.upgrade()
+        if pump is None:
+            return
+        refusal = _refusal(app, key, version)
+        if refusal is not None or app is None:
+            code, reason = refusal or (pp.APP_NOT_FOUND, "no app")
+            pump.write(pp.error_frame(code, reason))
+            pump.close(code, reason[:100])
+            pump.start(None, None)
+            return
+        self._open(pump, app, connect)
+
+    def _open(self, pump: Any, app: PusherApp, connect: ConnectRequest) -> None:
+        hub = self.hub
+        try:
+            result = hub.open(pump, request=connect)
+        except Exception:  # a bug in the hub: this connection only, logged once in a while
+            _throttle.log("open_failed", logging.ERROR, "admitting %s failed", pump.remote,
+                          exc_info=True)
+            pump.abort()
+            return
+        pending = result if isinstance(result, PendingOpen) else None
+        session = result.session if pending is not None else result
+        session.echo = False
+        session.authorizer = ChannelAuthorizer(app)
+        pump.start(PusherConnection(hub, app, self.webhooks), session, pending)
+
+
+def _refusal(app: PusherApp | None, key: str, version: str | None) -> tuple[int, str] | None:
+    """Why a connection to ``/app/{key}`` cannot be admitted (code, reason), or None."""
+    if app is None:
+        return pp.APP_NOT_FOUND, f"App key {key[:64]} does not exist"
+    if version is None:
+        return pp.NO_VERSION, "No protocol version supplied"
+    if not version.isdigit() or len(version) > 3:
+        return pp.BAD_VERSION, "Invalid version string format"
+    if int(version) != pp.PROTOCOL_VERSION:
+        return pp.UNSUPPORTED_VERSION, f"Unsupported protocol version {int(version)}"
+    return None
+
+
+__all__ = ["ChannelAuthorizer", "PusherConnection", "PusherSocketHandler", "RateBucket"]
