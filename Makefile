@@ -28,7 +28,7 @@ $(VENV)/.installed-lab: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test $(PUSHER_JS)
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/realtime-lab demo --duration $(DURATION) --port $(PORT)
@@ -36,9 +36,17 @@ demo: $(VENV)/.installed
 lab: $(VENV)/.installed-lab
 	cd notebooks && ../$(VENV)/bin/jupyter lab --port=$(LAB_PORT)
 
+# pusher-js and Laravel Echo for tests/pusher, pinned in its package-lock.json: npm ci
+# again only when the lock changed (the tests fail in CI, with this hint, without them).
+PUSHER_JS := tests/pusher/js/node_modules/.package-lock.json
+$(PUSHER_JS): tests/pusher/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/pusher/js --no-audit --no-fund --silent; \
+	else echo "npm not found: tests/pusher needs it (apt-get install nodejs npm)"; fi
+
 # mypy --strict runs on its own (it is global-only): the core and protocol are the typed
 # gate (issue 14); --follow-imports=silent keeps other packages' errors out of it.
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(PUSHER_JS)
 	$(VENV)/bin/ruff check realtime_lab tests benchmarks tools examples
 	$(VENV)/bin/mypy realtime_lab
 	$(VENV)/bin/mypy --strict --follow-imports=silent realtime_lab/core realtime_lab/protocol

@@ -118,6 +118,16 @@ def _add_server_args(parser: argparse.ArgumentParser, default_port: int) -> None
                         help="serve Prometheus metrics at GET /metrics (needs "
                              "pip install 'realtime_lab[prometheus]'; guarded by --api-token "
                              "when one is set)")
+    parser.add_argument("--pusher-app", action="append", default=None,
+                        metavar="APP_ID:KEY:SECRET", dest="pusher_apps",
+                        help="speak the Pusher Channels protocol to this app's clients "
+                             "(pusher-js at /app/KEY) and server SDKs (/apps/APP_ID/...); "
+                             "repeat for several apps")
+    parser.add_argument("--pusher-webhook", action="append", default=None, metavar="URL",
+                        dest="pusher_webhooks",
+                        help="POST every Pusher app's webhooks (channel_occupied, "
+                             "channel_vacated, member_added, member_removed, client_event; "
+                             "signed) to this URL; repeat for several")
 
 
 def _options(args: argparse.Namespace) -> ServerOptions:
@@ -133,6 +143,8 @@ def _options(args: argparse.Namespace) -> ServerOptions:
         http2=args.http2,
         gc_freeze=args.gc_freeze,
         metrics=args.metrics,
+        pusher_apps=tuple(args.pusher_apps or ()),
+        pusher_webhooks=tuple(args.pusher_webhooks or ()),
     )
 
 
@@ -177,6 +189,10 @@ async def _serve(args: argparse.Namespace, shutdown: ShutdownSignals) -> None:
     try:
         print(f"realtime_lab serving {server.url} (HTTP {server.http_url}); "
               "Ctrl-C or SIGTERM to stop", flush=True)
+        if server.pusher is not None:
+            keys = ", ".join(app.key for app in server.pusher.apps)
+            print(f"Pusher clients: {server.http_url.replace('http', 'ws', 1)}/app/{{key}} "
+                  f"(keys: {keys}); HTTP API {server.http_url}/apps/{{app_id}}", flush=True)
         sig = await shutdown.wait()
         print(f"{sig.name if sig else 'stop'} received: closing clients with 1001 "
               "(send it again to stop at once)", flush=True)

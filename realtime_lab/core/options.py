@@ -127,6 +127,8 @@ class ServerOptions:
             each a ``realtime_lab.pusher.PusherApp`` or an ``"APP_ID:KEY:SECRET"``
             string; non-empty: pusher-js connects at ``/app/{key}``, the HTTP API is
             at ``/apps/{app_id}/...``. Webhooks go to each app's ``webhooks`` URLs.
+        pusher_webhooks: URLs that receive every Pusher app's webhooks (signed with
+            each app's secret), besides the URLs in a ``PusherApp``'s own ``webhooks``.
         pusher_auth: callback ``(handler, socket_id, channel) -> verdict`` (sync or
             async) behind ``POST /pusher/auth``, the auth endpoint pusher-js calls
             for private and presence channels: True allows, a dict
@@ -259,6 +261,7 @@ class ServerOptions:
     conformance_echo: bool = False
     # the Pusher Channels protocol (docs/pusher.md)
     pusher_apps: tuple[Any, ...] = ()
+    pusher_webhooks: tuple[str, ...] = ()
     pusher_auth: Callable[..., Any] | None = None
     _channel_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -283,6 +286,7 @@ class ServerOptions:
         _check_error_limit(self)
         _check_presence_options(self)
         object.__setattr__(self, "pusher_apps", _pusher_apps(self.pusher_apps))
+        object.__setattr__(self, "pusher_webhooks", tuple(self.pusher_webhooks))
         try:  # a CompressionPolicy, True or False
             object.__setattr__(self, "compression", as_policy(self.compression))
         except TypeError as exc:

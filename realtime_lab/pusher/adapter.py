@@ -8,6 +8,7 @@ application its routes, and runs the webhooks while the server runs.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from realtime_lab.pusher.apps import PusherApps
@@ -24,7 +25,12 @@ class PusherAdapter:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         options = hub.options
-        self.apps = PusherApps(options.pusher_apps)
+        apps = PusherApps(options.pusher_apps)
+        if options.pusher_webhooks:  # every app's webhooks go there too
+            apps = PusherApps(dataclasses.replace(a, webhooks=(*a.webhooks,
+                                                               *options.pusher_webhooks))
+                              for a in apps)
+        self.apps = apps
         registry = hub.services.registry
         if registry.rule("private-x").policy != "private" \
                 or registry.rule("presence-x").policy != "presence":

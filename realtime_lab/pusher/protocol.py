@@ -29,6 +29,7 @@ from typing import Any
 from realtime_lab.errors import BadField, NotAnObject, ProtocolError
 from realtime_lab.protocol import codec
 from realtime_lab.protocol.frames import text_frame
+from realtime_lab.protocol.wire import register_frame_codec
 
 #: The protocol version spoken (the ``protocol`` query parameter of ``/app/{key}``).
 PROTOCOL_VERSION = 7
@@ -276,6 +277,8 @@ def frames_for(msg: dict[str, Any]) -> bytes:
         return _presence_diff(msg, channel)
     return b""
 
+
+register_frame_codec(CODEC, frames_for)  # connections at /app/{key} use it (socket.py)
 
 __all__ = [
     "CODEC",

@@ -35,7 +35,6 @@ from realtime_lab.errors import (
 )
 from realtime_lab.logthrottle import LogThrottle
 from realtime_lab.protocol.handshake import Agreement
-from realtime_lab.protocol.wire import register_frame_codec
 from realtime_lab.pusher import protocol as pp
 from realtime_lab.pusher.apps import PusherApp, PusherApps
 from realtime_lab.pusher.auth import check_channel_auth
@@ -48,8 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("realtime_lab.pusher")
 _throttle = LogThrottle(log)
-
-register_frame_codec(pp.CODEC, pp.frames_for)
 
 #: The longest presence ``user_id`` (the hub's user ids are at most this long).
 MAX_USER_ID = 128
