@@ -9,7 +9,7 @@ server SDK, and the secret signs both. Apps share the hub's channels (a channel
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 _PART = re.compile(r"\A[A-Za-z0-9_\-.]{1,128}\Z")
@@ -81,7 +81,7 @@ class PusherApps:
     def __bool__(self) -> bool:
         return bool(self.apps)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[PusherApp]:
         return iter(self.apps)
 
 

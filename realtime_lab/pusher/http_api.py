@@ -203,7 +203,8 @@ def _counts(hub: Hub, name: str, info: set[str]) -> dict[str, Any]:
     if "user_count" in info:
         out["user_count"] = len(hub.presence(name))
     if "subscription_count" in info:
-        out["subscription_count"] = int(described.get("subscribers") or 0)  # type: ignore[call-overload]
+        subscribers = described.get("subscribers")
+        out["subscription_count"] = subscribers if isinstance(subscribers, int) else 0
     return out
 
 

@@ -114,12 +114,6 @@ def is_presence(channel: str) -> bool:
     return channel.startswith(PRESENCE_PREFIX)
 
 
-class PusherError(ProtocolError):
-    """A Pusher message the adapter refuses (``pusher:error`` with code 4300)."""
-
-    code = "pusher_error"
-
-
 @dataclass(frozen=True, slots=True)
 class PusherEvent:
     """One client message: ``event``, its ``channel`` (or None) and ``data``."""
@@ -284,7 +278,6 @@ __all__ = [
     "CODEC",
     "ERROR_CODES",
     "PROTOCOL_VERSION",
-    "PusherError",
     "PusherEvent",
     "envelope",
     "error_frame",

@@ -28,12 +28,17 @@ from typing import TYPE_CHECKING, Any
 from realtime_lab.core.hooks import ConnectRequest
 from realtime_lab.core.hub import PendingOpen
 from realtime_lab.errors import (
+    BadField,
     BinaryNotSupported,
     ChannelUnauthorized,
+    Forbidden,
+    NotSubscribed,
     ProtocolError,
     RateLimited,
+    UnknownType,
 )
 from realtime_lab.logthrottle import LogThrottle
+from realtime_lab.middleware.rate_limit import Rate, TokenBucket
 from realtime_lab.protocol.handshake import Agreement
 from realtime_lab.pusher import protocol as pp
 from realtime_lab.pusher.apps import PusherApp, PusherApps
@@ -107,25 +112,6 @@ class ChannelAuthorizer:
         return dict(info) if isinstance(info, dict) and info else True
 
 
-class RateBucket:
-    """A token bucket: ``rate`` events per second, bursts up to ``rate``."""
-
-    __slots__ = ("at", "rate", "tokens")
-
-    def __init__(self, rate: float, now: float) -> None:
-        self.rate = rate
-        self.tokens = rate
-        self.at = now
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-
 class PusherConnection:
     """The pump's endpoint for one Pusher connection: Pusher events in, hub calls out."""
 
@@ -135,7 +121,7 @@ class PusherConnection:
         self.hub = hub
         self.app = app
         self.webhooks = webhooks
-        self.bucket: RateBucket | None = None
+        self.bucket: TokenBucket | None = None
 
     def receive_text(self, session: Session, text: str) -> Any:
         try:
@@ -172,7 +158,8 @@ class PusherConnection:
             return {"type": "unsubscribe", "channel": channel}
         if name.startswith(pp.CLIENT_EVENT_PREFIX):
             return self._client_event(session, event)
-        raise pp.PusherError(f"unsupported event {name!r}")
+        raise UnknownType(f"unsupported event {name!r}: clients send pusher:subscribe, "
+                          "pusher:unsubscribe, pusher:ping or client- events")
 
     def _subscribe(self, data: Any) -> dict[str, Any]:
         channel = pp.field(data, "channel")
@@ -190,23 +177,26 @@ class PusherConnection:
     def _client_event(self, session: Session, event: pp.PusherEvent) -> dict[str, Any]:
         app, channel, name = self.app, event.channel, event.event
         if not app.client_events:
-            raise pp.PusherError("client events are not enabled for this app")
+            raise Forbidden("client events are not enabled for this app")
         if channel is None or not pp.is_private(channel) \
                 or channel.startswith(pp.ENCRYPTED_PREFIX):
-            raise pp.PusherError("client events are allowed on private and presence channels "
-                                 "only (not encrypted ones)")
+            raise Forbidden("client events are allowed on private and presence channels only "
+                            "(not encrypted ones)")
         if channel not in session.subscriptions:
-            raise pp.PusherError(f"not subscribed to {channel!r}")
+            raise NotSubscribed(f"not subscribed to {channel!r}")
         now = self.hub.clock()
         bucket = self.bucket
         if bucket is None:
-            bucket = self.bucket = RateBucket(app.client_event_rate, now)
-        if not bucket.take(now):
+            rate = Rate.of(app.client_event_rate)
+            assert rate is not None
+            bucket = self.bucket = TokenBucket(rate, now)
+        if bucket.refill(now) < 1:
             raise RateLimited(f"more than {app.client_event_rate:g} client events a second")
+        bucket.tokens -= 1
         size = len(json.dumps(event.data, separators=(",", ":")))
         if size > app.max_event_bytes:
-            raise pp.PusherError(f"the event's data is {size} bytes; the limit is "
-                                 f"{app.max_event_bytes}")
+            raise BadField(f"the event's data is {size} bytes; the limit is "
+                           f"{app.max_event_bytes}")
         if self.webhooks is not None:
             self.webhooks.client_event(app, channel, name, event.data,
                                        pp.socket_id_of(session.id),
@@ -273,4 +263,4 @@ def _refusal(app: PusherApp | None, key: str, version: str | None) -> tuple[int,
     return None
 
 
-__all__ = ["ChannelAuthorizer", "PusherConnection", "PusherSocketHandler", "RateBucket"]
+__all__ = ["ChannelAuthorizer", "PusherConnection", "PusherSocketHandler"]

@@ -239,3 +239,66 @@ def test_apps_are_checked() -> None:
     assert "s3cret" not in repr(PusherApp("1", "k", "s3cret"))
     with pytest.raises(ValueError, match="presence-"):
         LabServer(ServerOptions(pusher_apps=("1:k:s",), presence_channels="room-*"))
+
+
+# ---------------------------------------------------------------------- the hub's path
+
+
+async def _pusher_server(**options: Any) -> LabServer:
+    import realtime_lab
+
+    app = PusherApp("1001", "lab-key", "lab-secret")
+    return await realtime_lab.serve(port=0, options=ServerOptions(pusher_apps=(app,)),
+                                    **options)
+
+
+async def test_hooks_middleware_error_limit_and_counters_apply(raw_ws: Any) -> None:
+    from realtime_lab.core.hooks import Hooks
+    from realtime_lab.middleware import RateLimit
+
+    seen: list[str] = []
+
+    def on_subscribe(session: Any, channel: str) -> bool:
+        seen.append(channel)
+        return channel != "vetoed"
+
+    srv = await _pusher_server(hooks=Hooks(on_subscribe=on_subscribe),
+                               middleware=[RateLimit(per_connection=(0.5, 5), per_ip=None)])
+    try:
+        stream = srv.events("channel.subscribed")
+        ws = await raw_ws(srv.port, path=PATH)
+        await _established(ws)
+        await ws.send_frame(OP_TEXT, b'{"event":"pusher:subscribe","data":{"channel":"vetoed"}}')
+        err = await ws.recv_json()
+        assert err["event"] == "pusher:subscription_error" and err["channel"] == "vetoed"
+        assert json.loads(err["data"])["status"] == 403
+        await ws.send_frame(OP_TEXT, b'{"event":"pusher:subscribe","data":{"channel":"ok"}}')
+        assert (await ws.recv_json())["event"] == "pusher_internal:subscription_succeeded"
+        assert seen == ["vetoed", "ok"]
+        event = await stream.get(timeout=5)
+        assert event.channel == "ok"  # type: ignore[attr-defined]
+        # the rate limit middleware: 5 messages of burst, then rate_limited -> 4301
+        for _ in range(8):
+            await ws.send_frame(OP_TEXT, b'{"event":"pusher:ping","data":{}}')
+        codes = []
+        while len(codes) < 8:
+            msg = await ws.recv_json()
+            codes.append(msg["data"]["code"] if msg["event"] == "pusher:error" else msg["event"])
+        assert pp.CLIENT_EVENT_RATE in codes
+        assert srv.hub.stats.messages_in >= 10
+    finally:
+        await srv.stop()
+
+
+async def test_too_many_invalid_messages_close_with_4008(raw_ws: Any) -> None:
+    srv = await _pusher_server()
+    try:
+        ws = await raw_ws(srv.port, path=PATH)
+        await _established(ws)
+        count, _window = srv.options.error_limit or (20, 10.0)
+        for _ in range(count + 1):
+            await ws.send_frame(OP_TEXT, b"{nope")
+        assert await ws.read_close() == pp.TOO_MANY_ERRORS
+        assert srv.hub.stats.internal_errors == 0
+    finally:
+        await srv.stop()
