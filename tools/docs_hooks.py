@@ -84,6 +84,7 @@ TITLES_ES = {
     "API guide and CLI": "Guía de la API y CLI",
     "Protocol v1": "Protocolo v1",
     "Binary protocol": "Protocolo binario",
+    "Pusher protocol": "Protocolo Pusher",
     "Clients": "Clientes",
 }
 

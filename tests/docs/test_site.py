@@ -42,6 +42,7 @@ PUBLIC_MODULES = (
     "realtime_lab.inspection",
     "realtime_lab.testing",
     "realtime_lab.transports",
+    "realtime_lab.pusher",
     "realtime_lab.errors",
 )
 
