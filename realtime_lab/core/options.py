@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -260,9 +260,9 @@ class ServerOptions:
     compression: CompressionPolicy = field(default_factory=CompressionPolicy)
     conformance_echo: bool = False
     # the Pusher Channels protocol (docs/pusher.md)
-    pusher_apps: tuple[Any, ...] = ()
+    pusher_apps: tuple[object, ...] = ()
     pusher_webhooks: tuple[str, ...] = ()
-    pusher_auth: Callable[..., Any] | None = None
+    pusher_auth: Callable[..., object] | None = None
     _channel_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -411,10 +411,15 @@ def _check_issue4_options(opts: ServerOptions) -> None:
             object.__setattr__(opts, name, tuple(value))
 
 
-def _pusher_apps(apps: Any) -> tuple[Any, ...]:
+def _pusher_apps(apps: object) -> tuple[object, ...]:
     """``pusher_apps`` as a tuple; a string must be ``APP_ID:KEY:SECRET`` (the apps
     themselves are checked by ``realtime_lab.pusher.PusherApps`` when the server starts)."""
-    found: tuple[Any, ...] = (apps,) if isinstance(apps, str) else tuple(apps)
+    if isinstance(apps, str):
+        found: tuple[object, ...] = (apps,)
+    elif isinstance(apps, Iterable):
+        found = tuple(apps)
+    else:
+        raise ValueError("pusher_apps is a list of PusherApp or 'APP_ID:KEY:SECRET' strings")
     for app in found:
         if isinstance(app, str) and (app.count(":") != 2 or "" in app.split(":")):
             raise ValueError("a Pusher app is 'APP_ID:KEY:SECRET' (three non-empty parts), "

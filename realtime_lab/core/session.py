@@ -80,7 +80,7 @@ class Session:
     #: as ``ServerOptions.authorizer``, used instead of the server's channel secret and
     #: authorizer (core/authz.py). A protocol adapter sets it: a Pusher connection's
     #: checks its app's HMAC signature (realtime_lab/pusher/auth.py).
-    authorizer: Callable[..., Any] | None = None
+    authorizer: Callable[..., object] | None = None
 
     @property
     def pending_bytes(self) -> int:

@@ -29,7 +29,7 @@ SUBPROTOCOL_OF: dict[str, str] = {v: k for k, v in SUBPROTOCOLS.items()}
 
 #: A codec that turns one hub message into whole WebSocket frames: zero (the
 #: message means nothing in that protocol), one, or several, concatenated.
-FrameEncoder = Callable[[dict[str, Any]], bytes]
+FrameEncoder = Callable[[dict[str, object]], bytes]
 
 #: Codecs of other protocols spoken on the same hub (a protocol adapter registers
 #: its own: ``realtime_lab.pusher`` registers ``pusher``). Never compressed.

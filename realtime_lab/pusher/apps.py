@@ -62,11 +62,20 @@ class PusherApp:
         return f"PusherApp(app_id={self.app_id!r}, key={self.key!r})"
 
 
+def _app(value: object) -> PusherApp:
+    if isinstance(value, PusherApp):
+        return value
+    if isinstance(value, str):
+        return PusherApp.parse(value)
+    raise ValueError(f"a Pusher app is a PusherApp or 'APP_ID:KEY:SECRET', not a "
+                     f"{type(value).__name__}")
+
+
 class PusherApps:
     """The configured apps, found by key (WebSocket) or id (HTTP API)."""
 
-    def __init__(self, apps: Iterable[PusherApp | str]) -> None:
-        self.apps = tuple(a if isinstance(a, PusherApp) else PusherApp.parse(a) for a in apps)
+    def __init__(self, apps: Iterable[object]) -> None:
+        self.apps = tuple(_app(a) for a in apps)
         self._by_key = {a.key: a for a in self.apps}
         self._by_id = {a.app_id: a for a in self.apps}
         if len(self._by_key) != len(self.apps) or len(self._by_id) != len(self.apps):
