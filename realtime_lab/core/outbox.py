@@ -40,7 +40,7 @@ from realtime_lab.logthrottle import LogThrottle
 from realtime_lab.protocol import codec
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.frames import text_frame
-from realtime_lab.protocol.wire import JSON, JSON_WIRE, FrameVariants, frame_for
+from realtime_lab.protocol.wire import JSON_WIRE, MSGPACK, FrameVariants, frame_for
 
 log = logging.getLogger("realtime_lab.core")
 
@@ -78,12 +78,11 @@ class FanOut:
     def prepare(self) -> None:
         """Encode the broadcast now for every codec its targets use (JSON is done), so
         that a value a codec cannot carry fails before anyone gets anything."""
-        seen: set[str] = set()
         for session in self.targets:
             wire = session.wire
-            if wire is not JSON_WIRE and wire.codec != JSON and wire.codec not in seen:
-                seen.add(wire.codec)  # MessagePack, or a protocol adapter's codec
-                self.frame_for(session)
+            if wire is not JSON_WIRE and wire.codec == MSGPACK:  # the codec that may refuse
+                self.frame_for(session)  # (a frame codec translates what JSON carried)
+                return
 
     def frame_for(self, session: Session) -> bytes:
         """This broadcast's frame in ``session``'s wire format (each built once)."""

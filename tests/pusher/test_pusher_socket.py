@@ -302,3 +302,21 @@ async def test_too_many_invalid_messages_close_with_4008(raw_ws: Any) -> None:
         assert srv.hub.stats.internal_errors == 0
     finally:
         await srv.stop()
+
+
+async def test_a_full_server_refuses_with_pusher_error_4100_and_backoff_close(
+        raw_ws: Any) -> None:
+    import realtime_lab
+
+    app = PusherApp("1001", "lab-key", "lab-secret")
+    srv = await realtime_lab.serve(port=0, options=ServerOptions(pusher_apps=(app,),
+                                                                 max_connections=1))
+    try:
+        first = await raw_ws(srv.port, path=PATH)
+        await _established(first)
+        second = await raw_ws(srv.port, path=PATH)
+        err = await second.recv_json()
+        assert err["event"] == "pusher:error" and err["data"]["code"] == pp.OVER_CAPACITY
+        assert 4100 <= await second.read_close() < 4200  # pusher-js backs off
+    finally:
+        await srv.stop()
