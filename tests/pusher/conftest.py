@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-import realtime_lab
 from realtime_lab import LabServer, ServerOptions
 from realtime_lab.pusher import PusherApp
 
@@ -82,15 +81,6 @@ def app() -> PusherApp:
 def options() -> ServerOptions:
     return ServerOptions(pusher_apps=(APP,), pusher_auth=auth_decision,
                          channel_secret=NATIVE_SECRET)
-
-
-@pytest.fixture
-async def server(options: ServerOptions) -> AsyncIterator[LabServer]:
-    srv = await realtime_lab.serve(port=0, options=options)
-    try:
-        yield srv
-    finally:
-        await srv.stop()
 
 
 class PusherJs:
