@@ -134,6 +134,10 @@ class ServerOptions:
             for private and presence channels: True allows, a dict
             ``{"user_id": ..., "user_info": {...}}`` allows a presence member,
             anything else refuses (403). None: no such endpoint.
+        pusher_user_auth: callback ``(handler, socket_id) -> user`` (sync or async)
+            behind ``POST /pusher/user-auth``, the endpoint of pusher-js's
+            ``signin()``: a dict with an ``id`` signs the user in, anything else
+            refuses (403). None: no such endpoint.
 
     Presence (docs/presence.md):
         presence_states: the states a member may have; the first is the default
@@ -263,6 +267,7 @@ class ServerOptions:
     pusher_apps: tuple[object, ...] = ()
     pusher_webhooks: tuple[str, ...] = ()
     pusher_auth: Callable[..., object] | None = None
+    pusher_user_auth: Callable[..., object] | None = None
     _channel_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 
 class PusherAdapter:
-    """The Pusher protocol on one hub: routes for ``/app/{key}``, ``/apps/{id}/...``
-    and ``/pusher/auth``, and the webhooks."""
+    """The Pusher protocol on one hub: routes for ``/app/{key}``, ``/apps/{id}/...``,
+    ``/pusher/auth`` and ``/pusher/user-auth``, and the webhooks."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -53,6 +53,8 @@ class PusherAdapter:
             ChannelsHandler,
             ChannelUsersHandler,
             EventsHandler,
+            TerminateHandler,
+            UserAuthHandler,
         )
         from realtime_lab.pusher.socket import PusherSocketHandler
 
@@ -65,10 +67,15 @@ class PusherAdapter:
             (r"/apps/([^/]+)/channels", ChannelsHandler, api),
             (r"/apps/([^/]+)/channels/([^/]+)/users", ChannelUsersHandler, api),
             (r"/apps/([^/]+)/channels/([^/]+)", ChannelHandler, api),
+            (r"/apps/([^/]+)/users/([^/]+)/terminate_connections", TerminateHandler, api),
+            (r"/users/([^/]+)/terminate_connections", TerminateHandler, api),
         ]
         if hub.options.pusher_auth is not None:
             rules.append((r"/pusher/auth", AuthHandler,
                           {"apps": apps, "authorize": hub.options.pusher_auth}))
+        if hub.options.pusher_user_auth is not None:
+            rules.append((r"/pusher/user-auth", UserAuthHandler,
+                          {"apps": apps, "authorize": hub.options.pusher_user_auth}))
         return rules
 
     def start(self) -> None:

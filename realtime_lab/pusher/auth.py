@@ -63,6 +63,21 @@ def authenticate(app: PusherApp, socket_id: str, channel: str,
     return {"auth": channel_auth(app, socket_id, channel)}
 
 
+def user_auth(app: PusherApp, socket_id: str, user_data: str) -> str:
+    """The ``auth`` of a user sign-in: the signature of ``socket_id::user::user_data``."""
+    return f"{app.key}:{sign(app.secret, f'{socket_id}::user::{user_data}')}"
+
+
+def authenticate_user(app: PusherApp, socket_id: str,
+                      user: Mapping[str, Any]) -> dict[str, str]:
+    """What a user-authentication endpoint answers pusher-js's ``signin()``:
+    ``{"auth": ..., "user_data": ...}``; ``user`` needs an ``id``."""
+    if not user or "id" not in user:
+        raise ValueError("a user sign-in needs user={'id': ..., ...}")
+    data = json.dumps(dict(user), separators=(",", ":"))
+    return {"auth": user_auth(app, socket_id, data), "user_data": data}
+
+
 class ApiAuthError(Exception):
     """An HTTP API request whose signature does not hold (answered 401)."""
 
@@ -107,6 +122,7 @@ def webhook_headers(app: PusherApp, body: bytes) -> dict[str, str]:
             "X-Pusher-Signature": sign(app.secret, body)}
 
 
-__all__ = ["TIMESTAMP_WINDOW", "ApiAuthError", "authenticate", "channel_auth",
+__all__ = ["TIMESTAMP_WINDOW", "ApiAuthError", "authenticate", "authenticate_user",
+           "channel_auth", "user_auth",
            "check_channel_auth", "check_request", "sign", "string_to_sign",
            "webhook_headers"]

@@ -14,8 +14,13 @@ are JSON; errors are plain text with the status the SDKs map to their exceptions
 ``GET /apps/{id}/channels/{name}``         ``occupied``, ``user_count``,
                                            ``subscription_count``
 ``GET /apps/{id}/channels/{name}/users``   a presence channel's user ids
+``POST /apps/{id}/users/{user}/``          closes the user's connections (also at
+``terminate_connections``                  ``/users/{user}/...``, with the app of
+                                           ``auth_key``, where the Python SDK calls it)
 ``POST /pusher/auth``                      signs a channel for pusher-js
                                            (``ServerOptions.pusher_auth``)
+``POST /pusher/user-auth``                 signs a user sign-in
+                                           (``ServerOptions.pusher_user_auth``)
 =========================================  ===========================================
 """
 
@@ -33,7 +38,13 @@ from realtime_lab.logthrottle import LogThrottle
 from realtime_lab.protocol import codec
 from realtime_lab.pusher import protocol as pp
 from realtime_lab.pusher.apps import PusherApp, PusherApps
-from realtime_lab.pusher.auth import ApiAuthError, authenticate, check_request
+from realtime_lab.pusher.auth import (
+    ApiAuthError,
+    authenticate,
+    authenticate_user,
+    check_request,
+)
+from realtime_lab.pusher.socket import ChannelAuthorizer
 
 if TYPE_CHECKING:
     from realtime_lab.core.hub import Hub
@@ -183,9 +194,10 @@ class EventsHandler(_ApiHandler):
 
 
 def _channel(value: Any) -> str:
+    """A channel of an event, by its hub name (``#server-to-user-*`` is a user's)."""
     if not isinstance(value, str) or not value:
         raise ApiError(400, "a channel must be a non-empty string")
-    return value
+    return pp.hub_channel(value)
 
 
 def _channels(body: dict[str, Any]) -> list[str]:
@@ -256,6 +268,75 @@ class ChannelUsersHandler(_ApiHandler):
         return {"users": [{"id": user} for user in self.hub.presence(name)]}
 
 
+class TerminateHandler(_ApiHandler):
+    """``POST /apps/{id}/users/{user}/terminate_connections``: close every connection
+    of the app signed in as ``user`` (close code 4009, which pusher-js does not retry)."""
+
+    def post(self, *path: str) -> None:
+        self.run(self._terminate, *path)
+
+    def _terminate(self, *path: str) -> dict[str, Any]:
+        """``path``: (app id, user), or (user) at ``/users/{user}/...`` (where the Python
+        SDK calls it: the app is the one of ``auth_key``)."""
+        if len(path) == 1:
+            key = self.get_query_argument("auth_key", "")
+            found = self.apps.by_key(key)
+            app = self.app_for(found.app_id if found is not None else "")
+        else:
+            app = self.app_for(path[0])
+        user = path[-1]
+        for session in list(self.hub.sessions.values()):
+            authorizer = session.authorizer
+            if isinstance(authorizer, ChannelAuthorizer) and authorizer.app is app \
+                    and authorizer.user == user:
+                self.hub.close(session, pp.UNAUTHORIZED, "connections of the user terminated")
+        return {}
+
+
+class UserAuthHandler(RequestHandler):
+    """``POST /pusher/user-auth`` (form field ``socket_id``): pusher-js's ``signin()``
+    endpoint. ``ServerOptions.pusher_user_auth(handler, socket_id)`` returns the user
+    (a dict with an ``id``) or anything else (403). ``?key=`` picks the app."""
+
+    def initialize(self, apps: PusherApps, authorize: Any) -> None:
+        self.apps = apps
+        self.authorize = authorize
+
+    async def post(self) -> None:
+        socket_id = self.get_body_argument("socket_id", "")
+        app = _app_of(self.apps, self.get_query_argument("key", None))
+        if app is None or pp.session_id_of(socket_id) is None:
+            self.set_status(400)
+            self.finish("socket_id (and ?key= with several apps) are needed\n")
+            return
+        verdict = await _decide(self.authorize, self, socket_id)
+        if not isinstance(verdict, dict) or not isinstance(verdict.get("id"), str):
+            self.set_status(403)
+            self.finish("forbidden\n")
+            return
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(authenticate_user(app, socket_id, verdict)))
+
+
+def _app_of(apps: PusherApps, key: str | None) -> PusherApp | None:
+    if key is not None:
+        return apps.by_key(key)
+    return apps.apps[0] if len(apps.apps) == 1 else None
+
+
+async def _decide(authorize: Any, *args: Any) -> Any:
+    """The application's verdict (sync or async); a failing callback refuses."""
+    try:
+        verdict = authorize(*args)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+    except Exception:
+        _throttle.log("pusher_auth_failed", logging.ERROR, "a Pusher auth callback failed",
+                      exc_info=True)
+        return None
+    return verdict
+
+
 class AuthHandler(RequestHandler):
     """``POST /pusher/auth`` (form fields ``socket_id``, ``channel_name``): pusher-js's
     auth endpoint. ``ServerOptions.pusher_auth(handler, socket_id, channel)`` decides:
@@ -269,21 +350,12 @@ class AuthHandler(RequestHandler):
     async def post(self) -> None:
         socket_id = self.get_body_argument("socket_id", "")
         channel = self.get_body_argument("channel_name", "")
-        key = self.get_query_argument("key", None)
-        app = self.apps.by_key(key) if key is not None else (
-            self.apps.apps[0] if len(self.apps.apps) == 1 else None)
+        app = _app_of(self.apps, self.get_query_argument("key", None))
         if app is None or pp.session_id_of(socket_id) is None or not channel:
             self.set_status(400)
             self.finish("socket_id, channel_name (and ?key= with several apps) are needed\n")
             return
-        try:
-            verdict = self.authorize(self, socket_id, channel)
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
-        except Exception:
-            _throttle.log("pusher_auth_failed", logging.ERROR, "pusher_auth failed",
-                          exc_info=True)
-            verdict = None
+        verdict = await _decide(self.authorize, self, socket_id, channel)
         if verdict is True and not pp.is_presence(channel):
             answer = authenticate(app, socket_id, channel)
         elif isinstance(verdict, dict) and "user_id" in verdict:
@@ -297,4 +369,4 @@ class AuthHandler(RequestHandler):
 
 
 __all__ = ["AuthHandler", "ChannelHandler", "ChannelUsersHandler", "ChannelsHandler",
-           "EventsHandler", "event_data"]
+           "EventsHandler", "TerminateHandler", "UserAuthHandler", "event_data"]

@@ -45,6 +45,9 @@ PRIVATE_PREFIX = "private-"
 ENCRYPTED_PREFIX = "private-encrypted-"
 PRESENCE_PREFIX = "presence-"
 CLIENT_EVENT_PREFIX = "client-"
+#: A signed-in user's channel, as Pusher names it; the hub's name is private.
+USER_CHANNEL_PREFIX = "#server-to-user-"
+HUB_USER_CHANNEL_PREFIX = "private-server-to-user-"
 
 # Close and error codes (https://pusher.com/docs/channels/library_auth_reference/pusher-websockets-protocol/):
 # 4000-4099 the client must not reconnect, 4100-4199 back off, 4200-4299 reconnect now,
@@ -103,6 +106,21 @@ def session_id_of(socket_id: str) -> str | None:
     if high >= 1 << 32 or low >= 1 << 32:
         return None
     return f"{high:08x}{low:08x}"
+
+
+def hub_channel(channel: str) -> str:
+    """The hub's name of a Pusher channel (``#server-to-user-7`` is
+    ``private-server-to-user-7``: only its signed-in user may join it)."""
+    if channel.startswith(USER_CHANNEL_PREFIX):
+        return HUB_USER_CHANNEL_PREFIX + channel[len(USER_CHANNEL_PREFIX):]
+    return channel
+
+
+def pusher_channel(channel: str) -> str:
+    """The Pusher name of a hub channel (the inverse of :func:`hub_channel`)."""
+    if channel.startswith(HUB_USER_CHANNEL_PREFIX):
+        return USER_CHANNEL_PREFIX + channel[len(HUB_USER_CHANNEL_PREFIX):]
+    return channel
 
 
 def is_private(channel: str) -> bool:
@@ -217,7 +235,7 @@ def _message(msg: dict[str, Any], channel: str) -> bytes:
     sender = msg.get("from")
     user_id = sender if (sender is not None and event.startswith(CLIENT_EVENT_PREFIX)
                          and is_presence(channel)) else None
-    return envelope(event, _dumps(msg.get("data")), channel, user_id)
+    return envelope(event, _dumps(msg.get("data")), pusher_channel(channel), user_id)
 
 
 def _welcome(msg: dict[str, Any]) -> bytes:
@@ -232,7 +250,7 @@ def _welcome(msg: dict[str, Any]) -> bytes:
 def _error(msg: dict[str, Any]) -> bytes:
     code, text, rid = str(msg.get("code")), str(msg.get("message")), msg.get("id")
     if isinstance(rid, str) and rid.startswith(SUBSCRIBE_ID_PREFIX):
-        return subscription_error(rid[len(SUBSCRIBE_ID_PREFIX):], code, text)
+        return subscription_error(pusher_channel(rid[len(SUBSCRIBE_ID_PREFIX):]), code, text)
     return error_frame(ERROR_CODES.get(code, GENERIC_ERROR), text)
 
 
@@ -253,7 +271,7 @@ def frames_for(msg: dict[str, Any]) -> bytes:
         return b""
     if kind == "subscribed":  # a presence channel's answer is its member list
         return b"" if is_presence(channel) else envelope(
-            "pusher_internal:subscription_succeeded", {}, channel)
+            "pusher_internal:subscription_succeeded", {}, pusher_channel(channel))
     if kind == "error":
         return _error(msg)
     if not is_presence(channel):
@@ -282,9 +300,11 @@ __all__ = [
     "envelope",
     "error_frame",
     "frames_for",
+    "hub_channel",
     "is_presence",
     "is_private",
     "parse_event",
+    "pusher_channel",
     "session_id_of",
     "socket_id_of",
     "subscription_error",

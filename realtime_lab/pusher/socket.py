@@ -16,17 +16,20 @@ Pusher event             native message
 ``pusher:subscribe``     ``subscribe`` (``auth``: the signature and channel data)
 ``pusher:unsubscribe``   ``unsubscribe`` (ignored when not subscribed)
 ``client-*``             ``publish`` with ``event`` (private and presence channels)
+``pusher:signin``        (the adapter) the session's user, ``pusher:signin_success``
 =======================  ======================================================
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from typing import TYPE_CHECKING, Any
 
 from realtime_lab.core.hooks import ConnectRequest
 from realtime_lab.core.hub import PendingOpen
+from realtime_lab.core.outbound import Priority
 from realtime_lab.errors import (
     BadField,
     BinaryNotSupported,
@@ -35,6 +38,7 @@ from realtime_lab.errors import (
     NotSubscribed,
     ProtocolError,
     RateLimited,
+    Unauthorized,
     UnknownType,
 )
 from realtime_lab.logthrottle import LogThrottle
@@ -42,7 +46,7 @@ from realtime_lab.middleware.rate_limit import Rate, TokenBucket
 from realtime_lab.protocol.handshake import Agreement
 from realtime_lab.pusher import protocol as pp
 from realtime_lab.pusher.apps import PusherApp, PusherApps
-from realtime_lab.pusher.auth import check_channel_auth
+from realtime_lab.pusher.auth import check_channel_auth, user_auth
 from realtime_lab.transports.tornado_ws import HubWebSocketHandler
 
 if TYPE_CHECKING:
@@ -55,6 +59,9 @@ _throttle = LogThrottle(log)
 
 #: The longest presence ``user_id`` (the hub's user ids are at most this long).
 MAX_USER_ID = 128
+#: ``auth`` of the native subscribe to a signed-in user's channel (a client's own
+#: ``auth`` always arrives packed as a JSON list, so it can never be this).
+SIGNED_IN = "pusher-signed-in"
 _PING = {"type": "ping"}
 
 
@@ -67,12 +74,17 @@ class ChannelAuthorizer:
     ``user_info`` the member's metadata.
     """
 
-    __slots__ = ("app",)
+    __slots__ = ("app", "user")
 
     def __init__(self, app: PusherApp) -> None:
         self.app = app
+        #: The user signed in with ``pusher:signin`` (None: nobody yet).
+        self.user: str | None = None
 
     def __call__(self, session: Session, channel: str, auth: str | None) -> Any:
+        if auth == SIGNED_IN and self.user is not None \
+                and channel == pp.hub_channel(pp.USER_CHANNEL_PREFIX + self.user):
+            return True  # the signed-in user's own channel
         if auth is None:
             raise ChannelUnauthorized(f"{channel!r} needs an auth signature")
         try:
@@ -103,13 +115,20 @@ class ChannelAuthorizer:
         if not isinstance(user_id, str) or not 0 < len(user_id) <= MAX_USER_ID:
             raise ChannelUnauthorized(f"channel_data needs a user_id of 1 to {MAX_USER_ID} "
                                       "characters")
-        if user_id != session.user and any(pp.is_presence(c) for c in session.subscriptions):
+        if user_id != session.user and (
+                any(pp.is_presence(c) for c in session.subscriptions)
+                or _signed_in(session) not in (None, user_id)):
             raise ChannelUnauthorized(
-                f"this connection is a presence member as {session.user!r} already; one "
-                "connection is one user in every presence channel")
+                f"this connection is {session.user!r} already; one connection is one user "
+                "in every presence channel")
         session.user = user_id
         info = member.get("user_info")
         return dict(info) if isinstance(info, dict) and info else True
+
+
+def _signed_in(session: Session) -> str | None:
+    authorizer = session.authorizer
+    return authorizer.user if isinstance(authorizer, ChannelAuthorizer) else None
 
 
 class PusherConnection:
@@ -150,7 +169,10 @@ class PusherConnection:
         if name in ("pusher:ping", "pusher:pong"):
             return _PING
         if name == "pusher:subscribe":
-            return self._subscribe(event.data)
+            return self._subscribe(session, event.data)
+        if name == "pusher:signin":
+            self._signin(session, event.data)
+            return None
         if name == "pusher:unsubscribe":
             channel = pp.field(event.data, "channel")
             if channel not in session.subscriptions:
@@ -161,18 +183,47 @@ class PusherConnection:
         raise UnknownType(f"unsupported event {name!r}: clients send pusher:subscribe, "
                           "pusher:unsubscribe, pusher:ping or client- events")
 
-    def _subscribe(self, data: Any) -> dict[str, Any]:
-        channel = pp.field(data, "channel")
-        assert channel is not None
+    def _subscribe(self, session: Session, data: Any) -> dict[str, Any]:
+        given = pp.field(data, "channel")
+        assert given is not None
+        channel = pp.hub_channel(given)
         msg: dict[str, Any] = {"type": "subscribe", "channel": channel,
                                "id": pp.SUBSCRIBE_ID_PREFIX + channel}
-        if pp.is_private(channel):
+        if channel != given:  # a user's channel: for the signed-in user only
+            msg["auth"] = SIGNED_IN
+        elif pp.is_private(channel):
             auth = data.get("auth")
             channel_data = data.get("channel_data")
             if isinstance(auth, str):
                 msg["auth"] = json.dumps([auth, channel_data if isinstance(channel_data, str)
                                           else None])
         return msg
+
+    def _signin(self, session: Session, data: Any) -> None:
+        """``pusher:signin``: a signed ``user_data`` names the connection's user; the
+        answer is ``pusher:signin_success``, then the client joins its user channel."""
+        auth, user_data = pp.field(data, "auth"), pp.field(data, "user_data")
+        assert auth is not None and user_data is not None
+        expected = user_auth(self.app, pp.socket_id_of(session.id), user_data)
+        if not hmac.compare_digest(expected.encode(), auth.encode("utf-8", "replace")):
+            raise Unauthorized("invalid signature for pusher:signin")
+        try:
+            user = json.loads(user_data)
+        except ValueError:
+            raise BadField("user_data is not JSON") from None
+        user_id = user.get("id") if isinstance(user, dict) else None
+        if not isinstance(user_id, str) or not 0 < len(user_id) <= MAX_USER_ID:
+            raise BadField(f"user_data needs an id of 1 to {MAX_USER_ID} characters")
+        authorizer = session.authorizer
+        assert isinstance(authorizer, ChannelAuthorizer)
+        if authorizer.user not in (None, user_id) or (
+                user_id != session.user
+                and any(pp.is_presence(c) for c in session.subscriptions)):
+            raise Forbidden(f"this connection is {session.user!r} already")
+        authorizer.user = session.user = user_id
+        self.hub.services.outbox.enqueue(
+            session, pp.envelope("pusher:signin_success", {"user_data": user_data}),
+            Priority.CONTROL)
 
     def _client_event(self, session: Session, event: pp.PusherEvent) -> dict[str, Any]:
         app, channel, name = self.app, event.channel, event.event

@@ -68,6 +68,12 @@ def auth_decision(handler: Any, socket_id: str, channel: str) -> Any:
     return True
 
 
+def user_decision(handler: Any, socket_id: str) -> Any:
+    """The test app's user sign-in: the user in ``X-Test-User``; ``deny`` is refused."""
+    user = handler.request.headers.get("X-Test-User", "")
+    return None if user in ("", "deny") else {"id": user, "name": user.title()}
+
+
 #: Native clients join private and presence channels with tokens signed with it.
 NATIVE_SECRET = "native-channel-secret"
 
@@ -80,7 +86,7 @@ def app() -> PusherApp:
 @pytest.fixture
 def options() -> ServerOptions:
     return ServerOptions(pusher_apps=(APP,), pusher_auth=auth_decision,
-                         channel_secret=NATIVE_SECRET)
+                         pusher_user_auth=user_decision, channel_secret=NATIVE_SECRET)
 
 
 class PusherJs:

@@ -5,9 +5,10 @@
 //           {"op":"subscribe","id":"a","channel":...}
 //           {"op":"unsubscribe","id":"a","channel":...}
 //           {"op":"trigger","id":"a","channel":...,"event":...,"data":...}
-//           {"op":"disconnect","id":"a"}
+//           {"op":"disconnect","id":"a"}, {"op":"signin","id":"a"}
 // Events:   {"id":"a","kind":"state","current":...}, "connected" (socket_id),
 //           "succeeded" (members), "subscription_error", "member_added", "member_removed",
+//           "signed_in", "user_event" (an event sent to the signed-in user),
 //           "event" (channel, event, data), "bound" (an event named in the subscribe's
 //           "events", with the user_id pusher-js passes), "error", "trigger" (its result)
 "use strict";
@@ -41,12 +42,19 @@ function connect(cmd) {
       transport: "ajax",
       headers: { "X-Test-User": cmd.user || "" },
     },
+    userAuthentication: {
+      endpoint: `http://127.0.0.1:${cmd.port}/pusher/user-auth`,
+      transport: "ajax",
+      headers: { "X-Test-User": cmd.user || "" },
+    },
   });
   clients[id] = pusher;
   pusher.connection.bind("state_change", (s) => out({ id, kind: "state", current: s.current }));
   pusher.connection.bind("connected", () =>
     out({ id, kind: "connected", socket_id: pusher.connection.socket_id }));
   pusher.connection.bind("error", (err) => out({ id, kind: "error", error: err }));
+  pusher.bind("pusher:signin_success", (data) => out({ id, kind: "signed_in", data }));
+  pusher.user.bind_global((event, data) => out({ id, kind: "user_event", event, data }));
 }
 
 function subscribe(cmd) {
@@ -83,6 +91,7 @@ const ops = {
     out({ id: cmd.id, kind: "trigger", ok });
   },
   disconnect: (cmd) => clients[cmd.id].disconnect(),
+  signin: (cmd) => clients[cmd.id].signin(),
 };
 
 readline.createInterface({ input: process.stdin }).on("line", (line) => {
