@@ -90,7 +90,7 @@ class FanOut:
             return self.frame
         if self.variants is None:
             self.variants = FrameVariants(self.frame, self.message)
-        return self.variants.get(session.wire)
+        return self.variants.for_recipient(session.wire, session.user)
 
 
 class Outbox:

@@ -36,15 +36,27 @@ FrameEncoder = Callable[[dict[str, object]], bytes]
 FRAME_CODECS: dict[str, FrameEncoder] = {}
 
 
-def register_frame_codec(name: str, encode: FrameEncoder) -> None:
+#: ``personal(message, user)``: the frames of a broadcast for one recipient whose
+#: protocol must not show it something (a Pusher client is never told that it joined
+#: itself), or None for the frames every recipient shares.
+PersonalEncoder = Callable[[dict[str, object], str], "bytes | None"]
+PERSONAL_CODECS: dict[str, PersonalEncoder] = {}
+
+
+def register_frame_codec(name: str, encode: FrameEncoder,
+                         personal: PersonalEncoder | None = None) -> None:
     """Let connections use codec ``name``, whose frames ``encode`` builds from each
     message the hub sends (a protocol adapter's translation of the native messages).
 
-    A broadcast still encodes once per codec in use, not once per subscriber.
+    A broadcast still encodes once per codec in use, not once per subscriber;
+    ``personal`` (see :data:`PersonalEncoder`) is asked per recipient and should
+    answer None at once for the messages it leaves alone.
     """
     if name in (JSON, MSGPACK):
         raise ValueError(f"{name!r} is a built-in codec")
     FRAME_CODECS[name] = encode
+    if personal is not None:
+        PERSONAL_CODECS[name] = personal
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -176,6 +188,19 @@ class FrameVariants:
             if wire.cacheable:
                 self._frames[wire] = frame
         return frame
+
+    def for_recipient(self, wire: WireFormat, user: str) -> bytes:
+        """The frame for one connection of ``user`` with this wire format: its codec's
+        personal frames when it has some for this message, else :meth:`get`."""
+        personal = PERSONAL_CODECS.get(wire.codec)
+        if personal is not None:
+            if self.message is None:
+                self.message = codec.decode(_strip_header(self.json_frame))
+            assert self.message is not None
+            frames = personal(self.message, user)
+            if frames is not None:
+                return frames
+        return self.get(wire)
 
     def built(self) -> int:
         """How many distinct frames were built (for tests and the lab)."""

@@ -290,7 +290,22 @@ def frames_for(msg: dict[str, Any]) -> bytes:
     return b""
 
 
-register_frame_codec(CODEC, frames_for)  # connections at /app/{key} use it (socket.py)
+def personal_frames(msg: dict[str, Any], user: str) -> bytes | None:
+    """A presence diff without the recipient's own join (Pusher never tells a member
+    that it joined: it is in its ``subscription_succeeded``); None for any other
+    message (the shared frames)."""
+    if msg.get("type") != "presence_diff":
+        return None
+    joins = msg.get("joins") or {}
+    channel = msg.get("channel")
+    if user not in joins or user in (msg.get("changed") or {}) \
+            or not isinstance(channel, str) or not is_presence(channel):
+        return None
+    return _presence_diff({**msg, "joins": {u: i for u, i in joins.items() if u != user}},
+                          channel)
+
+
+register_frame_codec(CODEC, frames_for, personal_frames)  # /app/{key} uses it (socket.py)
 
 __all__ = [
     "CODEC",

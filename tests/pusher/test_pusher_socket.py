@@ -320,3 +320,18 @@ async def test_a_full_server_refuses_with_pusher_error_4100_and_backoff_close(
         assert 4100 <= await second.read_close() < 4200  # pusher-js backs off
     finally:
         await srv.stop()
+
+
+def test_a_member_is_not_told_that_it_joined_itself() -> None:
+    """Batched diffs (presence_batch_window) reach the joiner too; its Pusher frames
+    leave its own join out, the others' frames keep it, each built per broadcast."""
+    diff = {"type": "presence_diff", "channel": "presence-a",
+            "joins": {"ada": {"connections": 1}, "bob": {"connections": 1}}, "leaves": {}}
+    variants = FrameVariants(b"", diff)
+    wire = wire_format(pp.CODEC)
+    mine = [json.loads(m["data"])["user_id"] for m in _frames(variants.for_recipient(wire,
+                                                                                    "ada"))]
+    theirs = [json.loads(m["data"])["user_id"] for m in _frames(variants.for_recipient(wire,
+                                                                                      "cy"))]
+    assert mine == ["bob"] and theirs == ["ada", "bob"]
+    assert pp.personal_frames({"type": "message", "channel": "presence-a"}, "ada") is None
