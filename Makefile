@@ -28,7 +28,7 @@ $(VENV)/.installed-lab: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test $(PUSHER_JS)
+install-test: $(VENV)/.installed-test $(PUSHER_JS) $(NODE_WS)
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/realtime-lab demo --duration $(DURATION) --port $(PORT)
@@ -44,9 +44,17 @@ $(PUSHER_JS): tests/pusher/js/package-lock.json
 		npm ci --prefix tests/pusher/js --no-audit --no-fund --silent; \
 	else echo "npm not found: tests/pusher needs it (apt-get install nodejs npm)"; fi
 
+# The ws package for the join-storm smoke test's Node.js load client (tests/benchmarks;
+# without it the client needs Node 20+'s own WebSocket).
+NODE_WS := benchmarks/node/node_modules/.package-lock.json
+$(NODE_WS): benchmarks/node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix benchmarks/node --no-audit --no-fund --silent; \
+	else echo "npm not found: the join-storm smoke test needs node (apt-get install nodejs npm)"; fi
+
 # mypy --strict runs on its own (it is global-only): the core and protocol are the typed
 # gate (issue 14); --follow-imports=silent keeps other packages' errors out of it.
-test: $(VENV)/.installed-test $(PUSHER_JS)
+test: $(VENV)/.installed-test $(PUSHER_JS) $(NODE_WS)
 	$(VENV)/bin/ruff check realtime_lab tests benchmarks tools examples
 	$(VENV)/bin/mypy realtime_lab
 	$(VENV)/bin/mypy --strict --follow-imports=silent realtime_lab/core realtime_lab/protocol
