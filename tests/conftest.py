@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -224,3 +225,38 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         reporter.write_line(f"  {report.nodeid}: {reason}", red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+#: Flags for Debian's Chromium here (no sandbox as root, no background networking
+#: on a closed network); the ``browser`` fixture launches it with them.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def chromium_path() -> str:
+    """Path of Debian's chromium; skip locally, fail in CI when it is missing."""
+    path = shutil.which("chromium")
+    if path is None:
+        message = "chromium is not installed: apt-get install chromium"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Debian's Chromium driven by Playwright (tests/browser, tests/pusher's Laravel Echo)."""
+    path = chromium_path()
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:  # pragma: no cover - the test extra installs it
+        if os.environ.get("CI") == "true":
+            pytest.fail("the playwright package is missing: pip install -e '.[test]'")
+        pytest.skip("the playwright package is missing")
+    async with async_playwright() as p:
+        chromium = await p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()

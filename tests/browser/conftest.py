@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,38 +27,6 @@ needs_playwright = pytest.mark.skipif(bool(PLAYWRIGHT_MISSING),
                                       reason=PLAYWRIGHT_MISSING or "playwright is installed")
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-def chromium_path() -> str:
-    """Path of Debian's chromium; skip locally, fail in CI when it is missing."""
-    path = shutil.which("chromium")
-    if path is None:
-        message = "chromium is not installed: apt-get install chromium"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    path = chromium_path()
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:  # pragma: no cover - the test extra installs it
-        if os.environ.get("CI") == "true":
-            pytest.fail("the playwright package is missing: pip install -e '.[test]'")
-        pytest.skip("the playwright package is missing")
-    async with async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
 @pytest.fixture
 async def context(browser: Any) -> AsyncIterator[Any]:
     """A browser context; the test fails if a page of it had an uncaught error."""

@@ -169,28 +169,6 @@ async def pusher_js() -> AsyncIterator[PusherJs]:
         await js.close()
 
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Any]:
-    """Debian's Chromium driven by Playwright (never ``playwright install``)."""
-    path = shutil.which("chromium")
-    if path is None:
-        _missing("chromium is not installed: apt-get install chromium")
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:  # pragma: no cover - the test extra installs it
-        _missing("the playwright package is missing: pip install -e '.[test]'")
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
 @pytest.fixture
 def js_modules() -> Path:
     """tests/pusher/js/node_modules (installed with npm ci when missing)."""

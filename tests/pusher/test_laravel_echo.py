@@ -35,9 +35,9 @@ async def until(page: Any, expression: str, timeout: float = 15.0) -> Any:
     return await page.evaluate(expression)
 
 
-async def test_laravel_echo_in_chromium(server: LabServer, app: PusherApp, chromium: Any,
+async def test_laravel_echo_in_chromium(server: LabServer, app: PusherApp, browser: Any,
                                         js_modules: Path) -> None:
-    page = await chromium.new_page()
+    page = await browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))
     await page.goto(f"{server.http_url}/health")
