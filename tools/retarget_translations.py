@@ -15,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEADER = re.compile(r"^> Traducción de \[(?:docs|notebooks)/([^\]]+)\]\(([^)]+)\) en `([0-9a-f]{7,40})`\.")
+HEADER = re.compile(
+    r"^> Traducción de \[(?:docs|notebooks)/([^\]]+)\]\(([^)]+)\) en `([0-9a-f]{7,40})`\.")
 
 
 def git(*args: str) -> subprocess.CompletedProcess[str]:
