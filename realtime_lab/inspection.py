@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from realtime_lab.core.hub import Hub
-    from realtime_lab.core.ports import BroadcastProbe
+    from realtime_lab.core.publish import BroadcastProbe
     from realtime_lab.core.session import Session
 
 

@@ -310,10 +310,42 @@ def test_imports_point_downward() -> None:
     assert [str(imp) for imp in bad] == []
 
 
-CYCLES_TODAY = {  # group -> what issue 14 found (and this test confirmed) on main at 0f9e295
+def private_hub_uses(source: str) -> list[tuple[int, str]]:
+    """``(line, name)`` of every ``hub._name`` / ``x.hub._name`` in ``source`` (a private
+    attribute of a hub, read or written)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") \
+                and not node.attr.startswith("__"):
+            owner = node.value
+            name = owner.id if isinstance(owner, ast.Name) else (
+                owner.attr if isinstance(owner, ast.Attribute) else None)
+            if name == "hub":
+                found.append((node.lineno, node.attr))
+    return found
+
+
+def test_private_hub_uses_are_found() -> None:
+    assert private_hub_uses("hub._a\nself.hub._b = 1\nhub.a._c\nhub.__class__\n") == [
+        (1, "_a"), (2, "_b")]
+
+
+def test_nothing_outside_core_reaches_into_the_hub() -> None:
+    """Issue 14: the hub's services have small public APIs; no other package calls
+    ``hub._*`` (the Hub's own public methods and ``hub.services`` are the way in)."""
+    bad = [f"{module} line {line}: hub.{attr}"
+           for module, path in modules_of(PACKAGE_DIR, "realtime_lab").items()
+           if not module.startswith("realtime_lab.core.")
+           for line, attr in private_hub_uses(path.read_text(encoding="utf-8"))]
+    assert bad == []
+
+
+CYCLES_TODAY: dict[str, str] = {  # group -> a circle still there (none left)
     # (client and across packages: gone with issue 14 step 1; broker, node.py <->
-    # recovery.py: gone with step 6, broker/backplane.py)
-    "core": "the hub's mixins and hub_base (10 modules), channels/session/ports/options/authz",
+    # recovery.py: gone with step 6, broker/backplane.py; core, the hub's mixins and
+    # hub_base, channels/session/ports/options/authz: gone with step 8, the inbound
+    # commands and the connections as services, core/services.py, BroadcastProbe in
+    # core/publish.py)
 }
 GROUPS = sorted({group_of(m) for m in modules_of(PACKAGE_DIR, "realtime_lab")} - {"(top)"})
 

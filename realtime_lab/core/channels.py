@@ -11,6 +11,10 @@ if TYPE_CHECKING:
     from realtime_lab.core.options import ServerOptions
     from realtime_lab.core.session import Session
 
+#: Leave reasons (``reason`` in presence leaves and in presence.leave events): the client
+#: unsubscribed, its connection closed, timed out, or the server kicked it.
+LEFT, CLOSED, TIMEOUT, KICKED = "left", "closed", "timeout", "kicked"
+
 
 def validate_channel(name: str, options: ServerOptions) -> None:
     """Raise :class:`BadChannel` unless ``name`` is an allowed channel name."""

@@ -16,29 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from realtime_lab.core import events as ev
 from realtime_lab.core.backplane import Backplane, Cluster, LocalBackplane
 from realtime_lab.core.channels import Channel
-from realtime_lab.core.dispatch import Dispatch
+from realtime_lab.core.commands import Commands, Decode
+from realtime_lab.core.connections import Connections, PendingOpen
 from realtime_lab.core.events import EventBus
 from realtime_lab.core.heartbeat import HeartbeatPolicy
 from realtime_lab.core.history import HistoryRule, HistoryService
-from realtime_lab.core.hooks import ConnectRequest, Hooks, refused
+from realtime_lab.core.hooks import ConnectRequest, Hooks, MaybeAwaitable
 from realtime_lab.core.liveness import Liveness
 from realtime_lab.core.membership import Membership
 from realtime_lab.core.options import ServerOptions
 from realtime_lab.core.outbound import Priority
 from realtime_lab.core.outbox import Outbox
-from realtime_lab.core.pipeline import compose
 from realtime_lab.core.ports import (
-    BroadcastProbe,
     Clock,
     ConnectionPort,
     Schedule,
@@ -46,33 +43,27 @@ from realtime_lab.core.ports import (
     SoonScheduler,
     run_now,
 )
-from realtime_lab.core.presence import CLOSED, TIMEOUT, Presence
+from realtime_lab.core.presence import Presence
 from realtime_lab.core.presence_batch import PresenceBatcher
 from realtime_lab.core.presence_sync import PresencePager
-from realtime_lab.core.publish import PublishPath
+from realtime_lab.core.publish import BroadcastProbe, PublishPath
 from realtime_lab.core.registry import ChannelRegistry
-from realtime_lab.core.requests import LIMIT_OF_ERROR
-from realtime_lab.core.security import Admission, verify_token
-from realtime_lab.core.session import ConnectionState, Session
+from realtime_lab.core.requests import Request
+from realtime_lab.core.security import Admission
+from realtime_lab.core.services import Services
+from realtime_lab.core.session import Session
 from realtime_lab.core.stats import HubStats
-from realtime_lab.errors import (
-    ConnectRefused,
-    ProtocolError,
-    Unauthorized,
-)
+from realtime_lab.errors import ProtocolError
 from realtime_lab.logthrottle import LogThrottle
-from realtime_lab.protocol import messages
+from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.deflate import CompressionPolicy
 from realtime_lab.protocol.values import check_value
-from realtime_lab.protocol.wire import JSON, frame_for
 
 log = logging.getLogger("realtime_lab.core")
 
 #: Seconds between two log records of one kind of failure (``Hub.log_throttle``).
 LOG_INTERVAL = 60.0
-
-TIMEOUT_CODES = (CloseCode.HEARTBEAT_TIMEOUT, CloseCode.IDLE_TIMEOUT)
 
 
 @runtime_checkable
@@ -92,20 +83,21 @@ def compression_of(middleware: Sequence[object], default: CompressionPolicy) -> 
     return default
 
 
-class Hub(Dispatch, Membership, Presence):
+class Hub(Membership, Presence):
     """Channels, presence and broadcast for a set of connections.
 
-    The hub is split by concern: this module holds admission and lifecycle;
-    :mod:`~realtime_lab.core.dispatch` the inbound path;
-    :mod:`~realtime_lab.core.membership` channels, presence and broadcast;
+    A facade over services, each with its own state (``hub.services``):
+    :mod:`~realtime_lab.core.connections` admission, the welcome, closing;
+    :mod:`~realtime_lab.core.commands` the inbound path;
+    :mod:`~realtime_lab.core.membership` channels and presence (still mixins);
     :mod:`~realtime_lab.core.liveness` heartbeat and idle checks,
     :mod:`~realtime_lab.core.registry` the channels, their metadata and rules,
     :mod:`~realtime_lab.core.outbox` the outbound queues and writes,
     :mod:`~realtime_lab.core.history` history and recovery,
     :mod:`~realtime_lab.core.publish` the publish path and
     :mod:`~realtime_lab.core.backplane` how a publication reaches every node: services
-    (``hub.services.liveness``, ``.registry``, ``.outbox``, ``.history``,
-    ``.publisher``, ``.backplane``).
+    (``hub.services.connections``, ``.commands``, ``.liveness``, ``.registry``,
+    ``.outbox``, ``.history``, ``.publisher``, ``.backplane``).
     """
 
     def __init__(
@@ -123,7 +115,6 @@ class Hub(Dispatch, Membership, Presence):
         self.bus = bus or EventBus()
         self.hooks = hooks or Hooks()
         opts = self.options
-        self.admission = Admission(opts.max_connections, opts.max_connections_per_ip)
         self._grace_timer: asyncio.TimerHandle | None = None  # core/presence.py
         self._idle_users: dict[str, set[str]] = {}
         self.clock = clock
@@ -159,12 +150,24 @@ class Hub(Dispatch, Membership, Presence):
                                 outbox=outbox, history=history, stats=self.stats,
                                 bus=self.bus, clock=clock)
         backplane.attach(publisher)
-        self.services = Services(  # the liveness schedule reads the hub's at call time (bind)
-            liveness=Liveness(opts, clock=clock, schedule=lambda cb: self._schedule(cb),
-                              sessions=self.sessions, stats=self.stats, bus=self.bus,
-                              enqueue=outbox.enqueue, mark_dirty=outbox.mark_dirty,
-                              close=self.close, reject=self.reject,
-                              check_presence_idle=self.check_presence_idle),
+        # the liveness schedule reads the hub's at call time (bind)
+        liveness = Liveness(opts, clock=clock, schedule=lambda cb: self._schedule(cb),
+                            sessions=self.sessions, stats=self.stats, bus=self.bus,
+                            enqueue=outbox.enqueue, mark_dirty=outbox.mark_dirty,
+                            close=self.close, reject=self.reject,
+                            check_presence_idle=self.check_presence_idle)
+        membership = HubMembership(self)
+        connections = Connections(opts, clock=clock, stats=self.stats, bus=self.bus,
+                                  hooks=self.hooks, log_throttle=self.log_throttle,
+                                  sessions=self.sessions, outbox=outbox,
+                                  heartbeat=liveness.policy, leave=membership.leave)
+        self.services = Services(
+            connections=connections,
+            commands=Commands(opts, clock=clock, stats=self.stats, bus=self.bus,
+                              hooks=self.hooks, log_throttle=self.log_throttle, outbox=outbox,
+                              registry=registry, publisher=publisher, history=history,
+                              membership=membership, close=connections.close, hub=self),
+            liveness=liveness,
             registry=registry,
             outbox=outbox,
             history=history,
@@ -277,231 +280,66 @@ class Hub(Dispatch, Membership, Presence):
         """Open sessions on another codec than JSON (``Outbox.binary_sessions``)."""
         return self.services.outbox.binary_sessions
 
-    # The hub's parts not yet services (issue 14 steps 7-8) call the outbox through this.
-
-    def _drop(self, session: Session, priority: int, size: int, reason: str = "queue_full",
-              channel: str | None = None) -> None:
-        self.services.outbox.drop(session, priority, size, reason, channel)
-
     def set_middleware(self, middleware: Sequence[object]) -> None:
         """Install the middleware chain (realtime_lab.middleware), first = outermost."""
         self.middleware = tuple(middleware)
         #: The permessage-deflate policy transports negotiate: a ``Compression``
         #: middleware's, else ``options.compression`` (resolved here, once).
         self.compression = compression_of(self.middleware, self.options.compression)
-        self._inbound = compose(self.middleware, self._inbound_endpoint, "inbound")
-        self.services.publisher.set_middleware(self.middleware)
-        self._closers = [m for m in self.middleware if hasattr(m, "connection_closed")]
+        services = self.services
+        services.commands.set_middleware(self.middleware)
+        services.publisher.set_middleware(self.middleware)
+        services.connections.set_middleware(self.middleware)
+
+    # ------------------------------------------------------------------ connections
+
+    @property
+    def admission(self) -> Admission:
+        """The connection limits (``hub.services.connections.admission``)."""
+        return self.services.connections.admission
 
     def open(self, port: ConnectionPort, *, user: str | None = None,
              request: ConnectRequest | None = None) -> Any:
-        """Admit a new connection and send it the welcome message; return its session.
-
-        Checks the connection limits, the connect token and the ``on_connect``
-        hook. A refused connection gets an error message and its close code, and
-        comes back in state CLOSING. With an async ``on_connect`` the return value
-        is an awaitable of the session (the transport awaits it).
-        """
-        sid = secrets.token_hex(8)
-        now = self.clock()
-        remote = port.remote
-        session = Session(id=sid, user=user or sid, port=port, connected_at=now, last_seen=now,
-                          last_ping_at=now, remote=remote, last_activity=now)
-        session.wire = port.wire  # codec + compression (handshake)
-        req = request or ConnectRequest(remote=remote, user=user)
-        try:
-            self.admission.check(remote)
-            user = self._authenticate(req, user)
-            result = self.hooks.run("on_connect", req) if self.hooks.on_connect else None
-        except ProtocolError as err:
-            return self._refuse(session, err)
-        self.admission.add(sid, remote)
-        if inspect.isawaitable(result):
-            return PendingOpen(session, self._open_later(session, user, result))
-        return self._accept(session, user, result)
+        """Admit a new connection and send it the welcome message; return its session
+        (``Connections.open``: the limits, the connect token, ``on_connect``). A refused
+        connection comes back in state CLOSING; with an async ``on_connect`` this is a
+        :class:`PendingOpen` the transport awaits."""
+        return self.services.connections.open(port, user=user, request=request)
 
     def refused_handshake(self, remote: str, code: int, reason: str, limit: str) -> None:
         """The transport refused a handshake (e.g. HTTP 403 for an origin): count, emit."""
-        self.stats.refused += 1
-        log.info("refused a handshake from %s: %s %s", remote, code, reason)
-        if self.bus.active:
-            now = self.clock()
-            self.bus.emit(ev.ConnectionRefused(at=now, remote=remote, code=code, reason=reason))
-            self.bus.emit(ev.LimitExceeded(at=now, limit=limit, code=code, remote=remote))
-
-    def _authenticate(self, req: ConnectRequest, user: str | None) -> str | None:
-        opts = self.options
-        if opts.token_secret is None and opts.token_verifier is None:
-            return user
-        if opts.token_verifier is not None:
-            try:
-                out = opts.token_verifier(req.token) if req.token else None
-            except ProtocolError:
-                raise
-            except Exception:
-                self.log_throttle.log("token_verifier_failed", logging.ERROR,
-                                      "token_verifier failed", exc_info=True)
-                raise Unauthorized("the connect token could not be verified") from None
-            if not out:
-                raise Unauthorized("connect token refused")
-            claims = out if isinstance(out, dict) else {"user": str(out)}
-        else:
-            assert opts.token_secret is not None
-            claims = verify_token(opts.token_secret, req.token)
-        given = claims.get("user")
-        return str(given) if given else user
-
-    async def _open_later(self, session: Session, user: str | None,
-                          result: Awaitable[Any]) -> Session:
-        try:
-            value = await result
-        except ProtocolError as err:
-            if session.state is ConnectionState.CLOSED:
-                self.admission.remove(session.id)
-                return session
-            return self._refuse(session, err)
-        return self._accept(session, user, value)
-
-    def _accept(self, session: Session, user: str | None, result: Any) -> Session:
-        if session.state is ConnectionState.CLOSED:  # gone while an async hook ran
-            self.admission.remove(session.id)
-            return session
-        verdict = refused(result)
-        if verdict is not None:
-            return self._refuse(session, verdict.error(ConnectRefused))
-        if isinstance(result, dict):
-            user = result.get("user") or user
-            session.metadata.update(result.get("metadata") or {})
-        if user:
-            session.user = str(user)
-        session.ping_factor = self.heartbeat.ping_factor()
-        self.sessions[session.id] = session
-        if session.wire.codec != JSON:
-            self.services.outbox.binary_sessions += 1
-        session.state = ConnectionState.OPEN
-        self.stats.connections_opened += 1
-        self.send(session, self._welcome(session))
-        if self.bus.active:
-            self.bus.emit(ev.Connected(at=self.clock(), session=session.id, user=session.user,
-                                       remote=session.remote, metadata=dict(session.metadata)))
-        return session
-
-    def _welcome(self, session: Session) -> dict[str, Any]:
-        hb = self.heartbeat
-        msg = messages.welcome_message(session.id, session.user, hb.interval, hb.timeout,
-                                       self.options.limits())
-        if hb.adaptive:
-            msg["heartbeat"].update(adaptive=True, min=hb.min_interval, max=hb.max_interval)
-        return msg
-
-    def _refuse(self, session: Session, err: ProtocolError) -> Session:
-        """Refuse a connection that was never opened: error message, then close code."""
-        self.stats.refused += 1
-        self.admission.remove(session.id)
-        code = err.close_code if err.close_code is not None else CloseCode.CONNECT_REFUSED
-        session.state = ConnectionState.CLOSING
-        session.close_code, session.close_reason = code, err.code
-        log.info("refused %s (%s): %s %s", session.id, session.remote, code, err.message)
-        if self.bus.active:
-            now = self.clock()
-            self.bus.emit(ev.ConnectionRefused(at=now, session=session.id, user=session.user,
-                                               remote=session.remote, code=code, reason=err.code))
-            limit = LIMIT_OF_ERROR.get(err.code)
-            if limit is not None:
-                self.bus.emit(ev.LimitExceeded(at=now, session=session.id, user=session.user,
-                                               limit=limit, code=code, remote=session.remote))
-        session.port.write(frame_for(session.wire, messages.error_message(err.code, err.message)))
-        session.port.close(code, err.code)
-        return session
+        self.services.connections.refused_handshake(remote, code, reason, limit)
 
     def close(self, session: Session, code: int, reason: str) -> None:
-        """Close a connection from the server side with ``code``.
-
-        The session leaves its channels and presence now, when the server decides
-        (heartbeat or idle timeout, a fatal error, a slow consumer, the application),
-        not when the socket finishes closing (up to ``close_timeout`` later for a
-        client that does not answer): the others see the leave at once, with its
-        reason. :meth:`closed` then has nothing left to leave.
-        """
-        if self._start_closing(session, code, reason):
-            self._detach(session)
-
-    def _start_closing(self, session: Session, code: int, reason: str) -> bool:
-        """State CLOSING, what is queued flushed, the close frame sent; False when the
-        session was closing already."""
-        if session.state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
-            return False
-        session.state = ConnectionState.CLOSING
-        session.close_code = code
-        session.close_reason = reason
-        self.services.outbox.flush_session(session, force=True)
-        session.port.close(code, reason)
-        return True
-
-    def _detach(self, session: Session) -> None:
-        """Leave every channel of ``session`` (presence leaves with the reason of its close
-        code: ``timeout`` for 4101 and 4105, else ``closed``). Idempotent: a session
-        that left everything has nothing to leave again."""
-        if not session.subscriptions or self.sessions.get(session.id) is not session:
-            return
-        reason = TIMEOUT if session.close_code in TIMEOUT_CODES else CLOSED
-        for name in list(session.subscriptions):
-            self._leave(session, name, reason=reason)
+        """Close a connection from the server side with ``code``; it leaves its channels
+        and presence now (``Connections.close``)."""
+        self.services.connections.close(session, code, reason)
 
     def closed(self, session: Session, code: int | None = None, reason: str = "") -> None:
         """The transport reports the socket closed: drop subscriptions and presence."""
-        if session.state is ConnectionState.CLOSED:
-            return
-        registered = self.sessions.get(session.id) is session
-        session.state = ConnectionState.CLOSED
-        if session.close_code is None:
-            session.close_code = code
-            session.close_reason = reason
-        session.pending.clear()
-        session.pending_bytes = 0
-        self.admission.remove(session.id)
-        if not registered:  # refused, or gone before an async on_connect finished
-            return
-        self._detach(session)  # usually done already, when the server decided to close
-        self.sessions.pop(session.id, None)
-        if session.wire.codec != JSON:
-            self.services.outbox.binary_sessions -= 1
-        self.stats.connections_closed += 1
-        for mw in self._closers:
-            try:
-                mw.connection_closed(session)
-            except Exception:
-                log.exception("middleware %r failed in connection_closed", mw)
-        if self.hooks.on_disconnect is not None:
-            self._fire_and_forget("on_disconnect", session, session.close_code,
-                                  session.close_reason)
-        if self.bus.active:
-            now = self.clock()
-            if session.close_code == CloseCode.MESSAGE_TOO_BIG:  # closed by the transport
-                self.bus.emit(ev.LimitExceeded(
-                    at=now, session=session.id, user=session.user, limit="max_message_bytes",
-                    code=CloseCode.MESSAGE_TOO_BIG, remote=session.remote))
-            self.bus.emit(ev.Disconnected(at=now, session=session.id, user=session.user,
-                                          code=session.close_code, reason=session.close_reason))
-
-    def _fire_and_forget(self, name: str, *args: object) -> None:
-        try:
-            result = self.hooks.run(name, *args)
-        except ProtocolError:
-            return
-        if inspect.isawaitable(result):
-            task = asyncio.ensure_future(result)
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self.services.connections.closed(session, code, reason)
 
     def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server stopping") -> None:
-        """Close every connection with ``code``; then each leaves its channels.
+        """Close every connection with ``code``; then each leaves its channels."""
+        self.services.connections.close_all(code, reason)
 
-        Every session is CLOSING before the first leave, so no leave diff is queued
-        for a connection that is about to close (they would be flushed ahead of its
-        close frame)."""
-        sessions = [s for s in self.sessions.values() if self._start_closing(s, code, reason)]
-        for session in sessions:
-            self._detach(session)
+    # ------------------------------------------------------------------ inbound commands
+
+    def receive_text(self, session: Session, text: str | bytes, *,
+                     decode: Decode = codec.decode) -> Awaitable[None] | None:
+        """Handle one inbound text message (``Commands.receive_text``); an awaitable when
+        an async middleware or hook is still working (the transport awaits it before
+        the connection's next message)."""
+        return self.services.commands.receive_text(session, text, decode=decode)
+
+    def receive_binary(self, session: Session, data: bytes) -> Awaitable[None] | None:
+        """A MessagePack message on the msgpack protocol; on JSON, an error."""
+        return self.services.commands.receive_binary(session, data)
+
+    def reject(self, session: Session, err: ProtocolError) -> None:
+        """Answer a bad request with an ``error`` (``err.request_id``), and close when the
+        error is fatal (``Commands.reject``)."""
+        self.services.commands.reject(session, err)
 
     # ------------------------------------------------------------------ views
 
@@ -534,26 +372,28 @@ class Hub(Dispatch, Membership, Presence):
         return ch.presence_members() if ch else {}
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Services:
-    """The services the hub is made of (``hub.services``), each with its own state."""
+class HubMembership:
+    """The hub's membership and presence (still mixins: core/membership.py,
+    core/presence.py) as the commands and the connections need them
+    (:class:`~realtime_lab.core.commands.MembershipPort`)."""
 
-    liveness: Liveness
-    registry: ChannelRegistry
-    outbox: Outbox
-    history: HistoryService
-    publisher: PublishPath
-    backplane: Backplane
+    __slots__ = ("_hub", "idle_users")
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self.idle_users = hub._idle_users  # the same dict (presence idles and wakes)
+
+    def join(self, request: Request, name: str, auth: str | None) -> MaybeAwaitable[None]:
+        return self._hub._subscribe(request, name, auth)
+
+    def leave(self, session: Session, name: str, *, reason: str | None = None) -> None:
+        self._hub._leave(session, name, reason=reason)
+
+    def presence(self, request: Request, msg: messages.SetPresence) -> MaybeAwaitable[None]:
+        return self._hub.presence_message(request, msg)
+
+    def wake(self, session: Session) -> None:
+        self._hub._wake(session)
 
 
-class PendingOpen:
-    """What :meth:`Hub.open` returns while an async ``on_connect`` runs: await it."""
-
-    __slots__ = ("_awaitable", "session")
-
-    def __init__(self, session: Session, awaitable: Awaitable[Session]) -> None:
-        self.session = session
-        self._awaitable = awaitable
-
-    def __await__(self) -> Any:
-        return self._awaitable.__await__()
+__all__ = ["Hub", "HubMembership", "PendingOpen", "Services", "compression_of"]

@@ -1,14 +1,13 @@
 """The state and methods that the hub's parts share (see core/hub.py).
 
 :class:`~realtime_lab.core.hub.Hub` is one class split by concern into mixins
-(dispatch, membership, delivery, liveness...); each inherits this base, which only declares
+(membership, presence); each inherits this base, which only declares
 what ``Hub.__init__`` sets and which methods live in another part, so that each
 module type-checks on its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from realtime_lab.core.outbound import Priority
@@ -18,18 +17,14 @@ if TYPE_CHECKING:
     from realtime_lab.core.channels import Channel
     from realtime_lab.core.events import EventBus
     from realtime_lab.core.hooks import Hooks, MaybeAwaitable
-    from realtime_lab.core.hub import Services
     from realtime_lab.core.options import ServerOptions
-    from realtime_lab.core.pipeline import Inbound
-    from realtime_lab.core.ports import Clock, Schedule
+    from realtime_lab.core.ports import Clock
     from realtime_lab.core.presence_batch import PresenceBatcher
     from realtime_lab.core.presence_sync import PresencePager
     from realtime_lab.core.requests import Request
+    from realtime_lab.core.services import Services
     from realtime_lab.core.session import Session
-    from realtime_lab.core.stats import HubStats
     from realtime_lab.errors import ProtocolError
-    from realtime_lab.logthrottle import LogThrottle
-    from realtime_lab.protocol import messages
 
 
 class HubBase:
@@ -38,27 +33,19 @@ class HubBase:
     options: ServerOptions
     bus: EventBus
     hooks: Hooks
-    stats: HubStats
     clock: Clock
-    log_throttle: LogThrottle
-    sessions: dict[str, Session]
     cluster: Cluster | None
-    services: Services  # core/hub.py: liveness, registry, outbox
-    _schedule: Schedule
-    _inbound: Callable[[Inbound], MaybeAwaitable[None]] | None
+    services: Services  # core/services.py
     _idle_users: dict[str, set[str]]  # core/presence.py
     presence_pager: PresencePager  # core/presence_sync.py
     presence_batch: PresenceBatcher  # core/presence_batch.py
 
-    if TYPE_CHECKING:  # implemented in hub.py (some by the services), dispatch.py and membership.py
+    if TYPE_CHECKING:  # implemented in hub.py (some by the services), membership.py and presence.py
         @property
         def channels(self) -> dict[str, Channel]: ...  # hub.services.registry.channels
-        def close(self, session: Session, code: int, reason: str) -> None: ...
         def reject(self, session: Session, err: ProtocolError) -> None: ...
         def send(self, session: Session, message: dict[str, Any],
                  priority: Priority = Priority.CONTROL, *, text: str | None = None) -> bool: ...
-        def _drop(self, session: Session, priority: int, size: int, reason: str = "queue_full",
-                  channel: str | None = None) -> None: ...
         def _subscribe(self, request: Request, name: str,
                        auth: str | None) -> MaybeAwaitable[None]: ...
         def _leave(self, session: Session, name: str, *, timed_out: bool = False,
@@ -73,11 +60,6 @@ class HubBase:
                             session: str | None = None) -> None: ...
         def _hold(self, channel: Channel, session: Session, reason: str) -> None: ...
         def _check_meta_room(self, channel: Channel, user: str, size: int) -> None: ...
-        def check_presence_idle(self, now: float | None = None) -> int: ...
-        def _wake(self, session: Session) -> None: ...
-        def presence_message(self, request: Request,
-                             msg: messages.SetPresence) -> MaybeAwaitable[None]: ...
-        def recover(self, session: Session, name: str, since: dict[str, Any]) -> None: ...
         def _fan_out(self, channel: Channel, frame: bytes, exclude: Session | None = None,
                      priority: Priority = Priority.NORMAL, *,
                      message: dict[str, Any] | None = None) -> int: ...

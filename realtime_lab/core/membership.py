@@ -16,11 +16,10 @@ from typing import Any
 from realtime_lab.core import events as ev
 from realtime_lab.core.authz import authorize
 from realtime_lab.core.backplane import HistoryRead
-from realtime_lab.core.channels import Channel
+from realtime_lab.core.channels import CLOSED, KICKED, LEFT, TIMEOUT, Channel
 from realtime_lab.core.hooks import HookResult, MaybeAwaitable, refused
 from realtime_lab.core.hub_base import HubBase
 from realtime_lab.core.outbound import Priority
-from realtime_lab.core.presence import CLOSED, KICKED, LEFT, TIMEOUT
 from realtime_lab.core.presence import meta_size as presence_meta_size
 from realtime_lab.core.presence_sync import ChannelMembers
 from realtime_lab.core.requests import Request

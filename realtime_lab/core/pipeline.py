@@ -21,14 +21,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from realtime_lab.core.hooks import MaybeAwaitable
 
 if TYPE_CHECKING:
-    from realtime_lab.core.hub import Hub
+    from realtime_lab.core.events import EventBus
+    from realtime_lab.core.options import ServerOptions
+    from realtime_lab.core.outbound import Priority
     from realtime_lab.core.requests import Request
     from realtime_lab.core.session import Session
+    from realtime_lab.core.stats import HubStats
 
 C = TypeVar("C")
 R = TypeVar("R")
@@ -43,6 +46,32 @@ Next = Callable[[Any], Any]
 exact)."""
 
 
+class HubView(Protocol):
+    """What a middleware sees of the hub as ``ctx.hub`` (the
+    :class:`~realtime_lab.core.hub.Hub`; declared here so that this module, below the
+    hub, need not import it)."""
+
+    @property
+    def options(self) -> ServerOptions: ...
+
+    @property
+    def bus(self) -> EventBus: ...
+
+    @property
+    def stats(self) -> HubStats: ...
+
+    @property
+    def sessions(self) -> dict[str, Session]: ...
+
+    def publish(self, channel: str, data: object, *, sender: str | None = None,
+                priority: Priority | str = ..., event: str | None = None,
+                exclude: Session | None = None) -> int:
+        """Publish ``data`` to ``channel`` (``Hub.publish``)."""
+
+    def close(self, session: Session, code: int, reason: str) -> None:
+        """Close ``session`` with ``code`` (``Hub.close``)."""
+
+
 @dataclass(eq=False, slots=True)
 class Inbound:
     """One client message on its way in. ``message`` is the decoded JSON value."""
@@ -51,7 +80,7 @@ class Inbound:
     message: Any
     size: int
     now: float
-    hub: Hub
+    hub: HubView
     extra: dict[str, Any] = field(default_factory=dict)
     #: The request this message is (core/requests.py). The hub's endpoint marks it as
     #: reached; when the chain returns without that, the message was dropped.
@@ -79,7 +108,7 @@ class Outbound:
     sender: str | None
     subscribers: int
     now: float
-    hub: Hub
+    hub: HubView
     exclude: Session | None = None
     compress: bool | None = None
     size: int = 0  # bytes of the frame, set once the endpoint has encoded it

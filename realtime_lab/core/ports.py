@@ -1,5 +1,8 @@
 """What the core needs from the outside world: a connection port, a clock, a scheduler.
 
+(The broadcast observer's port, ``BroadcastProbe``, is core/publish.py's: it speaks
+of channels and sessions, which import this module.)
+
 Transports implement :class:`ConnectionPort` (``realtime_lab.transports.pump``);
 unit tests use the ports of ``realtime_lab.testing.ports``. Every method the core
 calls on a port is declared here: the core never probes a port with ``getattr``.
@@ -8,12 +11,10 @@ calls on a port is declared here: the core never probes a port with ``getattr``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from realtime_lab.core.channels import Channel
-    from realtime_lab.core.session import Session
     from realtime_lab.protocol.wire import WireFormat
 
 Clock = Callable[[], float]
@@ -99,22 +100,3 @@ class ConnectionPort(Protocol):
     def abort(self) -> None:
         """Drop the connection now, unsent frames and all (``LabServer.stop``: a client
         still not reading up to its close frame); the transport reports it closed."""
-
-
-class BroadcastProbe(Protocol):
-    """An observer of broadcasts (realtime_lab.instrument.Recorder); see core/publish.py."""
-
-    clock: Clock
-
-    def begin(self, message: dict[str, Any]) -> float:
-        """Before encoding: may add fields (``ts``); returns the start time."""
-
-    def end(self, channel: Channel, frame_bytes: int, delivered: int, t0: float, t1: float,
-            exclude: Session | None, *, fanout: int) -> None:
-        """After fan-out: ``t1`` is when encoding ended; ``fanout`` the channel's local
-        subscribers when it began (some may have left since: a slow consumer closed
-        by this very fan-out leaves at once); ``exclude`` the sender left out (one of
-        them), if any."""
-
-    def latency_ms(self, channel: str, values_ms: Sequence[float]) -> None:
-        """Delivery latencies a client reported for ``channel`` (``receipts`` messages)."""

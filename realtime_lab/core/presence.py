@@ -27,7 +27,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from realtime_lab.core import events as ev
-from realtime_lab.core.channels import Channel
+from realtime_lab.core.channels import KICKED, LEFT, TIMEOUT, Channel
 from realtime_lab.core.hooks import HookResult, MaybeAwaitable, refused
 from realtime_lab.core.hub_base import HubBase
 from realtime_lab.core.outbound import Priority
@@ -47,8 +47,6 @@ from realtime_lab.protocol.values import PRESENCE_META_DEPTH, check_value
 
 log = logging.getLogger("realtime_lab.core")
 
-#: Leave reasons (``reason`` in leaves and in presence.leave events).
-LEFT, CLOSED, TIMEOUT, KICKED = "left", "closed", "timeout", "kicked"
 
 
 class Presence(HubBase):

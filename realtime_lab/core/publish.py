@@ -18,31 +18,48 @@ subscribers get it, whether this node has subscribers of the channel or not.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from realtime_lab.core import events as ev
 from realtime_lab.core.backplane import Backplane, Publication
+from realtime_lab.core.channels import Channel
 from realtime_lab.core.events import EventBus
 from realtime_lab.core.history import HistoryService
 from realtime_lab.core.options import ServerOptions
 from realtime_lab.core.outbound import Priority
 from realtime_lab.core.outbox import Outbox
-from realtime_lab.core.pipeline import Outbound, compose
-from realtime_lab.core.ports import BroadcastProbe, Clock
+from realtime_lab.core.pipeline import HubView, Outbound, compose
+from realtime_lab.core.ports import Clock
 from realtime_lab.core.registry import ChannelRegistry
 from realtime_lab.core.session import Session
 from realtime_lab.core.stats import HubStats
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.frames import text_frame
 
-if TYPE_CHECKING:
-    from realtime_lab.core.hub import Hub
+
+class BroadcastProbe(Protocol):
+    """An observer of broadcasts (realtime_lab.instrument.Recorder; ``hub.recorder``)."""
+
+    clock: Clock
+
+    def begin(self, message: dict[str, Any]) -> float:
+        """Before encoding: may add fields (``ts``); returns the start time."""
+
+    def end(self, channel: Channel, frame_bytes: int, delivered: int, t0: float, t1: float,
+            exclude: Session | None, *, fanout: int) -> None:
+        """After fan-out: ``t1`` is when encoding ended; ``fanout`` the channel's local
+        subscribers when it began (some may have left since: a slow consumer closed
+        by this very fan-out leaves at once); ``exclude`` the sender left out (one of
+        them), if any."""
+
+    def latency_ms(self, channel: str, values_ms: Sequence[float]) -> None:
+        """Delivery latencies a client reported for ``channel`` (``receipts`` messages)."""
 
 
 class PublishPath:
     """publish -> backplane -> on_publication -> outbox (``hub.services.publisher``)."""
 
-    def __init__(self, options: ServerOptions, *, hub: Hub, backplane: Backplane,
+    def __init__(self, options: ServerOptions, *, hub: HubView, backplane: Backplane,
                  registry: ChannelRegistry, outbox: Outbox, history: HistoryService,
                  stats: HubStats, bus: EventBus, clock: Clock) -> None:
         self.options = options

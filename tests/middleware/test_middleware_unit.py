@@ -79,9 +79,9 @@ def test_chain_order_modify_and_drop() -> None:
 
 def test_passthrough_methods_are_not_in_the_chain() -> None:
     hub, _ = make(Middleware(), RateLimit())
-    assert hub.services.publisher.chain is None and hub._inbound is not None
+    assert hub.services.publisher.chain is None and hub.services.commands.chain is not None
     hub.set_middleware([])
-    assert hub._inbound is None and hub.services.publisher.chain is None
+    assert hub.services.commands.chain is None and hub.services.publisher.chain is None
 
 
 def test_middleware_crash_is_an_internal_error() -> None:
