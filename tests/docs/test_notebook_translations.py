@@ -45,6 +45,7 @@ LESSONS = {
     "05_seguridad_y_limites.ipynb": "05_security_and_limits.ipynb",
     "06_dos_nodos.ipynb": "06_two_nodes.ipynb",
     "07_binario_y_compresion.ipynb": "07_binary_and_compression.ipynb",
+    "08_grupos_grandes.ipynb": "08_large_groups.ipynb",
 }
 PAIRS = {"README.md": "README.md", **LESSONS}
 
