@@ -113,7 +113,7 @@ class Hub(Membership, Presence):
         self.options = options or ServerOptions()
         #: Events (docs/events.md); built only when someone listens (``bus.active``).
         self.bus = bus or EventBus()
-        self.hooks = hooks or Hooks()
+        self._hooks = hooks or Hooks()
         opts = self.options
         self._grace_timer: asyncio.TimerHandle | None = None  # core/presence.py
         self._idle_users: dict[str, set[str]] = {}
@@ -158,13 +158,13 @@ class Hub(Membership, Presence):
                             check_presence_idle=self.check_presence_idle)
         membership = HubMembership(self)
         connections = Connections(opts, clock=clock, stats=self.stats, bus=self.bus,
-                                  hooks=self.hooks, log_throttle=self.log_throttle,
+                                  hooks=self._hooks, log_throttle=self.log_throttle,
                                   sessions=self.sessions, outbox=outbox,
                                   heartbeat=liveness.policy, leave=membership.leave)
         self.services = Services(
             connections=connections,
             commands=Commands(opts, clock=clock, stats=self.stats, bus=self.bus,
-                              hooks=self.hooks, log_throttle=self.log_throttle, outbox=outbox,
+                              hooks=self._hooks, log_throttle=self.log_throttle, outbox=outbox,
                               registry=registry, publisher=publisher, history=history,
                               membership=membership, close=connections.close, hub=self),
             liveness=liveness,
@@ -175,6 +175,15 @@ class Hub(Membership, Presence):
             backplane=backplane,
         )
         self.set_middleware(middleware)
+
+    @property
+    def hooks(self) -> Hooks:
+        """The user callbacks (core/hooks.py); replacing them reaches every service."""
+        return self._hooks
+
+    @hooks.setter
+    def hooks(self, hooks: Hooks) -> None:
+        self._hooks = self.services.commands.hooks = self.services.connections.hooks = hooks
 
     # ------------------------------------------------------------------ liveness
 

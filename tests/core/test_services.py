@@ -18,6 +18,7 @@ import realtime_lab.core as core_package
 from realtime_lab.core import ConnectionState, Hub, ServerOptions
 from realtime_lab.core.commands import Commands
 from realtime_lab.core.connections import Connections
+from realtime_lab.core.hooks import Hooks
 from realtime_lab.testing import RecordingPort
 
 
@@ -88,3 +89,18 @@ def test_no_class_attribute_holds_instance_state() -> None:
            for name, value in vars(cls).items()
            if isinstance(value, mutable) and not name.startswith("__")]
     assert bad == []
+
+
+def test_replaced_hooks_reach_every_service() -> None:
+    """``hub.hooks = Hooks(...)`` after the hub is built is what the connections and the
+    commands run (they hold the hooks; the hub's setter hands them the new ones)."""
+    calls: list[str] = []
+    hub = Hub()
+    hub.hooks = Hooks(on_connect=lambda req: calls.append("connect"),
+                      on_message=lambda s, msg: calls.append(f"message:{msg['type']}"),
+                      on_disconnect=lambda s, code, reason: calls.append("disconnect"))
+    session = hub.open(RecordingPort())
+    hub.receive_text(session, '{"type": "ping"}')
+    hub.closed(session, 1000, "")
+    assert calls == ["connect", "message:ping", "disconnect"]
+    assert hub.services.commands.hooks is hub.hooks is hub.services.connections.hooks
