@@ -102,6 +102,8 @@ class Commands:
         self.publisher = publisher
         self.history = history
         self.membership = membership
+        #: Users with idled presence members (the membership's dict, read per message).
+        self.idle_users = membership.idle_users
         self.close = close
         self.hub = hub  # what inbound middleware sees as ``ctx.hub``
         #: The inbound middleware chain (None: no middleware takes part).
@@ -159,7 +161,7 @@ class Commands:
         now = self.clock()
         session.last_seen = now
         session.last_activity = now
-        idle = self.membership.idle_users
+        idle = self.idle_users
         if idle and session.user in idle:
             self.membership.wake(session)  # an idled presence member is back
         session.stats.messages_in += 1
@@ -271,8 +273,17 @@ class Commands:
 
     def _dispatch(self, request: Request, msg: messages.ClientMessage) -> MaybeAwaitable[None]:
         session = request.session
-        if isinstance(msg, messages.Publish):
-            self._publish(request, msg)
+        if isinstance(msg, messages.Publish):  # the hot path: no further call
+            if not self.options.client_publish:
+                raise Forbidden("clients may not publish on this server")
+            self.registry.check_publish(session, msg.channel)
+            echo = self.options.echo_to_sender if session.echo is None else session.echo
+            prio = Priority.NORMAL if msg.priority is None else Priority.parse(msg.priority)
+            recipients = self.publisher.publish(
+                msg.channel, msg.data, session.user, exclude=None if echo else session,
+                priority=prio, event=msg.event)
+            if msg.id is not None:
+                request.reply(messages.published_message(msg.channel, msg.id, recipients))
         elif isinstance(msg, messages.Subscribe):
             result = self.membership.join(request, msg.channel, msg.auth)
             if msg.since is None:
@@ -301,19 +312,6 @@ class Commands:
         else:  # Ping
             request.reply(messages.pong_message(msg.id))
         return None
-
-    def _publish(self, request: Request, msg: messages.Publish) -> None:
-        if not self.options.client_publish:
-            raise Forbidden("clients may not publish on this server")
-        session = request.session
-        self.registry.check_publish(session, msg.channel)
-        echo = self.options.echo_to_sender if session.echo is None else session.echo
-        prio = Priority.NORMAL if msg.priority is None else Priority.parse(msg.priority)
-        recipients = self.publisher.publish(
-            msg.channel, msg.data, session.user, exclude=None if echo else session,
-            priority=prio, event=msg.event)
-        if msg.id is not None:
-            request.reply(messages.published_message(msg.channel, msg.id, recipients))
 
     def _recover_if_joined(self, session: Session, name: str,
                            since: dict[str, object]) -> None:
