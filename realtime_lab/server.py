@@ -297,8 +297,7 @@ class LabServer:
         return self.hub.set_channel_metadata(name, values, replace=replace)
 
     def presence(self, channel: str) -> dict[str, dict[str, object]]:
-        if self.cluster is not None:  # cluster-wide members
-            return self.cluster.presence(channel)
+        """Members of ``channel`` and their info (cluster-wide with a broker)."""
         return self.hub.presence(channel)
 
     def inspect(self, *, connections: bool | int = True) -> ServerSnapshot:

@@ -4,20 +4,24 @@ presence span nodes.
 It is the hub's backplane (core/backplane.py): the hub's one publish path
 (core/publish.py) hands it each publication, encoded once after the outbound
 middleware; the broker calls back :meth:`BrokerBackplane.on_envelope`, which hands
-what other nodes published to the same path (``on_publication``). The hub also calls
-:meth:`BrokerBackplane.subscribed` and :meth:`BrokerBackplane.left` (presence, until
-it has one truth: issue 14 step 7).
+what other nodes published to the same path (``on_publication``). The hub's presence
+calls :meth:`BrokerBackplane.subscribed`, :meth:`BrokerBackplane.left` and
+:meth:`BrokerBackplane.updated`, and reads the cluster-wide members through it.
 
 * A publish is delivered locally at once and handed to the broker as one envelope
   carrying the already-encoded message text; a node that receives it builds one
   frame and appends the same bytes to each local subscriber.
 * Presence: the hub keeps local members; the broker keeps the cluster-wide table
-  and decides join/leave once for the cluster. Each node mirrors the cluster
-  members of the channels it has local subscribers for (``links``) and sends the
-  ``presence_diff`` of a join or leave to its local subscribers when the
-  broker's presence envelope arrives. After a lost broker link the node holds
-  those diffs until the cluster has settled, then sends only the real
-  difference (presence_link.py, redis_resync.py).
+  (connections, state and metadata per member) and decides join/leave once for the
+  cluster. Each node mirrors the cluster members of the channels it has local
+  subscribers for (``links``); every change (a join, a leave with its reason, a
+  second tab, a state or metadata change) goes to the broker, comes back to every
+  node (this one too) as a versioned presence envelope, and each node sends its
+  local subscribers the difference between what they were shown and the cluster
+  view now, through the hub's one way for diffs (``Hub.announce_presence``).
+  After a lost broker link the node holds the broker's envelopes until the
+  cluster has settled, then sends only the real difference (presence_link.py,
+  redis_resync.py).
 * ``subscribed`` is sent once the node receives the channel's envelopes and the
   subscriber counts in the cluster table, so a client that got its reply will
   receive every later publish from any node, and appears in every node's
@@ -56,23 +60,21 @@ from realtime_lab.broker.base import (
     Envelope,
     PresenceEvent,
 )
-from realtime_lab.broker.presence_link import (
-    ChannelLink,
-    LinkMembers,
-    member_info,
-    merged_counts,
-    resync_diff,
-)
+from realtime_lab.broker.presence_link import ChannelLink, LinkMembers, decode_info, info_text
 from realtime_lab.core.backplane import Answer, BackplaneListener, HistoryRead, Publication
-from realtime_lab.protocol import messages
+from realtime_lab.protocol import codec
 
 if TYPE_CHECKING:
     from realtime_lab.core.channels import Channel
     from realtime_lab.core.hub import Hub
+    from realtime_lab.core.ports import Timer
     from realtime_lab.core.presence_sync import MemberSource
     from realtime_lab.core.session import Session
 
 log = logging.getLogger("realtime_lab.broker")
+
+#: The leave reason of a kick (core/presence.py ``KICKED``).
+KICKED = "kicked"
 
 #: Seconds a subscribe waits for the broker before answering anyway.
 SUBSCRIBE_WAIT = 5.0
@@ -107,7 +109,7 @@ class BrokerBackplane:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._counted: set[tuple[str, str]] = set()  # (session id, channel) in the cluster table
         #: (channel, user) -> withdrawals waiting out the grace period (earliest first)
-        self._grace: dict[tuple[str, str], list[asyncio.TimerHandle]] = {}
+        self._grace: dict[tuple[str, str], list[Timer]] = {}
         self._stopped = False
         #: The broker link was lost and the cluster has not settled since (presence_link.py).
         self._holding = False
@@ -161,24 +163,43 @@ class BrokerBackplane:
             if self._take_over(name, session.user):  # its contribution never left
                 applied = asyncio.sleep(0)
             else:
-                applied = self._change(name, session.user, +1, session)
+                applied = self._change(name, session.user, +1, session,
+                                       info=info_text(channel, session.user, self._default))
         self._spawn(self._ready(session, name, link, applied, answer))
 
-    def left(self, session: Session, channel: Channel) -> None:
-        """A local session left ``channel`` (the hub already removed it)."""
+    def left(self, session: Session, channel: Channel, reason: str = "") -> None:
+        """A local session left ``channel`` (the hub already removed it); ``reason``:
+        left, closed, timeout or kicked."""
         name = channel.name
         self.history.release(session, name)
         if (session.id, name) in self._counted:
             self._counted.discard((session.id, name))
             grace = self.hub.options.presence_grace
             if grace > 0 and not session.is_open and channel.presence:  # closed or timed out
-                self._delay_withdrawal(name, session.user, grace)
+                self._delay_withdrawal(name, session.user, grace, reason)
             else:  # unsubscribed or kicked: at once
-                self._change(name, session.user, -1)
+                self._change(name, session.user, -1, reason=reason)
         if not channel.subscribers and self.links.pop(name, None) is not None:
             self.broker.unsubscribe(name)
             self._last_seq.pop(name, None)
             self.history.forget(name)
+
+    def updated(self, channel: Channel, user: str, changed: list[str]) -> None:
+        """Local member ``user`` of ``channel`` has a new state or metadata: tell the
+        cluster (every node shows it when the broker's envelope comes back)."""
+        name = channel.name
+        link = self.links.get(name)
+        if link is None:
+            return
+        info = info_text(channel, user, self._default)
+        if link.holding:  # the broker's echo waits: show it here now
+            link.show_local(user, 0, decode_info(info))
+            self._show_diff(channel, link, user)
+        self.broker.presence_change(name, user, 0, info=info, changed=",".join(changed))
+
+    @property
+    def _default(self) -> str:
+        return self.hub.options.presence_states[0]
 
     def publish(self, pub: Publication) -> int:
         """A publication of this node: a history channel's goes to the broker to be
@@ -199,14 +220,15 @@ class BrokerBackplane:
 
     # ------------------------------------------------------------------ grace period
 
-    def _delay_withdrawal(self, name: str, user: str, grace: float) -> None:
-        """Withdraw one connection of ``user`` from ``name`` after ``grace`` seconds."""
+    def _delay_withdrawal(self, name: str, user: str, grace: float, reason: str) -> None:
+        """Withdraw one connection of ``user`` from ``name`` after ``grace`` seconds
+        (a timer on the hub's scheduler)."""
         key = (name, user)
         timers = self._grace.setdefault(key, [])
-        handle = asyncio.get_running_loop().call_later(grace, self._withdraw_now, key)
-        timers.append(handle)
+        timers.append(self.hub.scheduler.call_later(
+            grace, lambda: self._withdraw_now(key, reason)))
 
-    def _withdraw_now(self, key: tuple[str, str]) -> None:
+    def _withdraw_now(self, key: tuple[str, str], reason: str) -> None:
         timers = self._grace.get(key)
         if not timers:
             return
@@ -214,10 +236,10 @@ class BrokerBackplane:
         if not timers:
             del self._grace[key]
         if not self._stopped:
-            self._change(key[0], key[1], -1)
+            self._change(key[0], key[1], -1, reason=reason)
 
-    def _change(self, name: str, user: str, delta: int,
-                joiner: Session | None = None) -> Awaitable[None]:
+    def _change(self, name: str, user: str, delta: int, joiner: Session | None = None, *,
+                info: str = "", reason: str = "") -> Awaitable[None]:
         """Count one connection of ``user`` in or out of ``name`` cluster-wide.
 
         While the link holds (the broker link was lost or the cluster is resyncing)
@@ -225,20 +247,32 @@ class BrokerBackplane:
         """
         link = self.links.get(name)
         if link is not None and link.holding:
-            event = link.show_local(user, delta)
+            link.show_local(user, delta)
             channel = self.hub.channels.get(name)
-            if event is not None and channel is not None and channel.presence:
-                info = {"connections": 0} if event == "leave" else \
-                    member_info(link, channel, user) or {"connections": 1}
-                self._show(channel, messages.presence_diff_message(
-                    name, {user: info} if event == "join" else {},
-                    {user: info} if event == "leave" else {}), joiner)
-        return self.broker.presence_change(name, user, delta)
+            if channel is not None:
+                self._show_diff(channel, link, user, joiner, reason=reason,
+                                quiet=reason == KICKED)
+        return self.broker.presence_change(name, user, delta, info=info, reason=reason)
 
-    def _show(self, channel: Channel, diff: dict[str, Any],
-              exclude: Session | None = None) -> None:
-        """Send a presence diff to the channel's local subscribers (high priority)."""
-        self.hub.announce_presence(channel.name, diff, exclude)
+    def _show_diff(self, channel: Channel, link: ChannelLink, user: str | None,
+                   joiner: Session | None = None, *, reason: str = "",
+                   quiet: bool = False) -> None:
+        """Send the local subscribers what changed in the cluster view for ``user``
+        (None: for everyone) since they were last shown it, through the hub's one
+        way for presence diffs (merged per window by its PresenceBatcher)."""
+        if not channel.presence:
+            return
+        diff = link.diff(channel, None if user is None else [user], self._default,
+                         details=self.hub.options.presence_details,
+                         reasons={user: reason} if user is not None and reason else None,
+                         quiet=frozenset((user,)) if quiet and user is not None else frozenset())
+        if diff is None:
+            return
+        joins = diff.get("joins") or {}
+        if joiner is None and user is not None and user in joins and "changed" not in diff:
+            # the joining connection got its own member list instead
+            joiner = next((s for s in channel.subscribers.values() if s.user == user), None)
+        self.hub.announce_presence(channel.name, diff, joiner)
         self.stats.presence_diffs += 1
 
     def _take_over(self, name: str, user: str) -> bool:
@@ -258,19 +292,21 @@ class BrokerBackplane:
         await self._load(name, link)
 
     async def _load(self, name: str, link: ChannelLink) -> None:
-        snapshot = await self.broker.presence_snapshot(name)
+        table = await self.broker.presence_table(name)
         if self.links.get(name) is not link:  # everyone left meanwhile
             link.ready.set()
             return
-        if snapshot is None:  # broker unreachable: local members only, apply all events
+        channel = self.hub.channels.get(name)
+        if table is None:  # broker unreachable: local members only, apply all events
             link.version = -1
-            channel = self.hub.channels.get(name)
             link.members = dict(channel.members) if channel else {}
         else:
-            link.version, link.members = snapshot
+            link.load(table)
         buffered, link.buffer = link.buffer, []
         for ev in buffered:
             link.apply(ev)
+        if channel is not None:  # what a subscriber's member list shows from now on
+            link.shown = link.view(channel, self._default)
         link.ready.set()
 
     async def _ready(self, session: Session, name: str, link: ChannelLink,
@@ -337,20 +373,27 @@ class BrokerBackplane:
         if link.waits():
             link.buffer.append(ev)
             return
-        if not link.apply(ev) or ev.event == "count":
+        if not link.apply(ev):  # late or twice: the table holds it already
             return
         channel = self.hub.channels.get(env.channel)
-        if channel is None or not channel.presence:
+        if channel is None:
             return
-        if ev.event == "join":
-            diff = messages.presence_diff_message(
-                env.channel, {ev.user: {"connections": ev.connections}}, {})
-        else:
-            diff = messages.presence_diff_message(env.channel, {}, {ev.user: {"connections": 0}})
-        joiner = None  # the joining connection got its own presence_state instead
-        if ev.event == "join" and ev.user in channel.members:
-            joiner = next((s for s in channel.subscribers.values() if s.user == ev.user), None)
-        self._show(channel, diff, joiner)
+        if ev.info and ev.user in channel.members:
+            self._adopt(channel, link, ev.user)
+        self._show_diff(channel, link, ev.user, reason=ev.reason,
+                        quiet=ev.reason == KICKED and ev.connections > 0)
+
+    def _adopt(self, channel: Channel, link: ChannelLink, user: str) -> None:
+        """A local member's state and metadata as the cluster has them (a change made
+        through another node): this node's hub holds what every node shows."""
+        info = link.infos.get(user, {})
+        state = info.get("state")
+        channel.set_state(user, state if isinstance(state, str) else self._default,
+                          self._default)
+        meta = info.get("meta")
+        if meta != (channel.metas.get(user) or None):
+            meta = meta if isinstance(meta, dict) and meta else None
+            channel.put_meta(user, meta, len(codec.encode(meta)) if meta else 0)
 
     def local_presence(self) -> Contributions:
         """Connections per (channel, user), counting those waiting out their grace."""
@@ -359,6 +402,12 @@ class BrokerBackplane:
         for key, timers in self._grace.items():
             out[key] = out.get(key, 0) + len(timers)
         return out
+
+    def local_infos(self) -> dict[tuple[str, str], str]:
+        """The infos of this node's members, as they travel (a resync publishes them)."""
+        default = self._default
+        return {(name, user): info_text(channel, user, default)
+                for name, channel in self.hub.channels.items() for user in channel.members}
 
     def on_connection_change(self, connected: bool) -> None:
         """Lost: hold every link. Back and settled: reload each and show the difference."""
@@ -372,20 +421,22 @@ class BrokerBackplane:
 
     async def _resync(self, name: str, link: ChannelLink) -> None:
         """Reload the cluster members of ``name``; send local subscribers one diff with
-        what really changed (nothing when a member only seemed gone meanwhile)."""
+        what really changed since they were last shown the members (nothing when a
+        member only seemed gone meanwhile; a member there before and after is an
+        update or nothing, never a join)."""
         await link.ready.wait()  # a link made during the hold: its first load comes first
-        snapshot = await self.broker.presence_snapshot(name)
-        if snapshot is None or self._holding or self.links.get(name) is not link:
+        table = await self.broker.presence_table(name)
+        if table is None or self._holding or self.links.get(name) is not link:
             return  # lost again (the next settle reloads) or nobody left here
-        before = link.reload(snapshot)
+        link.reload(table)
         self.stats.resyncs += 1
         channel = self.hub.channels.get(name)
         if channel is None or not channel.presence:
             return
-        diff = resync_diff(link, channel, before)
-        if diff is not None:
+        before = self.stats.presence_diffs
+        self._show_diff(channel, link, None)
+        if self.stats.presence_diffs != before:
             self.stats.resync_diffs += 1
-            self._show(channel, diff)
 
     # ------------------------------------------------------------------ views
 
@@ -395,7 +446,7 @@ class BrokerBackplane:
         channel = self.hub.channels.get(name)
         if link is None or channel is None:
             return None
-        counts = merged_counts(link, channel)
+        counts = link.counts(channel)
         return sum(counts.values()), len(counts)
 
     def member_source(self, name: str) -> MemberSource | None:
@@ -404,20 +455,21 @@ class BrokerBackplane:
         channel = self.hub.channels.get(name)
         if link is None or channel is None:
             return None
-        return LinkMembers(link, channel)
+        return LinkMembers(link, channel, self._default)
 
-    def presence(self, name: str) -> dict[str, dict[str, Any]]:
-        """Cluster-wide members of a channel this node has subscribers for."""
+    def presence(self, name: str) -> dict[str, dict[str, object]] | None:
+        """Cluster-wide members of a channel this node has subscribers for (None: not
+        known here)."""
         link = self.links.get(name)
         channel = self.hub.channels.get(name)
         if link is None or channel is None:
-            return {}
-        return {user: member_info(link, channel, user) or {}
-                for user in merged_counts(link, channel)}
+            return None
+        return link.view(channel, self._default)
 
     async def channel_list(self) -> list[dict[str, object]]:
         """Every channel in the cluster, counts cluster-wide, with this node's share."""
-        local: dict[str, dict[str, Any]] = {str(c["name"]): c for c in self.hub.channel_list()}
+        local: dict[str, dict[str, Any]] = {
+            str(c["name"]): c for c in self.hub.services.registry.describe_all()}
         cluster = await self.broker.cluster_channels()
         out: list[dict[str, object]] = []
         if cluster is None:

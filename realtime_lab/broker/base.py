@@ -11,10 +11,12 @@ in a notebook). Nodes never talk to each other; each talks to a broker:
 * :meth:`Broker.subscribe` / :meth:`Broker.unsubscribe` say which channels this
   node wants envelopes for (only channels with local subscribers);
 * :meth:`Broker.presence_change` adds or removes one connection of a user to a
-  channel in the cluster-wide presence table; the broker applies it atomically
-  and, when a count changes, sends a presence envelope (``kind="p"``) to every
-  node subscribed to the channel. ``join`` / ``leave`` are decided there, once
-  for the whole cluster;
+  channel in the cluster-wide presence table (with the member's info: state and
+  metadata, and the reason of a leave), or, with a delta of 0, changes the
+  member's info; the broker applies it atomically and, when something changes,
+  sends a presence envelope (``kind="p"``, numbered with the channel's version) to
+  every node subscribed to the channel, the sender's included. ``join`` /
+  ``leave`` are decided there, once for the whole cluster;
 * :meth:`Broker.publish_numbered` is the publish of a *history* channel: the
   broker gives the message the channel's next offset and its epoch, keeps it in
   the channel's capped history and sends it (``kind="h"``) to every subscribed
@@ -49,7 +51,9 @@ class Envelope:
     ``payload`` is the already-encoded JSON text of the client message for
     ``kind="m"`` (so the receiving node builds its frame without re-encoding),
     and a small JSON object ``{"u": user, "n": connections, "v": version,
-    "e": "join"|"leave"|"count"}`` for ``kind="p"``. ``seq`` is the origin
+    "e": "join"|"leave"|"count"|"update"}`` for ``kind="p"``, with, when there
+    are, ``"i"`` (the member's info: the JSON text of ``{"state", "meta"}``),
+    ``"r"`` (a leave's reason) and ``"c"`` (the fields an update changed). ``seq`` is the origin
     node's sequence number, counted per channel (1, 2, ... for each channel the
     node publishes to) so that a receiver sees duplicates (``seq`` not above the
     last one) and gaps (envelopes it never got); presence envelopes carry 0.
@@ -79,27 +83,57 @@ class Envelope:
 
 @dataclass(frozen=True, slots=True)
 class PresenceEvent:
-    """The decoded payload of a presence envelope."""
+    """The decoded payload of a presence envelope.
+
+    ``info``: the member's info as the JSON text of ``{"state": ..., "meta": ...}``
+    (each only when not the default; "" when unknown); ``reason``: why a connection
+    went (``left``, ``closed``, ``timeout``, ``kicked``; "" when none was given);
+    ``changed``: the fields an ``update`` changed (comma-separated).
+    """
 
     user: str
     connections: int
     version: int
-    event: str  # "join", "leave" or "count"
+    event: str  # "join", "leave", "count" or "update"
+    info: str = ""
+    reason: str = ""
+    changed: str = ""
 
     @classmethod
     def from_payload(cls, payload: str) -> PresenceEvent:
         obj = json.loads(payload)
-        return cls(str(obj["u"]), int(obj["n"]), int(obj["v"]), str(obj["e"]))
+        return cls(str(obj["u"]), int(obj["n"]), int(obj["v"]), str(obj["e"]),
+                   str(obj.get("i") or ""), str(obj.get("r") or ""), str(obj.get("c") or ""))
 
     def to_payload(self) -> str:
-        return json.dumps({"u": self.user, "n": self.connections, "v": self.version,
-                           "e": self.event}, separators=(",", ":"))
+        obj: dict[str, object] = {"u": self.user, "n": self.connections, "v": self.version,
+                                  "e": self.event}
+        if self.info:
+            obj["i"] = self.info
+        if self.reason:
+            obj["r"] = self.reason
+        if self.changed:
+            obj["c"] = self.changed
+        return json.dumps(obj, separators=(",", ":"))
 
 
-def presence_event(user: str, before: int, after: int, version: int) -> PresenceEvent:
-    """The event for a user's cluster-wide count going from ``before`` to ``after``."""
-    event = "join" if before <= 0 < after else "leave" if after <= 0 < before else "count"
-    return PresenceEvent(user, max(after, 0), version, event)
+def presence_event(user: str, before: int, after: int, version: int, *, info: str = "",
+                   reason: str = "", changed: str = "") -> PresenceEvent:
+    """The event for a user's cluster-wide count going from ``before`` to ``after``
+    (equal and above 0: an ``update`` of the member's info)."""
+    event = "join" if before <= 0 < after else "leave" if after <= 0 < before else \
+        "update" if before == after else "count"
+    return PresenceEvent(user, max(after, 0), version, event, "" if after <= 0 else info,
+                         reason, changed if event == "update" else "")
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceTable:
+    """A channel's cluster-wide presence: its version, connections and infos per user."""
+
+    version: int
+    counts: dict[str, int]
+    infos: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -133,6 +167,9 @@ class BrokerListener(Protocol):
 
     def local_presence(self) -> Contributions:
         """This node's connections per (channel, user), for a resync."""
+
+    def local_infos(self) -> dict[tuple[str, str], str]:
+        """The infos (:class:`PresenceEvent` ``info``) of this node's members, for a resync."""
 
     def on_connection_change(self, connected: bool) -> None:
         """The broker lost its connection or its registration (False), or it is back,
@@ -175,11 +212,15 @@ class Broker(ABC):
         """Stop receiving envelopes for ``channel``."""
 
     @abstractmethod
-    def presence_change(self, channel: str, user: str, delta: int) -> Awaitable[None]:
-        """Add (+1) or remove (-1) a connection of ``user`` on ``channel``, in call order.
+    def presence_change(self, channel: str, user: str, delta: int, *, info: str = "",
+                        reason: str = "", changed: str = "") -> Awaitable[None]:
+        """Add (+1) or remove (-1) a connection of ``user`` on ``channel``, in call order;
+        with ``delta=0`` change the member's ``info`` (``changed``: its fields).
 
-        Returns at once; the awaitable completes when the change is applied (or
-        deferred to the next resync because the backend is unreachable).
+        ``info``: the member's info (:class:`PresenceEvent`), kept cluster-wide;
+        ``reason``: why it leaves, carried by the leave. Returns at once; the
+        awaitable completes when the change is applied (or deferred to the next
+        resync because the backend is unreachable).
         """
 
     @abstractmethod
@@ -201,6 +242,12 @@ class Broker(ABC):
     @abstractmethod
     async def presence_snapshot(self, channel: str) -> tuple[int, dict[str, int]] | None:
         """``(version, {user: connections})`` cluster-wide, or None when unreachable."""
+
+    async def presence_table(self, channel: str) -> PresenceTable | None:
+        """The channel's presence with the members' infos, or None when unreachable
+        (a broker that keeps no infos: :meth:`presence_snapshot` with none)."""
+        snapshot = await self.presence_snapshot(channel)
+        return None if snapshot is None else PresenceTable(snapshot[0], snapshot[1], {})
 
     @abstractmethod
     async def cluster_channels(self) -> dict[str, dict[str, int]] | None:

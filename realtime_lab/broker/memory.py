@@ -30,6 +30,7 @@ from realtime_lab.broker.base import (
     Contributions,
     Envelope,
     HistoryRead,
+    PresenceTable,
     presence_event,
 )
 from realtime_lab.core.backplane import numbered_text
@@ -78,6 +79,8 @@ class InMemoryBus:
         self.brokers: dict[str, MemoryBroker] = {}
         self.subscriptions: dict[str, set[str]] = {}
         self.members: dict[str, dict[str, int]] = {}
+        #: channel -> user -> the member's info (PresenceEvent.info), as Redis ``pi``
+        self.infos: dict[str, dict[str, str]] = {}
         self.versions: dict[str, int] = {}
         self.contributions: dict[str, Contributions] = {}
         self.beats: dict[str, float] = {}
@@ -111,30 +114,44 @@ class InMemoryBus:
 
     # ------------------------------------------------------------------ presence
 
-    def change(self, node: str, channel: str, user: str, delta: int) -> None:
-        """Apply one connection change atomically; announce count changes."""
+    def change(self, node: str, channel: str, user: str, delta: int, *, info: str = "",
+               reason: str = "", changed: str = "") -> None:
+        """Apply one connection change (or, ``delta=0``, an info change) atomically;
+        announce what changed, numbered with the channel's version."""
         contrib = self.contributions.setdefault(node, {})
         key = (channel, user)
         current = contrib.get(key, 0)
         new = max(current + delta, 0)
         effective = new - current
+        members = self.members.get(channel, {})
+        infos = self.infos.setdefault(channel, {})
         if effective == 0:
-            return
-        if new:
-            contrib[key] = new
+            if delta != 0 or not info or members.get(user, 0) <= 0 or infos.get(user) == info:
+                return
+            infos[user] = info
+            before = after = members[user]
         else:
-            contrib.pop(key, None)
-        members = self.members.setdefault(channel, {})
-        before = members.get(user, 0)
-        after = before + effective
-        if after > 0:
-            members[user] = after
-        else:
-            members.pop(user, None)
-            if not members:
-                del self.members[channel]
+            if new:
+                contrib[key] = new
+            else:
+                contrib.pop(key, None)
+            members = self.members.setdefault(channel, {})
+            before = members.get(user, 0)
+            after = before + effective
+            if after > 0:
+                members[user] = after
+                if info:
+                    infos[user] = info
+            else:
+                members.pop(user, None)
+                infos.pop(user, None)
+                if not members:
+                    del self.members[channel]
+        if not infos:
+            self.infos.pop(channel, None)
         version = self.versions[channel] = self.versions.get(channel, 0) + 1
-        ev = presence_event(user, before, after, version)
+        ev = presence_event(user, before, after, version, info=infos.get(user, ""),
+                            reason=reason, changed=changed)
         self.deliver(Envelope(node, 0, channel, PRESENCE, ev.to_payload()))
 
     def withdraw(self, node: str) -> None:
@@ -247,14 +264,21 @@ class MemoryBroker(Broker):
             if not nodes:
                 del self.bus.subscriptions[channel]
 
-    def presence_change(self, channel: str, user: str, delta: int) -> Awaitable[None]:
+    def presence_change(self, channel: str, user: str, delta: int, *, info: str = "",
+                        reason: str = "", changed: str = "") -> Awaitable[None]:
         if self._alive:
             self.stats.presence_ops += 1
-            self.bus.change(self.node_id, channel, user, delta)
+            self.bus.change(self.node_id, channel, user, delta, info=info, reason=reason,
+                            changed=changed)
         return _done()
 
     async def presence_snapshot(self, channel: str) -> tuple[int, dict[str, int]] | None:
         return self.bus.versions.get(channel, 0), dict(self.bus.members.get(channel, {}))
+
+    async def presence_table(self, channel: str) -> PresenceTable | None:
+        return PresenceTable(self.bus.versions.get(channel, 0),
+                             dict(self.bus.members.get(channel, {})),
+                             dict(self.bus.infos.get(channel, {})))
 
     async def cluster_channels(self) -> dict[str, dict[str, int]] | None:
         return {name: dict(members) for name, members in self.bus.members.items()}

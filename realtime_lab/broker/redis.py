@@ -7,7 +7,8 @@
 ``ns:ch:{channel}``    pub/sub channel of a channel's envelopes; a node
                        subscribes only while it has local subscribers
 ``ns:pc:{channel}``    hash user -> connections, cluster-wide
-``ns:pv:{channel}``    version of that hash (INCR on each change)
+``ns:pi:{channel}``    hash user -> the member's info (state, metadata: JSON)
+``ns:pv:{channel}``    version of those hashes (INCR on each change)
 ``ns:chans``           set of channels with at least one member
 ``ns:pn:{node}``       hash "channel\\nuser" -> connections of one node
 ``ns:node:{node}``     heartbeat key, expires after ``node_ttl``
@@ -55,6 +56,7 @@ from realtime_lab.broker.base import (
     BrokerStats,
     Envelope,
     HistoryRead,
+    PresenceTable,
 )
 from realtime_lab.broker.redis_resync import PresenceResync
 from realtime_lab.broker.redis_scripts import BEAT, CHANGE, HPUB, HREAD, SYNC, WITHDRAW
@@ -258,7 +260,7 @@ class RedisBroker(Broker):
     async def _drain(self) -> None:
         while self._outbox and self.stats.connected:
             fut = asyncio.get_running_loop().create_future()
-            self._outbox.append(("p", None, None, 0, fut))
+            self._outbox.append(("p", None, None, 0, fut, "", "", ""))
             self._wake.set()
             await fut
 
@@ -288,13 +290,14 @@ class RedisBroker(Broker):
         self._enqueue(("h", channel, text, size, int(ttl * 1000) if ttl else 0, exclude))
         return True
 
-    def presence_change(self, channel: str, user: str, delta: int) -> Awaitable[None]:
+    def presence_change(self, channel: str, user: str, delta: int, *, info: str = "",
+                        reason: str = "", changed: str = "") -> Awaitable[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if not self._accepting:
             self.stats.presence_deferred += 1  # the resync after reconnecting applies it
             fut.set_result(None)
         else:
-            self._enqueue(("p", channel, user, delta, fut))
+            self._enqueue(("p", channel, user, delta, fut, info, reason, changed))
         return fut
 
     async def _writer(self, client: Any) -> None:
@@ -312,7 +315,7 @@ class RedisBroker(Broker):
                     elif item[0] == "h":
                         pipe.evalsha(hpub, 0, ns, node, *item[1:5], self._epoch, item[5])
                     elif item[1] is not None:
-                        pipe.evalsha(sha, 0, ns, node, item[1], item[2], item[3])
+                        pipe.evalsha(sha, 0, ns, node, item[1], item[2], item[3], *item[5:8])
                 try:
                     await pipe.execute()
                 except asyncio.CancelledError:  # torn down mid-write: count, then stop
@@ -445,6 +448,10 @@ class RedisBroker(Broker):
         return HistoryRead(epoch.decode(), top, first, texts)
 
     async def presence_snapshot(self, channel: str) -> tuple[int, dict[str, int]] | None:
+        table = await self.presence_table(channel)
+        return None if table is None else (table.version, table.counts)
+
+    async def presence_table(self, channel: str) -> PresenceTable | None:
         client = self._client
         if not self.stats.connected or client is None:
             return None
@@ -452,11 +459,13 @@ class RedisBroker(Broker):
             pipe = client.pipeline(transaction=True)
             pipe.get(self._key("pv", channel))
             pipe.hgetall(self._key("pc", channel))
-            version, members = await pipe.execute()
+            pipe.hgetall(self._key("pi", channel))
+            version, members, infos = await pipe.execute()
         except Exception as exc:  # noqa: BLE001
             self._lost(exc)
             return None
-        return int(version or 0), {u.decode(): int(n) for u, n in members.items()}
+        return PresenceTable(int(version or 0), {u.decode(): int(n) for u, n in members.items()},
+                             {u.decode(): i.decode() for u, i in infos.items()})
 
     async def cluster_channels(self) -> dict[str, dict[str, int]] | None:
         client = self._client

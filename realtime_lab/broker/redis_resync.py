@@ -77,8 +77,9 @@ class PresenceResync:
         broker = self.broker
         assert broker.listener is not None
         flat: list[Any] = []
+        infos = broker.listener.local_infos()
         for (channel, user), count in broker.listener.local_presence().items():
-            flat += [channel, user, count]
+            flat += [channel, user, count, infos.get((channel, user), "")]
         live = await client.evalsha(broker._shas["sync"], 0, broker.namespace, broker.node_id,
                                     int(broker.node_ttl * 1000), *flat)
         return [n.decode() if isinstance(n, bytes) else str(n) for n in live]

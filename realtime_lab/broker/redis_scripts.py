@@ -8,31 +8,50 @@ and a history channel's publish (``HPUB``) and read (``HREAD``).
 """
 
 _CHANGE_FN = """
-local function change(ns, node, ch, user, delta, origin)
+local function change(ns, node, ch, user, delta, origin, info, reason, changed)
   local pn = ns .. ':pn:' .. node
   local f = ch .. '\\n' .. user
+  local pc = ns .. ':pc:' .. ch
+  local pi = ns .. ':pi:' .. ch
   local cur = tonumber(redis.call('HGET', pn, f) or '0')
   local new = cur + delta
   if new < 0 then new = 0 end
   local eff = new - cur
-  if eff == 0 then return 0 end
-  if new > 0 then redis.call('HSET', pn, f, new) else redis.call('HDEL', pn, f) end
-  local pc = ns .. ':pc:' .. ch
-  local before = tonumber(redis.call('HGET', pc, user) or '0')
-  local after = before + eff
-  if after > 0 then
-    redis.call('HSET', pc, user, after)
-    redis.call('SADD', ns .. ':chans', ch)
+  local before, after
+  if eff == 0 then
+    if delta ~= 0 or info == nil or info == '' then return 0 end
+    before = tonumber(redis.call('HGET', pc, user) or '0')
+    if before <= 0 or redis.call('HGET', pi, user) == info then return 0 end
+    redis.call('HSET', pi, user, info)
+    after = before
   else
-    after = 0
-    redis.call('HDEL', pc, user)
-    if redis.call('EXISTS', pc) == 0 then redis.call('SREM', ns .. ':chans', ch) end
+    if new > 0 then redis.call('HSET', pn, f, new) else redis.call('HDEL', pn, f) end
+    before = tonumber(redis.call('HGET', pc, user) or '0')
+    after = before + eff
+    if after > 0 then
+      redis.call('HSET', pc, user, after)
+      redis.call('SADD', ns .. ':chans', ch)
+      if info ~= nil and info ~= '' then redis.call('HSET', pi, user, info) end
+    else
+      after = 0
+      redis.call('HDEL', pc, user)
+      redis.call('HDEL', pi, user)
+      if redis.call('EXISTS', pc) == 0 then redis.call('SREM', ns .. ':chans', ch) end
+    end
   end
   local v = redis.call('INCR', ns .. ':pv:' .. ch)
   local e = 'count'
-  if before <= 0 and after > 0 then e = 'join' elseif before > 0 and after <= 0 then e = 'leave' end
-  local payload = cjson.encode({u = user, n = after, v = v, e = e})
-  redis.call('PUBLISH', ns .. ':ch:' .. ch, origin .. '\\n0\\np\\n' .. ch .. '\\n' .. payload)
+  if before <= 0 and after > 0 then e = 'join' elseif before > 0 and after <= 0 then e = 'leave'
+  elseif before == after then e = 'update' end
+  local ev = {u = user, n = after, v = v, e = e}
+  if after > 0 then
+    local have = redis.call('HGET', pi, user)
+    if have then ev['i'] = have end
+  end
+  if reason ~= nil and reason ~= '' then ev['r'] = reason end
+  if e == 'update' and changed ~= nil and changed ~= '' then ev['c'] = changed end
+  local head = origin .. '\\n0\\np\\n' .. ch .. '\\n'
+  redis.call('PUBLISH', ns .. ':ch:' .. ch, head .. cjson.encode(ev))
   return 1
 end
 
@@ -58,14 +77,16 @@ end
 """
 
 CHANGE = _CHANGE_FN + """
-return change(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[2])
+return change(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[2], ARGV[6], ARGV[7],
+              ARGV[8])
 """
 
 SYNC = _CHANGE_FN + """
 local ns, node, ttl = ARGV[1], ARGV[2], ARGV[3]
 local want = {}
-for i = 4, #ARGV, 3 do
-  want[ARGV[i] .. '\\n' .. ARGV[i + 1]] = {ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])}
+for i = 4, #ARGV, 4 do
+  want[ARGV[i] .. '\\n' .. ARGV[i + 1]] = {ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]),
+                                          ARGV[i + 3]}
 end
 local pn = ns .. ':pn:' .. node
 local have = redis.call('HGETALL', pn)
@@ -79,7 +100,10 @@ for i = 1, #have, 2 do
 end
 for f, w in pairs(want) do
   local cur = tonumber(redis.call('HGET', pn, f) or '0')
-  if cur ~= w[3] then change(ns, node, w[1], w[2], w[3] - cur, node) end
+  if cur ~= w[3] then change(ns, node, w[1], w[2], w[3] - cur, node, w[4]) end
+  if w[4] ~= '' and redis.call('HEXISTS', ns .. ':pi:' .. w[1], w[2]) == 0 then
+    redis.call('HSET', ns .. ':pi:' .. w[1], w[2], w[4])  -- Redis came back without it
+  end
 end
 redis.call('SET', ns .. ':node:' .. node, '1', 'PX', ttl)
 redis.call('SADD', ns .. ':nodes', node)

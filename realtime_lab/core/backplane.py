@@ -122,8 +122,9 @@ Answer = Callable[[HistoryRead | None], None]
 class Cluster(Backplane, Protocol):
     """A backplane with other nodes (``realtime_lab.broker.BrokerBackplane``).
 
-    Until presence has one truth (issue 14 step 7) it also keeps the cluster-wide
-    presence of the channels this node has subscribers for.
+    It also carries presence: the hub's presence service tells it every local change
+    and reads from it the cluster-wide members of the channels this node has
+    subscribers for (the one truth every reader uses with a broker).
     """
 
     def subscribed(self, session: Session, channel: Channel, answer: Answer) -> None:
@@ -131,8 +132,15 @@ class Cluster(Backplane, Protocol):
         ``answer`` once the node gets the channel's publications (the hub sends the
         ``subscribed`` reply then)."""
 
-    def left(self, session: Session, channel: Channel) -> None:
-        """A local session left ``channel`` (already removed from it)."""
+    def left(self, session: Session, channel: Channel, reason: str = "") -> None:
+        """A local session left ``channel`` (already removed from it); ``reason``:
+        left, closed, timeout or kicked."""
+
+    def updated(self, channel: Channel, user: str, changed: list[str]) -> None:
+        """Local member ``user`` of ``channel`` has a new state or metadata (``changed``)."""
+
+    def presence(self, name: str) -> dict[str, dict[str, object]] | None:
+        """Cluster-wide members of ``name`` and their info (None: not known here)."""
 
     def counts(self, name: str) -> tuple[int, int] | None:
         """Cluster-wide ``(subscribers, members)`` of ``name`` (None: not known here)."""

@@ -358,13 +358,24 @@ class Hub(Membership, Presence):
         return self.services.registry.channels
 
     def channel_list(self) -> list[dict[str, object]]:
-        """Every live channel's counts, sorted by name."""
-        return self.services.registry.describe_all()
+        """Every live channel's counts (cluster-wide with a broker), sorted by name."""
+        return [self._cluster_counts(desc) for desc in self.services.registry.describe_all()]
 
     def channel_info(self, name: str) -> dict[str, object] | None:
-        """Counts and custom metadata of channel ``name``; None when it has no subscribers
-        and no metadata was set for it."""
-        return self.services.registry.info(name)
+        """Counts (cluster-wide with a broker) and custom metadata of channel ``name``;
+        None when it has no subscribers and no metadata was set for it."""
+        info = self.services.registry.info(name)
+        return info if info is None else self._cluster_counts(info)
+
+    def _cluster_counts(self, desc: dict[str, object]) -> dict[str, object]:
+        """``desc`` with the cluster's subscriber and member counts (this node's share in
+        ``local_subscribers`` and ``local_members``), as ``GET /api/channels``."""
+        cluster = self.cluster
+        counts = cluster.counts(str(desc["name"])) if cluster is not None else None
+        if counts is not None:
+            desc.update(local_subscribers=desc["subscribers"], local_members=desc["members"],
+                        subscribers=counts[0], members=counts[1])
+        return desc
 
     def set_channel_metadata(self, name: str, values: dict[str, object], *,
                              replace: bool = False) -> dict[str, object]:
@@ -377,8 +388,14 @@ class Hub(Membership, Presence):
         self.services.registry.clear_metadata(name)
 
     def presence(self, channel: str) -> dict[str, dict[str, object]]:
+        """The members of ``channel`` and their info: cluster-wide with a broker (for a
+        channel this node has subscribers of), else this server's."""
+        if self.cluster is not None:
+            members = self.cluster.presence(channel)
+            if members is not None:
+                return members
         ch = self.channels.get(channel)
-        return ch.presence_members() if ch else {}
+        return ch.presence_members(self.options.presence_states[0]) if ch else {}
 
 
 class HubMembership:

@@ -226,7 +226,7 @@ class Membership(HubBase):
                     kind = ev.PresenceTimeout if reason == TIMEOUT else ev.PresenceLeave
                     bus.emit(kind(at=self.clock(), session=session.id, user=user,
                                   channel=name, reason=reason))
-            cluster.left(session, channel)
+            cluster.left(session, channel, reason)
         elif remaining == 0 and channel.presence and reason in (CLOSED, TIMEOUT) \
                 and self.options.presence_grace > 0:
             self._hold(channel, session, reason)

@@ -211,7 +211,10 @@ class Presence(HubBase):
             changed.append("meta")
         if not changed:
             return changed
-        self._announce_change(channel, user, changed)
+        if self.cluster is not None:  # every node's diff comes back from the broker
+            self.cluster.updated(channel, user, changed)
+        else:
+            self._announce_change(channel, user, changed)
         if self.bus.active:
             self.bus.emit(ev.PresenceUpdate(
                 at=self.clock(), session=session, user=user, channel=name,

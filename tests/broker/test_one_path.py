@@ -3,10 +3,10 @@
 A single server and a server with a broker took different paths through the hub
 (``core/membership.py`` for one, ``broker/node.py`` and ``broker/recovery.py`` for
 the other), and they disagreed. Each test below shows one disagreement named in
-issue 14 ("Read from the code", "Measured"); each failed on the old code. Those
-still ``xfail(strict=True)`` wait for the rest of the redesign (one presence truth);
-the publish path is one since issue 14 step 6 (publish -> backplane ->
-on_publication -> outbox, core/publish.py). Where a single server already behaved,
+issue 14 ("Read from the code", "Measured"); each failed on the old code. The
+publish path is one since issue 14 step 6 (publish -> backplane -> on_publication
+-> outbox, core/publish.py), presence has one truth since step 7 (every reader,
+every detail across nodes). Where a single server already behaved,
 the same test runs on it as a passing control.
 """
 
@@ -195,12 +195,8 @@ async def test_numbered_fan_out_keeps_publish_order_above_the_slice() -> None:
 @pytest.mark.parametrize("reader", [
     "GET /api/channels",
     "PresenceView",  # reads server.presence() (issue 17)
-    pytest.param("ChannelsView", marks=xfail(
-        "the channels widget counts local subscribers; GET /api/channels counts the "
-        "cluster")),
-    pytest.param("GET /api/channels/{name}", marks=xfail(
-        "the channel endpoint (Hub.channel_info) counts this node only, the channel list "
-        "the cluster")),
+    "ChannelsView",  # reads server.channels(): Hub.channel_list (issue 14 step 7)
+    "GET /api/channels/{name}",  # Hub.channel_info (issue 14 step 7)
 ])
 async def test_every_reader_sees_the_cluster_presence(made: Made, reader: str) -> None:
     a, b = await nodes(made, "two nodes")
@@ -265,18 +261,12 @@ DETAILS: dict[str, tuple[Action, str, Callable[[dict[str, Any]], bool]]] = {
     "leave reason": (_kick, "leaves", lambda info: info.get("reason") == "kicked"),
 }
 
-BROKEN = {  # (topology, detail) -> what today's code does (checked on main at 0f9e295)
-    ("one node with a broker", "state"):
-        "server.presence() with a broker has no member state",
-    ("one node with a broker", "connections"):
-        "a second tab sends no connections diff when a broker is configured",
-    ("one node with a broker", "leave reason"):
-        "leaves carry no reason when a broker is configured",
-    ("two nodes", "state"): "presence state changes do not cross nodes",
-    ("two nodes", "meta"): "presence metadata changes do not cross nodes",
-    ("two nodes", "connections"): "second-tab connection counts do not cross nodes",
-    ("two nodes", "leave reason"): "leave reasons do not cross nodes",
-}
+#: (topology, detail) -> what the code did before issue 14 step 7 (checked on main at
+#: 0f9e295): "one node with a broker": server.presence() had no member state, a second
+#: tab sent no connections diff, leaves carried no reason; "two nodes": state, metadata,
+#: second-tab connection counts and leave reasons did not cross nodes. Every presence
+#: change now goes through the broker as a versioned envelope (one presence truth).
+BROKEN: dict[tuple[str, str], str] = {}
 
 
 def _cases() -> list[Any]:
