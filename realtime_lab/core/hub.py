@@ -14,7 +14,6 @@ connection however many frames it got in that turn.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import secrets
@@ -43,8 +42,7 @@ from realtime_lab.core.ports import (
     SoonScheduler,
     run_now,
 )
-from realtime_lab.core.presence import Presence
-from realtime_lab.core.presence_batch import PresenceBatcher
+from realtime_lab.core.presence import PresenceService
 from realtime_lab.core.presence_sync import PresencePager
 from realtime_lab.core.publish import BroadcastProbe, PublishPath
 from realtime_lab.core.registry import ChannelRegistry
@@ -83,13 +81,14 @@ def compression_of(middleware: Sequence[object], default: CompressionPolicy) -> 
     return default
 
 
-class Hub(Membership, Presence):
+class Hub(Membership):
     """Channels, presence and broadcast for a set of connections.
 
     A facade over services, each with its own state (``hub.services``):
     :mod:`~realtime_lab.core.connections` admission, the welcome, closing;
     :mod:`~realtime_lab.core.commands` the inbound path;
-    :mod:`~realtime_lab.core.membership` channels and presence (still mixins);
+    :mod:`~realtime_lab.core.membership` subscribe and leave (still a mixin);
+    :mod:`~realtime_lab.core.presence` presence, one truth for one server and many;
     :mod:`~realtime_lab.core.liveness` heartbeat and idle checks,
     :mod:`~realtime_lab.core.registry` the channels, their metadata and rules,
     :mod:`~realtime_lab.core.outbox` the outbound queues and writes,
@@ -97,7 +96,7 @@ class Hub(Membership, Presence):
     :mod:`~realtime_lab.core.publish` the publish path and
     :mod:`~realtime_lab.core.backplane` how a publication reaches every node: services
     (``hub.services.connections``, ``.commands``, ``.liveness``, ``.registry``,
-    ``.outbox``, ``.history``, ``.publisher``, ``.backplane``).
+    ``.outbox``, ``.history``, ``.publisher``, ``.presence``, ``.backplane``).
     """
 
     def __init__(
@@ -115,8 +114,6 @@ class Hub(Membership, Presence):
         self.bus = bus or EventBus()
         self._hooks = hooks or Hooks()
         opts = self.options
-        self._grace_timer: asyncio.TimerHandle | None = None  # core/presence.py
-        self._idle_users: dict[str, set[str]] = {}
         self.clock = clock
         #: Tracebacks input can trigger are logged once per kind and LOG_INTERVAL.
         self.log_throttle = LogThrottle(log, interval=LOG_INTERVAL, clock=clock)
@@ -129,11 +126,15 @@ class Hub(Membership, Presence):
         outbox = Outbox(opts, stats=self.stats, bus=self.bus, clock=clock,
                         log_throttle=self.log_throttle, schedule=self._schedule,
                         close=self.close)
-        #: Presence diffs merged per channel over ``presence_batch_window``
-        #: (core/presence_batch.py).
-        self.presence_batch = PresenceBatcher(opts.presence_batch_window, self._send_diff,
-                                              details=opts.presence_details,
-                                              max_bytes=opts.page_bytes)
+        registry = ChannelRegistry(opts)
+        presence = PresenceService(opts, registry=registry, outbox=outbox, clock=clock,
+                                   bus=self.bus, hooks=self._hooks, scheduler=self.scheduler,
+                                   answers=self, leave=lambda s, name, why: self._leave(
+                                       s, name, reason=why))
+        #: Presence diffs merged per channel (core/presence_batch.py; the service's).
+        self.presence_batch = presence.batch
+        #: Users with idled members (the presence service's).
+        self._idle_users = presence.idle_users
 
         def send_members(s: Session, msg: dict[str, object], text: str, prio: Priority) -> bool:
             self.presence_batch.synced(str(msg["channel"]))  # a diff due may name who it lists
@@ -143,7 +144,6 @@ class Hub(Membership, Presence):
         self.presence_pager = outbox.pager = PresencePager(opts, send_members, outbox.await_drain)
         #: The other nodes when this hub is one node of several (``use_backplane``).
         self.cluster: Cluster | None = None
-        registry = ChannelRegistry(opts)
         history = HistoryService(opts, clock=clock, send=outbox.send, enqueue=outbox.enqueue)
         backplane = self._local = LocalBackplane(secrets.token_hex(6), history.number)
         publisher = PublishPath(opts, hub=self, backplane=backplane, registry=registry,
@@ -155,7 +155,7 @@ class Hub(Membership, Presence):
                             sessions=self.sessions, stats=self.stats, bus=self.bus,
                             enqueue=outbox.enqueue, mark_dirty=outbox.mark_dirty,
                             close=self.close, reject=self.reject,
-                            check_presence_idle=self.check_presence_idle)
+                            check_presence_idle=presence.check_presence_idle)
         membership = HubMembership(self)
         connections = Connections(opts, clock=clock, stats=self.stats, bus=self.bus,
                                   hooks=self._hooks, log_throttle=self.log_throttle,
@@ -172,6 +172,7 @@ class Hub(Membership, Presence):
             outbox=outbox,
             history=history,
             publisher=publisher,
+            presence=presence,
             backplane=backplane,
         )
         self.set_middleware(middleware)
@@ -183,7 +184,9 @@ class Hub(Membership, Presence):
 
     @hooks.setter
     def hooks(self, hooks: Hooks) -> None:
-        self._hooks = self.services.commands.hooks = self.services.connections.hooks = hooks
+        self._hooks = hooks
+        services = self.services
+        services.commands.hooks = services.connections.hooks = services.presence.hooks = hooks
 
     # ------------------------------------------------------------------ liveness
 
@@ -221,7 +224,7 @@ class Hub(Membership, Presence):
         event loop; the hub is built before any loop runs)."""
         self.scheduler = scheduler
         self._schedule = self.services.outbox.schedule = scheduler.call_soon
-        self.presence_batch.bind(scheduler)
+        self.services.presence.bind(scheduler)
 
     def use_backplane(self, cluster: Cluster | None) -> None:
         """Publish through ``cluster`` (``realtime_lab.broker.BrokerBackplane.start``,
@@ -230,7 +233,7 @@ class Hub(Membership, Presence):
         publisher = self.services.publisher
         backplane.attach(publisher)
         publisher.backplane = backplane
-        self.cluster = cluster
+        self.cluster = self.services.presence.cluster = cluster
         self.services = dataclasses.replace(self.services, backplane=backplane)
 
     # ------------------------------------------------------------------ publish and history
@@ -359,23 +362,14 @@ class Hub(Membership, Presence):
 
     def channel_list(self) -> list[dict[str, object]]:
         """Every live channel's counts (cluster-wide with a broker), sorted by name."""
-        return [self._cluster_counts(desc) for desc in self.services.registry.describe_all()]
+        presence = self.services.presence
+        return [presence.with_counts(desc) for desc in self.services.registry.describe_all()]
 
     def channel_info(self, name: str) -> dict[str, object] | None:
         """Counts (cluster-wide with a broker) and custom metadata of channel ``name``;
         None when it has no subscribers and no metadata was set for it."""
         info = self.services.registry.info(name)
-        return info if info is None else self._cluster_counts(info)
-
-    def _cluster_counts(self, desc: dict[str, object]) -> dict[str, object]:
-        """``desc`` with the cluster's subscriber and member counts (this node's share in
-        ``local_subscribers`` and ``local_members``), as ``GET /api/channels``."""
-        cluster = self.cluster
-        counts = cluster.counts(str(desc["name"])) if cluster is not None else None
-        if counts is not None:
-            desc.update(local_subscribers=desc["subscribers"], local_members=desc["members"],
-                        subscribers=counts[0], members=counts[1])
-        return desc
+        return info if info is None else self.services.presence.with_counts(info)
 
     def set_channel_metadata(self, name: str, values: dict[str, object], *,
                              replace: bool = False) -> dict[str, object]:
@@ -387,27 +381,71 @@ class Hub(Membership, Presence):
         """Forget the custom metadata of ``name`` (a live channel keeps an empty dict)."""
         self.services.registry.clear_metadata(name)
 
+    # ------------------------------------------------------------------ presence
+
     def presence(self, channel: str) -> dict[str, dict[str, object]]:
         """The members of ``channel`` and their info: cluster-wide with a broker (for a
         channel this node has subscribers of), else this server's."""
-        if self.cluster is not None:
-            members = self.cluster.presence(channel)
-            if members is not None:
-                return members
-        ch = self.channels.get(channel)
-        return ch.presence_members(self.options.presence_states[0]) if ch else {}
+        return self.services.presence.members(channel)
+
+    def presence_message(self, request: Request,
+                         msg: messages.SetPresence) -> MaybeAwaitable[None]:
+        """A client's ``presence`` message (``PresenceService.presence_message``)."""
+        return self.services.presence.presence_message(request, msg)
+
+    def request_presence(self, session: Session, name: str, *, state: str | None = None,
+                         meta: dict[str, object] | None = None
+                         ) -> MaybeAwaitable[list[str] | None]:
+        """A change ``session`` asks for, through ``on_presence`` (``PresenceService``)."""
+        return self.services.presence.request_presence(session, name, state=state, meta=meta)
+
+    def update_presence(self, session: Session, name: str,
+                        meta: dict[str, object] | None = None, *,
+                        state: str | None = None) -> MaybeAwaitable[bool]:
+        """Server side, on behalf of ``session``, through ``on_presence``: True when applied."""
+        return self.services.presence.update_presence(session, name, meta, state=state)
+
+    def set_presence(self, session: Session, name: str, *, state: str | None = None,
+                     meta: dict[str, object] | None = None) -> list[str]:
+        """Server side: change ``session``'s member in ``name``; no hook. What changed."""
+        return self.services.presence.set_presence(session, name, state=state, meta=meta)
+
+    def set_member(self, name: str, user: str, *, state: str | None = None,
+                   meta: dict[str, object] | None = None, session: str | None = None
+                   ) -> list[str]:
+        """Server side: change member ``user``'s state and/or metadata; no hook."""
+        return self.services.presence.set_member(name, user, state=state, meta=meta,
+                                                 session=session)
+
+    def kick(self, name: str, user: str, reason: str = "kicked") -> int:
+        """Unsubscribe every connection of ``user`` from ``name``, on every node (leave
+        reason ``kicked``); how many of this server's."""
+        return self.services.presence.kick(name, user, reason)
+
+    def announce_presence(self, name: str, diff: dict[str, object],
+                          exclude: Session | None = None) -> None:
+        """The one way a ``presence_diff`` reaches ``name``'s local subscribers."""
+        self.services.presence.announce(name, diff, exclude)
+
+    def expire_presence(self, now: float | None = None) -> float | None:
+        """End the grace periods that are due; the next deadline (tests call it)."""
+        return self.services.presence.expire_presence(now)
+
+    def check_presence_idle(self, now: float | None = None) -> int:
+        """Move members idle for ``presence_idle_timeout`` to the idle state."""
+        return self.services.presence.check_presence_idle(now)
 
 
 class HubMembership:
-    """The hub's membership and presence (still mixins: core/membership.py,
-    core/presence.py) as the commands and the connections need them
+    """The hub's membership (still a mixin: core/membership.py) and presence service
+    as the commands and the connections need them
     (:class:`~realtime_lab.core.commands.MembershipPort`)."""
 
     __slots__ = ("_hub", "idle_users")
 
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
-        self.idle_users = hub._idle_users  # the same dict (presence idles and wakes)
+        self.idle_users = hub._idle_users  # the presence service's dict (idles and wakes)
 
     def join(self, request: Request, name: str, auth: str | None) -> MaybeAwaitable[None]:
         return self._hub._subscribe(request, name, auth)
@@ -416,10 +454,10 @@ class HubMembership:
         self._hub._leave(session, name, reason=reason)
 
     def presence(self, request: Request, msg: messages.SetPresence) -> MaybeAwaitable[None]:
-        return self._hub.presence_message(request, msg)
+        return self._hub.services.presence.presence_message(request, msg)
 
     def wake(self, session: Session) -> None:
-        self._hub._wake(session)
+        self._hub.services.presence.wake(session)
 
 
 __all__ = ["Hub", "HubMembership", "PendingOpen", "Services", "compression_of"]

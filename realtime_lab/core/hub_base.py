@@ -1,7 +1,7 @@
 """The state and methods that the hub's parts share (see core/hub.py).
 
 :class:`~realtime_lab.core.hub.Hub` is one class split by concern into mixins
-(membership, presence); each inherits this base, which only declares
+(membership; presence is a service, core/presence.py); each inherits this base, which only declares
 what ``Hub.__init__`` sets and which methods live in another part, so that each
 module type-checks on its own.
 """
@@ -36,11 +36,10 @@ class HubBase:
     clock: Clock
     cluster: Cluster | None
     services: Services  # core/services.py
-    _idle_users: dict[str, set[str]]  # core/presence.py
     presence_pager: PresencePager  # core/presence_sync.py
     presence_batch: PresenceBatcher  # core/presence_batch.py
 
-    if TYPE_CHECKING:  # implemented in hub.py (some by the services), membership.py and presence.py
+    if TYPE_CHECKING:  # implemented in hub.py (some by the services) and membership.py
         @property
         def channels(self) -> dict[str, Channel]: ...  # hub.services.registry.channels
         def reject(self, session: Session, err: ProtocolError) -> None: ...
@@ -50,16 +49,8 @@ class HubBase:
                        auth: str | None) -> MaybeAwaitable[None]: ...
         def _leave(self, session: Session, name: str, *, timed_out: bool = False,
                    reason: str | None = None) -> None: ...
-        # core/presence.py
-        def _info(self, channel: Channel, user: str) -> dict[str, object]: ...
-        def _announce_change(self, channel: Channel, user: str, changed: list[str],
-                             exclude: Session | None = None) -> None: ...
         def announce_presence(self, name: str, diff: dict[str, object],
                               exclude: Session | None = None) -> None: ...
-        def _announce_leave(self, channel: Channel, user: str, reason: str,
-                            session: str | None = None) -> None: ...
-        def _hold(self, channel: Channel, session: Session, reason: str) -> None: ...
-        def _check_meta_room(self, channel: Channel, user: str, size: int) -> None: ...
         def _fan_out(self, channel: Channel, frame: bytes, exclude: Session | None = None,
                      priority: Priority = Priority.NORMAL, *,
                      message: dict[str, Any] | None = None) -> int: ...

@@ -127,6 +127,7 @@ class Membership(HubBase):
         if isinstance(verdict, dict):
             check_value(verdict, depth=PRESENCE_META_DEPTH, what="meta")
         channel = self.channels.get(name)
+        presence = self.services.presence
         visible = refused(verdict) is None
         if (channel is not None and channel.presence and visible
                 and session.user not in channel.members
@@ -141,7 +142,7 @@ class Membership(HubBase):
             meta_size = presence_meta_size(verdict)
         channel, joined = self.services.registry.join(
             session, name, visible=visible, admit=None if not meta_size else (
-                lambda ch: self._check_meta_room(ch, session.user, meta_size)))
+                lambda ch: presence.check_meta_room(ch, session.user, meta_size)))
         if meta:
             channel.metadata.update(meta)
         if joined and isinstance(verdict, dict):
@@ -157,10 +158,11 @@ class Membership(HubBase):
         if channel.presence:
             if joined:
                 diff = messages.presence_diff_message(
-                    name, {session.user: self._info(channel, session.user)}, {})
-                self.announce_presence(name, diff, exclude=session)
+                    name, {session.user: presence.member_info(channel, session.user)}, {})
+                presence.announce(name, diff, exclude=session)
             elif known and not took_over and self.options.presence_details:  # another tab
-                self._announce_change(channel, session.user, ["connections"], exclude=session)
+                presence.announce_change(channel, session.user, ["connections"],
+                                         exclude=session)
 
     def _answer(self, request: Request, name: str, read: HistoryRead | None) -> None:
         """The ``subscribed`` reply (built here only), the member list, and with a broker
@@ -229,14 +231,14 @@ class Membership(HubBase):
             cluster.left(session, channel, reason)
         elif remaining == 0 and channel.presence and reason in (CLOSED, TIMEOUT) \
                 and self.options.presence_grace > 0:
-            self._hold(channel, session, reason)
+            self.services.presence.hold(channel, session, reason)
         elif remaining == 0 and channel.presence:
-            self._announce_leave(channel, user, reason, session.id)
+            self.services.presence.announce_leave(channel, user, reason, session.id)
         elif remaining == 0:
             channel.drop_member(user)
         elif remaining > 0 and channel.presence and self.options.presence_details \
                 and reason != KICKED:  # a kick takes every tab: only its leave is news
-            self._announce_change(channel, user, ["connections"])
+            self.services.presence.announce_change(channel, user, ["connections"])
         if bus.active and not channel.subscribers:
             bus.emit(ev.ChannelVacated(at=self.clock(), session=session.id, user=user,
                                        channel=name))

@@ -1,6 +1,15 @@
 """Presence done right: states, metadata, count updates, grace period, leave reasons.
 
-A part of :class:`realtime_lab.core.hub.Hub` (a mixin; docs/presence.md).
+:class:`PresenceService` (``hub.services.presence``; docs/presence.md) owns the
+presence of the hub: the changes clients and the server make, the diffs (through
+its :class:`~realtime_lab.core.presence_batch.PresenceBatcher`, the one way a diff
+reaches a channel's local subscribers), the grace period (a timer on the hub's
+scheduler), the idle state, kicks, and the one place every reader asks for the
+members and their counts (``Hub.presence``, ``Hub.channel_list``,
+``Hub.channel_info``, so ``server.presence()``, the widgets and the HTTP API):
+this server's members, or, with a broker, the cluster's (``cluster``, the hub's
+backplane, ``realtime_lab.broker.BrokerBackplane``), where every change made here
+goes to the other nodes and comes back as a diff through the same batcher.
 
 Wire: every change of a member that stays is a ``presence_diff`` whose ``joins``
 holds the member's whole new info (Phoenix semantics: a join for a known key
@@ -8,9 +17,9 @@ replaces its info) and whose ``changed`` maps the user to the fields that change
 (``connections``, ``state``, ``meta``). A real join has no ``changed`` entry.
 
 Hooks: a change a client asks for (its ``presence`` message, or
-:meth:`Presence.update_presence` on its behalf) runs the ``on_presence`` hook;
-changes the server makes itself (:meth:`Presence.set_member`,
-:meth:`Presence.set_presence`, the idle timeout) do not.
+:meth:`PresenceService.update_presence` on its behalf) runs the ``on_presence`` hook;
+changes the server makes itself (:meth:`PresenceService.set_member`,
+:meth:`PresenceService.set_presence`, the idle timeout) do not.
 
 Grace period: when a member's last connection closes, the member is kept (info
 frozen, nothing sent) for ``presence_grace`` seconds. A connection of that user
@@ -20,18 +29,17 @@ subscribing again within it takes the member over silently; otherwise the leave
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from realtime_lab.core import events as ev
 from realtime_lab.core.channels import KICKED, LEFT, TIMEOUT, Channel
-from realtime_lab.core.hooks import HookResult, MaybeAwaitable, refused
-from realtime_lab.core.hub_base import HubBase
+from realtime_lab.core.hooks import HookResult, Hooks, MaybeAwaitable, refused
 from realtime_lab.core.outbound import Priority
-from realtime_lab.core.requests import Request
+from realtime_lab.core.presence_batch import PresenceBatcher
+from realtime_lab.core.requests import Answers, Request
 from realtime_lab.core.session import Session
 from realtime_lab.errors import (
     BadPresenceState,
@@ -45,15 +53,88 @@ from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.frames import text_frame
 from realtime_lab.protocol.values import PRESENCE_META_DEPTH, check_value
 
+if TYPE_CHECKING:
+    from realtime_lab.core.backplane import Cluster
+    from realtime_lab.core.events import EventBus
+    from realtime_lab.core.options import ServerOptions
+    from realtime_lab.core.outbox import Outbox
+    from realtime_lab.core.ports import Clock, Scheduler, Timer
+    from realtime_lab.core.registry import ChannelRegistry
+
 log = logging.getLogger("realtime_lab.core")
 
+#: ``leave(session, channel, reason)``: unsubscribe one connection (the hub's membership).
+Leave = Callable[[Session, str, str], None]
 
 
-class Presence(HubBase):
-    """Member states and metadata, count updates, grace period, kick (part of Hub)."""
+class PresenceService:
+    """Member states and metadata, count updates, grace period, kick, idle presence,
+    and the members every reader sees (``hub.services.presence``)."""
 
-    _grace_timer: asyncio.TimerHandle | None
-    _idle_users: dict[str, set[str]]
+    def __init__(self, options: ServerOptions, *, registry: ChannelRegistry, outbox: Outbox,
+                 clock: Clock, bus: EventBus, hooks: Hooks, scheduler: Scheduler,
+                 answers: Answers, leave: Leave) -> None:
+        self.options = options
+        self.registry = registry
+        self.channels = registry.channels
+        self.outbox = outbox
+        self.clock = clock
+        self.bus = bus
+        self.hooks = hooks
+        self.scheduler = scheduler
+        self.answers = answers
+        self._leave = leave
+        #: The other nodes (the hub's backplane when it has a broker; ``Hub.use_backplane``).
+        self.cluster: Cluster | None = None
+        #: Presence diffs merged per channel over ``presence_batch_window``
+        #: (core/presence_batch.py): the one way a diff reaches local subscribers.
+        self.batch = PresenceBatcher(options.presence_batch_window, self._send_diff,
+                                     details=options.presence_details,
+                                     max_bytes=options.page_bytes)
+        #: Users with members moved to the idle state: user -> channel names.
+        self.idle_users: dict[str, set[str]] = {}
+        self._grace_timer: Timer | None = None
+
+    def bind(self, scheduler: Scheduler) -> None:
+        """Run grace timers and batch windows on ``scheduler`` (``Hub.bind``)."""
+        self.scheduler = scheduler
+        self.batch.bind(scheduler)
+
+    # ------------------------------------------------------------------ reads
+
+    def members(self, name: str) -> dict[str, dict[str, object]]:
+        """The members of channel ``name`` and their info: the cluster's with a broker
+        (for a channel this node has subscribers of), else this server's."""
+        if self.cluster is not None:
+            members = self.cluster.presence(name)
+            if members is not None:
+                return members
+        channel = self.channels.get(name)
+        return channel.presence_members(self.options.presence_states[0]) if channel else {}
+
+    def counts(self, name: str) -> tuple[int, int]:
+        """``(subscribers, members)`` of channel ``name``, cluster-wide with a broker."""
+        if self.cluster is not None:
+            counts = self.cluster.counts(name)
+            if counts is not None:
+                return counts
+        channel = self.channels.get(name)
+        return (len(channel.subscribers), len(channel.members)) if channel else (0, 0)
+
+    def count(self, name: str) -> int:
+        """How many members channel ``name`` has (cluster-wide with a broker)."""
+        return self.counts(name)[1]
+
+    def with_counts(self, desc: dict[str, object]) -> dict[str, object]:
+        """A channel's description (``ChannelRegistry.describe``/``info``) with the
+        cluster's subscriber and member counts when there is a broker (this node's
+        share in ``local_subscribers`` and ``local_members``, as ``GET /api/channels``)."""
+        cluster = self.cluster
+        counts = cluster.counts(str(desc["name"])) if cluster is not None else None
+        if counts is not None:
+            desc.update(local_subscribers=desc["subscribers"], local_members=desc["members"],
+                        subscribers=counts[0], members=counts[1])
+        return desc
 
     # ------------------------------------------------------------------ client changes
 
@@ -89,7 +170,7 @@ class Presence(HubBase):
         awaitable of them); nothing changes for a connection that is not a member
         (``[]``) or that closed while the hook ran (None).
         """
-        return self._request_presence(Request(session, None, "presence", self), name,
+        return self._request_presence(Request(session, None, "presence", self.answers), name,
                                       state=state, meta=meta)
 
     def _request_presence(self, request: Request, name: str, *, state: str | None,
@@ -202,7 +283,7 @@ class Presence(HubBase):
         new_meta = meta is not None and channel.metas.get(user, {}) != meta
         size = meta_size(meta) if new_meta and meta else 0
         if new_meta:  # refused before anything changes
-            self._check_meta_room(channel, user, size)
+            self.check_meta_room(channel, user, size)
         if state is not None and channel.state_of(user, opts.presence_states[0]) != state:
             channel.set_state(user, state, opts.presence_states[0])
             changed.append("state")
@@ -214,7 +295,7 @@ class Presence(HubBase):
         if self.cluster is not None:  # every node's diff comes back from the broker
             self.cluster.updated(channel, user, changed)
         else:
-            self._announce_change(channel, user, changed)
+            self.announce_change(channel, user, changed)
         if self.bus.active:
             self.bus.emit(ev.PresenceUpdate(
                 at=self.clock(), session=session, user=user, channel=name,
@@ -222,7 +303,7 @@ class Presence(HubBase):
                 state=channel.state_of(user, opts.presence_states[0]), changed=tuple(changed)))
         return changed
 
-    def _check_meta_room(self, channel: Channel, user: str, size: int) -> None:
+    def check_meta_room(self, channel: Channel, user: str, size: int) -> None:
         """Raise :class:`PresenceMetaFull` when ``user``'s metadata of ``size`` bytes
         would take the channel's total past ``max_presence_channel_meta_bytes``
         (metadata that does not grow is always accepted)."""
@@ -234,15 +315,16 @@ class Presence(HubBase):
                 f"the presence metadata of {channel.name!r} would be {total} bytes, all "
                 f"members together; the limit is {limit} (max_presence_channel_meta_bytes)")
 
-    def _announce_change(self, channel: Channel, user: str, changed: list[str],
-                         exclude: Session | None = None) -> None:
+    def announce_change(self, channel: Channel, user: str, changed: list[str],
+                        exclude: Session | None = None) -> None:
         """Send the member's new info to the channel as a ``presence_diff`` with ``changed``."""
-        diff = messages.presence_diff_message(channel.name, {user: self._info(channel, user)}, {})
+        diff = messages.presence_diff_message(channel.name,
+                                              {user: self.member_info(channel, user)}, {})
         diff["changed"] = {user: changed}
-        self.announce_presence(channel.name, diff, exclude)
+        self.announce(channel.name, diff, exclude)
 
-    def announce_presence(self, name: str, diff: dict[str, object],
-                          exclude: Session | None = None) -> None:
+    def announce(self, name: str, diff: dict[str, object],
+                 exclude: Session | None = None) -> None:
         """The one way a ``presence_diff`` reaches channel ``name``'s local subscribers
         (joins, leaves and updates of this server, and the broker's remote ones).
 
@@ -250,7 +332,7 @@ class Presence(HubBase):
         core/presence_batch.py), or sent at once to all but ``exclude`` (a window of 0,
         or a hub no scheduler drives).
         """
-        self.presence_batch.add(name, diff, exclude)
+        self.batch.add(name, diff, exclude)
 
     def _send_diff(self, name: str, diff: dict[str, object], exclude: Session | None,
                    text: str | None) -> None:
@@ -258,23 +340,26 @@ class Presence(HubBase):
         channel = self.channels.get(name)
         if channel is not None and channel.subscribers:
             frame = text_frame(text if text is not None else codec.encode(diff))
-            self._fan_out(channel, frame, exclude, Priority.HIGH, message=diff)
+            skip = (exclude.id,) if exclude is not None else ()
+            self.outbox.fan_out(list(channel.subscribers.values()), frame, Priority.HIGH,
+                                diff, skip=skip)
 
-    def _info(self, channel: Channel, user: str) -> dict[str, object]:
+    def member_info(self, channel: Channel, user: str) -> dict[str, object]:
+        """A local member's info (``connections``, ``state``, ``meta``) as the wire has it."""
         return channel.member_info(user, self.options.presence_states[0])
 
     # ------------------------------------------------------------------ leaving
 
-    def _announce_leave(self, channel: Channel, user: str, reason: str,
-                        session: str | None = None) -> None:
+    def announce_leave(self, channel: Channel, user: str, reason: str,
+                       session: str | None = None) -> None:
         """Drop member ``user`` now: leave diff (with its reason) and event."""
         channel.drop_member(user)
         info: dict[str, object] = {"connections": 0}
         if reason != LEFT and self.options.presence_details:
             info["reason"] = reason
         if channel.subscribers:
-            self.announce_presence(channel.name,
-                                   messages.presence_diff_message(channel.name, {}, {user: info}))
+            self.announce(channel.name,
+                          messages.presence_diff_message(channel.name, {}, {user: info}))
         if self.bus.active:
             kind = ev.PresenceTimeout if reason == TIMEOUT else ev.PresenceLeave
             self.bus.emit(kind(at=self.clock(), session=session, user=user,
@@ -291,30 +376,30 @@ class Presence(HubBase):
             return 0
         victims = [s for s in channel.subscribers.values() if s.user == user]
         for session in victims:
-            self._leave(session, name, reason=KICKED)
+            self._leave(session, name, KICKED)
             msg = messages.unsubscribed_message(name, None)
             msg["reason"] = reason
-            self.send(session, msg)
+            self.outbox.send(session, msg)
         if user in channel.grace:  # a member waiting out its grace period
             channel.grace.pop(user)
-            self._announce_leave(channel, user, KICKED)
-            self.services.registry.drop_if_empty(channel)
+            self.announce_leave(channel, user, KICKED)
+            self.registry.drop_if_empty(channel)
         return len(victims)
 
     # ------------------------------------------------------------------ grace
 
-    def _hold(self, channel: Channel, session: Session, reason: str) -> None:
+    def hold(self, channel: Channel, session: Session, reason: str) -> None:
         """Start the grace period of ``session``'s member (its last connection closed)."""
         channel.grace[session.user] = (self.clock() + self.options.presence_grace, reason)
         self._arm_grace_timer(self.options.presence_grace)
 
     def _arm_grace_timer(self, delay: float) -> None:
+        if self._grace_timer is not None:
+            return
         try:
-            loop = asyncio.get_running_loop()
+            self._grace_timer = self.scheduler.call_later(delay + 0.001, self._grace_due)
         except RuntimeError:  # no loop (unit tests): call expire_presence() yourself
             return
-        if self._grace_timer is None:
-            self._grace_timer = loop.call_later(delay + 0.001, self._grace_due)
 
     def _grace_due(self) -> None:
         self._grace_timer = None
@@ -334,10 +419,10 @@ class Presence(HubBase):
             for user, (deadline, reason) in list(channel.grace.items()):
                 if deadline <= now:
                     del channel.grace[user]
-                    self._announce_leave(channel, user, reason)
+                    self.announce_leave(channel, user, reason)
                 elif nxt is None or deadline < nxt:
                     nxt = deadline
-            self.services.registry.drop_if_empty(channel)
+            self.registry.drop_if_empty(channel)
         return nxt
 
     # ------------------------------------------------------------------ idle
@@ -367,14 +452,14 @@ class Presence(HubBase):
                 if now - seen < limit or state == target or user in channel.idle:
                     continue
                 channel.idle[user] = state
-                self._idle_users.setdefault(user, set()).add(channel.name)
+                self.idle_users.setdefault(user, set()).add(channel.name)
                 self.set_member(channel.name, user, state=target)
                 moved += 1
         return moved
 
-    def _wake(self, session: Session) -> None:
+    def wake(self, session: Session) -> None:
         """An idled member sent something: give back its earlier state."""
-        names = self._idle_users.pop(session.user, ())
+        names = self.idle_users.pop(session.user, ())
         for name in names:
             channel = self.channels.get(name)
             if channel is None:

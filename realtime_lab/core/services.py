@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from realtime_lab.core.history import HistoryService
     from realtime_lab.core.liveness import Liveness
     from realtime_lab.core.outbox import Outbox
+    from realtime_lab.core.presence import PresenceService
     from realtime_lab.core.publish import PublishPath
     from realtime_lab.core.registry import ChannelRegistry
 
@@ -39,6 +40,8 @@ class Services:
     history: HistoryService
     #: publish -> backplane -> on_publication -> outbox (core/publish.py).
     publisher: PublishPath
+    #: Presence: one truth for every reader, for one server and many (core/presence.py).
+    presence: PresenceService
     #: How a publication reaches every node (core/backplane.py).
     backplane: Backplane
 
