@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import json
 import logging
 import secrets
 from collections.abc import Awaitable, Coroutine
@@ -53,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from realtime_lab.broker.base import (
     HISTORY,
+    KICK,
     MESSAGE,
     PRESENCE,
     Broker,
@@ -62,6 +64,7 @@ from realtime_lab.broker.base import (
 )
 from realtime_lab.broker.presence_link import ChannelLink, LinkMembers, decode_info, info_text
 from realtime_lab.core.backplane import Answer, BackplaneListener, HistoryRead, Publication
+from realtime_lab.core.presence import KICKED
 from realtime_lab.protocol import codec
 
 if TYPE_CHECKING:
@@ -73,8 +76,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("realtime_lab.broker")
 
-#: The leave reason of a kick (core/presence.py ``KICKED``).
-KICKED = "kicked"
 
 #: Seconds a subscribe waits for the broker before answering anyway.
 SUBSCRIBE_WAIT = 5.0
@@ -196,6 +197,30 @@ class BrokerBackplane:
             link.show_local(user, 0, decode_info(info))
             self._show_diff(channel, link, user)
         self.broker.presence_change(name, user, 0, info=info, changed=",".join(changed))
+
+    def kick(self, name: str, user: str, reason: str) -> None:
+        """``Hub.kick`` on this node: the other nodes kick ``user``'s connections too,
+        and withdrawals of ``user`` waiting out their grace here go now (leave ``kicked``)."""
+        self._kicked(name, user)  # every node with subscribers of ``name`` gets it
+        self.broker.publish(Envelope(self.node_id, 0, name, KICK, json.dumps(
+            {"u": user, "r": reason}, separators=(",", ":"))))
+
+    def _kicked(self, name: str, user: str) -> None:
+        for timer in self._grace.pop((name, user), []):
+            timer.cancel()
+            self._change(name, user, -1, reason=KICKED)
+
+    def _on_kick(self, env: Envelope) -> None:
+        if env.origin == self.node_id:
+            return
+        try:
+            obj = json.loads(env.payload)
+            user, reason = str(obj["u"]), str(obj.get("r") or KICKED)
+        except (ValueError, KeyError, TypeError):
+            self.broker.stats.dropped_in += 1
+            return
+        self._kicked(env.channel, user)
+        self.hub.services.presence.kick_here(env.channel, user, reason)
 
     @property
     def _default(self) -> str:
@@ -330,6 +355,8 @@ class BrokerBackplane:
             self._on_numbered(envelope)
         elif envelope.kind == PRESENCE:
             self._on_presence(envelope)
+        elif envelope.kind == KICK:
+            self._on_kick(envelope)
 
     def _on_numbered(self, env: Envelope) -> None:
         """A history channel's message, numbered by the broker: deliver it once, in order."""

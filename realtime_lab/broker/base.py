@@ -42,6 +42,7 @@ from realtime_lab.core.backplane import HistoryRead
 MESSAGE = "m"
 PRESENCE = "p"
 HISTORY = "h"
+KICK = "k"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,9 @@ class Envelope:
     node's sequence number, counted per channel (1, 2, ... for each channel the
     node publishes to) so that a receiver sees duplicates (``seq`` not above the
     last one) and gaps (envelopes it never got); presence envelopes carry 0.
+
+    ``kind="k"``: a kick (``Hub.kick``) for the nodes where the user has connections:
+    ``{"u": user, "r": reason}``; ``seq`` is 0.
 
     ``kind="h"`` (a message of a history channel): ``seq`` is the channel's
     offset given by the broker and ``payload`` is ``epoch\nexclude\ntext``,

@@ -136,6 +136,9 @@ class Cluster(Backplane, Protocol):
         """A local session left ``channel`` (already removed from it); ``reason``:
         left, closed, timeout or kicked."""
 
+    def kick(self, name: str, user: str, reason: str) -> None:
+        """``user`` was kicked from ``name`` here: kick its connections on every node."""
+
     def updated(self, channel: Channel, user: str, changed: list[str]) -> None:
         """Local member ``user`` of ``channel`` has a new state or metadata (``changed``)."""
 

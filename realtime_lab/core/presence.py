@@ -366,11 +366,20 @@ class PresenceService:
                                channel=channel.name, reason=reason))
 
     def kick(self, name: str, user: str, reason: str = "kicked") -> int:
-        """Unsubscribe every connection of ``user`` from ``name``; leave reason ``kicked``.
+        """Unsubscribe every connection of ``user`` from ``name``, on every node; leave
+        reason ``kicked``.
 
         Each kicked connection gets ``unsubscribed`` with ``"reason": "kicked"``.
-        Returns how many connections were unsubscribed.
+        Returns how many connections of this server were unsubscribed.
         """
+        kicked = self.kick_here(name, user, reason)
+        if self.cluster is not None:
+            self.cluster.kick(name, user, reason)
+        return kicked
+
+    def kick_here(self, name: str, user: str, reason: str = "kicked") -> int:
+        """:meth:`kick` on this server only (the broker's node calls it for a kick made
+        on another node)."""
         channel = self.channels.get(name)
         if channel is None:
             return 0

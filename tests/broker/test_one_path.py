@@ -303,3 +303,36 @@ async def test_presence_detail_reaches_every_node(made: Made, topology: str,
         assert "ada" not in truth
     else:
         assert looks_right(truth.get("ada", {})), f"server.presence() says {truth}"
+
+
+async def _next_of(client: Client, kind: str, out: list[dict[str, Any]]) -> dict[str, Any]:
+    """The next message of type ``kind`` (the others go to ``out``)."""
+    while True:
+        msg = await client.recv()
+        if msg.get("type") == kind:
+            return msg
+        out.append(msg)
+
+
+@pytest.mark.parametrize("topology", ["one server", "two nodes"])
+async def test_a_kick_reaches_the_kicked_wherever_they_are(made: Made, topology: str) -> None:
+    """``hub.kick`` on wat's node kicks ada, connected to the other node: ada gets
+    ``unsubscribed`` (reason ``kicked``), wat a leave with that reason, and neither
+    node lists ada any more. Before issue 14 step 7 a kick reached this node only."""
+    a, b = await nodes(made, topology)
+    wat = await connect(made, a, "wat", "room")
+    ada = await connect(made, b, "ada", "room")
+    await eventually(lambda: "ada" in wat.presence.members("room"), what="ada's join")
+    seen: list[dict[str, Any]] = []
+    reader = asyncio.create_task(_collect(wat, seen))
+    try:
+        a.hub.kick("room", "ada")
+        async with asyncio.timeout(CROSS):
+            notice = await _next_of(ada, "unsubscribed", [])
+        await eventually(lambda: any(i.get("reason") == "kicked" for i in _ada(seen, "leaves")),
+                         timeout=CROSS, what="the kicked leave at wat's node")
+    finally:
+        reader.cancel()
+    assert notice == {"type": "unsubscribed", "channel": "room", "reason": "kicked"}
+    assert ada.subscriptions == []
+    assert "ada" not in a.presence("room") and "ada" not in b.presence("room")

@@ -229,3 +229,45 @@ async def test_node_starts_while_redis_is_down_and_joins_later(redis: RedisProce
         await node.stop()
         if other is not None:
             await other.stop()
+
+
+async def test_every_presence_detail_crosses_redis(redis: RedisProcess) -> None:
+    """State, metadata, a second tab's connection count and a kick's leave reason reach
+    the other node through Redis (the CHANGE script keeps the member's info in
+    ``ns:pi:{channel}`` and puts it, the reason and the changed fields in the
+    presence envelope); a node that subscribes later reads the info from Redis."""
+    a = await realtime_lab.serve(broker=_url(redis))
+    b = await realtime_lab.serve(broker=_url(redis))
+    clients: list[Client] = []
+    try:
+        for server, user in ((b, "wat"), (a, "ada")):
+            clients.append(await realtime_lab.connect(server.url, user=user))
+            await clients[-1].subscribe("room")
+        wat, ada = clients
+        await eventually(lambda: "ada" in wat.presence.members("room"), what="ada's join")
+        await ada.set_presence("room", state="away", meta={"role": "teacher"})
+        want = {"connections": 1, "state": "away", "meta": {"role": "teacher"}}
+        await eventually(lambda: wat.presence.channels["room"].get("ada") == want,
+                         what="ada's state and meta at node b")
+        assert b.presence("room")["ada"] == want
+        clients.append(await realtime_lab.connect(a.url, user="ada"))
+        await clients[-1].subscribe("room")
+        await eventually(lambda: wat.presence.channels["room"].get("ada", {}).get(
+            "connections") == 2, what="ada's second tab at node b")
+        late = await realtime_lab.serve(broker=_url(redis))
+        try:
+            clients.append(await realtime_lab.connect(late.url, user="zoe"))
+            await clients[-1].subscribe("room")
+            assert late.presence("room")["ada"] == {**want, "connections": 2}
+        finally:
+            await clients[-1].close()
+            await late.stop()
+        a.hub.kick("room", "ada")
+        await eventually(lambda: "ada" not in wat.presence.members("room"), what="the kick")
+        leaves = [d["leaves"]["ada"] for d in await _diffs(wat) if "ada" in d["leaves"]]
+        assert leaves == [{"connections": 0, "reason": "kicked"}]
+    finally:
+        for client in clients:
+            await client.close()
+        await a.stop()
+        await b.stop()
