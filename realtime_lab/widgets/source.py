@@ -1,7 +1,7 @@
 """What the widgets read, and only through public calls: a LabServer, or a bare Hub.
 
-A :class:`LabServer` is read through its public API: ``channels()``,
-``presence(channel)`` (cluster-wide with a broker), ``inspect()`` and ``on()``.
+A :class:`LabServer` is read through its public API: ``channels()`` and
+``presence(channel)`` (both cluster-wide with a broker), ``inspect()`` and ``on()``.
 A bare :class:`~realtime_lab.core.hub.Hub` (socketless tests) answers the same
 calls through its own public methods and :mod:`realtime_lab.inspection`.
 """
