@@ -152,6 +152,8 @@ class Membership(HubBase):
         cluster = self.cluster
         if cluster is not None:  # the hub answers once the node gets the channel
             self.services.history.hold(session, name)
+            if channel.presence:
+                presence.unlisted(name, session)
             cluster.subscribed(session, channel, lambda read: self._answer(request, name, read))
             return
         self._answer(request, name, None)
@@ -171,6 +173,7 @@ class Membership(HubBase):
         channel = self.channels.get(name)
         cluster = self.cluster
         history = self.services.history
+        self.services.presence.listed(name, session)  # diffs from now on follow its list
         if channel is None or name not in session.subscriptions or not request.is_open:
             history.finish(session, name, read)  # forgets what it held
             return
@@ -213,6 +216,7 @@ class Membership(HubBase):
         left = self.services.registry.leave(session, name)
         if self.presence_pager.active:
             self.presence_pager.cancel(session, name)
+        self.services.presence.listed(name, session)
         if left is None:
             return
         channel, remaining = left

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from realtime_lab.core import events as ev
@@ -93,12 +93,32 @@ class PresenceService:
                                      max_bytes=options.page_bytes)
         #: Users with members moved to the idle state: user -> channel names.
         self.idle_users: dict[str, set[str]] = {}
+        #: channel -> ids of sessions whose member list is not sent yet (a subscribe
+        #: waiting for the broker): diffs skip them, the list they get is newer.
+        self._unlisted: dict[str, set[str]] = {}
         self._grace_timer: Timer | None = None
 
     def bind(self, scheduler: Scheduler) -> None:
         """Run grace timers and batch windows on ``scheduler`` (``Hub.bind``)."""
         self.scheduler = scheduler
         self.batch.bind(scheduler)
+
+    # ------------------------------------------------------------------ member lists
+
+    def unlisted(self, name: str, session: Session) -> None:
+        """``session`` joined ``name`` and gets its member list later (with a broker,
+        once the node has the channel): until :meth:`listed`, no diff of ``name``
+        goes to it (the list it gets is built after them: a diff first would make
+        a client list a partial set of members)."""
+        self._unlisted.setdefault(name, set()).add(session.id)
+
+    def listed(self, name: str, session: Session) -> None:
+        """``session``'s member list of ``name`` is sent (or it left): diffs reach it."""
+        waiting = self._unlisted.get(name)
+        if waiting is not None:
+            waiting.discard(session.id)
+            if not waiting:
+                del self._unlisted[name]
 
     # ------------------------------------------------------------------ reads
 
@@ -340,7 +360,10 @@ class PresenceService:
         channel = self.channels.get(name)
         if channel is not None and channel.subscribers:
             frame = text_frame(text if text is not None else codec.encode(diff))
-            skip = (exclude.id,) if exclude is not None else ()
+            skip: Collection[str] = (exclude.id,) if exclude is not None else ()
+            waiting = self._unlisted.get(name)
+            if waiting:
+                skip = waiting | set(skip)
             self.outbox.fan_out(list(channel.subscribers.values()), frame, Priority.HIGH,
                                 diff, skip=skip)
 

@@ -336,3 +336,29 @@ async def test_a_kick_reaches_the_kicked_wherever_they_are(made: Made, topology:
     assert notice == {"type": "unsubscribed", "channel": "room", "reason": "kicked"}
     assert ada.subscriptions == []
     assert "ada" not in a.presence("room") and "ada" not in b.presence("room")
+
+
+async def test_no_presence_diff_reaches_a_subscriber_before_its_member_list() -> None:
+    """With a broker a subscribe is answered once the node has the channel; a diff of
+    the channel sent meanwhile must not reach the new subscriber before its
+    ``presence_state`` (a client applying it would take a partial list for the
+    whole, then see the members of the list as joins). One server answers at once."""
+    loop = asyncio.get_running_loop()
+    hub = Hub(ServerOptions(), schedule=loop.call_soon)
+    node = await ClusterNode(hub, InMemoryBus().broker()).start()
+    try:
+        ports = {user: RecordingPort() for user in ("ada", "bob")}
+        sessions = {user: hub.open(port, user=user) for user, port in ports.items()}
+        subscribe = json.dumps({"type": "subscribe", "channel": "room"})
+        hub.receive_text(sessions["ada"], subscribe)
+        await eventually(lambda: "bob" not in hub.presence("room") and "ada" in hub.presence(
+            "room"), what="ada listed")
+        hub.receive_text(sessions["bob"], subscribe)  # answered on a later loop turn
+        hub.announce_presence("room", {"type": "presence_diff", "channel": "room",
+                                       "joins": {"zoe": {"connections": 1}}, "leaves": {}})
+        await eventually(lambda: any(m["type"] == "presence_state"
+                                     for m in ports["bob"].messages()), what="bob's list")
+        kinds = [m["type"] for m in ports["bob"].messages() if m["type"].startswith("presence")]
+        assert kinds[0] == "presence_state", kinds
+    finally:
+        await node.stop()

@@ -52,6 +52,9 @@ class Watch:
         self.client = client
         self.messages: list[dict[str, Any]] = []
         self.since = 0
+        #: The members as the messages read so far say (not the client's own view,
+        #: which may be a message ahead: a mark() taken then would leave it out).
+        self.view = PresenceView()
         self._task = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
@@ -59,9 +62,10 @@ class Watch:
             msg = await self.client.recv()
             if msg["type"].startswith("presence_"):
                 self.messages.append(msg)
+                self.view.apply(msg)
 
     def members(self) -> list[str]:
-        return self.client.presence.members("room")
+        return self.view.members("room")
 
     def mark(self) -> None:
         """From now on (the outage begins) :meth:`history` reports."""
