@@ -64,7 +64,7 @@ from realtime_lab.broker.base import (
 )
 from realtime_lab.broker.presence_link import ChannelLink, LinkMembers, decode_info, info_text
 from realtime_lab.core.backplane import Answer, BackplaneListener, HistoryRead, Publication
-from realtime_lab.core.presence import KICKED
+from realtime_lab.core.channels import KICKED
 from realtime_lab.protocol import codec
 
 if TYPE_CHECKING:
