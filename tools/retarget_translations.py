@@ -47,9 +47,11 @@ def fix(first: str, english_dir: str) -> str | None:
 
 def main() -> int:
     changed = []
-    for page in sorted(Path("docs/es").rglob("*.md")):
+    pages = [(p, "docs") for p in sorted(Path("docs/es").rglob("*.md"))]
+    pages += [(p, "notebooks") for p in sorted(Path("notebooks/es").glob("*.md"))]
+    for page, english_dir in pages:
         lines = page.read_text().split("\n")
-        new = fix(lines[0], "docs")
+        new = fix(lines[0], english_dir)
         if new:
             page.write_text("\n".join([new, *lines[1:]]))
             changed.append(str(page))
