@@ -48,6 +48,25 @@ def cells_until(nb: dict[str, object], marker: str) -> int:
     raise AssertionError(f"no cell with {marker!r} in {LESSON.name}")
 
 
+#: User settings that keep dialogs from covering the notebook: on a busy machine
+#: JupyterLab may open the notebook before it has listed the kernel specs and then asks
+#: "Select Kernel" (the preferred kernel starts without asking with autoStartDefaultKernel),
+#: and it asks whether to fetch Jupyter news.
+LAB_SETTINGS = {
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings":
+        {"autoStartDefaultKernel": True},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false"},
+}
+
+
+def write_lab_settings(folder: Path) -> Path:
+    for name, values in LAB_SETTINGS.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    return folder
+
+
 @pytest.fixture
 def jupyterlab(tmp_path: Path) -> Iterator[tuple[str, int]]:
     """JupyterLab serving a copy of lesson 02; yields (url of the notebook, cells to run)."""
@@ -67,7 +86,7 @@ def jupyterlab(tmp_path: Path) -> Iterator[tuple[str, int]]:
     env = dict(os.environ)
     for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
         env[name] = str(tmp_path / name.lower())
-    env["JUPYTERLAB_SETTINGS_DIR"] = str(tmp_path / "lab-settings")
+    env["JUPYTERLAB_SETTINGS_DIR"] = str(write_lab_settings(tmp_path / "lab-settings"))
     env["JUPYTERLAB_WORKSPACES_DIR"] = str(tmp_path / "lab-workspaces")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     port = free_port()
