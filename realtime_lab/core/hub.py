@@ -30,7 +30,7 @@ from realtime_lab.core.heartbeat import HeartbeatPolicy
 from realtime_lab.core.history import HistoryRule, HistoryService
 from realtime_lab.core.hooks import ConnectRequest, Hooks, MaybeAwaitable
 from realtime_lab.core.liveness import Liveness
-from realtime_lab.core.membership import Membership
+from realtime_lab.core.membership import MembershipService
 from realtime_lab.core.options import ServerOptions
 from realtime_lab.core.outbound import Priority
 from realtime_lab.core.outbox import Outbox
@@ -81,13 +81,13 @@ def compression_of(middleware: Sequence[object], default: CompressionPolicy) -> 
     return default
 
 
-class Hub(Membership):
+class Hub:
     """Channels, presence and broadcast for a set of connections.
 
     A facade over services, each with its own state (``hub.services``):
     :mod:`~realtime_lab.core.connections` admission, the welcome, closing;
     :mod:`~realtime_lab.core.commands` the inbound path;
-    :mod:`~realtime_lab.core.membership` subscribe and leave (still a mixin);
+    :mod:`~realtime_lab.core.membership` subscribe and leave;
     :mod:`~realtime_lab.core.presence` presence, one truth for one server and many;
     :mod:`~realtime_lab.core.liveness` heartbeat and idle checks,
     :mod:`~realtime_lab.core.registry` the channels, their metadata and rules,
@@ -95,7 +95,7 @@ class Hub(Membership):
     :mod:`~realtime_lab.core.history` history and recovery,
     :mod:`~realtime_lab.core.publish` the publish path and
     :mod:`~realtime_lab.core.backplane` how a publication reaches every node: services
-    (``hub.services.connections``, ``.commands``, ``.liveness``, ``.registry``,
+    (``hub.services.connections``, ``.commands``, ``.membership``, ``.liveness``, ``.registry``,
     ``.outbox``, ``.history``, ``.publisher``, ``.presence``, ``.backplane``).
     """
 
@@ -129,12 +129,10 @@ class Hub(Membership):
         registry = ChannelRegistry(opts)
         presence = PresenceService(opts, registry=registry, outbox=outbox, clock=clock,
                                    bus=self.bus, hooks=self._hooks, scheduler=self.scheduler,
-                                   answers=self, leave=lambda s, name, why: self._leave(
+                                   answers=self, leave=lambda s, name, why: membership.leave(
                                        s, name, reason=why))
         #: Presence diffs merged per channel (core/presence_batch.py; the service's).
         self.presence_batch = presence.batch
-        #: Users with idled members (the presence service's).
-        self._idle_users = presence.idle_users
 
         def send_members(s: Session, msg: dict[str, object], text: str, prio: Priority) -> bool:
             self.presence_batch.synced(str(msg["channel"]))  # a diff due may name who it lists
@@ -145,6 +143,9 @@ class Hub(Membership):
         #: The other nodes when this hub is one node of several (``use_backplane``).
         self.cluster: Cluster | None = None
         history = HistoryService(opts, clock=clock, send=outbox.send, enqueue=outbox.enqueue)
+        membership = MembershipService(opts, clock=clock, bus=self.bus, hooks=self._hooks,
+                                       registry=registry, presence=presence, history=history,
+                                       pager=self.presence_pager, answers=self)
         backplane = self._local = LocalBackplane(secrets.token_hex(6), history.number)
         publisher = PublishPath(opts, hub=self, backplane=backplane, registry=registry,
                                 outbox=outbox, history=history, stats=self.stats,
@@ -156,13 +157,13 @@ class Hub(Membership):
                             enqueue=outbox.enqueue, mark_dirty=outbox.mark_dirty,
                             close=self.close, reject=self.reject,
                             check_presence_idle=presence.check_presence_idle)
-        membership = HubMembership(self)
         connections = Connections(opts, clock=clock, stats=self.stats, bus=self.bus,
                                   hooks=self._hooks, log_throttle=self.log_throttle,
                                   sessions=self.sessions, outbox=outbox,
                                   heartbeat=liveness.policy, leave=membership.leave)
         self.services = Services(
             connections=connections,
+            membership=membership,
             commands=Commands(opts, clock=clock, stats=self.stats, bus=self.bus,
                               hooks=self._hooks, log_throttle=self.log_throttle, outbox=outbox,
                               registry=registry, publisher=publisher, history=history,
@@ -186,7 +187,8 @@ class Hub(Membership):
     def hooks(self, hooks: Hooks) -> None:
         self._hooks = hooks
         services = self.services
-        services.commands.hooks = services.connections.hooks = services.presence.hooks = hooks
+        services.commands.hooks = services.connections.hooks = hooks
+        services.membership.hooks = services.presence.hooks = hooks
 
     # ------------------------------------------------------------------ liveness
 
@@ -233,7 +235,7 @@ class Hub(Membership):
         publisher = self.services.publisher
         backplane.attach(publisher)
         publisher.backplane = backplane
-        self.cluster = self.services.presence.cluster = cluster
+        self.cluster = self.services.presence.cluster = self.services.membership.cluster = cluster
         self.services = dataclasses.replace(self.services, backplane=backplane)
 
     # ------------------------------------------------------------------ publish and history
@@ -353,7 +355,15 @@ class Hub(Membership):
         error is fatal (``Commands.reject``)."""
         self.services.commands.reject(session, err)
 
-    # ------------------------------------------------------------------ views
+    # ------------------------------------------------------------------ channels
+
+    def subscribe(self, session: Session, name: str, request_id: messages.RequestId = None,
+                  auth: str | None = None) -> MaybeAwaitable[None]:
+        """Subscribe ``session`` to channel ``name``, as its ``subscribe`` message would
+        (``MembershipService.subscribe``: hooks, authorization, the reply); a refusal
+        raises its :class:`~realtime_lab.errors.ProtocolError`."""
+        return self.services.membership.subscribe(session, name, request_id, auth)
+
 
     @property
     def channels(self) -> dict[str, Channel]:
@@ -436,28 +446,4 @@ class Hub(Membership):
         return self.services.presence.check_presence_idle(now)
 
 
-class HubMembership:
-    """The hub's membership (still a mixin: core/membership.py) and presence service
-    as the commands and the connections need them
-    (:class:`~realtime_lab.core.commands.MembershipPort`)."""
-
-    __slots__ = ("_hub", "idle_users")
-
-    def __init__(self, hub: Hub) -> None:
-        self._hub = hub
-        self.idle_users = hub._idle_users  # the presence service's dict (idles and wakes)
-
-    def join(self, request: Request, name: str, auth: str | None) -> MaybeAwaitable[None]:
-        return self._hub._subscribe(request, name, auth)
-
-    def leave(self, session: Session, name: str, *, reason: str | None = None) -> None:
-        self._hub._leave(session, name, reason=reason)
-
-    def presence(self, request: Request, msg: messages.SetPresence) -> MaybeAwaitable[None]:
-        return self._hub.services.presence.presence_message(request, msg)
-
-    def wake(self, session: Session) -> None:
-        self._hub.services.presence.wake(session)
-
-
-__all__ = ["Hub", "HubMembership", "PendingOpen", "Services", "compression_of"]
+__all__ = ["Hub", "PendingOpen", "Services", "compression_of"]

@@ -1,8 +1,15 @@
 """Channels: subscribe (the ``subscribed`` reply, built once), leave, presence diffs.
 
-Publishing is core/publish.py's (``hub.services.publisher``).
+:class:`MembershipService` (``hub.services.membership``) subscribes and unsubscribes
+sessions: the ``on_subscribe`` hook, the channel authorization, the ``on_presence``
+hook, the join with its presence diff, the ``subscribed`` reply (with the channel's
+metadata, info and history position) and the member list; with a broker it holds
+the session's messages until the node has the channel, then sends what it missed.
+A leave drops the session's membership with its reason (presence grace, diffs).
 
-A part of :class:`realtime_lab.core.hub.Hub` (a mixin); it shares the hub's state.
+What it needs from the rest of the hub comes in through the constructor: the
+channel registry, the presence service, history, the member-list pager and where
+requests' answers go. Publishing is core/publish.py's (``hub.services.publisher``).
 """
 
 
@@ -11,18 +18,16 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from realtime_lab.core import events as ev
 from realtime_lab.core.authz import authorize
 from realtime_lab.core.backplane import HistoryRead
 from realtime_lab.core.channels import CLOSED, KICKED, LEFT, TIMEOUT, Channel
-from realtime_lab.core.hooks import HookResult, MaybeAwaitable, refused
-from realtime_lab.core.hub_base import HubBase
-from realtime_lab.core.outbound import Priority
+from realtime_lab.core.hooks import HookResult, Hooks, MaybeAwaitable, refused
 from realtime_lab.core.presence import meta_size as presence_meta_size
 from realtime_lab.core.presence_sync import ChannelMembers
-from realtime_lab.core.requests import Request
+from realtime_lab.core.requests import Answers, Request
 from realtime_lab.core.session import Session
 from realtime_lab.errors import (
     PresenceFull,
@@ -33,11 +38,51 @@ from realtime_lab.errors import (
 from realtime_lab.protocol import messages
 from realtime_lab.protocol.values import PRESENCE_META_DEPTH, check_value
 
+if TYPE_CHECKING:
+    from realtime_lab.core.backplane import Cluster
+    from realtime_lab.core.events import EventBus
+    from realtime_lab.core.history import HistoryService
+    from realtime_lab.core.options import ServerOptions
+    from realtime_lab.core.ports import Clock
+    from realtime_lab.core.presence import PresenceService
+    from realtime_lab.core.presence_sync import PresencePager
+    from realtime_lab.core.registry import ChannelRegistry
+
 log = logging.getLogger("realtime_lab.core")
 
 
-class Membership(HubBase):
-    """Subscriptions, presence and encode-once broadcast (part of Hub)."""
+class MembershipService:
+    """Subscribe and leave, with presence and recovery (``hub.services.membership``);
+    the commands' :class:`~realtime_lab.core.commands.MembershipPort`."""
+
+    def __init__(self, options: ServerOptions, *, clock: Clock, bus: EventBus, hooks: Hooks,
+                 registry: ChannelRegistry, presence: PresenceService,
+                 history: HistoryService, pager: PresencePager, answers: Answers) -> None:
+        self.options = options
+        self.clock = clock
+        self.bus = bus
+        self.hooks = hooks
+        self.registry = registry
+        self.channels = registry.channels
+        self.presence_service = presence
+        self.history = history
+        #: New subscribers' member lists, sent in pages (core/presence_sync.py).
+        self.pager = pager
+        self.answers = answers
+        #: Users with idled presence members (the presence service's dict).
+        self.idle_users = presence.idle_users
+        #: The other nodes (the hub's backplane when it has a broker; ``Hub.use_backplane``).
+        self.cluster: Cluster | None = None
+
+    # ------------------------------------------------------------------ MembershipPort
+
+    def presence(self, request: Request, msg: messages.SetPresence) -> MaybeAwaitable[None]:
+        """A client's ``presence`` message (``PresenceService.presence_message``)."""
+        return self.presence_service.presence_message(request, msg)
+
+    def wake(self, session: Session) -> None:
+        """An idled presence member of ``session``'s user is active again."""
+        self.presence_service.wake(session)
 
     def subscribe(self, session: Session, name: str, request_id: messages.RequestId = None,
                   auth: str | None = None) -> MaybeAwaitable[None]:
@@ -48,11 +93,12 @@ class Membership(HubBase):
         awaitable when one of them is async. The ``subscribed`` reply carries
         ``request_id``; a refusal raises its :class:`~realtime_lab.errors.ProtocolError`.
         """
-        return self._subscribe(Request(session, request_id, "subscribe", self), name, auth)
+        return self.join(Request(session, request_id, "subscribe", self.answers), name, auth)
 
-    def _subscribe(self, request: Request, name: str,
-                   auth: str | None) -> MaybeAwaitable[None]:
-        self.services.registry.validate(name)
+    def join(self, request: Request, name: str, auth: str | None) -> MaybeAwaitable[None]:
+        """Subscribe the request's session to ``name`` (:meth:`subscribe`); the reply goes
+        through ``request``."""
+        self.registry.validate(name)
         session = request.session
         if not request.is_open:
             return None
@@ -83,10 +129,10 @@ class Membership(HubBase):
         return self._authorized(request, name, verdict if isinstance(verdict, dict) else None,
                                 auth)
 
-    def _authorized(self, request: Request, name: str, meta: dict[str, Any] | None,
+    def _authorized(self, request: Request, name: str, meta: dict[str, object] | None,
                     auth: str | None) -> MaybeAwaitable[None]:
         """Check the channel's rule (core/authz.py), then join with the granted member data."""
-        rule = self.services.registry.rule(name)
+        rule = self.registry.rule(name)
         if rule.policy == "public":
             return self._join(request, name, meta)
         opts, own = self.options, request.session.authorizer
@@ -95,9 +141,9 @@ class Membership(HubBase):
                           authorizer=own or opts.authorizer, timeout=self.hooks.timeout)
         return request.then(grant, lambda g: self._join(request, name, meta, g.member))
 
-    def _join(self, request: Request, name: str, meta: dict[str, Any] | None,
-              member: dict[str, Any] | None = None) -> MaybeAwaitable[None]:
-        if self.hooks.on_presence is None or not self.services.registry.has_presence(name):
+    def _join(self, request: Request, name: str, meta: dict[str, object] | None,
+              member: dict[str, object] | None = None) -> MaybeAwaitable[None]:
+        if self.hooks.on_presence is None or not self.registry.has_presence(name):
             self._join_now(request, name, meta, member)
             return None
         verdict = self._ask_presence(request.session, name, {
@@ -116,7 +162,7 @@ class Membership(HubBase):
             return _veto_on_error(result)
         return result
 
-    def _join_now(self, request: Request, name: str, meta: dict[str, Any] | None,
+    def _join_now(self, request: Request, name: str, meta: dict[str, object] | None,
                   verdict: HookResult) -> None:
         session = request.session
         if name in session.subscriptions:
@@ -127,7 +173,7 @@ class Membership(HubBase):
         if isinstance(verdict, dict):
             check_value(verdict, depth=PRESENCE_META_DEPTH, what="meta")
         channel = self.channels.get(name)
-        presence = self.services.presence
+        presence = self.presence_service
         visible = refused(verdict) is None
         if (channel is not None and channel.presence and visible
                 and session.user not in channel.members
@@ -140,7 +186,7 @@ class Membership(HubBase):
         meta_size = 0  # a new member's metadata (a channel token's or a hook's) must fit
         if visible and isinstance(verdict, dict) and verdict and not known and not took_over:
             meta_size = presence_meta_size(verdict)
-        channel, joined = self.services.registry.join(
+        channel, joined = self.registry.join(
             session, name, visible=visible, admit=None if not meta_size else (
                 lambda ch: presence.check_meta_room(ch, session.user, meta_size)))
         if meta:
@@ -151,7 +197,7 @@ class Membership(HubBase):
             self._emit_join(session, channel, occupied, joined)
         cluster = self.cluster
         if cluster is not None:  # the hub answers once the node gets the channel
-            self.services.history.hold(session, name)
+            self.history.hold(session, name)
             if channel.presence:
                 presence.unlisted(name, session)
             cluster.subscribed(session, channel, lambda read: self._answer(request, name, read))
@@ -172,8 +218,8 @@ class Membership(HubBase):
         session = request.session
         channel = self.channels.get(name)
         cluster = self.cluster
-        history = self.services.history
-        self.services.presence.listed(name, session)  # diffs from now on follow its list
+        history = self.history
+        self.presence_service.listed(name, session)  # diffs from now on follow its list
         if channel is None or name not in session.subscriptions or not request.is_open:
             history.finish(session, name, read)  # forgets what it held
             return
@@ -181,7 +227,7 @@ class Membership(HubBase):
         if channel.metadata:
             reply["meta"] = channel.metadata
         if self.options.subscribe_channel_info:
-            info = self.services.registry.info(name)
+            info = self.registry.info(name)
             counts = cluster.counts(name) if cluster is not None else None
             if info is not None and counts is not None:  # cluster-wide, as GET /api/channels
                 info["subscribers"], info["members"] = counts
@@ -195,7 +241,7 @@ class Membership(HubBase):
             source = cluster.member_source(name) if cluster is not None else ChannelMembers(
                 channel, self.options.presence_states[0])
             if source is not None:
-                self.presence_pager.start(session, name, source)
+                self.pager.start(session, name, source)
         if cluster is not None:
             history.finish(session, name, read)
 
@@ -210,17 +256,16 @@ class Membership(HubBase):
             bus.emit(ev.PresenceJoin(at=now, session=sid, user=user, channel=name,
                                      meta=dict(channel.metas.get(user) or {})))
 
-    def _leave(self, session: Session, name: str, *, timed_out: bool = False,
-               reason: str | None = None) -> None:
-        """Unsubscribe ``session``; ``reason``: left, closed, timeout or kicked."""
-        left = self.services.registry.leave(session, name)
-        if self.presence_pager.active:
-            self.presence_pager.cancel(session, name)
-        self.services.presence.listed(name, session)
+    def leave(self, session: Session, name: str, *, reason: str | None = None) -> None:
+        """Unsubscribe ``session``; ``reason``: left (None), closed, timeout or kicked."""
+        left = self.registry.leave(session, name)
+        if self.pager.active:
+            self.pager.cancel(session, name)
+        self.presence_service.listed(name, session)
         if left is None:
             return
         channel, remaining = left
-        reason = reason or (TIMEOUT if timed_out else LEFT)
+        reason = reason or LEFT
         user, bus, cluster = session.user, self.bus, self.cluster
         if bus.active:
             bus.emit(ev.ChannelUnsubscribed(at=self.clock(), session=session.id, user=user,
@@ -235,31 +280,18 @@ class Membership(HubBase):
             cluster.left(session, channel, reason)
         elif remaining == 0 and channel.presence and reason in (CLOSED, TIMEOUT) \
                 and self.options.presence_grace > 0:
-            self.services.presence.hold(channel, session, reason)
+            self.presence_service.hold(channel, session, reason)
         elif remaining == 0 and channel.presence:
-            self.services.presence.announce_leave(channel, user, reason, session.id)
+            self.presence_service.announce_leave(channel, user, reason, session.id)
         elif remaining == 0:
             channel.drop_member(user)
         elif remaining > 0 and channel.presence and self.options.presence_details \
                 and reason != KICKED:  # a kick takes every tab: only its leave is news
-            self.services.presence.announce_change(channel, user, ["connections"])
+            self.presence_service.announce_change(channel, user, ["connections"])
         if bus.active and not channel.subscribers:
             bus.emit(ev.ChannelVacated(at=self.clock(), session=session.id, user=user,
                                        channel=name))
-        self.services.registry.drop_if_empty(channel)
-
-    def _fan_out(self, channel: Channel, frame: bytes, exclude: Session | None = None,
-                 priority: Priority = Priority.NORMAL, *,
-                 message: dict[str, Any] | None = None) -> int:
-        """Queue the same frame for every subscriber; return how many got it.
-
-        ``frame`` is the JSON text frame. Subscribers with another wire format
-        (msgpack, compressed) get the frame of theirs, built once per broadcast.
-        A very large group is served over several loop turns (core/outbox.py).
-        """
-        skip = (exclude.id,) if exclude is not None else ()
-        return self.services.outbox.fan_out(list(channel.subscribers.values()), frame, priority,
-                                            message, skip=skip)
+        self.registry.drop_if_empty(channel)
 
 
 async def _veto_on_error(result: Awaitable[HookResult]) -> HookResult:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from realtime_lab.core.connections import Connections
     from realtime_lab.core.history import HistoryService
     from realtime_lab.core.liveness import Liveness
+    from realtime_lab.core.membership import MembershipService
     from realtime_lab.core.outbox import Outbox
     from realtime_lab.core.presence import PresenceService
     from realtime_lab.core.publish import PublishPath
@@ -30,6 +31,8 @@ class Services:
     connections: Connections
     #: The inbound path: decode, middleware, hooks, handlers, errors (core/commands.py).
     commands: Commands
+    #: Subscribe and leave, the ``subscribed`` reply, recovery on subscribe (core/membership.py).
+    membership: MembershipService
     #: Heartbeat pings and idle checks (core/liveness.py).
     liveness: Liveness
     #: The channels, their metadata and rules (core/registry.py).

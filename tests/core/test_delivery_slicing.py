@@ -161,7 +161,9 @@ def test_exclude_in_a_sliced_fan_out_at_high_priority() -> None:
     sender = clients[7][0]
     channel = t.hub.channels["room"]
     frame = text_frame('{"type":"message","channel":"room","data":"z"}')
-    assert t.hub._fan_out(channel, frame, sender, Priority.HIGH) == 39
+    subscribers = list(channel.subscribers.values())
+    assert t.hub.services.outbox.fan_out(subscribers, frame, Priority.HIGH, None,
+                                         skip=(sender.id,)) == 39
     t.run()
     for session, port in clients:
         assert port.data() == ([] if session is sender else ["z"])
