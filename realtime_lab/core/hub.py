@@ -151,23 +151,26 @@ class Hub:
                                 outbox=outbox, history=history, stats=self.stats,
                                 bus=self.bus, clock=clock)
         backplane.attach(publisher)
+        heartbeat = HeartbeatPolicy(opts)  # the welcome's intervals and the liveness ticks
+        connections = Connections(opts, clock=clock, stats=self.stats, bus=self.bus,
+                                  hooks=self._hooks, log_throttle=self.log_throttle,
+                                  sessions=self.sessions, outbox=outbox,
+                                  heartbeat=heartbeat, leave=membership.leave)
+        commands = Commands(opts, clock=clock, stats=self.stats, bus=self.bus,
+                            hooks=self._hooks, log_throttle=self.log_throttle, outbox=outbox,
+                            registry=registry, publisher=publisher, history=history,
+                            membership=membership, close=connections.close, hub=self)
         # the liveness schedule reads the hub's at call time (bind)
         liveness = Liveness(opts, clock=clock, schedule=lambda cb: self._schedule(cb),
                             sessions=self.sessions, stats=self.stats, bus=self.bus,
                             enqueue=outbox.enqueue, mark_dirty=outbox.mark_dirty,
-                            close=self.close, reject=self.reject,
-                            check_presence_idle=presence.check_presence_idle)
-        connections = Connections(opts, clock=clock, stats=self.stats, bus=self.bus,
-                                  hooks=self._hooks, log_throttle=self.log_throttle,
-                                  sessions=self.sessions, outbox=outbox,
-                                  heartbeat=liveness.policy, leave=membership.leave)
+                            close=connections.close, reject=commands.reject,
+                            check_presence_idle=presence.check_presence_idle,
+                            policy=heartbeat)
         self.services = Services(
             connections=connections,
             membership=membership,
-            commands=Commands(opts, clock=clock, stats=self.stats, bus=self.bus,
-                              hooks=self._hooks, log_throttle=self.log_throttle, outbox=outbox,
-                              registry=registry, publisher=publisher, history=history,
-                              membership=membership, close=connections.close, hub=self),
+            commands=commands,
             liveness=liveness,
             registry=registry,
             outbox=outbox,

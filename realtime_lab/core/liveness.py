@@ -72,7 +72,7 @@ class Liveness:
     def __init__(self, options: ServerOptions, *, clock: Clock, schedule: Schedule,
                  sessions: Mapping[str, Session], stats: HubStats, bus: EventBus,
                  enqueue: Enqueue, mark_dirty: MarkDirty, close: Close, reject: Reject,
-                 check_presence_idle: CheckIdle) -> None:
+                 check_presence_idle: CheckIdle, policy: HeartbeatPolicy | None = None) -> None:
         self.options = options
         self.clock = clock
         self.schedule = schedule
@@ -84,8 +84,9 @@ class Liveness:
         self.close = close
         self.reject = reject
         self.check_presence_idle = check_presence_idle
-        #: The interval policy (adaptive interval, lag, ping budget): ``hub.heartbeat``.
-        self.policy = HeartbeatPolicy(options)
+        #: The interval policy (adaptive interval, lag, ping budget): ``hub.heartbeat``;
+        #: ``policy``: one the connections already read (the welcome's intervals).
+        self.policy = policy or HeartbeatPolicy(options)
         #: Seconds between heartbeat ticks (set by the server; 0 = unknown, no lag measure).
         self.tick_period = 0.0
         #: The sweep under way, None between sweeps.
