@@ -110,7 +110,10 @@ def _time_calls(hub: Any, names: tuple[str, ...]) -> dict[str, list[Any]]:
         services = getattr(hub, "services", None)
         outbox = getattr(services, "outbox", None)
         owner = outbox if name == "flush" and outbox is not None else hub
-        method = getattr(owner, name, None)
+        attr = name
+        if name == "_fan_out" and outbox is not None and not hasattr(hub, name):
+            owner, attr = outbox, "fan_out"  # the one fan-out is the outbox's (issue 14)
+        method = getattr(owner, attr, None)
         if method is None:
             return
 
@@ -124,7 +127,7 @@ def _time_calls(hub: Any, names: tuple[str, ...]) -> dict[str, list[Any]]:
                 span[1] = max(span[1], time.perf_counter() - t)
                 span[2] = max(span[2], time.thread_time() - c)
 
-        setattr(owner, name, timed)
+        setattr(owner, attr, timed)
 
     for name in names:
         wrap(name)
