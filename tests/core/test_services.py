@@ -103,4 +103,5 @@ def test_replaced_hooks_reach_every_service() -> None:
     hub.receive_text(session, '{"type": "ping"}')
     hub.closed(session, 1000, "")
     assert calls == ["connect", "message:ping", "disconnect"]
-    assert hub.services.commands.hooks is hub.hooks is hub.services.connections.hooks
+    assert hub.services.commands.hooks is hub.hooks is hub.services.connections.hooks \
+        is hub.services.presence.hooks
