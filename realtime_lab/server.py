@@ -219,6 +219,7 @@ class LabServer:
                 session.port.abort()  # a client that did not take its close frame in time
                 self.hub.closed(session, CloseCode.GOING_AWAY, "server stopped")
             self.hub.presence_batch.close()  # nobody is left to tell
+            self.hub.presence_modes.close()
             if self.cluster is not None:
                 await self.cluster.stop()
             if self.pusher is not None:

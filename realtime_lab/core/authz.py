@@ -39,11 +39,17 @@ _failures = LogThrottle(log)  # an authorizer failing on some input: one record 
 
 Policy = Literal["public", "private", "presence"]
 PublishPolicy = Literal["any", "subscribers", "none"]
+#: How a channel shows presence (docs/presence.md, "Presence modes").
+PresenceMode = Literal["full", "counts", "off"]
+#: What a full channel does at its member limit: fall back to counts, or refuse.
+OverLimit = Literal["counts", "refuse"]
 Authorizer = Callable[..., Any]
 
 _DOMAIN = b"rtl-channel-v1."
 POLICIES = ("public", "private", "presence")
 PUBLISH_POLICIES = ("any", "subscribers", "none")
+PRESENCE_MODES = ("full", "counts", "off")
+OVER_LIMIT = ("counts", "refuse")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,17 +60,35 @@ class ChannelRule:
     the authorizer) or ``presence`` (as private; the authorization may attach
     member data). ``publish``: who may publish from a client: ``any`` connection,
     only the channel's ``subscribers``, or ``none`` (server side only).
+
+    Presence (docs/presence.md, "Presence modes"); None takes the server's option:
+    ``presence``: ``full`` (members with states and metadata), ``counts`` (only the
+    member count, throttled) or ``off`` (default: ``presence_mode`` for channels
+    that match ``presence_channels``, else off). ``presence_limit``: members above
+    which a full channel does ``over_limit`` (``presence_full_limit``):
+    ``counts`` (it falls back to counts) or ``refuse`` (``presence_full``).
     """
 
     pattern: str
     policy: Policy = "public"
     publish: PublishPolicy = "any"
+    presence: PresenceMode | None = None
+    presence_limit: int | None = None
+    over_limit: OverLimit | None = None
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if self.publish not in PUBLISH_POLICIES:
             raise ValueError(f"publish must be one of {PUBLISH_POLICIES}, got {self.publish!r}")
+        if self.presence is not None and self.presence not in PRESENCE_MODES:
+            raise ValueError(f"presence must be one of {PRESENCE_MODES}, got {self.presence!r}")
+        if self.over_limit is not None and self.over_limit not in OVER_LIMIT:
+            raise ValueError(f"over_limit must be one of {OVER_LIMIT}, got {self.over_limit!r}")
+        limit = self.presence_limit
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise ValueError(f"presence_limit must be an integer >= 1, got {limit!r}")
 
     def matches(self, channel: str) -> bool:
         return fnmatch.fnmatchcase(channel, self.pattern)

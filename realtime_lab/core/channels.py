@@ -53,6 +53,8 @@ class Channel:
     #: (``max_presence_channel_meta_bytes``; core/presence.py).
     meta_sizes: dict[str, int] = field(default_factory=dict)
     meta_bytes: int = 0
+    #: ``full`` or ``counts`` (a presence channel; core/presence_modes.py), ``off``.
+    presence_mode: str = "full"
 
     def add(self, session: Session, *, visible: bool = True) -> bool:
         """Add a subscriber; return True when its user is a new presence member.
@@ -149,5 +151,6 @@ class Channel:
             "members": len(self.members) if members is None else members,
             "messages": self.messages,
             "presence": self.presence,
+            "presence_mode": self.presence_mode if self.presence else "off",
             "created_at": self.created_at,
         }

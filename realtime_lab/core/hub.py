@@ -43,6 +43,7 @@ from realtime_lab.core.ports import (
     run_now,
 )
 from realtime_lab.core.presence import PresenceService
+from realtime_lab.core.presence_modes import PresenceModes
 from realtime_lab.core.presence_sync import PresencePager
 from realtime_lab.core.publish import BroadcastProbe, PublishPath
 from realtime_lab.core.registry import ChannelRegistry
@@ -56,6 +57,7 @@ from realtime_lab.logthrottle import LogThrottle
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.close_codes import CloseCode
 from realtime_lab.protocol.deflate import CompressionPolicy
+from realtime_lab.protocol.frames import text_frame
 from realtime_lab.protocol.values import check_value
 
 log = logging.getLogger("realtime_lab.core")
@@ -140,11 +142,28 @@ class Hub:
 
         #: New subscribers' member lists, sent in pages as they drain (core/presence_sync.py).
         self.presence_pager = outbox.pager = PresencePager(opts, send_members, outbox.await_drain)
+
+        def broadcast(channel: Channel, msg: dict[str, object]) -> None:
+            outbox.fan_out(list(channel.subscribers.values()), text_frame(codec.encode(msg)),
+                           Priority.HIGH, msg)
+
+        def cancel_lists(channel: Channel) -> None:
+            if self.presence_pager.active:
+                for session in channel.subscribers.values():
+                    self.presence_pager.cancel(session, channel.name)
+
+        #: Presence modes (full, counts, off), the member limit, throttled counts
+        #: (core/presence_modes.py); counts read from the presence service.
+        self.presence_modes = presence.modes = PresenceModes(
+            opts, policy=registry.presence_policy, count=lambda ch: presence.count(ch.name),
+            send=lambda s, msg: outbox.send(s, msg, Priority.HIGH), broadcast=broadcast,
+            cancel_lists=cancel_lists, clock=clock, live=registry.channels.get)
         #: The other nodes when this hub is one node of several (``use_backplane``).
         self.cluster: Cluster | None = None
         history = HistoryService(opts, clock=clock, send=outbox.send, enqueue=outbox.enqueue)
         membership = MembershipService(opts, clock=clock, bus=self.bus, hooks=self._hooks,
-                                       registry=registry, presence=presence, history=history,
+                                       registry=registry, presence=presence,
+                                       modes=self.presence_modes, history=history,
                                        pager=self.presence_pager, answers=self)
         backplane = self._local = LocalBackplane(secrets.token_hex(6), history.number)
         publisher = PublishPath(opts, hub=self, backplane=backplane, registry=registry,
@@ -230,6 +249,7 @@ class Hub:
         self.scheduler = scheduler
         self._schedule = self.services.outbox.schedule = scheduler.call_soon
         self.services.presence.bind(scheduler)
+        self.presence_modes.bind(scheduler)
 
     def use_backplane(self, cluster: Cluster | None) -> None:
         """Publish through ``cluster`` (``realtime_lab.broker.BrokerBackplane.start``,

@@ -30,7 +30,6 @@ from realtime_lab.core.presence_sync import ChannelMembers
 from realtime_lab.core.requests import Answers, Request
 from realtime_lab.core.session import Session
 from realtime_lab.errors import (
-    PresenceFull,
     ProtocolError,
     SubscribeRefused,
     TooManySubscriptions,
@@ -45,6 +44,7 @@ if TYPE_CHECKING:
     from realtime_lab.core.options import ServerOptions
     from realtime_lab.core.ports import Clock
     from realtime_lab.core.presence import PresenceService
+    from realtime_lab.core.presence_modes import PresenceModes
     from realtime_lab.core.presence_sync import PresencePager
     from realtime_lab.core.registry import ChannelRegistry
 
@@ -56,7 +56,7 @@ class MembershipService:
     the commands' :class:`~realtime_lab.core.commands.MembershipPort`."""
 
     def __init__(self, options: ServerOptions, *, clock: Clock, bus: EventBus, hooks: Hooks,
-                 registry: ChannelRegistry, presence: PresenceService,
+                 registry: ChannelRegistry, presence: PresenceService, modes: PresenceModes,
                  history: HistoryService, pager: PresencePager, answers: Answers) -> None:
         self.options = options
         self.clock = clock
@@ -68,6 +68,8 @@ class MembershipService:
         self.history = history
         #: New subscribers' member lists, sent in pages (core/presence_sync.py).
         self.pager = pager
+        #: Each channel's presence mode and member limit (core/presence_modes.py).
+        self.modes = modes
         self.answers = answers
         #: Users with idled presence members (the presence service's dict).
         self.idle_users = presence.idle_users
@@ -175,11 +177,8 @@ class MembershipService:
         channel = self.channels.get(name)
         presence = self.presence_service
         visible = refused(verdict) is None
-        if (channel is not None and channel.presence and visible
-                and session.user not in channel.members
-                and len(channel.members) >= self.options.max_presence_members):
-            raise PresenceFull(f"{name!r} has {len(channel.members)} members; the limit is "
-                               f"{self.options.max_presence_members}")
+        if visible:  # max_presence_members, a full channel's limit (core/presence_modes.py)
+            self.modes.admit(channel, session.user)
         occupied = channel is None or not channel.subscribers
         known = visible and channel is not None and session.user in channel.members
         took_over = visible and channel is not None and session.user in channel.grace
@@ -237,7 +236,10 @@ class MembershipService:
         elif cluster is None and self.options.history:
             history.position(name, reply)
         request.reply(reply)
-        if channel.presence:
+        mode = self.modes.mode(channel)  # past its limit: counts from now on
+        if mode == "counts":
+            self.modes.send_count(session, channel)
+        elif mode == "full":
             source = cluster.member_source(name) if cluster is not None else ChannelMembers(
                 channel, self.options.presence_states[0])
             if source is not None:

@@ -151,7 +151,19 @@ class ServerOptions:
             leave at once.
         presence_idle_timeout: seconds without a message from any of a member's
             connections before it moves to ``presence_idle_state``; None: never.
-        max_presence_members: members per presence channel (``presence_full``).
+        presence_mode: how a channel that matches ``presence_channels`` shows
+            presence when no channel rule says otherwise (``ChannelRule.presence``):
+            ``full`` (members with states and metadata), ``counts`` (only the member
+            count, in ``presence_count`` messages) or ``off``.
+        presence_full_limit: members above which a full channel does
+            ``presence_over_limit`` (``ChannelRule.presence_limit``).
+        presence_over_limit: ``counts`` (the channel falls back to counts, and its
+            subscribers get ``presence_mode``) or ``refuse`` (the join is refused
+            with ``presence_full``) (``ChannelRule.over_limit``).
+        presence_count_interval: seconds between two ``presence_count`` messages of
+            a channel in counts mode (one is sent when the count changed).
+        max_presence_members: members per presence channel in any mode
+            (``presence_full``).
         max_presence_meta_bytes: encoded size of a member's metadata
             (``presence_meta_too_large``).
         max_presence_channel_meta_bytes: encoded size of the metadata of all the
@@ -245,7 +257,11 @@ class ServerOptions:
     presence_grace: float = 0.0
     presence_idle_timeout: float | None = None
     presence_idle_state: str = "away"
-    max_presence_members: int = 10_000
+    presence_mode: str = "full"
+    presence_full_limit: int = 1000
+    presence_over_limit: str = "counts"
+    presence_count_interval: float = 1.0
+    max_presence_members: int = 100_000
     max_presence_meta_bytes: int = 1024
     max_presence_channel_meta_bytes: int = 1024 * 1024
     presence_page_bytes: int = 64 * 1024
@@ -363,11 +379,23 @@ def _check_presence_options(opts: ServerOptions) -> None:
             or not 0 <= window < math.inf):
         raise ValueError(f"presence_batch_window must be a number of seconds >= 0, "
                          f"got {window!r}")
+    interval = opts.presence_count_interval
+    if (isinstance(interval, bool) or not isinstance(interval, int | float)
+            or not 0 <= interval < math.inf):
+        raise ValueError(f"presence_count_interval must be a number of seconds >= 0, "
+                         f"got {interval!r}")
+    from realtime_lab.core.authz import OVER_LIMIT, PRESENCE_MODES
+    if opts.presence_mode not in PRESENCE_MODES:
+        raise ValueError(f"presence_mode must be one of {PRESENCE_MODES}, "
+                         f"got {opts.presence_mode!r}")
+    if opts.presence_over_limit not in OVER_LIMIT:
+        raise ValueError(f"presence_over_limit must be one of {OVER_LIMIT}, "
+                         f"got {opts.presence_over_limit!r}")
     idle = opts.presence_idle_timeout
     if idle is not None and (isinstance(idle, bool) or not isinstance(idle, int | float)
                              or not 0 < idle < math.inf):
         raise ValueError(f"presence_idle_timeout must be seconds > 0, got {idle!r}")
-    for name in ("max_presence_members", "max_presence_meta_bytes",
+    for name in ("max_presence_members", "presence_full_limit", "max_presence_meta_bytes",
                  "max_presence_channel_meta_bytes", "presence_page_bytes"):
         value = getattr(opts, name)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

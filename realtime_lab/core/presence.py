@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from realtime_lab.core.options import ServerOptions
     from realtime_lab.core.outbox import Outbox
     from realtime_lab.core.ports import Clock, Scheduler, Timer
+    from realtime_lab.core.presence_modes import PresenceModes
     from realtime_lab.core.registry import ChannelRegistry
 
 log = logging.getLogger("realtime_lab.core")
@@ -97,6 +98,9 @@ class PresenceService:
         #: waiting for the broker): diffs skip them, the list they get is newer.
         self._unlisted: dict[str, set[str]] = {}
         self._grace_timer: Timer | None = None
+        #: The channels' presence modes (core/presence_modes.py; set by the hub): a
+        #: channel not in full mode gets counts instead of diffs.
+        self.modes: PresenceModes | None = None
 
     def bind(self, scheduler: Scheduler) -> None:
         """Run grace timers and batch windows on ``scheduler`` (``Hub.bind``)."""
@@ -350,15 +354,19 @@ class PresenceService:
 
         Merged with the channel's other diffs of the window (``presence_batch_window``,
         core/presence_batch.py), or sent at once to all but ``exclude`` (a window of 0,
-        or a hub no scheduler drives).
+        or a hub no scheduler drives). A channel not in full mode gets no diff: its
+        count is sent when due (core/presence_modes.py).
         """
+        channel = self.channels.get(name)
+        if channel is not None and self.modes is not None and self.modes.divert(channel):
+            return
         self.batch.add(name, diff, exclude)
 
     def _send_diff(self, name: str, diff: dict[str, object], exclude: Session | None,
                    text: str | None) -> None:
         """Frame a (merged) diff once and queue it for the channel's subscribers."""
         channel = self.channels.get(name)
-        if channel is not None and channel.subscribers:
+        if channel is not None and channel.subscribers and channel.presence_mode == "full":
             frame = text_frame(text if text is not None else codec.encode(diff))
             skip: Collection[str] = (exclude.id,) if exclude is not None else ()
             waiting = self._unlisted.get(name)

@@ -29,6 +29,7 @@ from typing import cast
 from realtime_lab.core.authz import ChannelRule, rule_for
 from realtime_lab.core.channels import Channel, validate_channel
 from realtime_lab.core.options import ServerOptions
+from realtime_lab.core.presence_modes import PresencePolicy
 from realtime_lab.core.session import Session
 from realtime_lab.errors import Forbidden, ProtocolError
 from realtime_lab.protocol.messages import RequestId
@@ -81,9 +82,24 @@ class ChannelRegistry:
         return rule_for(name, self.rules)
 
     def has_presence(self, name: str) -> bool:
-        """Whether channel ``name`` tracks presence (``presence_channels``)."""
-        pattern = self.options.presence_channels
-        return pattern is not None and fnmatch.fnmatchcase(name, pattern)
+        """Whether channel ``name`` tracks presence (its rule's ``presence``, else
+        ``presence_channels`` and ``presence_mode``)."""
+        return self.presence_policy(name).mode != "off"
+
+    def presence_policy(self, name: str) -> PresencePolicy:
+        """Channel ``name``'s presence mode and member limit: its rule's, else the
+        server's options (docs/presence.md, "Presence modes")."""
+        opts = self.options
+        rule = self.rule(name) if self.rules else None
+        mode: str | None = rule.presence if rule is not None else None
+        if mode is None:
+            pattern = opts.presence_channels
+            matched = pattern is not None and fnmatch.fnmatchcase(name, pattern)
+            mode = opts.presence_mode if matched else "off"
+        limit = rule.presence_limit if rule is not None else None
+        over = rule.over_limit if rule is not None else None
+        return PresencePolicy(mode, limit if limit is not None else opts.presence_full_limit,
+                              over if over is not None else opts.presence_over_limit)
 
     def check_publish(self, session: Session, name: str, request_id: RequestId = None) -> None:
         """May ``session`` (a client) publish to ``name``? Raise ``bad_channel`` or
@@ -113,7 +129,9 @@ class ChannelRegistry:
         """
         channel = self.channels.get(name)
         if channel is None:
-            channel = self.channels[name] = Channel(name, time.time(), self.has_presence(name))
+            policy = self.presence_policy(name)
+            channel = self.channels[name] = Channel(name, time.time(), policy.mode != "off",
+                                                    presence_mode=policy.mode)
             kept = self._kept_meta.get(name)
             if kept is not None:  # set_metadata: outlives the channel
                 channel.metadata = kept

@@ -735,4 +735,4 @@ def test_views(h: Harness) -> None:
     listing = h.hub.channel_list()
     assert [c["name"] for c in listing] == ["a", "b"]
     assert set(listing[0]) == {"name", "subscribers", "members", "messages", "presence",
-                               "created_at"}
+                               "presence_mode", "created_at"}
