@@ -118,6 +118,7 @@ class StormRow:
     frames: int = 0
     closes: int = 0  # connections closed during the join storm (0 expected)
     bad_members: int = 0
+    counts_mode: int = 0  # clients that got a count, not a member list (counts mode)
     server_cpu_s: float = float("nan")
     rss_before: int = 0
     rss_after: int = 0
@@ -136,6 +137,7 @@ def _client_figures(row: StormRow, event: dict[str, Any]) -> None:
     row.presence_frames = event["presence_frames"]
     row.frames = event["frames"]
     row.bad_members = event["bad_members"]
+    row.counts_mode = event.get("counts_mode", 0)
 
 
 # ---------------------------------------------------------------------- measuring
@@ -295,7 +297,8 @@ def render(rows: list[StormRow], cfg: Config, command: str) -> str:
     if joins:
         out += ["", "| scenario | server | all subscribed (s) | settled, lists exact (s) | "
                 "presence diffs (server) | presence frames (clients) | server CPU (s) | "
-                "RSS / connection (KB) | closes |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+                "RSS / connection (KB) | closes | counts mode |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for sc in joins:
         for server in servers:
             rs = [r for r in rows if r.scenario == sc and r.server == server]
@@ -311,7 +314,8 @@ def render(rows: list[StormRow], cfg: Config, command: str) -> str:
                 f"{_cell(_med(rs, lambda r: float(r.presence_frames)), ',.0f')} | "
                 f"{_cell(_med(rs, lambda r: r.server_cpu_s), '.2f')} | "
                 f"{_cell(_med(rs, lambda r: r.bytes_per_connection / 1000), '.1f')} | "
-                f"{_cell(_med(rs, lambda r: float(r.closes)), '.0f')} |")
+                f"{_cell(_med(rs, lambda r: float(r.closes)), '.0f')} | "
+                f"{_cell(_med(rs, lambda r: float(r.counts_mode)), '.0f')} |")
     reconnects = [s for s in scenarios if s.startswith("reconnect-")]
     if reconnects:
         out += ["", "| scenario | server | down (s) | back after the stop (s) | "

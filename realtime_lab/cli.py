@@ -68,6 +68,20 @@ VALUE_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
     ("--presence-batch-window", float, "SECONDS", "seconds over which a channel's presence "
                                                   "joins, leaves and updates are merged into "
                                                   "one diff; 0 sends each at once"),
+    ("--presence-full-limit", int, "MEMBERS", "members above which a full presence channel "
+                                              "falls back to counts (or, with "
+                                              "--presence-over-limit refuse, refuses new "
+                                              "members with presence_full)"),
+    ("--presence-count-interval", float, "SECONDS", "seconds between two presence_count "
+                                                    "messages of a channel in counts mode"),
+)
+#: Options with a fixed set of values: flag, choices, help.
+CHOICE_OPTIONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("--presence-mode", ("full", "counts", "off"),
+     "presence of every channel: full (member lists and diffs), counts (member counts "
+     "only) or off"),
+    ("--presence-over-limit", ("counts", "refuse"),
+     "what a full presence channel does past --presence-full-limit"),
 )
 
 
@@ -86,6 +100,10 @@ def _add_server_args(parser: argparse.ArgumentParser, default_port: int) -> None
         shown = "never" if default is None else f"{default:g}"
         parser.add_argument(flag, type=kind, default=default, metavar=metavar,
                             help=f"{text} (default {shown})")
+    for flag, choices, text in CHOICE_OPTIONS:
+        default = getattr(defaults, _field(flag))
+        parser.add_argument(flag, choices=choices, default=default,
+                            help=f"{text} (default {default})")
     parser.add_argument("--api-token", default=None, metavar="TOKEN",
                         help="enable POST /api/channels/{name}/messages with this bearer token; "
                              "it also guards /metrics")
@@ -133,6 +151,7 @@ def _add_server_args(parser: argparse.ArgumentParser, default_port: int) -> None
 def _options(args: argparse.Namespace) -> ServerOptions:
     return ServerOptions(
         **{_field(flag): getattr(args, _field(flag)) for flag, *_ in VALUE_OPTIONS},
+        **{_field(flag): getattr(args, _field(flag)) for flag, *_ in CHOICE_OPTIONS},
         api_token=args.api_token,
         client_publish=not args.no_client_publish,
         allowed_origins=tuple(args.allowed_origins) if args.allowed_origins else None,

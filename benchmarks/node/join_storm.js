@@ -9,7 +9,9 @@
 // presence_diff (docs/protocol.md, "To rebuild the member list") in a bitset of the
 // N users (u0..u<N-1>), so 10,000 clients x 10,000 members fit in 12.5 MB; a client
 // is exact when it lists every one of the N users, each with one connection, and no
-// other name.
+// other name. A channel in counts mode (docs/presence.md, "Presence modes") sends
+// presence_count (and presence_mode when a full channel passes its limit) instead: a
+// client that got one keeps only the count, and is exact when the count is N.
 //
 // Prints one JSON line on stdout each time the whole crowd settles: every client
 // subscribed (and, with --presence, exact). Times are CLOCK_MONOTONIC nanoseconds
@@ -52,7 +54,8 @@ const stats = {
   bad_members: 0, last_open_ns: null,
 };
 let subscribedCount = 0; // clients subscribed now
-let exactCount = 0; // clients whose member list is exact now
+let exactCount = 0; // clients whose member list (or count) is exact now
+let countModeClients = 0; // clients that got a count instead of a member list
 let phase = 0; // 0: the join storm; each restart starts the next
 let phaseStart = now();
 let firstSubscribedNs = null;
@@ -74,10 +77,12 @@ class Member {
 
   resetView() {
     if (this.exact) exactCount -= 1;
+    if (this.counted !== undefined && this.counted !== null) countModeClients -= 1;
     this.bits = PRESENCE ? new Uint8Array(BYTES) : null;
     this.count = 0;
     this.exact = false;
     this.building = null; // {sync, next, bits, count} while pages arrive
+    this.counted = null; // the member count, in counts mode (presence_count, presence_mode)
   }
 
   // ``done``: called once, when this connection is welcomed or closed (the launcher's
@@ -130,7 +135,8 @@ class Member {
       }
       check();
     } else if (type === "presence_state" || type === "presence_page" ||
-               type === "presence_diff") {
+               type === "presence_diff" || type === "presence_count" ||
+               type === "presence_mode") {
       stats.presence_frames += 1;
       this.applyPresence(msg);
       check();
@@ -138,7 +144,21 @@ class Member {
   }
 
   applyPresence(msg) {
-    if (msg.type === "presence_state") {
+    if (msg.type === "presence_count" || msg.type === "presence_mode") {
+      if (this.counted === null) countModeClients += 1;
+      this.counted = msg.count;
+      this.bits = null; // the member list is given up: a count only
+      this.building = null;
+    } else if (this.counted !== null) {
+      if (msg.type === "presence_diff") return; // none comes after the switch
+      this.counted = null; // a member list: full mode again
+      countModeClients -= 1;
+      this.bits = new Uint8Array(BYTES);
+      this.count = 0;
+    }
+    if (this.counted !== null) {
+      // exact: the count
+    } else if (msg.type === "presence_state") {
       this.building = null;
       this.setAll(msg.members);
     } else if (msg.type === "presence_page") {
@@ -161,7 +181,8 @@ class Member {
       for (const user in msg.joins) delta += this.put(bits, user, msg.joins[user]);
       if (b) b.count += delta; else this.count += delta;
     }
-    const exact = this.building === null && this.count === N;
+    const exact = this.counted !== null ? this.counted === N
+      : this.building === null && this.count === N;
     if (exact !== this.exact) {
       this.exact = exact;
       exactCount += exact ? 1 : -1;
@@ -246,7 +267,7 @@ function check() {
     last_open_ns: stats.last_open_ns === null ? null : stats.last_open_ns.toString(),
     frames: stats.frames, presence_frames: stats.presence_frames, bytes: stats.bytes,
     closes: stats.closes, errors: stats.errors, reconnects: stats.reconnects,
-    bad_members: stats.bad_members,
+    bad_members: stats.bad_members, counts_mode: countModeClients,
   }) + "\n");
 }
 

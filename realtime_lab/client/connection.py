@@ -250,7 +250,7 @@ class ConnectionLoop:
             client._forget(channel)
             client._notify({"type": "error", "code": failure.code, "channel": channel,
                             "message": f"resubscribe to {channel!r} refused: {failure.message}"})
-        for channel in list(client.presence.channels):
+        for channel in {*client.presence.channels, *client.presence.counts}:
             if channel not in client._subs.wanted:
                 client.presence.forget(channel)
         refused = await client._presence_restore.restore(ws, client._replies, timeout,
@@ -302,7 +302,8 @@ class ConnectionLoop:
             client._subs.track(msg)
             if mtype == "message" and self.receipts is not None:
                 self.receipts.note(msg)
-            if mtype in ("presence_state", "presence_diff", "presence_page"):
+            if mtype in ("presence_state", "presence_diff", "presence_page", "presence_count",
+                         "presence_mode"):
                 client.presence.apply(msg)
         await client._inbox.put(msg)
 

@@ -17,6 +17,13 @@ A large member list comes in ``presence_page`` messages (docs/protocol.md,
 merged into it, diffs that arrive meanwhile are applied to it, and the page with
 ``"more": false`` makes it the channel's list (reported like a ``presence_state``).
 Until then :meth:`PresenceView.members` gives the previous list.
+
+A channel in counts mode (docs/presence.md, "Presence modes") sends no member
+list: a ``presence_count`` after ``subscribed`` and whenever the count changed
+(throttled), and a full channel that passes its member limit sends one
+``presence_mode`` (``"mode": "counts"``): the view then drops the channel's
+member list, so it is never silently stale. :meth:`PresenceView.count` gives the
+count in either mode, :meth:`PresenceView.mode` the mode.
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ class PresenceChange:
     #: user -> leave reason (``closed``, ``timeout``, ``kicked``; None: unsubscribed,
     #: or gone while this client was not subscribed).
     left: dict[str, str | None] = field(default_factory=dict)
+    #: The member count a ``presence_count`` or ``presence_mode`` gave (counts mode).
+    count: int | None = None
+    #: The new mode a ``presence_mode`` announced (``counts``), else None.
+    mode: str | None = None
 
 
 _FIELDS = ("connections", "state", "meta")
@@ -74,7 +85,23 @@ class PresenceView:
 
     def __init__(self) -> None:
         self.channels: dict[str, dict[str, dict[str, Any]]] = {}
+        #: The member count of each channel in counts mode.
+        self.counts: dict[str, int] = {}
         self._builds: dict[str, _Build] = {}
+
+    def mode(self, channel: str) -> str | None:
+        """``full`` (a member list), ``counts`` (a count only), or None (nothing yet)."""
+        if channel in self.counts:
+            return "counts"
+        return "full" if channel in self.channels or channel in self._builds else None
+
+    def count(self, channel: str) -> int | None:
+        """The member count: the ``presence_count`` in counts mode, else the list's size
+        (None before anything arrived)."""
+        if channel in self.counts:
+            return self.counts[channel]
+        members = self.channels.get(channel)
+        return None if members is None else len(members)
 
     def syncing(self, channel: str) -> bool:
         """Whether a member list of ``channel`` is arriving in pages."""
@@ -84,7 +111,14 @@ class PresenceView:
         """Apply a ``presence_state``, ``presence_page`` or ``presence_diff`` message;
         return what changed (nothing until the last page of a list has arrived)."""
         channel = msg["channel"]
-        if msg["type"] == "presence_page":
+        kind = msg["type"]
+        if kind in ("presence_count", "presence_mode"):
+            return self._count(msg)
+        if channel in self.counts:
+            if kind == "presence_diff":  # a counts channel sends none: a straggler
+                return PresenceChange(channel)
+            del self.counts[channel]  # a member list: full again (a new subscription)
+        if kind == "presence_page":
             return self._page(msg)
         build = self._builds.get(channel)
         if build is not None:
@@ -93,6 +127,21 @@ class PresenceView:
                 return PresenceChange(channel)
             del self._builds[channel]
         return self._apply(msg)
+
+    def _count(self, msg: dict[str, Any]) -> PresenceChange:
+        """A ``presence_count``, or a ``presence_mode`` (the channel left full mode: its
+        member list is dropped, every member reported as gone with no reason)."""
+        channel = msg["channel"]
+        change = PresenceChange(channel, count=msg.get("count"))
+        if msg["type"] == "presence_mode":
+            change.mode = msg.get("mode")
+            self._builds.pop(channel, None)
+            for user in self.channels.pop(channel, {}):
+                change.left[user] = None
+        count = msg.get("count")
+        if isinstance(count, int):
+            self.counts[channel] = count
+        return change
 
     def _page(self, msg: dict[str, Any]) -> PresenceChange:
         channel = msg["channel"]
@@ -145,6 +194,7 @@ class PresenceView:
 
     def forget(self, channel: str) -> None:
         self.channels.pop(channel, None)
+        self.counts.pop(channel, None)
         self._builds.pop(channel, None)
 
 

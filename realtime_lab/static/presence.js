@@ -18,6 +18,12 @@
 // `presence_state` (docs/protocol.md#presence-pages): followPresence() builds it
 // (page 1 starts it, later pages of the same `sync` are merged, diffs meanwhile
 // are applied to it) and reports it like a `presence_state` once `more` is false.
+//
+// A channel in counts mode (docs/presence.md#presence-modes) sends no member list:
+// `presence_count` messages (after `subscribed`, then at most one per interval when
+// the count changed), and a full channel that passes its member limit sends one
+// `presence_mode` ({"mode": "counts", "count": n}): followCount() drops the list
+// then, so a page never shows a stale member list.
 
 const FIELDS = ["connections", "state", "meta"];
 
@@ -121,4 +127,21 @@ export function followPresence(members, build, msg) {
   }
   const change = applyPresence(members, msg);
   return { members: change.members, build: null, change };
+}
+
+/** Whether `msg` is a count-mode message (`presence_count`, `presence_mode`). */
+export function isCountMessage(msg) {
+  return msg.type === "presence_count" || msg.type === "presence_mode";
+}
+
+/**
+ * Apply a `presence_count` or `presence_mode` to a channel whose list is `members`
+ * (or null). Returns {count, mode, left}: the member count, the new mode (a
+ * `presence_mode`; else null) and, when the list is dropped (`presence_mode`), every
+ * user it had with reason null, as the Python client's `PresenceView.apply()`.
+ */
+export function followCount(members, msg) {
+  const left = {};
+  if (msg.type === "presence_mode") for (const user of Object.keys(members || {})) left[user] = null;
+  return { count: msg.count, mode: msg.type === "presence_mode" ? msg.mode : null, left };
 }

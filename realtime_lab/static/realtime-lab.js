@@ -21,12 +21,12 @@
 import { ConnectionClosed, RequestFailed, SendBufferFull } from "./errors.js";
 import { Watchdog } from "./heartbeat.js";
 import * as msgpack from "./msgpack.js";
-import { followPresence, memberIds } from "./presence.js";
+import { followCount, followPresence, isCountMessage, memberIds } from "./presence.js";
 import { Receipts } from "./receipts.js";
 import { DEFAULT_BACKOFF, State, reconnectPlan } from "./rules.js";
 
 export { ConnectionClosed, RequestFailed, SendBufferFull } from "./errors.js";
-export { PAGE_VERSION, applyPresence, changedFields, followPresence, memberIds } from "./presence.js";
+export { PAGE_VERSION, applyPresence, changedFields, followCount, followPresence, memberIds } from "./presence.js";
 export { Advice, DEFAULT_BACKOFF, State, adviceFor, backoffDelay, reconnectPlan } from "./rules.js";
 
 export const VERSION = "1";
@@ -62,7 +62,8 @@ const now = () => performance.now() / 1000;
  * One logical connection that survives lost sockets.
  * Events (CustomEvent, payload in `detail`; docs/client.md): "state" (a state
  * change), "message" (a channel message), "presence" ({channel, kind, members,
- * joined, updated, left}), "recovered" (the server's recovery flag), "unsubscribed"
+ * joined, updated, left}; in counts mode {channel, kind: "count" or "mode", count,
+ * mode, left}), "recovered" (the server's recovery flag), "unsubscribed"
  * (the server removed this connection from a channel: {channel, reason}), "error"
  * (an error message from the server, a refused resubscribe or presence restore),
  * "reconnected" ({downtime, reconnects}).
@@ -80,6 +81,7 @@ export class RealtimeClient extends EventTarget {
     this.history = [];
     this.presence = new Map(); // channel -> {user: info}
     this._presenceBuilds = new Map(); // channel -> a member list arriving in pages (presence.js)
+    this.presenceCounts = new Map(); // channel -> member count, for channels in counts mode
     this.positions = new Map(); // channel -> {offset, epoch}: last message seen (history channels)
     this._presenceWanted = new Map(); // channel -> {state, meta} set by setPresence(), restored
     this._auth = new Map(); // channel -> channel token, or a (session, channel) => token function
@@ -159,6 +161,7 @@ export class RealtimeClient extends EventTarget {
     if (this._receipts) this._receipts.forget(channel);
     this.presence.delete(channel);
     this._presenceBuilds.delete(channel);
+    this.presenceCounts.delete(channel);
     this._presenceWanted.delete(channel);
     if (this.state !== State.OPEN && this._canBuffer()) {
       this._forget(channel);
@@ -200,6 +203,22 @@ export class RealtimeClient extends EventTarget {
   /** Whether a member list of `channel` is arriving in pages (Python: `client.presence.syncing(ch)`). */
   presenceSyncing(channel) {
     return this._presenceBuilds.has(channel);
+  }
+
+  /**
+   * The member count of `channel`: its `presence_count` in counts mode, else the size
+   * of its member list; null before either arrived (Python: `client.presence.count(ch)`).
+   */
+  presenceCount(channel) {
+    if (this.presenceCounts.has(channel)) return this.presenceCounts.get(channel);
+    const members = this.presence.get(channel);
+    return members ? Object.keys(members).length : null;
+  }
+
+  /** "full", "counts" or null (nothing yet) (Python: `client.presence.mode(ch)`). */
+  presenceMode(channel) {
+    if (this.presenceCounts.has(channel)) return "counts";
+    return this.presence.has(channel) || this._presenceBuilds.has(channel) ? "full" : null;
   }
 
   /** The user ids present in `channel`, sorted (Python: `client.presence.members(ch)`). */
@@ -434,6 +453,7 @@ export class RealtimeClient extends EventTarget {
     this.positions.delete(channel);
     this.presence.delete(channel);
     this._presenceBuilds.delete(channel);
+    this.presenceCounts.delete(channel);
     this._presenceWanted.delete(channel);
   }
 
@@ -486,7 +506,23 @@ export class RealtimeClient extends EventTarget {
       if (!msg.complete && msg.epoch && !left) this.positions.set(msg.channel, { offset: msg.offset, epoch: msg.epoch });
       this.dispatchEvent(new CustomEvent("recovered", { detail: msg }));
     }
+    if (isCountMessage(msg)) {
+      if (left) return;
+      const next = followCount(this.presence.get(msg.channel), msg);
+      if (next.mode) {  // the channel left full mode: its member list would go stale
+        this.presence.delete(msg.channel);
+        this._presenceBuilds.delete(msg.channel);
+      }
+      this.presenceCounts.set(msg.channel, next.count);
+      this.dispatchEvent(new CustomEvent("presence", { detail: { channel: msg.channel,
+        kind: next.mode ? "mode" : "count", ...next } }));
+      return;
+    }
     if (msg.type === "presence_state" || msg.type === "presence_diff" || msg.type === "presence_page") {
+      if (this.presenceCounts.has(msg.channel)) {
+        if (msg.type === "presence_diff") return;  // a counts channel sends none: a straggler
+        this.presenceCounts.delete(msg.channel);  // a member list: full again
+      }
       const build = this._presenceBuilds.get(msg.channel) || null;
       // a diff without a state first is for a channel being left: nothing to apply it to
       if (left || (msg.type === "presence_diff" && !this.presence.has(msg.channel) && !build)) return;

@@ -109,11 +109,18 @@ def presence_html(channels: Iterable[dict[str, Any]],
                   channel: str | None = None, default_state: str | None = None,
                   limit: int = 30) -> str:
     """The roster: members of each presence channel (or one), with state and metadata,
-    and how many members are in each state."""
+    and how many members are in each state; a channel in counts mode shows its count
+    only (docs/presence.md, "Presence modes": no member list is read)."""
     blocks = []
     for ch in sorted(channels, key=lambda c: str(c["name"])):
         name_raw = str(ch["name"])
         if not ch.get("presence") or (channel is not None and name_raw != channel):
+            continue
+        if ch.get("presence_mode") == "counts":
+            blocks.append(f'<div class="rtl-presence-channel rtl-presence-counts" '
+                          f'data-channel="{escape(name_raw)}"><b>{escape(name_raw)}</b> '
+                          f'(<span class="rtl-count">{int(ch.get("members") or 0)}</span> '
+                          f"members, counts mode)</div>")
             continue
         members = presence(name_raw)
         states: dict[str, int] = {}

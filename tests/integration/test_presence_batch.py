@@ -93,7 +93,7 @@ async def test_2000_clients_join_one_presence_channel_and_every_list_is_exact(
     n = 2000
     _enough_descriptors(2 * n + 200)
     # pages of 16 KiB: the newcomers' lists come in pages while the merged diffs flow
-    server = await server_factory(presence_page_bytes=16 * 1024)
+    server = await server_factory(presence_page_bytes=16 * 1024, presence_full_limit=n)
     members = []
     try:
         for i in range(n):  # connected first; then everyone subscribes at once

@@ -63,6 +63,25 @@ def test_presence_view_of_one_channel_and_escaping() -> None:
     assert "<script>" not in whole.value and "&lt;script&gt;" in whole.value
 
 
+def test_presence_view_shows_the_count_of_a_counts_channel() -> None:
+    from realtime_lab import ChannelRule, ServerOptions
+
+    hub = Hub(ServerOptions(channel_rules=(ChannelRule("live-*", presence="counts"),),
+                            presence_full_limit=2))
+    for user in ("ada", "bob", "cy"):
+        join(hub, user, "live-1")
+    join(hub, "ada", "room")
+    view = PresenceView(hub)
+    assert 'data-channel="live-1"' in view.value and "rtl-presence-counts" in view.value
+    assert '<span class="rtl-count">3</span> members, counts mode' in view.value
+    assert 'data-user="ada" data-channel="room"' in view.value
+    assert 'data-user="bob"' not in view.value  # live-1 has no roster
+    for user in ("bob", "cy"):  # room passes its limit of 2: counts from then on
+        join(hub, user, "room")
+    view.refresh()
+    assert view.value.count("rtl-presence-counts") == 2 and 'data-user=' not in view.value
+
+
 def test_channel_rate() -> None:
     hub = Hub()
     join(hub, "ada", "r")
