@@ -58,8 +58,10 @@ async def test_the_issue_reproduction_1050_members_of_1000_bytes_at_the_defaults
     closed with 4100 before it could read, and retried forever. Now the list
     reaches it in pages and its rebuilt list equals the server's; the channel's
     metadata bound (1 MiB) refused the last few members' metadata with
-    presence_meta_full."""
-    server = await realtime_lab.serve(port=0)
+    presence_meta_full. (The defaults but one: since presence modes a channel of 1050
+    members is in counts mode by default, with no list at all; full presence up to
+    2000 members keeps this a test of the list.)"""
+    server = await realtime_lab.serve(port=0, presence_full_limit=2000)
     try:
         members = SilentMembers(server.hub)
         members.fill([f"m{i:04d}" for i in range(1050)], META)
