@@ -287,6 +287,11 @@ def frames_for(msg: dict[str, Any]) -> bytes:
         return b"".join(_member_added(channel, u, i) for u, i in members.items())
     if kind == "presence_diff":
         return _presence_diff(msg, channel)
+    if kind == "presence_count":  # counts mode (docs/presence.md): Pusher has no count
+        # event; the subscription's answer with the count and no member (each update too)
+        return envelope("pusher_internal:subscription_succeeded",
+                        {"presence": {"ids": [], "hash": {}, "count": msg.get("count", 0)}},
+                        channel)
     return b""
 
 

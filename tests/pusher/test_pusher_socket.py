@@ -335,3 +335,18 @@ def test_a_member_is_not_told_that_it_joined_itself() -> None:
                                                                                       "cy"))]
     assert mine == ["bob"] and theirs == ["ada", "bob"]
     assert pp.personal_frames({"type": "message", "channel": "presence-a"}, "ada") is None
+
+
+def test_codec_gives_a_counts_channel_its_count() -> None:
+    """A presence channel in counts mode (docs/presence.md): Pusher has no count event;
+    each presence_count is the subscription's answer with the count and no member,
+    and presence_mode (the channel left full mode) has no Pusher frame."""
+    count = {"type": "presence_count", "channel": "presence-a", "count": 1234}
+    (frame,) = _frames(pp.frames_for(count))
+    assert frame["event"] == "pusher_internal:subscription_succeeded"
+    assert frame["channel"] == "presence-a"
+    assert json.loads(frame["data"]) == {"presence": {"ids": [], "hash": {}, "count": 1234}}
+    mode = {"type": "presence_mode", "channel": "presence-a", "mode": "counts", "count": 5,
+            "reason": "limit", "limit": 4}
+    assert pp.frames_for(mode) == b""
+    assert pp.frames_for({**count, "channel": "room"}) == b""  # not a Pusher presence channel
