@@ -258,7 +258,7 @@ class ServerOptions:
     presence_idle_timeout: float | None = None
     presence_idle_state: str = "away"
     presence_mode: str = "full"
-    presence_full_limit: int = 1000
+    presence_full_limit: int = 500
     presence_over_limit: str = "counts"
     presence_count_interval: float = 1.0
     max_presence_members: int = 100_000

@@ -48,7 +48,8 @@ async def test_a_page_joins_a_channel_larger_than_the_outbound_bound(context: An
     # pages in flight at once, as this test means; with a window, changes made while the
     # last page goes out arrive in a diff after it (tests/integration/test_presence_batch.py
     # rebuilds lists with pages and batched diffs in flight).
-    options = ServerOptions(max_outbound_bytes=256 * 1024, presence_batch_window=0)
+    options = ServerOptions(max_outbound_bytes=256 * 1024, presence_batch_window=0,
+                            presence_full_limit=2000)  # full presence past the default 500
     async with RestartableServer(options) as lab:
         hub = lab.current.hub
         room = SilentMembers(hub)

@@ -97,7 +97,7 @@ async def test_members_join_leave_and_change_while_pages_are_in_flight(
     once, no batch window: each turn's diffs go between the pages; batched diffs
     with pages in flight: tests/integration/test_presence_batch.py.)"""
     server = await realtime_lab.serve(port=0, max_outbound_bytes=256 * 1024,
-                                      presence_batch_window=0)
+                                      presence_batch_window=0, presence_full_limit=2000)
     try:
         room = SilentMembers(server.hub)
         room.fill([f"m{i:04d}" for i in range(900)], META)
