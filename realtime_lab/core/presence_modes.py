@@ -21,7 +21,7 @@ lists still on their way are stopped and no diff follows, so no client keeps a
 stale member list without knowing. A channel that fell back stays in counts
 until it is empty (no flapping around the limit; its next life starts full).
 
-The count is the hub's member count reader (``Hub.member_count``: cluster-wide
+The count is the presence service's reader (``PresenceService.count``: cluster-wide
 with a broker); the service knows nothing of sockets: the hub gives it ``send``
 (one message to one connection) and ``broadcast`` (one message to a channel).
 """
