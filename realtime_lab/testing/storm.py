@@ -87,8 +87,9 @@ def storm_report(planned: Sequence[float], attempts: Sequence[float],
 # channel "storm". It prints ``ready``, then, once every client has reconnected
 # after a fault, ``done {json}`` with the planned attempt times, the real attempt
 # times and the reconnection times (``time.monotonic()``, comparable across
-# processes on one machine), then waits for one message on "storm" per client and
-# prints ``received K``.
+# processes on one machine), each client's first attempt minus its planned time
+# (``late``) and the longest its event loop was late (``loop_lag_max``), then
+# waits for one message on "storm" per client and prints ``received K``.
 
 STORM_CHANNEL = "storm"
 
@@ -102,6 +103,7 @@ async def run_storm_clients(url: str, n: int, jitter: str = "full", batch: int =
     from realtime_lab.client import Backoff, Client, ClientState, StateChange
 
     planned: dict[int, float] = {}
+    first_attempts: dict[int, float] = {}
     attempts: list[float] = []
     reopened: dict[int, float] = {}
     armed = False
@@ -115,6 +117,7 @@ async def run_storm_clients(url: str, n: int, jitter: str = "full", batch: int =
                 planned.setdefault(index, change.at + change.delay)
             elif change.state is ClientState.CONNECTING and change.attempt >= 1:
                 attempts.append(change.at)
+                first_attempts.setdefault(index, change.at)
             elif change.reconnected:
                 reopened[index] = change.at
                 if len(reopened) == n:
@@ -131,11 +134,26 @@ async def run_storm_clients(url: str, n: int, jitter: str = "full", batch: int =
         clients.extend(group)
     for i, client in enumerate(clients):
         client.on_state(listener(i))
+    loop = asyncio.get_running_loop()
+    lag = 0.0
+
+    async def measure_loop_lag() -> None:
+        # how late this process's loop ran a 10 ms timer (attempts bunch behind it)
+        nonlocal lag
+        while True:
+            due = loop.time() + 0.01
+            await asyncio.sleep(0.01)
+            lag = max(lag, loop.time() - due)
+
     armed = True
     print("ready", flush=True)
+    watch = asyncio.ensure_future(measure_loop_lag())
     await everyone.wait()
+    watch.cancel()
     done = {"planned": list(planned.values()), "attempts": attempts,
             "reopened": list(reopened.values()),
+            "late": [first_attempts[i] - planned[i] for i in first_attempts if i in planned],
+            "loop_lag_max": lag,
             "open": sum(c.state is ClientState.OPEN for c in clients)}
     print("done " + json.dumps(done), flush=True)
     got = await asyncio.gather(*(c.recv_message(STORM_CHANNEL, timeout=30) for c in clients),

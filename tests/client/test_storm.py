@@ -23,7 +23,7 @@ import pytest
 
 from realtime_lab import ServerOptions
 from realtime_lab.testing import FaultProxy, RestartableServer
-from realtime_lab.testing.storm import STORM_CHANNEL, storm_report
+from realtime_lab.testing.storm import STORM_CHANNEL, max_window_share, storm_report
 
 N = 500
 PLANNED_MAX_SHARE = 0.30  # full jitter over 0.5 s: about 20% per 100 ms window
@@ -33,6 +33,13 @@ PLANNED_MAX_SHARE = 0.30  # full jitter over 0.5 s: about 20% per 100 ms window
 # behind that loop's work (18-48% after a cut in 20 quiet runs, 69% once under a
 # load average of 10; without jitter 85-87%).
 ATTEMPTS_MAX_SHARE = 0.50  # quiet runs: 24-33%; without jitter: about 85%
+# The real attempts follow the plan only as far as the clients' own event loop keeps
+# time: on a busy machine it runs the reconnect timers late and in bunches (54-61% in
+# one window seen at a load average of 6-8). A loop late by L runs together what was
+# planned within 100 ms + L, so the attempts' share may reach the plan's share over
+# that wider window (plus this margin for retries and several stalls); and no client's
+# first attempt may come before its planned time (it waited its jittered delay).
+STALL_MARGIN = 0.15
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
@@ -85,12 +92,18 @@ async def test_reconnect_storm_spreads_and_everyone_is_served(
             ARTIFACTS.mkdir(exist_ok=True)
             (ARTIFACTS / f"storm_{fault}.json").write_text(
                 json.dumps({"fault": fault, **report.as_dict()}, indent=1))
-            print(f"\nreconnect storm ({fault}): {report}")
+            print(f"\nreconnect storm ({fault}): {report}; the clients' loop was late by up "
+                  f"to {done['loop_lag_max'] * 1000:.0f} ms")
 
             assert len(done["planned"]) == N and len(arrivals) >= N
             assert report.planned_max_share_100ms <= PLANNED_MAX_SHARE, report
             assert report.planned_p90 - report.planned_p10 >= 0.25, report
-            assert report.attempts_max_share_100ms <= ATTEMPTS_MAX_SHARE, report
+            # (asyncio may run a timer up to its clock resolution early: 1 ms allowed)
+            assert len(done["late"]) == N and min(done["late"]) >= -0.001, (
+                "a client attempted before its planned time", min(done["late"]))
+            planned = [t - t0 for t in done["planned"]]
+            stalled = max_window_share(planned, 0.1 + done["loop_lag_max"]) + STALL_MARGIN
+            assert report.attempts_max_share_100ms <= max(ATTEMPTS_MAX_SHARE, stalled), report
         finally:
             if proc.returncode is None:
                 proc.kill()
