@@ -19,6 +19,7 @@ from realtime_lab.core import ConnectionState, Hub, ServerOptions
 from realtime_lab.core.commands import Commands
 from realtime_lab.core.connections import Connections
 from realtime_lab.core.hooks import Hooks
+from realtime_lab.core.membership import MembershipService
 from realtime_lab.testing import RecordingPort
 
 
@@ -105,3 +106,31 @@ def test_replaced_hooks_reach_every_service() -> None:
     assert calls == ["connect", "message:ping", "disconnect"]
     assert hub.services.commands.hooks is hub.hooks is hub.services.connections.hooks \
         is hub.services.presence.hooks
+
+
+def test_the_hub_is_a_facade_and_membership_a_service() -> None:
+    """No mixin is left: ``Hub`` has no base class; subscribe and leave are the
+    membership service's (the commands' ``MembershipPort``), and the liveness closes
+    and rejects through the connections and commands services, not through the hub."""
+    assert Hub.__bases__ == (object,)
+    hub = Hub(ServerOptions(presence_channels="*", presence_batch_window=0))
+    services = hub.services
+    membership = services.membership
+    assert isinstance(membership, MembershipService)
+    assert services.commands.membership is membership
+    assert services.liveness.close == services.connections.close
+    assert services.liveness.reject == services.commands.reject
+    assert services.liveness.policy is hub.heartbeat
+    ada, bob = RecordingPort(), RecordingPort()
+    a = hub.open(ada, user="ada")
+    b = hub.open(bob, user="bob")
+    assert hub.subscribe(a, "room", 1) is None
+    hub.receive_text(b, '{"type": "subscribe", "channel": "room", "id": 2}')
+    hub.flush()
+    assert {"type": "subscribed", "channel": "room", "id": 1}.items() <= ada.take()[1].items()
+    assert set(hub.presence("room")) == {"ada", "bob"}
+    membership.leave(b, "room")
+    hub.flush()
+    assert set(hub.presence("room")) == {"ada"} and "room" not in b.subscriptions
+    assert any(m["type"] == "presence_diff" and "bob" in m["leaves"]
+               for m in ada.take())
