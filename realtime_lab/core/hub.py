@@ -137,7 +137,8 @@ class Hub:
         self.presence_batch = presence.batch
 
         def send_members(s: Session, msg: dict[str, object], text: str, prio: Priority) -> bool:
-            self.presence_batch.synced(str(msg["channel"]))  # a diff due may name who it lists
+            if msg["type"] == "presence_state" or msg.get("page") == 1:  # a list starts
+                self.presence_batch.synced(str(msg["channel"]), s)  # the window's diff skips it
             return outbox.send(s, msg, prio, text=text)
 
         #: New subscribers' member lists, sent in pages as they drain (core/presence_sync.py).

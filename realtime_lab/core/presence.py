@@ -363,17 +363,23 @@ class PresenceService:
         self.batch.add(name, diff, exclude)
 
     def _send_diff(self, name: str, diff: dict[str, object], exclude: Session | None,
-                   text: str | None) -> None:
-        """Frame a (merged) diff once and queue it for the channel's subscribers."""
+                   text: str | None, only: Collection[str] | None,
+                   skip: Collection[str]) -> None:
+        """Frame a (merged) diff once and queue it for the channel's subscribers: all
+        but ``exclude`` and ``skip``, or those of ``only`` (session ids)."""
         channel = self.channels.get(name)
         if channel is not None and channel.subscribers and channel.presence_mode == "full":
             frame = text_frame(text if text is not None else codec.encode(diff))
-            skip: Collection[str] = (exclude.id,) if exclude is not None else ()
+            if exclude is not None:
+                skip = {exclude.id, *skip}
             waiting = self._unlisted.get(name)
             if waiting:
                 skip = waiting | set(skip)
-            self.outbox.fan_out(list(channel.subscribers.values()), frame, Priority.HIGH,
-                                diff, skip=skip)
+            subscribers = channel.subscribers
+            targets = (list(subscribers.values()) if only is None
+                       else [subscribers[i] for i in only if i in subscribers])
+            if targets:
+                self.outbox.fan_out(targets, frame, Priority.HIGH, diff, skip=skip)
 
     def member_info(self, channel: Channel, user: str) -> dict[str, object]:
         """A local member's info (``connections``, ``state``, ``meta``) as the wire has it."""

@@ -14,14 +14,19 @@ rule (remove ``leaves``, then put ``joins``) gives the server's list whatever th
 client already had:
 
 * joined in the window: a join (no ``changed`` entry);
-* joined and left in the window: nothing; but a leave when a member list (a
-  ``presence_state`` or a page, :meth:`PresenceBatcher.synced`) went out in between,
-  since its receiver may list the member: never a phantom member;
+* joined and left in the window: nothing;
 * there before and changed: its info in ``joins`` and the fields in ``changed``
   (every field that changed in the window; one that changed back is listed too);
 * left and came back in the window: an update (like a reconnect within the grace
   period), ``changed`` naming every field the rejoin may have changed;
 * there before and gone: a leave with the reason of its last leave.
+
+A connection that got a member list of the channel during the window (a
+``presence_state`` or the first page, :meth:`PresenceBatcher.synced`) gets, from
+that window, only the members changed *after* its list was built, each as seen
+from that list (:meth:`PresenceBatcher._view`): no echo of its own join, no second
+copy of members its list already has (a Pusher client's duplicate ``member_added``),
+and no 16 x 64 KB of metadata on top of the pages that already carry it.
 
 A window's diff larger than ``max_bytes`` (``ServerOptions.page_bytes``, 64 KiB)
 goes as several diffs of about that size, each member in one of them, so that a
@@ -33,7 +38,7 @@ diff to a channel's local subscribers) and a :class:`~realtime_lab.core.ports.Sc
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
@@ -43,16 +48,21 @@ if TYPE_CHECKING:
     from realtime_lab.core.ports import Scheduler, Timer
     from realtime_lab.core.session import Session
 
-#: ``send(channel, diff, exclude, text)``: one ``presence_diff`` to a channel's local
-#: subscribers (``text``: its JSON when already encoded, else None).
 #: A member's entry in a diff (its info, or a leave with its reason), as on the wire.
 MemberInfo = dict[str, object]
-SendDiff = Callable[[str, dict[str, object], "Session | None", "str | None"], None]
+#: ``send(channel, diff, exclude, text, only, skip)``: one ``presence_diff`` to a
+#: channel's local subscribers (``text``: its JSON when already encoded, else None):
+#: all of them but ``exclude`` and the session ids in ``skip``, or, when ``only``
+#: is not None, just the session ids in ``only``.
+SendDiff = Callable[[str, dict[str, object], "Session | None", "str | None",
+                     "Collection[str] | None", "Collection[str]"], None]
 
 #: The fields a rejoin may change, with exact counts on the wire and without them.
 REJOIN_FIELDS = ("connections", "state", "meta")
 REJOIN_FIELDS_MINIMAL = ("state", "meta")
 
+#: One member's entry as one receiver gets it: (user, info, leave?, changed fields).
+_Entry = tuple[str, MemberInfo, bool, "list[str] | None"]
 
 
 def _section(diff: dict[str, object], key: str) -> dict[str, MemberInfo]:
@@ -62,22 +72,31 @@ def _section(diff: dict[str, object], key: str) -> dict[str, MemberInfo]:
 
 @dataclass(slots=True)
 class _Member:
-    """One member's changes in the current window."""
+    """One member's changes in the current window; ``seq`` numbers are the channel's
+    changes in the window (1, 2, ...), 0 is the window's start."""
 
     before: bool  # listed when the window began
-    sync: int  # the channel's member lists sent when this entry was made
+    first: int  # the seq of its first change in the window
+    last: int = 0  # the seq of its last change
     info: MemberInfo | None = None  # its info now; None: not a member now
     leave: MemberInfo | None = None  # its last leave entry (with the reason)
-    changed: set[str] = field(default_factory=set)
-    rejoined: bool = False  # left and came back within the window
+    changed: dict[str, int] = field(default_factory=dict)  # field -> seq of its last change
+    flips: list[int] = field(default_factory=list)  # seqs where it joined or left
+
+    def listed_at(self, seq: int) -> bool:
+        """Whether it was a member after the window's first ``seq`` changes."""
+        flips = sum(1 for f in self.flips if f <= seq)
+        return self.before != (flips % 2 == 1)
 
 
 @dataclass(slots=True)
 class _Channel:
-    """One channel's changes in the current window, in the order members were first seen."""
+    """One channel's changes in the current window, in the order members were first seen
+    (so in the order of their ``first`` seq)."""
 
     members: dict[str, _Member] = field(default_factory=dict)
-    syncs: int = 0  # member lists (presence_state, pages) sent during the window
+    seq: int = 0  # changes so far in the window
+    synced: dict[str, int] = field(default_factory=dict)  # session id -> seq of its list
 
 
 @dataclass(slots=True)
@@ -87,6 +106,7 @@ class BatchStats:
     diffs_in: int = 0
     diffs_out: int = 0
     windows: int = 0
+    own_diffs: int = 0  # diffs built for one connection synced in the window
 
 
 class PresenceBatcher:
@@ -130,7 +150,7 @@ class PresenceBatcher:
         changes nothing there)."""
         self.stats.diffs_in += 1
         if not self.batching:
-            self._send(channel, diff, exclude, None)
+            self._send(channel, diff, exclude, None, None, ())
             self.stats.diffs_out += 1
             return
         batch = self._pending.get(channel)
@@ -138,32 +158,52 @@ class PresenceBatcher:
             batch = self._pending[channel] = _Channel()
             if self._timer is None and self._scheduler is not None:
                 self._timer = self._scheduler.call_later(self.window, self._due)
-        members, syncs = batch.members, batch.syncs
+        batch.seq += 1
+        members, seq = batch.members, batch.seq
         for user, leave in _section(diff, "leaves").items():
             entry = members.get(user)
             if entry is None:
-                entry = members[user] = _Member(before=True, sync=syncs)
+                entry = members[user] = _Member(before=True, first=seq)
+                entry.flips.append(seq)
+            elif entry.info is not None:
+                entry.flips.append(seq)
             entry.info = None
             entry.leave = leave
+            entry.last = seq
         changed = cast("dict[str, list[str]]", diff.get("changed") or {})
         for user, info in _section(diff, "joins").items():
             fields = changed.get(user)
             entry = members.get(user)
             if entry is None:  # an update is of a member that was there; a join is not
-                entry = members[user] = _Member(before=fields is not None, sync=syncs)
-            elif entry.info is None and entry.before:
-                entry.rejoined = True
-            elif entry.info is not None and entry.before and fields is None:
-                entry.changed.update(self._rejoin_fields)  # a join replaces a known member
+                entry = members[user] = _Member(before=fields is not None, first=seq)
+                if fields is None:
+                    entry.flips.append(seq)
+            elif entry.info is None:
+                entry.flips.append(seq)  # it comes back
+            elif fields is None:  # a join replaces a member now present
+                entry.changed.update(dict.fromkeys(self._rejoin_fields, seq))
             if fields is not None:
-                entry.changed.update(fields)
+                entry.changed.update(dict.fromkeys(fields, seq))
             entry.info = info
+            entry.last = seq
 
-    def synced(self, channel: str) -> None:
-        """A member list of ``channel`` went to a connection (``presence_state`` or a page)."""
+    def synced(self, channel: str, session: Session) -> None:
+        """A member list of ``channel`` starts going to ``session``: its
+        ``presence_state`` or its first page was built (the hub calls this then).
+
+        The window's diff then reaches ``session`` as seen from that list: the
+        members changed after it only. The first page is the point, not the last:
+        it fixes the user ids listed (core/presence_sync.py, "Exactness"); a later
+        page carries its members' info as they are when it is built, so a change
+        made between the first page and a later one is in both that page and this
+        diff, and the diff (queued after the pages, in the same lane) says the same
+        final state again: conservative, never stale. A change before the first
+        page is in the list already and is left out. A later list (it left and
+        subscribed again in the window) replaces the earlier one.
+        """
         batch = self._pending.get(channel)
         if batch is not None:
-            batch.syncs += 1
+            batch.synced[session.id] = batch.seq
 
     def flush(self) -> None:
         """Send every channel's merged diff now (the window's end)."""
@@ -174,10 +214,7 @@ class PresenceBatcher:
         if pending:
             self.stats.windows += 1
         for channel, batch in pending.items():
-            joins, leaves, changed = self._merged(batch)
-            if joins or leaves:
-                self._send_split(channel, list(leaves.items()) + list(joins.items()),
-                                 leaves, changed)
+            self._flush_channel(channel, batch)
 
     def close(self) -> None:
         """Forget what waits and stop the timer (the server stops)."""
@@ -190,38 +227,81 @@ class PresenceBatcher:
         self._timer = None
         self.flush()
 
-    def _send_split(self, channel: str, entries: list[tuple[str, MemberInfo]],
-                    leaves: dict[str, MemberInfo], changed: dict[str, list[str]]) -> None:
-        """Send ``entries`` (user, info) as one diff, or as several of at most about
-        ``max_bytes`` each (never one frame near the slow-consumer bound); each user
-        is in one of them, so they apply in any order."""
+    def _flush_channel(self, channel: str, batch: _Channel) -> None:
+        """The shared diff to every subscriber whose list predates the window; to each
+        one synced in it, nothing, the shared diff, or its own (see :meth:`_view`)."""
+        members = list(batch.members.values())
+        skip: set[str] = set()
+        own: dict[int, list[str]] = {}  # sync seq -> sessions that need their own diff
+        first = members[0].first if members else 0
+        for sid, seq in batch.synced.items():
+            if seq < first:
+                continue  # every change came after its list: the shared diff
+            skip.add(sid)
+            if seq < batch.seq:
+                own.setdefault(seq, []).append(sid)
+        shared = self._view(batch, 0)
+        if shared:
+            self._send_split(channel, shared, None, skip)
+        for seq, sids in own.items():
+            entries = self._view(batch, seq)
+            if entries:
+                self.stats.own_diffs += len(sids)
+                self._send_split(channel, entries, sids, ())
+
+    def _view(self, batch: _Channel, seq: int) -> list[_Entry]:
+        """The window's entries for a receiver whose list was built after its first
+        ``seq`` changes (0: before the window), leaves first.
+
+        Only members whose last change is after ``seq``: the list has the rest as
+        they are now. Each as its final state, absolute, which is right whatever
+        the receiver had: judged against whether the member was in that list
+        (:meth:`_Member.listed_at`):
+
+        * a member now, not listed: a join (no ``changed``: it is new there);
+        * a member now and listed: an update naming the fields changed after
+          ``seq`` (every rejoin field if it left and came back after ``seq``);
+        * gone now and listed (there before, or joined before ``seq``): a leave;
+        * gone now, not listed (joined and left after ``seq``, or left before it and
+          joined and left again after it): nothing, never a phantom member.
+        """
+        joins: list[_Entry] = []
+        leaves: list[_Entry] = []
+        for user, entry in batch.members.items():
+            if entry.last <= seq:
+                continue
+            listed = entry.before if seq == 0 or not entry.flips else entry.listed_at(seq)
+            if entry.info is None:
+                if listed:
+                    leave: MemberInfo = entry.leave or {"connections": 0}
+                    leaves.append((user, leave, True, None))
+                continue
+            fields: list[str] | None = None
+            if listed:
+                if any(f > seq for f in entry.flips):  # it left and came back since
+                    fields = list(self._rejoin_fields)
+                else:
+                    after = {f for f, at in entry.changed.items() if at > seq}
+                    fields = [f for f in REJOIN_FIELDS if f in after] or None
+            joins.append((user, entry.info, False, fields))
+        return leaves + joins
+
+    def _send_split(self, channel: str, entries: list[_Entry], only: list[str] | None,
+                    skip: Collection[str]) -> None:
+        """Send ``entries`` as one diff, or as several of at most about ``max_bytes``
+        each (never one frame near the slow-consumer bound); each user is in one of
+        them, so they apply in any order."""
         diff = messages.presence_diff_message(
-            channel, {u: i for u, i in entries if u not in leaves},
-            {u: i for u, i in entries if u in leaves})
-        hints = {u: changed[u] for u, _ in entries if u in changed}
+            channel, {u: i for u, i, gone, _ in entries if not gone},
+            {u: i for u, i, gone, _ in entries if gone})
+        hints = {u: f for u, _, _, f in entries if f}
         if hints:
             diff["changed"] = hints
         text = codec.encode(diff)
         if len(entries) > 1 and len(text) > self.max_bytes:  # (characters: close enough)
             half = len(entries) // 2
-            self._send_split(channel, entries[:half], leaves, changed)
-            self._send_split(channel, entries[half:], leaves, changed)
+            self._send_split(channel, entries[:half], only, skip)
+            self._send_split(channel, entries[half:], only, skip)
             return
-        self._send(channel, diff, None, text)
+        self._send(channel, diff, None, text, only, skip)
         self.stats.diffs_out += 1
-
-    def _merged(self, batch: _Channel) -> tuple[dict[str, MemberInfo], dict[str, MemberInfo],
-                                                 dict[str, list[str]]]:
-        joins: dict[str, MemberInfo] = {}
-        leaves: dict[str, MemberInfo] = {}
-        changed: dict[str, list[str]] = {}
-        for user, entry in batch.members.items():
-            if entry.info is not None:
-                joins[user] = entry.info
-                if entry.before:
-                    fields = set(self._rejoin_fields) if entry.rejoined else entry.changed
-                    if fields:
-                        changed[user] = [f for f in REJOIN_FIELDS if f in fields]
-            elif entry.before or batch.syncs > entry.sync:  # someone may list it: a leave
-                leaves[user] = entry.leave if entry.leave is not None else {"connections": 0}
-        return joins, leaves, changed

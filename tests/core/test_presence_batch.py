@@ -5,7 +5,7 @@ join storm in the hub. The property test over random steps is in test_presence.p
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -26,9 +26,17 @@ class Sink:
         self.clock = ManualClock(0.0)
         self.timers = ManualScheduler(self.clock)
         self.sent: list[tuple[str, dict[str, Any], object]] = []
-        self.batch = PresenceBatcher(window, lambda c, d, x, t: self.sent.append((c, d, x)),
-                                     details=details, max_bytes=max_bytes)
+        #: (diff, only, skip) of each diff sent
+        self.audiences: list[tuple[dict[str, Any], object, object]] = []
+        self.batch = PresenceBatcher(window, self._record, details=details,
+                                     max_bytes=max_bytes)
         self.batch.bind(self.timers)
+
+    def _record(self, channel: str, diff: dict[str, Any], exclude: object, text: object,
+                only: object, skip: object) -> None:
+        self.sent.append((channel, diff, exclude))
+        self.audiences.append((diff, None if only is None else sorted(only),  # type: ignore[call-overload]
+                               sorted(skip)))  # type: ignore[call-overload]
 
     def join(self, user: str, n: int = 1, **info: Any) -> None:
         self.batch.add("room", messages.presence_diff_message(
@@ -77,17 +85,101 @@ def test_a_join_then_a_leave_in_one_window_sends_nothing() -> None:
     assert sink.window_ends() == []
 
 
-def test_a_join_then_a_leave_with_a_member_list_sent_between_sends_the_leave() -> None:
-    """The newcomer's presence_state listed ada: without the leave it would keep her."""
+class Reader:
+    """A connection the batcher is told got a member list (it only reads its id)."""
+
+    def __init__(self, sid: str) -> None:
+        self.id = sid
+
+
+def synced(sink: Sink, sid: str) -> None:
+    sink.batch.synced("room", cast("Session", Reader(sid)))
+
+
+def audiences(sink: Sink) -> list[tuple[dict[str, Any], object, object]]:
+    sink.window_ends()
+    out, sink.audiences = sink.audiences, []
+    return out
+
+
+def test_a_list_sent_before_the_window_began_gets_the_shared_diff() -> None:
+    sink = Sink()
+    synced(sink, "s1")  # nothing pending: its list predates every change
+    sink.join("ada")
+    [(diff, only, skip)] = audiences(sink)
+    assert (only, skip) == (None, []) and list(diff["joins"]) == ["ada"]
+
+
+def test_a_list_sent_after_every_change_of_the_window_gets_nothing() -> None:
+    """Its own join and the members its list has: no echo, no second copy."""
     sink = Sink()
     sink.join("ada")
-    sink.batch.synced("room")
+    sink.join("bob")
+    synced(sink, "s1")
+    [(diff, only, skip)] = audiences(sink)
+    assert (only, skip) == (None, ["s1"]) and list(diff["joins"]) == ["ada", "bob"]
+    assert sink.batch.stats.own_diffs == 0
+
+
+def test_a_list_sent_in_between_gets_the_changes_after_it_as_seen_from_it() -> None:
+    sink = Sink()
+    sink.join("ada")
+    synced(sink, "s1")
+    synced(sink, "s2")  # same point: one diff for both
+    sink.join("bob")
+    sink.update("ada", ["state"], state="away")
+    shared, own = audiences(sink)
+    assert shared[1:] == (None, ["s1", "s2"])
+    assert shared[0]["joins"] == {"ada": {"connections": 1, "state": "away"},
+                                  "bob": {"connections": 1}} and "changed" not in shared[0]
+    diff, only, skip = own
+    assert (only, skip) == (["s1", "s2"], [])
+    # ada is in its list (a new member there): an update of the field changed since
+    assert diff["joins"] == shared[0]["joins"] and diff["changed"] == {"ada": ["state"]}
+    assert sink.batch.stats.own_diffs == 2
+
+
+def test_a_join_then_a_leave_around_a_list_is_a_leave_for_that_list_only() -> None:
+    """The newcomer's presence_state listed ada: without the leave it would keep her;
+    the others never saw her: nothing for them (no phantom either way)."""
+    sink = Sink()
+    sink.join("ada")
+    synced(sink, "s1")
     sink.leave("ada", "closed")
-    [diff] = sink.window_ends()
-    assert diff["joins"] == {} and diff["leaves"] == {"ada": {"connections": 0,
-                                                              "reason": "closed"}}
-    sink.batch.synced("room")  # a list sent with nothing pending changes nothing
+    sink.join("bob")
+    synced(sink, "s2")
+    sink.leave("bob", "closed")
+    sink.join("cy")
+    sink.leave("cy", "closed")
+    sink.join("dan")
+    [(shared, _, skip), (first, only1, _), (second, only2, _)] = audiences(sink)
+    assert skip == ["s1", "s2"] and shared["leaves"] == {} and list(shared["joins"]) == ["dan"]
+    assert only1 == ["s1"] and first["leaves"] == {"ada": {"connections": 0,
+                                                          "reason": "closed"}}
+    assert list(first["joins"]) == ["dan"]  # bob and cy came and went after its list
+    assert only2 == ["s2"] and list(second["leaves"]) == ["bob"]
+    assert list(second["joins"]) == ["dan"]
+    synced(sink, "s3")  # a list sent with nothing pending changes nothing
     assert sink.window_ends() == []
+
+
+def test_a_leave_then_a_join_around_a_list_is_a_join_for_that_list() -> None:
+    """dan was a member, left, the newcomer's list missed him, he came back: for the
+    others an update, for the newcomer a join (a Pusher client's member_added)."""
+    sink = Sink()
+    sink.leave("dan", "closed")
+    synced(sink, "s1")
+    sink.join("dan", state="busy")
+    [(shared, _, _), (own, only, _)] = audiences(sink)
+    assert shared["changed"] == {"dan": ["connections", "state", "meta"]}
+    assert only == ["s1"] and own["joins"] == shared["joins"] and "changed" not in own
+    # listed, then left and came back after the list: an update, every rejoin field
+    sink.update("eve", ["meta"], meta={"x": 1})
+    synced(sink, "s1")
+    sink.leave("eve", "closed")
+    sink.join("eve")
+    [(shared, _, _), (own, _, _)] = audiences(sink)
+    assert own["changed"] == shared["changed"] == {"eve": ["connections", "state", "meta"]}
 
 
 def test_a_leave_then_a_join_is_an_update_naming_every_field() -> None:
@@ -121,7 +213,7 @@ def test_updates_merge_their_fields_and_a_last_leave_keeps_its_reason() -> None:
 def test_window_zero_or_no_scheduler_sends_each_diff_at_once_with_its_exclude(
         window: float, bound: bool) -> None:
     sent: list[tuple[str, dict[str, Any], object]] = []
-    batch = PresenceBatcher(window, lambda c, d, x, t: sent.append((c, d, x)))
+    batch = PresenceBatcher(window, lambda c, d, x, t, only, skip: sent.append((c, d, x)))
     if bound:
         batch.bind(ManualScheduler(ManualClock()))
     diff = messages.presence_diff_message("room", {"ada": {"connections": 1}}, {})
