@@ -24,7 +24,7 @@ client already had:
 A connection that got a member list of the channel during the window (a
 ``presence_state`` or the first page, :meth:`PresenceBatcher.synced`) gets, from
 that window, only the members changed *after* its list was built, each as seen
-from that list (:meth:`PresenceBatcher._view`): no echo of its own join, no second
+from that list (:meth:`PresenceBatcher._entry`): no echo of its own join, no second
 copy of members its list already has (a Pusher client's duplicate ``member_added``),
 and no 16 x 64 KB of metadata on top of the pages that already carry it.
 
@@ -38,6 +38,7 @@ diff to a channel's local subscribers) and a :class:`~realtime_lab.core.ports.Sc
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
@@ -145,9 +146,9 @@ class PresenceBatcher:
 
     def add(self, channel: str, diff: dict[str, object], exclude: Session | None = None) -> None:
         """A ``presence_diff`` for ``channel``'s local subscribers: sent at once (not
-        batching: to all but ``exclude``), or merged into the window's diff (to all:
-        ``exclude`` already has the member in the list it was sent, so the diff
-        changes nothing there)."""
+        batching: to all but ``exclude``), or merged into the window's diff
+        (``exclude`` already has the member in the list it was sent: see
+        :meth:`_knows`)."""
         self.stats.diffs_in += 1
         if not self.batching:
             self._send(channel, diff, exclude, None, None, ())
@@ -160,6 +161,8 @@ class PresenceBatcher:
                 self._timer = self._scheduler.call_later(self.window, self._due)
         batch.seq += 1
         members, seq = batch.members, batch.seq
+        if exclude is not None:
+            self._knows(batch, exclude.id, seq)
         for user, leave in _section(diff, "leaves").items():
             entry = members.get(user)
             if entry is None:
@@ -186,6 +189,16 @@ class PresenceBatcher:
                 entry.changed.update(dict.fromkeys(fields, seq))
             entry.info = info
             entry.last = seq
+
+    @staticmethod
+    def _knows(batch: _Channel, sid: str, seq: int) -> None:
+        """Change ``seq`` leaves session ``sid`` out: its list has it already (its own
+        join, or its new tab, announced right after its list). When nothing else
+        changed since its list (or since the window began), its list is as of
+        ``seq``: no echo. Otherwise it gets the entry again, which changes nothing."""
+        synced = batch.synced.get(sid)
+        if synced == seq - 1 or (synced is None and seq == 1):
+            batch.synced[sid] = seq
 
     def synced(self, channel: str, session: Session) -> None:
         """A member list of ``channel`` starts going to ``session``: its
@@ -228,30 +241,107 @@ class PresenceBatcher:
         self.flush()
 
     def _flush_channel(self, channel: str, batch: _Channel) -> None:
-        """The shared diff to every subscriber whose list predates the window; to each
-        one synced in it, nothing, the shared diff, or its own (see :meth:`_view`)."""
-        members = list(batch.members.values())
-        skip: set[str] = set()
-        own: dict[int, list[str]] = {}  # sync seq -> sessions that need their own diff
-        first = members[0].first if members else 0
-        for sid, seq in batch.synced.items():
-            if seq < first:
-                continue  # every change came after its list: the shared diff
-            skip.add(sid)
-            if seq < batch.seq:
-                own.setdefault(seq, []).append(sid)
-        shared = self._view(batch, 0)
-        if shared:
-            self._send_split(channel, shared, None, skip)
-        for seq, sids in own.items():
-            entries = self._view(batch, seq)
-            if entries:
-                self.stats.own_diffs += len(sids)
-                self._send_split(channel, entries, sids, ())
+        """The window's diff: in chunks of about ``max_bytes`` (members in the order
+        they were first seen), each encoded once, to every subscriber whose list
+        predates the window; to each one synced in it, what changed after its list
+        (:meth:`_entry`): the whole chunks after that point (the same frames) and
+        one diff of its own for the rest, or nothing.
 
-    def _view(self, batch: _Channel, seq: int) -> list[_Entry]:
-        """The window's entries for a receiver whose list was built after its first
-        ``seq`` changes (0: before the window), leaves first.
+        Each member's entry is encoded once and an own diff is put together from
+        those texts, so a storm of N joiners, each synced at a different point,
+        costs about N own diffs of at most a chunk each, not N encodings of the
+        window (quadratic)."""
+        entries = list(batch.members.items())
+        if not entries:
+            return
+        shared = [self._entry(user, m, 0) for user, m in entries]
+        texts = [_encode_entry(e) if e is not None else None for e in shared]
+        head = codec.encode(messages.presence_diff_message(channel, {}, {}))
+        chunks = self._pack([i for i, e in enumerate(shared) if e is not None], texts, head)
+        firsts = [m.first for _, m in entries]
+        skip: set[str] = set()  # synced in the window: not every shared chunk
+        wants: dict[str, int] = {}  # such a session -> the first chunk it gets whole
+        own: dict[int, list[str]] = {}  # sync seq -> sessions with the same own diff
+        for sid, seq in batch.synced.items():
+            start = bisect_right(firsts, seq)  # the members first changed after its list
+            if start == 0:
+                continue  # every change came after its list: the shared chunks
+            skip.add(sid)
+            if seq >= batch.seq:
+                continue  # its list has every change: nothing
+            whole = next((k for k, chunk in enumerate(chunks) if chunk[0] >= start),
+                         len(chunks))
+            wants[sid] = whole
+            own.setdefault(seq, []).append(sid)
+        for k, chunk in enumerate(chunks):
+            skip_k = skip if not wants else {sid for sid in skip if wants.get(sid, k + 1) > k}
+            self._send_texts(channel, head, [shared[i] for i in chunk],  # type: ignore[misc]
+                             [texts[i] for i in chunk], None, skip_k)  # type: ignore[misc]
+        for seq, sids in own.items():
+            start = bisect_right(firsts, seq)
+            whole = wants[sids[0]]
+            end = chunks[whole][0] if whole < len(chunks) else len(entries)
+            items = [self._entry(user, m, seq) for user, m in entries[:start]]
+            mine = [(e, _encode_entry(e)) for e in items if e is not None]
+            mine += [(shared[i], texts[i]) for i in range(start, end)  # type: ignore[misc]
+                     if shared[i] is not None]
+            if not mine:
+                continue
+            self.stats.own_diffs += len(sids)
+            for chunk in self._pack(list(range(len(mine))), [t for _, t in mine], head):
+                self._send_texts(channel, head, [mine[i][0] for i in chunk],
+                                 [mine[i][1] for i in chunk], sids, ())
+
+    def _pack(self, order: list[int], texts: list[str | None], head: str) -> list[list[int]]:
+        """``order`` (indexes of entries) in runs of at most about ``max_bytes`` of diff
+        each (at least one entry: one larger than that goes alone)."""
+        budget = self.max_bytes - len(head)
+        chunks: list[list[int]] = []
+        chunk: list[int] = []
+        used = 0
+        for i in order:
+            size = _size(cast("str", texts[i])) + 1
+            if chunk and used + size > budget:
+                chunks.append(chunk)
+                chunk, used = [], 0
+            chunk.append(i)
+            used += size
+        if chunk:
+            chunks.append(chunk)
+        return chunks
+
+    def _send_texts(self, channel: str, head: str, items: list[_Entry], texts: list[str],
+                    only: list[str] | None, skip: Collection[str]) -> None:
+        """One diff of ``items`` (each entry's JSON in ``texts``) to its audience."""
+        joins: dict[str, MemberInfo] = {}
+        leaves: dict[str, MemberInfo] = {}
+        hints: dict[str, list[str]] = {}
+        join_texts: list[str] = []
+        leave_texts: list[str] = []
+        hint_texts: list[str] = []
+        for (user, info, gone, fields), text in zip(items, texts, strict=True):
+            if gone:
+                leaves[user] = info
+                leave_texts.append(text)
+                continue
+            joins[user] = info
+            member, _, hint = text.partition("\0")
+            join_texts.append(member)
+            if fields:
+                hints[user] = fields
+                hint_texts.append(hint)
+        diff = messages.presence_diff_message(channel, joins, leaves)
+        tail = f'"joins":{{{",".join(join_texts)}}},"leaves":{{{",".join(leave_texts)}}}'
+        if hints:
+            diff["changed"] = hints
+            tail += f',"changed":{{{",".join(hint_texts)}}}'
+        text = head[:-len(_EMPTY_TAIL)] + tail + "}"
+        self._send(channel, diff, None, text, only, skip)
+        self.stats.diffs_out += 1
+
+    def _entry(self, user: str, entry: _Member, seq: int) -> _Entry | None:
+        """``user``'s entry for a receiver whose list was built after the window's first
+        ``seq`` changes (0: before the window), or None: nothing for it.
 
         Only members whose last change is after ``seq``: the list has the rest as
         they are now. Each as its final state, absolute, which is right whatever
@@ -265,43 +355,36 @@ class PresenceBatcher:
         * gone now, not listed (joined and left after ``seq``, or left before it and
           joined and left again after it): nothing, never a phantom member.
         """
-        joins: list[_Entry] = []
-        leaves: list[_Entry] = []
-        for user, entry in batch.members.items():
-            if entry.last <= seq:
-                continue
-            listed = entry.before if seq == 0 or not entry.flips else entry.listed_at(seq)
-            if entry.info is None:
-                if listed:
-                    leave: MemberInfo = entry.leave or {"connections": 0}
-                    leaves.append((user, leave, True, None))
-                continue
-            fields: list[str] | None = None
-            if listed:
-                if any(f > seq for f in entry.flips):  # it left and came back since
-                    fields = list(self._rejoin_fields)
-                else:
-                    after = {f for f, at in entry.changed.items() if at > seq}
-                    fields = [f for f in REJOIN_FIELDS if f in after] or None
-            joins.append((user, entry.info, False, fields))
-        return leaves + joins
+        if entry.last <= seq:
+            return None
+        listed = entry.before if seq == 0 or not entry.flips else entry.listed_at(seq)
+        if entry.info is None:
+            if not listed:
+                return None
+            leave: MemberInfo = entry.leave or {"connections": 0}
+            return (user, leave, True, None)
+        fields: list[str] | None = None
+        if listed:
+            if any(f > seq for f in entry.flips):  # it left and came back since
+                fields = list(self._rejoin_fields)
+            else:
+                after = {f for f, at in entry.changed.items() if at > seq}
+                fields = [f for f in REJOIN_FIELDS if f in after] or None
+        return (user, entry.info, False, fields)
 
-    def _send_split(self, channel: str, entries: list[_Entry], only: list[str] | None,
-                    skip: Collection[str]) -> None:
-        """Send ``entries`` as one diff, or as several of at most about ``max_bytes``
-        each (never one frame near the slow-consumer bound); each user is in one of
-        them, so they apply in any order."""
-        diff = messages.presence_diff_message(
-            channel, {u: i for u, i, gone, _ in entries if not gone},
-            {u: i for u, i, gone, _ in entries if gone})
-        hints = {u: f for u, _, _, f in entries if f}
-        if hints:
-            diff["changed"] = hints
-        text = codec.encode(diff)
-        if len(entries) > 1 and len(text) > self.max_bytes:  # (characters: close enough)
-            half = len(entries) // 2
-            self._send_split(channel, entries[:half], only, skip)
-            self._send_split(channel, entries[half:], only, skip)
-            return
-        self._send(channel, diff, None, text, only, skip)
-        self.stats.diffs_out += 1
+
+
+#: The end of an empty diff's JSON, replaced by the entries' texts.
+_EMPTY_TAIL = '"joins":{},"leaves":{}}'
+
+
+def _size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def _encode_entry(entry: _Entry) -> str:
+    """``"user":info`` as in a diff's JSON; a join with ``changed`` fields gets its
+    hint after a NUL (``"user":["state"]``), which no JSON text contains raw."""
+    user, info, _, fields = entry
+    text = codec.encode({user: info})[1:-1]
+    return text + "\0" + codec.encode({user: fields})[1:-1] if fields else text

@@ -28,12 +28,15 @@ class Sink:
         self.sent: list[tuple[str, dict[str, Any], object]] = []
         #: (diff, only, skip) of each diff sent
         self.audiences: list[tuple[dict[str, Any], object, object]] = []
+        self.sizes: list[int] = []  # the bytes of each diff sent, as on the wire
         self.batch = PresenceBatcher(window, self._record, details=details,
                                      max_bytes=max_bytes)
         self.batch.bind(self.timers)
 
     def _record(self, channel: str, diff: dict[str, Any], exclude: object, text: object,
                 only: object, skip: object) -> None:
+        assert isinstance(text, str) and json.loads(text) == diff  # the text is the diff
+        self.sizes.append(len(text.encode()))
         self.sent.append((channel, diff, exclude))
         self.audiences.append((diff, None if only is None else sorted(only),  # type: ignore[call-overload]
                                sorted(skip)))  # type: ignore[call-overload]
@@ -153,12 +156,12 @@ def test_a_join_then_a_leave_around_a_list_is_a_leave_for_that_list_only() -> No
     sink.leave("cy", "closed")
     sink.join("dan")
     [(shared, _, skip), (first, only1, _), (second, only2, _)] = audiences(sink)
-    assert skip == ["s1", "s2"] and shared["leaves"] == {} and list(shared["joins"]) == ["dan"]
+    # dan's join is news for everyone: the same frame (s1 and s2 included)
+    assert skip == [] and shared["leaves"] == {} and list(shared["joins"]) == ["dan"]
     assert only1 == ["s1"] and first["leaves"] == {"ada": {"connections": 0,
                                                           "reason": "closed"}}
-    assert list(first["joins"]) == ["dan"]  # bob and cy came and went after its list
-    assert only2 == ["s2"] and list(second["leaves"]) == ["bob"]
-    assert list(second["joins"]) == ["dan"]
+    assert first["joins"] == {}  # bob and cy came and went after its list: nothing
+    assert only2 == ["s2"] and list(second["leaves"]) == ["bob"] and second["joins"] == {}
     synced(sink, "s3")  # a list sent with nothing pending changes nothing
     assert sink.window_ends() == []
 
@@ -231,7 +234,7 @@ def test_a_large_window_goes_in_diffs_of_at_most_max_bytes() -> None:
     for i in range(1000):
         sink.join(f"m{i:04d}", meta={"bio": "x" * 100})
     diffs = sink.window_ends()
-    assert len(diffs) > 12 and all(len(json.dumps(d)) <= 8192 for d in diffs)
+    assert len(diffs) > 12 and len(sink.sizes) == len(diffs) and max(sink.sizes) <= 8192
     joins = [u for d in diffs for u in d["joins"]]
     assert sorted(joins) == ["ada"] + [f"m{i:04d}" for i in range(1000)]
     assert [u for d in diffs for u in d["leaves"]] == ["bob"]
@@ -286,5 +289,6 @@ def test_a_join_storm_in_the_hub_costs_a_frame_per_member_per_window(window: flo
                     members.pop(user, None)
                 members.update(msg["joins"])
         assert members == hub.presence("room")
-    assert frames == (n if window else n * (n - 1) // 2)  # batched: the last joiner too
+    # batched: one merged diff each, but none for the last joiner (its list has every join)
+    assert frames == (n - 1 if window else n * (n - 1) // 2)
     assert hub.stats.deliveries == frames
