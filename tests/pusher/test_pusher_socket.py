@@ -322,6 +322,54 @@ async def test_a_full_server_refuses_with_pusher_error_4100_and_backoff_close(
         await srv.stop()
 
 
+async def test_a_member_joined_in_the_window_before_a_subscribe_reaches_it_once(
+        raw_ws: Any) -> None:
+    """ada joins, bob subscribes in the same presence batch window: bob's
+    subscription_succeeded lists ada, and the window's diff does not add her again
+    (it once did: member_added after the hash). A later join is a member_added."""
+    import asyncio
+
+    window = 3.0  # long: ada's join and bob's subscribe fall in one window when busy
+    srv = await _pusher_server(presence_batch_window=window)
+    app = srv.options.pusher_apps[0]
+    batch = srv.hub.presence_batch
+
+    async def join(user: str) -> tuple[Any, dict[str, Any]]:
+        ws = await raw_ws(srv.port, path=PATH)
+        socket_id = await _established(ws)
+        data = json.dumps({"user_id": user})
+        await ws.send_frame(OP_TEXT, json.dumps({"event": "pusher:subscribe", "data": {
+            "channel": "presence-a", "auth": channel_auth(app, socket_id, "presence-a", data),
+            "channel_data": data}}).encode())
+        ok = await ws.recv_json()
+        assert ok["event"] == "pusher_internal:subscription_succeeded"
+        return ws, json.loads(ok["data"])["presence"]
+
+    async def window_ends() -> None:
+        async with asyncio.timeout(window + 10):
+            while batch.pending:
+                await asyncio.sleep(0.02)  # polling a condition, bounded by the timeout
+
+    try:
+        windows = batch.stats.windows
+        ada, _ = await join("ada")
+        bob, listed = await join("bob")
+        assert batch.stats.windows == windows, "not one window: see the comment on window"
+        assert listed["ids"] == ["ada", "bob"]
+        await window_ends()
+        added = await ada.recv_json()  # ada's list predates bob's join: she gets it
+        assert added["event"] == "pusher_internal:member_added"
+        assert json.loads(added["data"])["user_id"] == "bob"
+        cy, _ = await join("cy")
+        await window_ends()
+        for ws in (bob, ada):  # bob's next frame is cy's join, not ada's again
+            added = await ws.recv_json(timeout=10)
+            assert added["event"] == "pusher_internal:member_added"
+            assert json.loads(added["data"])["user_id"] == "cy"
+    finally:
+        await srv.stop()
+
+
 def test_a_member_is_not_told_that_it_joined_itself() -> None:
     """Batched diffs (presence_batch_window) reach the joiner too; its Pusher frames
     leave its own join out, the others' frames keep it, each built per broadcast."""
