@@ -109,9 +109,9 @@ HOSTILE = [
 
 
 async def test_hostile_receipts_get_documented_codes() -> None:
-    # presence diffs at once: the test reads the replies one by one (batched, the
-    # subscriber's own join would come back in the window's diff among them)
-    server = await realtime_lab.serve(port=0, error_limit=None, presence_batch_window=0)
+    # the default batch window: the test reads the replies one by one, and the
+    # subscriber's own join, announced right after its list, never comes back
+    server = await realtime_lab.serve(port=0, error_limit=None)
     rec = server.record()
     ws = await websocket_connect(server.url + "?user=mallory")
     try:
