@@ -16,24 +16,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from realtime_lab.core.backplane import Backplane, Cluster, LocalBackplane
+from realtime_lab.core.assembly import SetsCompression, build_services, compression_of
+from realtime_lab.core.backplane import Backplane, Cluster
 from realtime_lab.core.channels import Channel
-from realtime_lab.core.commands import Commands, Decode
-from realtime_lab.core.connections import Connections, PendingOpen
+from realtime_lab.core.commands import Decode
+from realtime_lab.core.connections import PendingOpen
 from realtime_lab.core.events import EventBus
 from realtime_lab.core.heartbeat import HeartbeatPolicy
-from realtime_lab.core.history import HistoryRule, HistoryService
+from realtime_lab.core.history import HistoryRule
 from realtime_lab.core.hooks import ConnectRequest, Hooks, MaybeAwaitable
-from realtime_lab.core.liveness import Liveness
-from realtime_lab.core.membership import MembershipService
 from realtime_lab.core.options import ServerOptions
 from realtime_lab.core.outbound import Priority
-from realtime_lab.core.outbox import Outbox
 from realtime_lab.core.ports import (
     Clock,
     ConnectionPort,
@@ -42,11 +39,9 @@ from realtime_lab.core.ports import (
     SoonScheduler,
     run_now,
 )
-from realtime_lab.core.presence import PresenceService
 from realtime_lab.core.presence_modes import PresenceModes
 from realtime_lab.core.presence_sync import PresencePager
-from realtime_lab.core.publish import BroadcastProbe, PublishPath
-from realtime_lab.core.registry import ChannelRegistry
+from realtime_lab.core.publish import BroadcastProbe
 from realtime_lab.core.requests import Request
 from realtime_lab.core.security import Admission
 from realtime_lab.core.services import Services
@@ -56,31 +51,12 @@ from realtime_lab.errors import ProtocolError
 from realtime_lab.logthrottle import LogThrottle
 from realtime_lab.protocol import codec, messages
 from realtime_lab.protocol.close_codes import CloseCode
-from realtime_lab.protocol.deflate import CompressionPolicy
-from realtime_lab.protocol.frames import text_frame
 from realtime_lab.protocol.values import check_value
 
 log = logging.getLogger("realtime_lab.core")
 
 #: Seconds between two log records of one kind of failure (``Hub.log_throttle``).
 LOG_INTERVAL = 60.0
-
-
-@runtime_checkable
-class SetsCompression(Protocol):
-    """A middleware that sets the permessage-deflate policy the transport negotiates
-    (``realtime_lab.middleware.Compression``)."""
-
-    @property
-    def compression_policy(self) -> CompressionPolicy: ...
-
-
-def compression_of(middleware: Sequence[object], default: CompressionPolicy) -> CompressionPolicy:
-    """The first middleware's policy that sets one, else ``default`` (the options')."""
-    for mw in middleware:
-        if isinstance(mw, SetsCompression):
-            return mw.compression_policy
-    return default
 
 
 class Hub:
@@ -115,7 +91,6 @@ class Hub:
         #: Events (docs/events.md); built only when someone listens (``bus.active``).
         self.bus = bus or EventBus()
         self._hooks = hooks or Hooks()
-        opts = self.options
         self.clock = clock
         #: Tracebacks input can trigger are logged once per kind and LOG_INTERVAL.
         self.log_throttle = LogThrottle(log, interval=LOG_INTERVAL, clock=clock)
@@ -124,81 +99,17 @@ class Hub:
         self._schedule: Schedule = self.scheduler.call_soon
         self.sessions: dict[str, Session] = {}
         self.stats = HubStats()
-        #: Per-connection queues, one write per turn, fan-outs, slow consumers.
-        outbox = Outbox(opts, stats=self.stats, bus=self.bus, clock=clock,
-                        log_throttle=self.log_throttle, schedule=self._schedule,
-                        close=self.close)
-        registry = ChannelRegistry(opts)
-        presence = PresenceService(opts, registry=registry, outbox=outbox, clock=clock,
-                                   bus=self.bus, hooks=self._hooks, scheduler=self.scheduler,
-                                   answers=self, leave=lambda s, name, why: membership.leave(
-                                       s, name, reason=why))
-        #: Presence diffs merged per channel (core/presence_batch.py; the service's).
-        self.presence_batch = presence.batch
-
-        def send_members(s: Session, msg: dict[str, object], text: str, prio: Priority) -> bool:
-            if msg["type"] == "presence_state" or msg.get("page") == 1:  # a list starts
-                self.presence_batch.synced(str(msg["channel"]), s)  # the window's diff skips it
-            return outbox.send(s, msg, prio, text=text)
-
-        #: New subscribers' member lists, sent in pages as they drain (core/presence_sync.py).
-        self.presence_pager = outbox.pager = PresencePager(opts, send_members, outbox.await_drain)
-
-        def broadcast(channel: Channel, msg: dict[str, object]) -> None:
-            outbox.fan_out(list(channel.subscribers.values()), text_frame(codec.encode(msg)),
-                           Priority.HIGH, msg)
-
-        def cancel_lists(channel: Channel) -> None:
-            if self.presence_pager.active:
-                for session in channel.subscribers.values():
-                    self.presence_pager.cancel(session, channel.name)
-
-        #: Presence modes (full, counts, off), the member limit, throttled counts
-        #: (core/presence_modes.py); counts read from the presence service.
-        self.presence_modes = presence.modes = PresenceModes(
-            opts, policy=registry.presence_policy, count=lambda ch: presence.count(ch.name),
-            send=lambda s, msg: outbox.send(s, msg, Priority.HIGH), broadcast=broadcast,
-            cancel_lists=cancel_lists, clock=clock, live=registry.channels.get)
         #: The other nodes when this hub is one node of several (``use_backplane``).
         self.cluster: Cluster | None = None
-        history = HistoryService(opts, clock=clock, send=outbox.send, enqueue=outbox.enqueue)
-        membership = MembershipService(opts, clock=clock, bus=self.bus, hooks=self._hooks,
-                                       registry=registry, presence=presence,
-                                       modes=self.presence_modes, history=history,
-                                       pager=self.presence_pager, answers=self)
-        backplane = self._local = LocalBackplane(secrets.token_hex(6), history.number)
-        publisher = PublishPath(opts, hub=self, backplane=backplane, registry=registry,
-                                outbox=outbox, history=history, stats=self.stats,
-                                bus=self.bus, clock=clock)
-        backplane.attach(publisher)
-        heartbeat = HeartbeatPolicy(opts)  # the welcome's intervals and the liveness ticks
-        connections = Connections(opts, clock=clock, stats=self.stats, bus=self.bus,
-                                  hooks=self._hooks, log_throttle=self.log_throttle,
-                                  sessions=self.sessions, outbox=outbox,
-                                  heartbeat=heartbeat, leave=membership.leave)
-        commands = Commands(opts, clock=clock, stats=self.stats, bus=self.bus,
-                            hooks=self._hooks, log_throttle=self.log_throttle, outbox=outbox,
-                            registry=registry, publisher=publisher, history=history,
-                            membership=membership, close=connections.close, hub=self)
-        # the liveness schedule reads the hub's at call time (bind)
-        liveness = Liveness(opts, clock=clock, schedule=lambda cb: self._schedule(cb),
-                            sessions=self.sessions, stats=self.stats, bus=self.bus,
-                            enqueue=outbox.enqueue, mark_dirty=outbox.mark_dirty,
-                            close=connections.close, reject=commands.reject,
-                            check_presence_idle=presence.check_presence_idle,
-                            policy=heartbeat)
-        self.services = Services(
-            connections=connections,
-            membership=membership,
-            commands=commands,
-            liveness=liveness,
-            registry=registry,
-            outbox=outbox,
-            history=history,
-            publisher=publisher,
-            presence=presence,
-            backplane=backplane,
-        )
+        parts = build_services(self)  # core/assembly.py: the wiring
+        self.services: Services = parts.services
+        #: Presence diffs merged per channel (core/presence_batch.py; the service's).
+        self.presence_batch = parts.services.presence.batch
+        #: New subscribers' member lists, sent in pages as they drain (core/presence_sync.py).
+        self.presence_pager: PresencePager = parts.presence_pager
+        #: Presence modes, the member limit, throttled counts (core/presence_modes.py).
+        self.presence_modes: PresenceModes = parts.presence_modes
+        self._local = parts.local
         self.set_middleware(middleware)
 
     @property
@@ -470,4 +381,4 @@ class Hub:
         return self.services.presence.check_presence_idle(now)
 
 
-__all__ = ["Hub", "PendingOpen", "Services", "compression_of"]
+__all__ = ["Hub", "PendingOpen", "Services", "SetsCompression", "compression_of"]
