@@ -60,21 +60,11 @@ LOG_INTERVAL = 60.0
 
 
 class Hub:
-    """Channels, presence and broadcast for a set of connections.
-
-    A facade over services, each with its own state (``hub.services``):
-    :mod:`~realtime_lab.core.connections` admission, the welcome, closing;
-    :mod:`~realtime_lab.core.commands` the inbound path;
-    :mod:`~realtime_lab.core.membership` subscribe and leave;
-    :mod:`~realtime_lab.core.presence` presence, one truth for one server and many;
-    :mod:`~realtime_lab.core.liveness` heartbeat and idle checks,
-    :mod:`~realtime_lab.core.registry` the channels, their metadata and rules,
-    :mod:`~realtime_lab.core.outbox` the outbound queues and writes,
-    :mod:`~realtime_lab.core.history` history and recovery,
-    :mod:`~realtime_lab.core.publish` the publish path and
-    :mod:`~realtime_lab.core.backplane` how a publication reaches every node: services
-    (``hub.services.connections``, ``.commands``, ``.membership``, ``.liveness``, ``.registry``,
-    ``.outbox``, ``.history``, ``.publisher``, ``.presence``, ``.backplane``).
+    """Channels, presence and broadcast for a set of connections: a facade over the
+    services ``hub.services`` holds (core/services.py), wired by
+    :func:`~realtime_lab.core.assembly.build_services`: ``.connections`` (admission, the
+    welcome, closing), ``.commands`` (the inbound path), ``.membership``, ``.presence``,
+    ``.liveness``, ``.registry``, ``.outbox``, ``.history``, ``.publisher``, ``.backplane``.
     """
 
     def __init__(
@@ -156,16 +146,14 @@ class Hub:
     # ------------------------------------------------------------------ lifecycle
 
     def bind(self, scheduler: Scheduler) -> None:
-        """Run the hub's deferred work on ``scheduler`` (``LabServer.start``: the running
-        event loop; the hub is built before any loop runs)."""
+        """Run the hub's deferred work on ``scheduler`` (``LabServer.start``: its loop)."""
         self.scheduler = scheduler
         self._schedule = self.services.outbox.schedule = scheduler.call_soon
         self.services.presence.bind(scheduler)
         self.presence_modes.bind(scheduler)
 
     def use_backplane(self, cluster: Cluster | None) -> None:
-        """Publish through ``cluster`` (``realtime_lab.broker.BrokerBackplane.start``,
-        before the first client), or through this hub's local backplane again (None)."""
+        """Publish through ``cluster`` (``BrokerBackplane.start``), or locally again (None)."""
         backplane: Backplane = cluster if cluster is not None else self._local
         publisher = self.services.publisher
         backplane.attach(publisher)
@@ -178,14 +166,11 @@ class Hub:
     def publish(self, channel: str, data: Any, *, sender: str | None = None,
                 priority: Priority | str = Priority.NORMAL, event: str | None = None,
                 exclude: Session | None = None) -> int:
-        """Publish ``data`` to every subscriber of ``channel`` (on every node); return
-        this node's recipient count (``PublishPath.publish``).
+        """Publish ``data`` to ``channel``'s subscribers on every node; this node's count.
 
-        ``event``: a name the ``message`` carries (a Pusher client's event name);
-        ``exclude``: a connection of this node that does not get it (the Pusher HTTP
-        API's ``socket_id``). Raises :class:`~realtime_lab.errors.BadValue` (a
-        ``ValueError``) when ``data`` is outside the data model (docs/protocol.md,
-        "Values"), before anything is sent.
+        ``event``: the name the ``message`` carries (Pusher's); ``exclude``: a connection
+        of this node left out (Pusher's ``socket_id``). :class:`~realtime_lab.errors.BadValue`
+        when ``data`` is outside the data model (docs/protocol.md, "Values"), nothing sent.
         """
         self.services.registry.validate(channel)
         check_value(data)
@@ -249,10 +234,8 @@ class Hub:
 
     def open(self, port: ConnectionPort, *, user: str | None = None,
              request: ConnectRequest | None = None) -> Any:
-        """Admit a new connection and send it the welcome message; return its session
-        (``Connections.open``: the limits, the connect token, ``on_connect``). A refused
-        connection comes back in state CLOSING; with an async ``on_connect`` this is a
-        :class:`PendingOpen` the transport awaits."""
+        """Admit a connection, welcome it: its session (CLOSING when refused) or a
+        :class:`PendingOpen` with an async ``on_connect`` (``Connections.open``)."""
         return self.services.connections.open(port, user=user, request=request)
 
     def refused_handshake(self, remote: str, code: int, reason: str, limit: str) -> None:
@@ -260,8 +243,7 @@ class Hub:
         self.services.connections.refused_handshake(remote, code, reason, limit)
 
     def close(self, session: Session, code: int, reason: str) -> None:
-        """Close a connection from the server side with ``code``; it leaves its channels
-        and presence now (``Connections.close``)."""
+        """Close ``session`` with ``code``; it leaves its channels now (``Connections.close``)."""
         self.services.connections.close(session, code, reason)
 
     def closed(self, session: Session, code: int | None = None, reason: str = "") -> None:
@@ -276,9 +258,8 @@ class Hub:
 
     def receive_text(self, session: Session, text: str | bytes, *,
                      decode: Decode = codec.decode) -> Awaitable[None] | None:
-        """Handle one inbound text message (``Commands.receive_text``); an awaitable when
-        an async middleware or hook is still working (the transport awaits it before
-        the connection's next message)."""
+        """One inbound text message (``Commands.receive_text``); an awaitable while async
+        middleware or a hook works (the transport awaits it before the next message)."""
         return self.services.commands.receive_text(session, text, decode=decode)
 
     def receive_binary(self, session: Session, data: bytes) -> Awaitable[None] | None:
@@ -286,19 +267,16 @@ class Hub:
         return self.services.commands.receive_binary(session, data)
 
     def reject(self, session: Session, err: ProtocolError) -> None:
-        """Answer a bad request with an ``error`` (``err.request_id``), and close when the
-        error is fatal (``Commands.reject``)."""
+        """Answer a bad request with an ``error``; close if fatal (``Commands.reject``)."""
         self.services.commands.reject(session, err)
 
     # ------------------------------------------------------------------ channels
 
     def subscribe(self, session: Session, name: str, request_id: messages.RequestId = None,
                   auth: str | None = None) -> MaybeAwaitable[None]:
-        """Subscribe ``session`` to channel ``name``, as its ``subscribe`` message would
-        (``MembershipService.subscribe``: hooks, authorization, the reply); a refusal
-        raises its :class:`~realtime_lab.errors.ProtocolError`."""
+        """Subscribe as a ``subscribe`` message would (``MembershipService.subscribe``); a
+        refusal raises its :class:`~realtime_lab.errors.ProtocolError`."""
         return self.services.membership.subscribe(session, name, request_id, auth)
-
 
     @property
     def channels(self) -> dict[str, Channel]:
@@ -311,15 +289,13 @@ class Hub:
         return [presence.with_counts(desc) for desc in self.services.registry.describe_all()]
 
     def channel_info(self, name: str) -> dict[str, object] | None:
-        """Counts (cluster-wide with a broker) and custom metadata of channel ``name``;
-        None when it has no subscribers and no metadata was set for it."""
+        """Counts (cluster-wide) and metadata of ``name``; None: no subscribers, no metadata."""
         info = self.services.registry.info(name)
         return info if info is None else self.services.presence.with_counts(info)
 
     def set_channel_metadata(self, name: str, values: dict[str, object], *,
                              replace: bool = False) -> dict[str, object]:
-        """Merge ``values`` into channel ``name``'s custom metadata (or replace it); kept
-        while the channel has no subscribers. None removes a key. Returns the new dict."""
+        """Merge (or replace) ``name``'s custom metadata; None removes a key. The new dict."""
         return self.services.registry.set_metadata(name, values, replace=replace)
 
     def clear_channel_metadata(self, name: str) -> None:
@@ -329,8 +305,7 @@ class Hub:
     # ------------------------------------------------------------------ presence
 
     def presence(self, channel: str) -> dict[str, dict[str, object]]:
-        """The members of ``channel`` and their info: cluster-wide with a broker (for a
-        channel this node has subscribers of), else this server's."""
+        """The members of ``channel`` and their info (cluster-wide with a broker)."""
         return self.services.presence.members(channel)
 
     def presence_message(self, request: Request,
@@ -363,8 +338,7 @@ class Hub:
                                                  session=session)
 
     def kick(self, name: str, user: str, reason: str = "kicked") -> int:
-        """Unsubscribe every connection of ``user`` from ``name``, on every node (leave
-        reason ``kicked``); how many of this server's."""
+        """Unsubscribe ``user`` from ``name`` on every node; how many of this server's."""
         return self.services.presence.kick(name, user, reason)
 
     def announce_presence(self, name: str, diff: dict[str, object],
