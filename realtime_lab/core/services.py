@@ -1,6 +1,7 @@
 """The services the hub is made of (``hub.services``), each with its own state and API.
 
-:class:`~realtime_lab.core.hub.Hub` builds them and passes each the others it needs
+:func:`~realtime_lab.core.assembly.build_services` (called by
+:class:`~realtime_lab.core.hub.Hub`) builds them and passes each the others it needs
 (constructor arguments, typed by small ``Protocol`` s or callables); the hub's public
 methods delegate to them.
 """
