@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "realtime_lab"
 
 #: package -> uses of `Any` in it. Lower these as the count goes down; never raise them.
-ALLOWED = {"core": 84, "protocol": 52}
+ALLOWED = {"core": 77, "protocol": 52}
 
 
 def _is_docstring(parents: dict[ast.AST, ast.AST], node: ast.Constant) -> bool:

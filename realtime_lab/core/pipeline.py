@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar
 
 from realtime_lab.core.hooks import MaybeAwaitable
 
@@ -41,9 +41,10 @@ InboundNext: TypeAlias = "Callable[[Inbound], MaybeAwaitable[None]]"
 (None, or an awaitable when an async middleware or hook is still working)."""
 OutboundNext: TypeAlias = "Callable[[Outbound], int]"
 """The next handler of the outbound chain: returns the number of recipients."""
-Next = Callable[[Any], Any]
-"""The next handler of either chain (kept for existing middleware; the two above are
-exact)."""
+Next: TypeAlias = Callable[[C], R]
+"""The next handler of a chain, generic in its context and result: ``InboundNext`` is
+``Next[Inbound, MaybeAwaitable[None]]``, ``OutboundNext`` is ``Next[Outbound, int]``
+(kept for existing middleware; a bare ``Next`` leaves both open)."""
 
 
 class HubView(Protocol):
@@ -74,14 +75,15 @@ class HubView(Protocol):
 
 @dataclass(eq=False, slots=True)
 class Inbound:
-    """One client message on its way in. ``message`` is the decoded JSON value."""
+    """One client message on its way in. ``message`` is the decoded value (JSON or
+    MessagePack; a dict for a well-formed message, but a client may send any value)."""
 
     session: Session
-    message: Any
+    message: object
     size: int
     now: float
     hub: HubView
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
     #: The request this message is (core/requests.py). The hub's endpoint marks it as
     #: reached; when the chain returns without that, the message was dropped.
     request: Request | None = None
@@ -103,7 +105,7 @@ class Outbound:
     """One broadcast on its way out, before encoding. ``message`` is the wire dict."""
 
     channel: str
-    message: dict[str, Any]
+    message: dict[str, object]
     priority: int
     sender: str | None
     subscribers: int
@@ -112,7 +114,7 @@ class Outbound:
     exclude: Session | None = None
     compress: bool | None = None
     size: int = 0  # bytes of the frame, set once the endpoint has encoded it
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
 
 
 def _link(fn: Callable[[C, Callable[[C], R]], R], nxt: Callable[[C], R]) -> Callable[[C], R]:
