@@ -86,7 +86,8 @@ async def test_reconnect_storm_spreads_and_everyone_is_served(
             assert int(await read_line(proc, "received", 40)) == N
 
             arrivals = [t - t0 for t in proxy.accept_times if t >= t0]
-            report = storm_report([t - t0 for t in done["planned"]],
+            planned = [t - t0 for t in done["planned"]]
+            report = storm_report(planned,
                                   [t - t0 for t in done["attempts"]], arrivals,
                                   [t - t0 for t in done["reopened"]])
             ARTIFACTS.mkdir(exist_ok=True)
@@ -101,7 +102,6 @@ async def test_reconnect_storm_spreads_and_everyone_is_served(
             # (asyncio may run a timer up to its clock resolution early: 1 ms allowed)
             assert len(done["late"]) == N and min(done["late"]) >= -0.001, (
                 "a client attempted before its planned time", min(done["late"]))
-            planned = [t - t0 for t in done["planned"]]
             stalled = max_window_share(planned, 0.1 + done["loop_lag_max"]) + STALL_MARGIN
             assert report.attempts_max_share_100ms <= max(ATTEMPTS_MAX_SHARE, stalled), report
         finally:
